@@ -1,0 +1,19 @@
+//! Switchboard's value types, shared by every layer and by the client crate.
+//!
+//! Nothing here does I/O or is async. Every value that comes from outside (a phone number,
+//! a message id, a message text) is built through a fallible parser, so a value of one of these
+//! types is known to be valid. The [`wire`] module holds the JSON shapes of the HTTP API, so
+//! that the server and `switchboard-client` agree on them by construction.
+
+pub mod encoding;
+pub mod ids;
+pub mod message;
+pub mod phone;
+pub mod timestamp;
+pub mod wire;
+
+pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
+pub use ids::{AccountId, IdError, MessageId};
+pub use message::{Direction, ErrorType, MessageKind, MessageStatus};
+pub use phone::{Msisdn, PhoneError};
+pub use timestamp::Timestamp;

@@ -1,0 +1,176 @@
+//! Message kinds, directions, lifecycle statuses and error types.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored and shown name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// SMS or MMS.
+    MessageKind {
+        /// A text message.
+        Sms = "sms",
+        /// A multimedia message.
+        Mms = "mms",
+    }
+}
+
+string_enum! {
+    /// Which way a message travels.
+    Direction {
+        /// From an application to a handset.
+        Outbound = "outbound",
+        /// From a handset to an application.
+        Inbound = "inbound",
+    }
+}
+
+string_enum! {
+    /// Where a message is in its life. Each dialect maps these onto its own words.
+    MessageStatus {
+        /// Stored and charged; not yet queued.
+        Accepted = "accepted",
+        /// Waiting until its scheduled time.
+        Scheduled = "scheduled",
+        /// Waiting for the dispatcher.
+        Queued = "queued",
+        /// Taken by the upstream provider.
+        Sent = "sent",
+        /// Confirmed delivered to the handset.
+        Delivered = "delivered",
+        /// Failed; see its error type.
+        Failed = "failed",
+        /// The carrier could not deliver it.
+        Undelivered = "undelivered",
+        /// Not sent within its validity.
+        Expired = "expired",
+        /// Canceled before it was sent.
+        Canceled = "canceled",
+        /// Received from a handset.
+        Received = "received",
+    }
+}
+
+impl MessageStatus {
+    /// Whether the message can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Delivered
+                | MessageStatus::Failed
+                | MessageStatus::Undelivered
+                | MessageStatus::Expired
+                | MessageStatus::Canceled
+                | MessageStatus::Received
+        )
+    }
+}
+
+string_enum! {
+    /// Why a message failed: TextingLine's list.
+    ErrorType {
+        /// An unspecified error occurred during message processing.
+        Unknown = "unknown",
+        /// An internal platform error prevented the message from being sent.
+        PlatformError = "platform_error",
+        /// The upstream provider encountered an internal processing error.
+        ProviderError = "provider_error",
+        /// The destination number is invalid, unreachable, or not mobile.
+        InvalidDestination = "invalid_destination",
+        /// The sender identity is not valid or not authorized.
+        InvalidSender = "invalid_sender",
+        /// The destination number is blocked from receiving messages.
+        DestinationBlocked = "destination_blocked",
+        /// The recipient has opted out from receiving messages.
+        OptedOut = "opted_out",
+        /// The message content is invalid or exceeds allowed limits.
+        InvalidContent = "invalid_content",
+        /// The message could not be routed to the destination.
+        RoutingError = "routing_error",
+        /// The message was blocked due to geographic restrictions.
+        GeographicRestriction = "geographic_restriction",
+        /// The requested service type is not supported for this destination.
+        ServiceRestricted = "service_restricted",
+    }
+}
+
+impl ErrorType {
+    /// The human-readable description used when nothing more specific is known.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorType::Unknown => "An unspecified error occurred during message processing.",
+            ErrorType::PlatformError => {
+                "An internal platform error prevented the message from being sent."
+            }
+            ErrorType::ProviderError => {
+                "The upstream provider encountered an internal processing error."
+            }
+            ErrorType::InvalidDestination => {
+                "The destination number is invalid, unreachable, or not mobile."
+            }
+            ErrorType::InvalidSender => "The sender identity is not valid or not authorized.",
+            ErrorType::DestinationBlocked => {
+                "The destination number is blocked from receiving messages."
+            }
+            ErrorType::OptedOut => {
+                "The recipient has opted out from receiving messages from this sender."
+            }
+            ErrorType::InvalidContent => {
+                "The message content is invalid or exceeds allowed limits."
+            }
+            ErrorType::RoutingError => "The message could not be routed to the destination.",
+            ErrorType::GeographicRestriction => {
+                "The message was blocked due to geographic restrictions."
+            }
+            ErrorType::ServiceRestricted => {
+                "The requested service type is not supported for this destination."
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(s.as_str()), Some(*s));
+        }
+        for e in ErrorType::ALL {
+            assert_eq!(ErrorType::parse(e.as_str()), Some(*e));
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
+        assert_eq!(ErrorType::ALL.len(), 11);
+    }
+}

@@ -1,0 +1,460 @@
+//! The JSON shapes of Switchboard's HTTP API, shared by the server and `switchboard-client`.
+//!
+//! Field names follow each dialect's document exactly (camelCase for TextingLine).
+//! With the `openapi` feature the types also describe themselves for the OpenAPI document.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// TextingLine: `POST /api/v1/messaging/message`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlSendRequest {
+    /// Recipient phone number in E.164 format (e.g. +18005551234).
+    pub to: String,
+    /// Sender phone number in E.164 format; an active number assigned to the account.
+    pub from: String,
+    /// Message text, up to 640 characters. Required for SMS; optional for MMS with `mediaUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Publicly accessible http(s) URL of a media file; when given, the message is an MMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// Unique key that makes retries safe: the same key and body return the original message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// TextingLine's TextingLine-facing status words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum TlStatus {
+    /// Taken by the provider (and anything after it that is not a failure).
+    Sent,
+    /// Stored and waiting to be sent.
+    Queued,
+    /// Failed; see `errorType`.
+    Failed,
+}
+
+impl TlStatus {
+    /// Maps the core lifecycle onto TextingLine's three words.
+    pub fn from_status(status: MessageStatus) -> Self {
+        match status {
+            MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Queued => {
+                TlStatus::Queued
+            }
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Received => {
+                TlStatus::Sent
+            }
+            MessageStatus::Failed
+            | MessageStatus::Undelivered
+            | MessageStatus::Expired
+            | MessageStatus::Canceled => TlStatus::Failed,
+        }
+    }
+}
+
+/// TextingLine's message object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TlMessage {
+    /// Unique message identifier, prefixed with `msg_`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "msg_DsAdb4EBYBh3z25sBA1qnv"))]
+    pub id: MessageId,
+    /// `outbound` or `inbound`.
+    pub direction: Direction,
+    /// Recipient, E.164.
+    pub to: String,
+    /// Sender, E.164.
+    pub from: String,
+    /// The text, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The media URL of an MMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// One of sent, queued, failed.
+    pub status: TlStatus,
+    /// Present only when status is failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<ErrorType>,
+    /// Present only when status is failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// When the provider took the message; absent unless sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub sent_at: Option<Timestamp>,
+    /// When the message was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// TextingLine: a page of messages, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TlMessageList {
+    /// The messages on this page.
+    pub data: Vec<TlMessage>,
+    /// Whether older messages follow.
+    pub has_more: bool,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// TextingLine's error body, for every error the dialect returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TlErrorBody {
+    /// The error.
+    pub error: TlError,
+}
+
+/// One TextingLine error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TlError {
+    /// Numeric code: 33004, 33009, 33016, 33019, 33023, or a 30xxx request error.
+    pub code: u32,
+    /// Stable snake_case name of the code.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+}
+
+/// Admin: create an account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// A display name, 1 to 200 characters.
+    pub name: String,
+}
+
+/// Admin: an account and its balances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// The account id (also Mudbase's projectId and Bird's workspaceId).
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// SMS credits left.
+    pub sms_credits: i64,
+    /// MMS credits left.
+    pub mms_credits: i64,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: create an API key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label for the key, up to 200 characters.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Admin: an API key as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    /// The key id: the Basic-auth user name.
+    pub id: String,
+    /// The account the key acts for.
+    pub account_id: Uuid,
+    /// Label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Admin: a newly created API key, the only time its secret is shown.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyCreated {
+    /// The key as listed.
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The secret: the Basic-auth password. Shown once; stored only as a keyed hash.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ApiKeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyCreated")
+            .field("key", &self.key)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Admin: assign a sender to an account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSender {
+    /// An E.164 number.
+    pub address: String,
+    /// Whether it may send now (default true).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Whether it sends SMS (default true).
+    #[serde(default = "yes")]
+    pub sms: bool,
+    /// Whether it sends MMS (default false).
+    #[serde(default)]
+    pub mms: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Admin: change a sender.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSender {
+    /// New active state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// New SMS capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<bool>,
+    /// New MMS capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mms: Option<bool>,
+}
+
+/// Admin: a sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Sender {
+    /// The E.164 number.
+    pub address: String,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// Whether it may send.
+    pub active: bool,
+    /// SMS capable.
+    pub sms: bool,
+    /// MMS capable.
+    pub mms: bool,
+    /// When it was assigned.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: add credits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    /// SMS credits to add (0 to 1,000,000,000).
+    #[serde(default)]
+    pub sms: i64,
+    /// MMS credits to add (0 to 1,000,000,000).
+    #[serde(default)]
+    pub mms: i64,
+    /// Free text stored on the ledger entry (an invoice number, say), up to 200 characters.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// Admin: an account's balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Balance {
+    /// SMS credits left.
+    pub sms_credits: i64,
+    /// MMS credits left.
+    pub mms_credits: i64,
+}
+
+/// Admin: one immutable ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// Entry id.
+    pub id: Uuid,
+    /// `topup`, `charge` or `refund`.
+    pub kind: String,
+    /// Change to the SMS balance (negative for a charge).
+    pub sms_delta: i64,
+    /// Change to the MMS balance.
+    pub mms_delta: i64,
+    /// SMS balance after the entry.
+    pub sms_balance: i64,
+    /// MMS balance after the entry.
+    pub mms_balance: i64,
+    /// The message that caused it, for charges and refunds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub message_id: Option<MessageId>,
+    /// The top-up's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// When it was written.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: suppress a recipient for a sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OptOutRequest {
+    /// The account's sender number.
+    pub sender: String,
+    /// The recipient who opted out.
+    pub recipient: String,
+}
+
+/// Admin: an opt-out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OptOut {
+    /// The sender number.
+    pub sender: String,
+    /// The suppressed recipient.
+    pub recipient: String,
+    /// When it was recorded.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: one status change of a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StatusEvent {
+    /// The status entered.
+    pub status: MessageStatus,
+    /// When.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
+    /// The error type, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<ErrorType>,
+}
+
+/// Admin: a message with everything stored about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// Message id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: MessageId,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// Direction.
+    pub direction: Direction,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Recipient.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Media URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// GSM-7 or UCS-2.
+    pub encoding: Encoding,
+    /// SMS parts.
+    pub segments: u32,
+    /// Lifecycle status.
+    pub status: MessageStatus,
+    /// Error type, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<ErrorType>,
+    /// Error message, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// SMS credits charged (net of refunds).
+    pub sms_credits: i64,
+    /// MMS credits charged (net of refunds).
+    pub mms_credits: i64,
+    /// The idempotency key the request carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Dispatch attempts so far.
+    pub attempts: u32,
+    /// The provider's id for the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When the provider took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub sent_at: Option<Timestamp>,
+    /// Every status it went through, oldest first (only when one message is read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StatusEvent>,
+}
+
+/// Admin: a page of items, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Admin API error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AdminErrorBody {
+    /// The error.
+    pub error: AdminError,
+}
+
+/// One admin API error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AdminError {
+    /// Stable snake_case code, e.g. `not_found`, `invalid_request`, `conflict`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
