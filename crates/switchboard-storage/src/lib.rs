@@ -1,1 +1,209 @@
-//! placeholder
+//! Durable storage for Switchboard: the [`Store`] trait and its two implementations.
+//!
+//! [`sqlite::SqliteStore`] is the embedded default (one file, WAL, `synchronous=FULL`, one
+//! writer connection and a pool of readers); [`postgres::PostgresStore`] serves several nodes
+//! on one database. Both run the same SQL where the dialects agree, share the admission rules
+//! in [`admission`], and pass the same contract suite (`tests/it`).
+//!
+//! This is the only crate that knows SQL. Every write that must be atomic is one method here
+//! and one transaction: [`Store::accept`] stores a whole group of messages with their charges
+//! and status events under one commit (a group commit: one fsync for many requests), and
+//! [`Store::record_results`] stores the dispatcher's outcomes, with refunds, the same way.
+
+pub mod admission;
+mod common;
+pub mod postgres;
+pub mod records;
+pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use async_trait::async_trait;
+use switchboard_domain::{AccountId, MessageId, Timestamp};
+use switchboard_ledger::Credits;
+
+pub use records::*;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The thing to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A ledger rule refused the write.
+    #[error(transparent)]
+    Ledger(#[from] switchboard_ledger::LedgerError),
+    /// A stored value is not what the schema promises.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one this crate serves.
+    #[error("unsupported database URL (expected sqlite: or postgres:)")]
+    UnsupportedUrl,
+}
+
+/// Result with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// How many items a list returns at most, and where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest<C> {
+    /// Items strictly older than this one (exclusive cursor), or from the newest.
+    pub before: Option<C>,
+    /// At most this many (1 to 1000).
+    pub limit: u32,
+}
+
+/// The persistence interface of the core. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// The server's secret for keyed hashes, created at random on first use and shared by
+    /// every node on the same database.
+    async fn server_secret(&self) -> Result<Vec<u8>>;
+
+    /// Creates an account with zero balances.
+    async fn create_account(&self, name: &str) -> Result<AccountRecord>;
+    /// Reads an account.
+    async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
+    /// Lists accounts, newest first.
+    async fn list_accounts(&self, page: PageRequest<AccountId>) -> Result<Vec<AccountRecord>>;
+
+    /// Stores a new API key (its secret already hashed).
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// Finds a key by id, revoked or not.
+    async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// Lists an account's keys.
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>>;
+    /// Revokes a key of the account; `NotFound` if the account has no such key.
+    async fn revoke_api_key(
+        &self,
+        account: AccountId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<ApiKeyRecord>;
+
+    /// Assigns a sender to an account; `Conflict` if the address is assigned already.
+    async fn create_sender(&self, sender: &SenderRecord) -> Result<()>;
+    /// Changes a sender of the account; `NotFound` if the account has no such sender.
+    async fn update_sender(
+        &self,
+        account: AccountId,
+        address: &str,
+        change: SenderChange,
+    ) -> Result<SenderRecord>;
+    /// Lists an account's senders.
+    async fn list_senders(&self, account: AccountId) -> Result<Vec<SenderRecord>>;
+
+    /// Adds credits with a ledger entry.
+    async fn top_up(
+        &self,
+        account: AccountId,
+        amount: Credits,
+        reference: Option<&str>,
+    ) -> Result<LedgerRecord>;
+    /// Lists an account's ledger entries, newest first.
+    async fn ledger(
+        &self,
+        account: AccountId,
+        page: PageRequest<uuid::Uuid>,
+    ) -> Result<Vec<LedgerRecord>>;
+
+    /// Records an opt-out (idempotent).
+    async fn add_opt_out(
+        &self,
+        account: AccountId,
+        sender: &str,
+        recipient: &str,
+    ) -> Result<OptOutRecord>;
+    /// Lifts an opt-out; `NotFound` if there was none.
+    async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str)
+    -> Result<()>;
+    /// Lists an account's opt-outs.
+    async fn list_opt_outs(&self, account: AccountId, limit: u32) -> Result<Vec<OptOutRecord>>;
+
+    /// Admits a group of new messages in one transaction, deciding each in order by the rules
+    /// of [`admission`]: replay or conflict on a known idempotency key; refuse an unassigned,
+    /// inactive or incapable sender; store an opted-out recipient's message as failed and
+    /// free; refuse what the balance cannot pay; otherwise charge, store queued, and record
+    /// the `accepted` and `queued` events. Returns one outcome per input, in order.
+    async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>>;
+
+    /// Reads a message.
+    async fn get_message(&self, id: MessageId) -> Result<Option<MessageRecord>>;
+    /// Lists an account's messages, newest first.
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        page: PageRequest<MessageId>,
+    ) -> Result<Vec<MessageRecord>>;
+    /// A message's status history, oldest first.
+    async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>>;
+
+    /// Claims up to `limit` queued messages that are due, leasing each until `lease_until`
+    /// and counting the attempt. On PostgreSQL concurrent claimers never get the same message
+    /// (`FOR UPDATE SKIP LOCKED`); a message whose lease runs out is due again.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>>;
+
+    /// Stores dispatch outcomes in one transaction. An outcome applies only if the message is
+    /// still queued under the attempt that produced it; returns the ids that changed.
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>>;
+
+    /// Counts the account's messages by status (for checks and metrics).
+    async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>>;
+}
+
+/// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PostgresStore::open(url, options).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl)
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Connections in the pool (PostgreSQL) or readers (SQLite).
+    pub max_connections: u32,
+    /// How long to wait for a connection or a lock.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}

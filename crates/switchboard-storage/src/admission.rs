@@ -1,0 +1,261 @@
+//! The admission rules that [`crate::Store::accept`] applies, shared by both backends.
+//!
+//! A backend loads the facts a group of messages needs (locked balances, senders, opt-outs,
+//! earlier uses of idempotency keys) inside its transaction, calls [`plan`], writes what the
+//! plan says, and commits. Keeping the rules here, pure, means SQLite and PostgreSQL cannot
+//! disagree on them.
+
+use std::collections::{HashMap, HashSet};
+
+use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus};
+use switchboard_ledger::{Balance, Credits};
+
+use crate::{AcceptOutcome, MessageRecord, NewMessage, SenderRecord};
+
+/// What the rules need to know, loaded inside the transaction.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// Balances of every account in the group (locked for the transaction).
+    pub balances: HashMap<AccountId, Balance>,
+    /// Every sender address in the group that exists, whoever owns it.
+    pub senders: HashMap<String, SenderRecord>,
+    /// Opted-out (sender, recipient) pairs among the group's.
+    pub opted_out: HashSet<(String, String)>,
+    /// Earlier messages by (account, idempotency key), among the group's keys.
+    pub by_key: HashMap<(AccountId, String), MessageRecord>,
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Store this record. If `charge` is set, write a charge entry with this delta and the
+    /// balance after it, and take it from the account.
+    Insert {
+        /// The record to store.
+        record: MessageRecord,
+        /// (delta, balance after) of the charge entry.
+        charge: Option<(Credits, Credits)>,
+    },
+    /// Store nothing; answer with this outcome.
+    Answer(AcceptOutcome),
+}
+
+impl Step {
+    /// The outcome to report once the step is written.
+    pub fn outcome(&self) -> AcceptOutcome {
+        match self {
+            Step::Insert { record, .. } if record.status == MessageStatus::Failed => {
+                AcceptOutcome::OptedOut(record.clone())
+            }
+            Step::Insert { record, .. } => AcceptOutcome::Queued(record.clone()),
+            Step::Answer(outcome) => outcome.clone(),
+        }
+    }
+}
+
+/// Decides every message of a group, in order. Charges are applied to `facts.balances`, and
+/// each stored message with a key joins `facts.by_key`, so later messages in the same group
+/// see earlier ones exactly as a later group would.
+pub fn plan(batch: &[NewMessage], facts: &mut Facts) -> Vec<Step> {
+    batch.iter().map(|m| decide(m, facts)).collect()
+}
+
+fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
+    if let Some(key) = &m.idempotency_key {
+        if let Some(earlier) = facts.by_key.get(&(m.account_id, key.clone())) {
+            return Step::Answer(
+                if earlier.request_hash.as_deref() == Some(m.request_hash.as_slice()) {
+                    AcceptOutcome::Replayed(earlier.clone())
+                } else {
+                    AcceptOutcome::IdempotencyConflict
+                },
+            );
+        }
+    }
+    let sender = match facts.senders.get(&m.from) {
+        Some(s) if s.account_id == m.account_id => s,
+        _ => return Step::Answer(AcceptOutcome::SenderNotAssigned),
+    };
+    if !sender.active {
+        return Step::Answer(AcceptOutcome::SenderInactive);
+    }
+    if !sender.can_send(m.kind) {
+        return Step::Answer(AcceptOutcome::SenderNotCapable);
+    }
+
+    let mut record = MessageRecord {
+        id: m.id,
+        account_id: m.account_id,
+        direction: Direction::Outbound,
+        kind: m.kind,
+        to: m.to.clone(),
+        from: m.from.clone(),
+        body: m.body.clone(),
+        media_url: m.media_url.clone(),
+        encoding: m.encoding,
+        segments: m.segments,
+        status: MessageStatus::Queued,
+        error_type: None,
+        error_message: None,
+        charged: Credits::ZERO,
+        idempotency_key: m.idempotency_key.clone(),
+        request_hash: Some(m.request_hash.clone()),
+        attempts: 0,
+        next_attempt_at: m.created_at,
+        provider_message_id: None,
+        created_at: m.created_at,
+        updated_at: m.created_at,
+        sent_at: None,
+    };
+
+    let charge = if facts.opted_out.contains(&(m.from.clone(), m.to.clone())) {
+        record.status = MessageStatus::Failed;
+        record.error_type = Some(ErrorType::OptedOut);
+        record.error_message = Some(ErrorType::OptedOut.description().to_owned());
+        None
+    } else {
+        let Some(balance) = facts.balances.get_mut(&m.account_id) else {
+            return Step::Answer(AcceptOutcome::InsufficientCredits);
+        };
+        match balance.charge(m.price) {
+            Ok(delta) => {
+                record.charged = m.price;
+                Some((delta, balance.credits()))
+            }
+            Err(_) => return Step::Answer(AcceptOutcome::InsufficientCredits),
+        }
+    };
+    if let Some(key) = &m.idempotency_key {
+        facts
+            .by_key
+            .insert((m.account_id, key.clone()), record.clone());
+    }
+    Step::Insert { record, charge }
+}
+
+/// The events a newly stored message starts with.
+pub fn initial_events(record: &MessageRecord) -> [(MessageStatus, Option<ErrorType>); 2] {
+    [
+        (MessageStatus::Accepted, None),
+        (record.status, record.error_type),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_domain::{Encoding, MessageId, MessageKind, Timestamp};
+
+    fn sender(account: AccountId) -> SenderRecord {
+        SenderRecord {
+            address: "+18005559876".into(),
+            account_id: account,
+            active: true,
+            sms: true,
+            mms: false,
+            created_at: Timestamp::from_millis(0),
+        }
+    }
+
+    fn msg(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
+        NewMessage {
+            id: MessageId::new(),
+            account_id: account,
+            kind: MessageKind::Sms,
+            to: "+18005551234".into(),
+            from: "+18005559876".into(),
+            body: Some(body.into()),
+            media_url: None,
+            encoding: Encoding::Gsm7,
+            segments: 1,
+            price: Credits::new(2, 0),
+            idempotency_key: key.map(str::to_owned),
+            request_hash: body.as_bytes().to_vec(),
+            created_at: Timestamp::from_millis(1),
+        }
+    }
+
+    fn facts(account: AccountId, sms: i64) -> Facts {
+        let mut f = Facts::default();
+        f.balances
+            .insert(account, Balance::new(Credits::new(sms, 0)).unwrap());
+        f.senders.insert("+18005559876".into(), sender(account));
+        f
+    }
+
+    #[test]
+    fn charges_until_the_balance_runs_out() {
+        let a = AccountId::new();
+        let mut f = facts(a, 5);
+        let steps = plan(
+            &[msg(a, None, "1"), msg(a, None, "2"), msg(a, None, "3")],
+            &mut f,
+        );
+        assert!(matches!(steps[0].outcome(), AcceptOutcome::Queued(_)));
+        assert!(matches!(steps[1].outcome(), AcceptOutcome::Queued(_)));
+        assert_eq!(steps[2].outcome(), AcceptOutcome::InsufficientCredits);
+        assert_eq!(f.balances[&a].credits(), Credits::new(1, 0));
+    }
+
+    #[test]
+    fn same_key_in_one_group_replays_or_conflicts() {
+        let a = AccountId::new();
+        let mut f = facts(a, 100);
+        let steps = plan(
+            &[
+                msg(a, Some("k"), "x"),
+                msg(a, Some("k"), "x"),
+                msg(a, Some("k"), "y"),
+            ],
+            &mut f,
+        );
+        let AcceptOutcome::Queued(first) = steps[0].outcome() else {
+            panic!()
+        };
+        assert_eq!(steps[1].outcome(), AcceptOutcome::Replayed(first));
+        assert_eq!(steps[2].outcome(), AcceptOutcome::IdempotencyConflict);
+        assert_eq!(f.balances[&a].credits(), Credits::new(98, 0));
+    }
+
+    #[test]
+    fn sender_rules() {
+        let a = AccountId::new();
+        let other = AccountId::new();
+        let mut f = facts(a, 100);
+        assert_eq!(
+            plan(&[msg(other, None, "x")], &mut f)[0].outcome(),
+            AcceptOutcome::SenderNotAssigned
+        );
+        f.senders.get_mut("+18005559876").unwrap().active = false;
+        assert_eq!(
+            plan(&[msg(a, None, "x")], &mut f)[0].outcome(),
+            AcceptOutcome::SenderInactive
+        );
+        f.senders.get_mut("+18005559876").unwrap().active = true;
+        let mut mms = msg(a, None, "x");
+        mms.kind = MessageKind::Mms;
+        assert_eq!(
+            plan(&[mms], &mut f)[0].outcome(),
+            AcceptOutcome::SenderNotCapable
+        );
+    }
+
+    #[test]
+    fn opted_out_is_stored_failed_and_free() {
+        let a = AccountId::new();
+        let mut f = facts(a, 0);
+        f.opted_out
+            .insert(("+18005559876".into(), "+18005551234".into()));
+        let step = plan(&[msg(a, None, "x")], &mut f).remove(0);
+        let Step::Insert {
+            record,
+            charge: None,
+        } = &step
+        else {
+            panic!("{step:?}")
+        };
+        assert_eq!(record.status, MessageStatus::Failed);
+        assert_eq!(record.error_type, Some(ErrorType::OptedOut));
+        assert!(matches!(step.outcome(), AcceptOutcome::OptedOut(_)));
+    }
+}

@@ -1,0 +1,279 @@
+//! The records the store reads and writes.
+
+use std::fmt;
+
+use switchboard_domain::{
+    AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+};
+use switchboard_ledger::{Credits, EntryKind};
+use uuid::Uuid;
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Id.
+    pub id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Balances.
+    pub balance: Credits,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// An API key; the secret only as its keyed hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Key id.
+    pub id: String,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Label.
+    pub name: Option<String>,
+    /// HMAC-SHA256 of the secret under the server secret.
+    pub secret_hash: Vec<u8>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Revocation time.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("secret_hash", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+/// A sender number assigned to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderRecord {
+    /// E.164 address.
+    pub address: String,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Whether it may send.
+    pub active: bool,
+    /// SMS capable.
+    pub sms: bool,
+    /// MMS capable.
+    pub mms: bool,
+    /// When it was assigned.
+    pub created_at: Timestamp,
+}
+
+impl SenderRecord {
+    /// Whether it can send this kind of message.
+    pub fn can_send(&self, kind: MessageKind) -> bool {
+        match kind {
+            MessageKind::Sms => self.sms,
+            MessageKind::Mms => self.mms,
+        }
+    }
+}
+
+/// A change to a sender; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderChange {
+    /// Active.
+    pub active: Option<bool>,
+    /// SMS capable.
+    pub sms: Option<bool>,
+    /// MMS capable.
+    pub mms: Option<bool>,
+}
+
+/// An immutable ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRecord {
+    /// Id (UUIDv7, so entries sort by time).
+    pub id: Uuid,
+    /// Account.
+    pub account_id: AccountId,
+    /// Top-up, charge or refund.
+    pub kind: EntryKind,
+    /// Signed change.
+    pub delta: Credits,
+    /// Balances right after.
+    pub balance_after: Credits,
+    /// The message it is for.
+    pub message_id: Option<MessageId>,
+    /// A top-up's reference.
+    pub reference: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// An opt-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOutRecord {
+    /// Sender number.
+    pub sender: String,
+    /// Suppressed recipient.
+    pub recipient: String,
+    /// Account of the sender.
+    pub account_id: AccountId,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// Id.
+    pub id: MessageId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Direction.
+    pub direction: Direction,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Recipient.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub body: Option<String>,
+    /// Media URL.
+    pub media_url: Option<String>,
+    /// Encoding of the text.
+    pub encoding: Encoding,
+    /// Parts.
+    pub segments: u32,
+    /// Status.
+    pub status: MessageStatus,
+    /// Error type of a failure.
+    pub error_type: Option<ErrorType>,
+    /// Error message of a failure or of the last retryable error.
+    pub error_message: Option<String>,
+    /// Credits charged and not refunded.
+    pub charged: Credits,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request's content, to tell a replay from a conflicting reuse of a key.
+    pub request_hash: Option<Vec<u8>>,
+    /// Dispatch attempts.
+    pub attempts: u32,
+    /// When the dispatcher may next take it (while queued).
+    pub next_attempt_at: Timestamp,
+    /// The upstream's id.
+    pub provider_message_id: Option<String>,
+    /// Creation.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// When the provider took it.
+    pub sent_at: Option<Timestamp>,
+}
+
+/// One status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Message.
+    pub message_id: MessageId,
+    /// Status entered.
+    pub status: MessageStatus,
+    /// Error type, for failures.
+    pub error_type: Option<ErrorType>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A message to admit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Id to give it.
+    pub id: MessageId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Recipient.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub body: Option<String>,
+    /// Media URL.
+    pub media_url: Option<String>,
+    /// Encoding.
+    pub encoding: Encoding,
+    /// Parts.
+    pub segments: u32,
+    /// What it costs.
+    pub price: Credits,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request's content.
+    pub request_hash: Vec<u8>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// What [`crate::Store::accept`] did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Stored, charged and queued.
+    Queued(MessageRecord),
+    /// Stored as failed because the recipient opted out; nothing charged.
+    OptedOut(MessageRecord),
+    /// The idempotency key was used before with the same content: the earlier message.
+    Replayed(MessageRecord),
+    /// The idempotency key was used before with different content. Nothing stored.
+    IdempotencyConflict,
+    /// The sender is not assigned to the account. Nothing stored.
+    SenderNotAssigned,
+    /// The sender is not active. Nothing stored.
+    SenderInactive,
+    /// The sender cannot send this kind of message. Nothing stored.
+    SenderNotCapable,
+    /// The balance cannot pay. Nothing stored or charged.
+    InsufficientCredits,
+}
+
+/// What a dispatch attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchOutcome {
+    /// The provider took it.
+    Sent {
+        /// The provider's id.
+        provider_message_id: String,
+    },
+    /// Try again at this time.
+    Retry {
+        /// When.
+        next_attempt_at: Timestamp,
+        /// The error that caused the retry.
+        error: String,
+    },
+    /// Failed for good.
+    Failed {
+        /// Classification.
+        error_type: ErrorType,
+        /// Description.
+        message: String,
+        /// Whether to refund the charge (with a ledger entry).
+        refund: bool,
+    },
+}
+
+/// One dispatch attempt's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchResult {
+    /// Message.
+    pub id: MessageId,
+    /// Owner (for the refund).
+    pub account_id: AccountId,
+    /// The attempt number the claim gave.
+    pub attempt: u32,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub outcome: DispatchOutcome,
+}

@@ -1,0 +1,691 @@
+//! The store contract: every test runs on SQLite and on PostgreSQL.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use switchboard_domain::{
+    AccountId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+};
+use switchboard_ledger::{Credits, EntryKind};
+use switchboard_storage::testing::TestDatabase;
+use switchboard_storage::{
+    AcceptOutcome, ConnectOptions, DispatchOutcome, DispatchResult, NewMessage, PageRequest,
+    SenderChange, SenderRecord, Store, connect,
+};
+
+const FROM: &str = "+18005559876";
+const TO: &str = "+18005551234";
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let db = TestDatabase::sqlite();
+    let store = connect(&db.url, &ConnectOptions::default())
+        .await
+        .expect("open SQLite");
+    test(store).await;
+    db.remove().await;
+}
+
+async fn on_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = TestDatabase::postgres(name).await else {
+        return;
+    };
+    let options = ConnectOptions {
+        max_connections: 16,
+        ..ConnectOptions::default()
+    };
+    let store = connect(&db.url, &options).await.expect("open PostgreSQL");
+    test(store).await;
+    db.remove().await;
+}
+
+/// Declares one contract test as two tests, one per backend.
+macro_rules! contract {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::on_sqlite(super::$name).await } )+ }
+        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::on_postgres(stringify!($name), super::$name).await } )+ }
+    };
+}
+
+contract!(
+    accounts_keys_and_senders,
+    top_up_writes_the_ledger,
+    accept_charges_and_records_events,
+    accept_refuses_without_writing,
+    opted_out_is_stored_failed_and_free,
+    idempotency_replays_and_conflicts_across_groups,
+    concurrent_groups_never_overdraw,
+    concurrent_same_key_charges_once,
+    claims_are_disjoint_and_leases_expire,
+    results_apply_once_and_refund_once,
+    paging_is_newest_first,
+);
+
+async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId {
+    let account = store.create_account("test").await.unwrap().id;
+    if sms > 0 || mms > 0 {
+        store
+            .top_up(account, Credits::new(sms, mms), Some("test"))
+            .await
+            .unwrap();
+    }
+    store
+        .create_sender(&SenderRecord {
+            address: FROM.into(),
+            account_id: account,
+            active: true,
+            sms: true,
+            mms: true,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    account
+}
+
+fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        account_id: account,
+        kind: MessageKind::Sms,
+        to: TO.into(),
+        from: FROM.into(),
+        body: Some(body.into()),
+        media_url: None,
+        encoding: Encoding::Gsm7,
+        segments: 1,
+        price: Credits::new(2, 0),
+        idempotency_key: key.map(str::to_owned),
+        request_hash: body.as_bytes().to_vec(),
+        created_at: Timestamp::now(),
+    }
+}
+
+async fn balance(store: &Arc<dyn Store>, account: AccountId) -> Credits {
+    store.get_account(account).await.unwrap().unwrap().balance
+}
+
+async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
+    let a = store.create_account("Acme").await.unwrap();
+    assert_eq!(store.get_account(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_account(AccountId::new()).await.unwrap(), None);
+
+    let secret = store.server_secret().await.unwrap();
+    assert_eq!(secret.len(), 32);
+    assert_eq!(
+        store.server_secret().await.unwrap(),
+        secret,
+        "the secret is made once"
+    );
+
+    let key = switchboard_storage::ApiKeyRecord {
+        id: "key_1".into(),
+        account_id: a.id,
+        name: Some("ci".into()),
+        secret_hash: vec![1; 32],
+        created_at: Timestamp::now(),
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await.unwrap();
+    assert!(
+        store.create_api_key(&key).await.is_err(),
+        "key ids are unique"
+    );
+    assert_eq!(
+        store.find_api_key("key_1").await.unwrap(),
+        Some(key.clone())
+    );
+    let other = store.create_account("Other").await.unwrap();
+    assert!(
+        store
+            .revoke_api_key(other.id, "key_1", Timestamp::now())
+            .await
+            .is_err(),
+        "only the owner revokes"
+    );
+    let revoked = store
+        .revoke_api_key(a.id, "key_1", Timestamp::now())
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(store.list_api_keys(a.id).await.unwrap().len(), 1);
+
+    let sender = SenderRecord {
+        address: FROM.into(),
+        account_id: a.id,
+        active: true,
+        sms: true,
+        mms: false,
+        created_at: Timestamp::now(),
+    };
+    store.create_sender(&sender).await.unwrap();
+    let taken = SenderRecord {
+        account_id: other.id,
+        ..sender.clone()
+    };
+    assert!(matches!(
+        store.create_sender(&taken).await,
+        Err(switchboard_storage::StorageError::Conflict(_))
+    ));
+    let changed = store
+        .update_sender(
+            a.id,
+            FROM,
+            SenderChange {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!changed.active && changed.sms && !changed.mms);
+    assert!(
+        store
+            .update_sender(other.id, FROM, SenderChange::default())
+            .await
+            .is_err()
+    );
+    assert_eq!(store.list_senders(a.id).await.unwrap(), vec![changed]);
+    assert!(store.list_senders(other.id).await.unwrap().is_empty());
+}
+
+async fn top_up_writes_the_ledger(store: Arc<dyn Store>) {
+    let a = store.create_account("Acme").await.unwrap().id;
+    let e1 = store
+        .top_up(a, Credits::new(10, 0), Some("inv-1"))
+        .await
+        .unwrap();
+    let e2 = store.top_up(a, Credits::new(5, 3), None).await.unwrap();
+    assert_eq!(e2.balance_after, Credits::new(15, 3));
+    assert!(store.top_up(a, Credits::new(-5, 0), None).await.is_err());
+    assert!(
+        store
+            .top_up(AccountId::new(), Credits::new(1, 0), None)
+            .await
+            .is_err()
+    );
+    let entries = store
+        .ledger(
+            a,
+            PageRequest {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![e2, e1.clone()]);
+    assert_eq!(entries[1].reference.as_deref(), Some("inv-1"));
+    assert_eq!(balance(&store, a).await, Credits::new(15, 3));
+}
+
+async fn accept_charges_and_records_events(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 10, 1).await;
+    let mut mms = message(a, None, "pic");
+    mms.kind = MessageKind::Mms;
+    mms.price = Credits::new(2, 1);
+    mms.media_url = Some("https://example.com/a.jpg".into());
+    let out = store.accept(&[message(a, None, "one"), mms]).await.unwrap();
+    let AcceptOutcome::Queued(sms) = &out[0] else {
+        panic!("{out:?}")
+    };
+    let AcceptOutcome::Queued(mms) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(balance(&store, a).await, Credits::new(6, 0));
+    assert_eq!(store.get_message(sms.id).await.unwrap().as_ref(), Some(sms));
+    assert_eq!(
+        store.get_message(mms.id).await.unwrap().unwrap().charged,
+        Credits::new(2, 1)
+    );
+    let events: Vec<MessageStatus> = store
+        .message_events(sms.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(events, vec![MessageStatus::Accepted, MessageStatus::Queued]);
+    let ledger = store
+        .ledger(
+            a,
+            PageRequest {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let charges: Vec<_> = ledger
+        .iter()
+        .filter(|e| e.kind == EntryKind::Charge)
+        .collect();
+    assert_eq!(charges.len(), 2);
+    assert_eq!(charges[0].message_id, Some(mms.id));
+    assert_eq!(charges[0].balance_after, Credits::new(6, 0));
+}
+
+async fn accept_refuses_without_writing(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 2, 0).await;
+    let other = store.create_account("other").await.unwrap().id;
+    let mut wrong_sender = message(a, None, "x");
+    wrong_sender.from = "+18005550000".into();
+    let foreign = message(other, None, "x");
+    let mut mms = message(a, None, "x");
+    mms.kind = MessageKind::Mms;
+    mms.price = Credits::new(2, 1);
+    let out = store.accept(&[wrong_sender, foreign, mms]).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            AcceptOutcome::SenderNotAssigned,
+            AcceptOutcome::SenderNotAssigned,
+            AcceptOutcome::InsufficientCredits
+        ]
+    );
+    store
+        .update_sender(
+            a,
+            FROM,
+            SenderChange {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.accept(&[message(a, None, "x")]).await.unwrap(),
+        vec![AcceptOutcome::SenderInactive]
+    );
+    store
+        .update_sender(
+            a,
+            FROM,
+            SenderChange {
+                active: Some(true),
+                sms: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.accept(&[message(a, None, "x")]).await.unwrap(),
+        vec![AcceptOutcome::SenderNotCapable]
+    );
+    assert!(
+        store
+            .list_messages(
+                a,
+                PageRequest {
+                    before: None,
+                    limit: 10
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(balance(&store, a).await, Credits::new(2, 0));
+}
+
+async fn opted_out_is_stored_failed_and_free(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 2, 0).await;
+    store.add_opt_out(a, FROM, TO).await.unwrap();
+    store.add_opt_out(a, FROM, TO).await.unwrap();
+    assert_eq!(store.list_opt_outs(a, 10).await.unwrap().len(), 1);
+    let out = store.accept(&[message(a, None, "x")]).await.unwrap();
+    let AcceptOutcome::OptedOut(m) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (m.status, m.error_type, m.charged),
+        (
+            MessageStatus::Failed,
+            Some(ErrorType::OptedOut),
+            Credits::ZERO
+        )
+    );
+    assert_eq!(balance(&store, a).await, Credits::new(2, 0));
+    store.remove_opt_out(a, FROM, TO).await.unwrap();
+    assert!(store.remove_opt_out(a, FROM, TO).await.is_err());
+    assert!(matches!(
+        store.accept(&[message(a, None, "x")]).await.unwrap()[0],
+        AcceptOutcome::Queued(_)
+    ));
+    assert_eq!(balance(&store, a).await, Credits::ZERO);
+}
+
+async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 100, 0).await;
+    let first = store
+        .accept(&[message(a, Some("k1"), "hello")])
+        .await
+        .unwrap()
+        .remove(0);
+    let AcceptOutcome::Queued(original) = first else {
+        panic!()
+    };
+    let again = store
+        .accept(&[message(a, Some("k1"), "hello")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again, AcceptOutcome::Replayed(original.clone()));
+    let changed = store
+        .accept(&[message(a, Some("k1"), "other")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(changed, AcceptOutcome::IdempotencyConflict);
+    // Keys belong to an account: another account may use the same key.
+    let b = store.create_account("b").await.unwrap().id;
+    store.top_up(b, Credits::new(2, 0), None).await.unwrap();
+    let mut theirs = message(b, Some("k1"), "hello");
+    theirs.from = "+18005550001".into();
+    store
+        .create_sender(&SenderRecord {
+            address: theirs.from.clone(),
+            account_id: b,
+            active: true,
+            sms: true,
+            mms: false,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.accept(&[theirs]).await.unwrap()[0],
+        AcceptOutcome::Queued(_)
+    ));
+    assert_eq!(balance(&store, a).await, Credits::new(98, 0));
+}
+
+async fn concurrent_groups_never_overdraw(store: Arc<dyn Store>) {
+    const N: usize = 40;
+    let a = funded_account(&store, 2 * N as i64, 0).await;
+    let mut tasks = Vec::new();
+    for i in 0..(5 * N / 5) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let group: Vec<NewMessage> = (0..5)
+                .map(|j| message(a, None, &format!("{i}-{j}")))
+                .collect();
+            store.accept(&group).await.unwrap()
+        }));
+    }
+    let mut queued = 0;
+    for t in tasks {
+        for o in t.await.unwrap() {
+            match o {
+                AcceptOutcome::Queued(_) => queued += 1,
+                AcceptOutcome::InsufficientCredits => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(queued, N);
+    assert_eq!(balance(&store, a).await, Credits::ZERO);
+    let charges = store
+        .ledger(
+            a,
+            PageRequest {
+                before: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        charges
+            .iter()
+            .filter(|e| e.kind == EntryKind::Charge)
+            .count(),
+        N
+    );
+}
+
+async fn concurrent_same_key_charges_once(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 100, 0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .accept(&[message(a, Some("same"), "body")])
+                .await
+                .unwrap()
+                .remove(0)
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            AcceptOutcome::Queued(m) | AcceptOutcome::Replayed(m) => ids.insert(m.id),
+            other => panic!("{other:?}"),
+        };
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(balance(&store, a).await, Credits::new(98, 0));
+}
+
+async fn claims_are_disjoint_and_leases_expire(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 200, 0).await;
+    let group: Vec<NewMessage> = (0..60).map(|i| message(a, None, &i.to_string())).collect();
+    store.accept(&group).await.unwrap();
+    let now = Timestamp::now();
+    let lease = now.plus_millis(60_000);
+    let (x, y, z) = tokio::join!(
+        store.claim_due(now, lease, 25),
+        store.claim_due(now, lease, 25),
+        store.claim_due(now, lease, 25)
+    );
+    let mut ids: Vec<MessageId> = [x.unwrap(), y.unwrap(), z.unwrap()]
+        .concat()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.len(), 60, "all claimed");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "nothing claimed twice");
+    assert!(
+        store.claim_due(now, lease, 100).await.unwrap().is_empty(),
+        "leased messages are not due"
+    );
+    let later = lease.plus_millis(1);
+    let again = store
+        .claim_due(later, later.plus_millis(60_000), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        60,
+        "an expired lease makes a message due again"
+    );
+    assert!(again.iter().all(|m| m.attempts == 2));
+}
+
+async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 6, 0).await;
+    store
+        .accept(&[
+            message(a, None, "1"),
+            message(a, None, "2"),
+            message(a, None, "3"),
+        ])
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let claimed = store
+        .claim_due(now, now.plus_millis(60_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let result = |i: usize, outcome: DispatchOutcome| DispatchResult {
+        id: claimed[i].id,
+        account_id: a,
+        attempt: claimed[i].attempts,
+        at: Timestamp::now(),
+        outcome,
+    };
+    let results = vec![
+        result(
+            0,
+            DispatchOutcome::Sent {
+                provider_message_id: "p-1".into(),
+            },
+        ),
+        result(
+            1,
+            DispatchOutcome::Failed {
+                error_type: ErrorType::InvalidDestination,
+                message: "bad".into(),
+                refund: true,
+            },
+        ),
+        result(
+            2,
+            DispatchOutcome::Retry {
+                next_attempt_at: now,
+                error: "later".into(),
+            },
+        ),
+    ];
+    assert_eq!(store.record_results(&results).await.unwrap().len(), 3);
+    // The same results again change nothing: no second refund, no second event.
+    assert!(
+        store
+            .record_results(&results[..2])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(balance(&store, a).await, Credits::new(2, 0));
+    let sent = store.get_message(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (sent.status, sent.provider_message_id.as_deref()),
+        (MessageStatus::Sent, Some("p-1"))
+    );
+    assert!(sent.sent_at.is_some());
+    let failed = store.get_message(claimed[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.error_type, failed.charged),
+        (
+            MessageStatus::Failed,
+            Some(ErrorType::InvalidDestination),
+            Credits::ZERO
+        )
+    );
+    let events: Vec<MessageStatus> = store
+        .message_events(failed.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            MessageStatus::Accepted,
+            MessageStatus::Queued,
+            MessageStatus::Failed
+        ]
+    );
+    let refunds = store
+        .ledger(
+            a,
+            PageRequest {
+                before: None,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    let refunds: Vec<_> = refunds
+        .iter()
+        .filter(|e| e.kind == EntryKind::Refund)
+        .collect();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        (refunds[0].message_id, refunds[0].delta),
+        (Some(failed.id), Credits::new(2, 0))
+    );
+    let retried = store.get_message(claimed[2].id).await.unwrap().unwrap();
+    assert_eq!(
+        (retried.status, retried.error_message.as_deref()),
+        (MessageStatus::Queued, Some("later"))
+    );
+    // A result from a stale attempt is ignored.
+    let again = store
+        .claim_due(Timestamp::now(), Timestamp::now().plus_millis(1000), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    let stale = DispatchResult {
+        attempt: 1,
+        ..result(
+            2,
+            DispatchOutcome::Sent {
+                provider_message_id: "late".into(),
+            },
+        )
+    };
+    assert!(store.record_results(&[stale]).await.unwrap().is_empty());
+}
+
+async fn paging_is_newest_first(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 100, 0).await;
+    for i in 0..7 {
+        store
+            .accept(&[message(a, None, &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let page1 = store
+        .list_messages(
+            a,
+            PageRequest {
+                before: None,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let page2 = store
+        .list_messages(
+            a,
+            PageRequest {
+                before: Some(page1[2].id),
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let page3 = store
+        .list_messages(
+            a,
+            PageRequest {
+                before: Some(page2[2].id),
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let bodies: Vec<String> = [page1, page2, page3]
+        .concat()
+        .into_iter()
+        .filter_map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, vec!["6", "5", "4", "3", "2", "1", "0"]);
+    let counts = store.count_messages(a).await.unwrap();
+    assert_eq!(counts, vec![("queued".to_owned(), 7)]);
+}
