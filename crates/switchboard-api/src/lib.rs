@@ -1,1 +1,163 @@
-//! placeholder
+//! Switchboard's HTTP API on axum: the TextingLine dialect, the admin API, OpenAPI
+//! (`/openapi.json`, Swagger UI at `/docs`), Prometheus metrics (`/metrics`) and `/healthz`.
+//!
+//! This is the only crate that knows HTTP status codes. Handlers extract the request, call
+//! `switchboard_core::Core`, and map the result onto their dialect; every error, including a
+//! malformed body, an unknown route, a body over the limit or a timeout, is answered in the
+//! shape of the dialect whose path was called.
+
+mod admin;
+mod extract;
+mod openapi;
+mod textingline;
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_core::Core;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::extract::DialectError;
+
+pub use openapi::ApiDoc;
+
+/// A secret string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time a request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub core: Core,
+    /// The operator token of the admin API.
+    pub operator_token: Secret,
+    /// Renders Prometheus metrics, if a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    /// Limits.
+    pub limits: HttpLimits,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    let api = Router::new()
+        .merge(textingline::routes())
+        .merge(admin::routes())
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    Router::new()
+        .merge(api)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            internal_error()
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Which dialect a path belongs to, for errors raised before a handler runs.
+fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
+    if path.starts_with("/admin/") {
+        admin::ApiError::request(status, message.to_owned()).into_response()
+    } else {
+        textingline::ApiError::request(status, message.to_owned()).into_response()
+    }
+}
+
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error_for(
+            &path,
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took too long",
+        ),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    error_for(req.uri().path(), StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    error_for(
+        req.uri().path(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
+
+fn internal_error() -> Response {
+    textingline::ApiError::request(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error".to_owned(),
+    )
+    .into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [("content-type", "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}

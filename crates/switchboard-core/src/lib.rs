@@ -1,1 +1,610 @@
-//! placeholder
+//! Switchboard's use cases, with no HTTP in sight.
+//!
+//! [`Core`] ties validation, the ledger, storage and the provider together: it authenticates
+//! API keys, admits sends through the group [`committer`], runs the [`dispatcher`], and offers
+//! the operator's admin operations. The HTTP layer only extracts requests, calls a method
+//! here, and maps the result onto its dialect.
+
+pub mod auth;
+pub mod committer;
+pub mod dispatcher;
+pub mod waiters;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
+use switchboard_ledger::{Credits, Tariff};
+use switchboard_provider::Provider;
+use switchboard_storage::{
+    AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord,
+    NewMessage, OptOutRecord, PageRequest, SenderChange, SenderRecord, StorageError, Store,
+};
+use switchboard_validation::{Policy, SendCommand};
+use tokio::sync::Notify;
+
+pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
+pub use committer::{CommitError, Committer};
+pub use dispatcher::DispatcherConfig;
+pub use waiters::{DispatchNews, Waiters};
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Prices.
+    pub tariff: Tariff,
+    /// Request limits and content rules.
+    pub policy: Policy,
+    /// How long a send waits for the provider after its commit, so its response can say
+    /// `sent`; zero answers `queued` at once.
+    pub sent_wait: Duration,
+    /// Writer tasks of the group committer (1 suits SQLite's single writer).
+    pub commit_writers: usize,
+    /// Most messages in one commit.
+    pub commit_max_batch: usize,
+    /// Sends that may wait for a commit before new ones wait to enqueue.
+    pub commit_queue: usize,
+    /// How long a verified API key is trusted before it is read again.
+    pub auth_cache_ttl: Duration,
+    /// Whether this node runs a dispatcher.
+    pub run_dispatcher: bool,
+    /// Dispatcher settings.
+    pub dispatcher: DispatcherConfig,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            tariff: Tariff::default(),
+            policy: Policy::default(),
+            sent_wait: Duration::from_millis(50),
+            commit_writers: 1,
+            commit_max_batch: 512,
+            commit_queue: 16_384,
+            auth_cache_ttl: Duration::from_secs(5),
+            run_dispatcher: true,
+            dispatcher: DispatcherConfig::default(),
+        }
+    }
+}
+
+/// What a send came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A new message: queued, sent, or failed without charge (opted out).
+    Created(MessageRecord),
+    /// The idempotency key was used before with the same content: that message, as it is now.
+    Replayed(MessageRecord),
+}
+
+/// Why a send was refused. Nothing was stored or charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The sender is not assigned to the account.
+    #[error("the from number is not assigned to your account")]
+    SenderNotAssigned,
+    /// The sender is not active.
+    #[error("the from number is not in an active state")]
+    SenderInactive,
+    /// The sender cannot send this kind of message.
+    #[error("the from number is not enabled for this message type")]
+    SenderNotCapable,
+    /// The balance cannot pay.
+    #[error("insufficient credits")]
+    InsufficientCredits,
+    /// The idempotency key was used with different content.
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyConflict,
+    /// Storage failed or the server is overloaded.
+    #[error("temporarily unavailable")]
+    Unavailable,
+}
+
+/// Why a resource could not be read or changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// It does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// It belongs to another account.
+    #[error("{0} belongs to another account")]
+    Forbidden(&'static str),
+    /// It conflicts with what exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed.
+    #[error("temporarily unavailable")]
+    Unavailable,
+}
+
+impl AccessError {
+    fn from_storage(what: &'static str) -> impl Fn(StorageError) -> AccessError {
+        move |e| match e {
+            StorageError::NotFound => AccessError::NotFound(what),
+            StorageError::Conflict(c) => AccessError::Conflict(c),
+            StorageError::Ledger(l) => AccessError::Invalid(l.to_string()),
+            other => {
+                tracing::error!(error = %other, "storage failed");
+                AccessError::Unavailable
+            }
+        }
+    }
+}
+
+/// Longest names and references accepted by the admin operations.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Most items one list returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The core service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    auth: Authenticator,
+    committer: Committer,
+    waiters: Arc<Waiters>,
+    config: CoreConfig,
+}
+
+impl Core {
+    /// Starts the core over a store and a provider: the committer, and the dispatcher if
+    /// configured. Must run inside a Tokio runtime.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn Provider>,
+        config: CoreConfig,
+    ) -> Result<Self, StorageError> {
+        let secret = store.server_secret().await?;
+        let auth = Authenticator::new(KeyHasher::new(secret), config.auth_cache_ttl);
+        let wake = Arc::new(Notify::new());
+        let waiters = Arc::new(Waiters::default());
+        let committer = Committer::start(
+            store.clone(),
+            config.commit_writers,
+            config.commit_max_batch,
+            config.commit_queue,
+            wake.clone(),
+        );
+        if config.run_dispatcher {
+            dispatcher::start(
+                store.clone(),
+                provider,
+                config.dispatcher.clone(),
+                wake,
+                waiters.clone(),
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                committer,
+                waiters,
+                config,
+            }),
+        })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The request limits.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.config.policy
+    }
+
+    /// Checks an API key id and secret.
+    pub async fn authenticate(&self, key_id: &str, secret: &str) -> Result<AccountId, AuthError> {
+        self.inner
+            .auth
+            .verify(self.inner.store.as_ref(), key_id, secret)
+            .await
+    }
+
+    /// Sends one validated message for an account.
+    pub async fn send(
+        &self,
+        account: AccountId,
+        cmd: SendCommand,
+    ) -> Result<SendOutcome, SendError> {
+        let id = MessageId::new();
+        let price = self.inner.config.tariff.price(cmd.kind);
+        let message = NewMessage {
+            id,
+            account_id: account,
+            kind: cmd.kind,
+            request_hash: request_hash(&cmd),
+            to: cmd.to.as_str().to_owned(),
+            from: cmd.from.as_str().to_owned(),
+            body: cmd.body,
+            media_url: cmd.media_url,
+            encoding: cmd.text.encoding,
+            segments: cmd.text.segments,
+            price,
+            idempotency_key: cmd.idempotency_key,
+            created_at: Timestamp::now(),
+        };
+        let wait = self.inner.config.sent_wait;
+        // Register before committing, so news from a fast dispatcher cannot be missed.
+        let news = (!wait.is_zero()).then(|| self.inner.waiters.register(id));
+        let outcome = self.inner.committer.submit(message).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(_) => {
+                self.inner.waiters.cancel(id);
+                return Err(SendError::Unavailable);
+            }
+        };
+        if !matches!(outcome, AcceptOutcome::Queued(_)) {
+            self.inner.waiters.cancel(id);
+        }
+        match outcome {
+            AcceptOutcome::Queued(mut record) => {
+                metrics::counter!("switchboard_messages_accepted_total").increment(1);
+                if let Some(rx) = news {
+                    match tokio::time::timeout(wait, rx).await {
+                        Ok(Ok(news)) => apply_news(&mut record, news),
+                        _ => self.inner.waiters.cancel(id),
+                    }
+                }
+                Ok(SendOutcome::Created(record))
+            }
+            AcceptOutcome::OptedOut(record) => {
+                metrics::counter!("switchboard_messages_failed_total", "error_type" => ErrorType::OptedOut.as_str())
+                    .increment(1);
+                Ok(SendOutcome::Created(record))
+            }
+            AcceptOutcome::Replayed(record) => Ok(SendOutcome::Replayed(record)),
+            AcceptOutcome::IdempotencyConflict => Err(SendError::IdempotencyConflict),
+            AcceptOutcome::SenderNotAssigned => Err(SendError::SenderNotAssigned),
+            AcceptOutcome::SenderInactive => Err(SendError::SenderInactive),
+            AcceptOutcome::SenderNotCapable => Err(SendError::SenderNotCapable),
+            AcceptOutcome::InsufficientCredits => Err(SendError::InsufficientCredits),
+        }
+    }
+
+    /// Reads one of the account's messages.
+    pub async fn message(
+        &self,
+        account: AccountId,
+        id: MessageId,
+    ) -> Result<MessageRecord, AccessError> {
+        let record = self
+            .inner
+            .store
+            .get_message(id)
+            .await
+            .map_err(AccessError::from_storage("message"))?;
+        match record {
+            None => Err(AccessError::NotFound("message")),
+            Some(m) if m.account_id != account => Err(AccessError::Forbidden("message")),
+            Some(m) => Ok(m),
+        }
+    }
+
+    /// A message's status history.
+    pub async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>, AccessError> {
+        self.inner
+            .store
+            .message_events(id)
+            .await
+            .map_err(AccessError::from_storage("message"))
+    }
+
+    /// Lists the account's messages, newest first.
+    pub async fn messages(
+        &self,
+        account: AccountId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, AccessError> {
+        let page = PageRequest {
+            before,
+            limit: limit.clamp(1, MAX_PAGE),
+        };
+        self.inner
+            .store
+            .list_messages(account, page)
+            .await
+            .map_err(AccessError::from_storage("message"))
+    }
+
+    // ---- admin ----
+
+    /// Creates an account.
+    pub async fn create_account(&self, name: &str) -> Result<AccountRecord, AccessError> {
+        let name = check_name("name", name)?;
+        self.inner
+            .store
+            .create_account(name)
+            .await
+            .map_err(AccessError::from_storage("account"))
+    }
+
+    /// Reads an account.
+    pub async fn account(&self, id: AccountId) -> Result<AccountRecord, AccessError> {
+        self.inner
+            .store
+            .get_account(id)
+            .await
+            .map_err(AccessError::from_storage("account"))?
+            .ok_or(AccessError::NotFound("account"))
+    }
+
+    /// Lists accounts, newest first.
+    pub async fn accounts(
+        &self,
+        before: Option<AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountRecord>, AccessError> {
+        let page = PageRequest {
+            before,
+            limit: limit.clamp(1, MAX_PAGE),
+        };
+        self.inner
+            .store
+            .list_accounts(page)
+            .await
+            .map_err(AccessError::from_storage("account"))
+    }
+
+    /// Creates an API key for an account; the returned secret is never stored.
+    pub async fn create_key(
+        &self,
+        account: AccountId,
+        name: Option<&str>,
+    ) -> Result<(ApiKeyRecord, NewKey), AccessError> {
+        let name = name
+            .map(|n| check_name("name", n))
+            .transpose()?
+            .map(str::to_owned);
+        self.account(account).await?;
+        let key = auth::generate_key();
+        let record = self.inner.auth.record(&key, account, name);
+        self.inner
+            .store
+            .create_api_key(&record)
+            .await
+            .map_err(AccessError::from_storage("key"))?;
+        Ok((record, key))
+    }
+
+    /// Lists an account's keys.
+    pub async fn keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, AccessError> {
+        self.account(account).await?;
+        self.inner
+            .store
+            .list_api_keys(account)
+            .await
+            .map_err(AccessError::from_storage("key"))
+    }
+
+    /// Revokes a key.
+    pub async fn revoke_key(
+        &self,
+        account: AccountId,
+        key_id: &str,
+    ) -> Result<ApiKeyRecord, AccessError> {
+        let record = self
+            .inner
+            .store
+            .revoke_api_key(account, key_id, Timestamp::now())
+            .await
+            .map_err(AccessError::from_storage("key"))?;
+        self.inner.auth.forget(key_id);
+        Ok(record)
+    }
+
+    /// Assigns a sender number to an account.
+    pub async fn add_sender(
+        &self,
+        account: AccountId,
+        address: &str,
+        active: bool,
+        sms: bool,
+        mms: bool,
+    ) -> Result<SenderRecord, AccessError> {
+        let address =
+            Msisdn::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
+        self.account(account).await?;
+        let record = SenderRecord {
+            address: address.as_str().to_owned(),
+            account_id: account,
+            active,
+            sms,
+            mms,
+            created_at: Timestamp::now(),
+        };
+        self.inner
+            .store
+            .create_sender(&record)
+            .await
+            .map_err(AccessError::from_storage("sender"))?;
+        Ok(record)
+    }
+
+    /// Changes a sender.
+    pub async fn update_sender(
+        &self,
+        account: AccountId,
+        address: &str,
+        change: SenderChange,
+    ) -> Result<SenderRecord, AccessError> {
+        self.inner
+            .store
+            .update_sender(account, address, change)
+            .await
+            .map_err(AccessError::from_storage("sender"))
+    }
+
+    /// Lists an account's senders.
+    pub async fn senders(&self, account: AccountId) -> Result<Vec<SenderRecord>, AccessError> {
+        self.account(account).await?;
+        self.inner
+            .store
+            .list_senders(account)
+            .await
+            .map_err(AccessError::from_storage("sender"))
+    }
+
+    /// Adds credits.
+    pub async fn top_up(
+        &self,
+        account: AccountId,
+        amount: Credits,
+        reference: Option<&str>,
+    ) -> Result<LedgerRecord, AccessError> {
+        let reference = reference.map(|r| check_name("reference", r)).transpose()?;
+        self.inner
+            .store
+            .top_up(account, amount, reference)
+            .await
+            .map_err(AccessError::from_storage("account"))
+    }
+
+    /// Lists ledger entries, newest first.
+    pub async fn ledger(
+        &self,
+        account: AccountId,
+        before: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<LedgerRecord>, AccessError> {
+        self.account(account).await?;
+        let page = PageRequest {
+            before,
+            limit: limit.clamp(1, MAX_PAGE),
+        };
+        self.inner
+            .store
+            .ledger(account, page)
+            .await
+            .map_err(AccessError::from_storage("ledger entry"))
+    }
+
+    /// Suppresses a recipient for one of the account's senders.
+    pub async fn add_opt_out(
+        &self,
+        account: AccountId,
+        sender: &str,
+        recipient: &str,
+    ) -> Result<OptOutRecord, AccessError> {
+        let recipient = Msisdn::parse(recipient)
+            .map_err(|e| AccessError::Invalid(format!("recipient: {e}")))?;
+        self.owned_sender(account, sender).await?;
+        self.inner
+            .store
+            .add_opt_out(account, sender, recipient.as_str())
+            .await
+            .map_err(AccessError::from_storage("opt-out"))
+    }
+
+    /// Lifts an opt-out.
+    pub async fn remove_opt_out(
+        &self,
+        account: AccountId,
+        sender: &str,
+        recipient: &str,
+    ) -> Result<(), AccessError> {
+        self.inner
+            .store
+            .remove_opt_out(account, sender, recipient)
+            .await
+            .map_err(AccessError::from_storage("opt-out"))
+    }
+
+    /// Lists an account's opt-outs.
+    pub async fn opt_outs(
+        &self,
+        account: AccountId,
+        limit: u32,
+    ) -> Result<Vec<OptOutRecord>, AccessError> {
+        self.account(account).await?;
+        self.inner
+            .store
+            .list_opt_outs(account, limit.clamp(1, MAX_PAGE))
+            .await
+            .map_err(AccessError::from_storage("opt-out"))
+    }
+
+    async fn owned_sender(&self, account: AccountId, sender: &str) -> Result<(), AccessError> {
+        let senders = self.senders(account).await?;
+        if senders.iter().any(|s| s.address == sender) {
+            Ok(())
+        } else {
+            Err(AccessError::Invalid(format!(
+                "sender: {sender} is not assigned to the account"
+            )))
+        }
+    }
+}
+
+fn check_name<'a>(field: &str, value: &'a str) -> Result<&'a str, AccessError> {
+    let trimmed = value.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
+        return Err(AccessError::Invalid(format!(
+            "{field}: must be 1 to {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(trimmed)
+}
+
+fn apply_news(record: &mut MessageRecord, news: DispatchNews) {
+    match news {
+        DispatchNews::Sent {
+            at,
+            provider_message_id,
+        } => {
+            record.status = MessageStatus::Sent;
+            record.sent_at = Some(at);
+            record.updated_at = at;
+            record.provider_message_id = Some(provider_message_id);
+            record.attempts = record.attempts.max(1);
+        }
+        DispatchNews::Failed {
+            error_type,
+            message,
+            at,
+        } => {
+            record.status = MessageStatus::Failed;
+            record.error_type = Some(error_type);
+            record.error_message = Some(message);
+            record.updated_at = at;
+            record.charged = Credits::ZERO;
+            record.attempts = record.attempts.max(1);
+        }
+    }
+}
+
+/// SHA-256 over the content that makes two requests "the same" for an idempotency key.
+fn request_hash(cmd: &SendCommand) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for part in [
+        Some(cmd.kind.as_str()),
+        Some(cmd.to.as_str()),
+        Some(cmd.from.as_str()),
+        cmd.body.as_deref(),
+        cmd.media_url.as_deref(),
+    ] {
+        match part {
+            Some(p) => {
+                h.update([1u8]);
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+    }
+    h.finalize().to_vec()
+}

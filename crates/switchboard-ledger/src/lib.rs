@@ -20,6 +20,16 @@ pub struct Credits {
     pub mms: i64,
 }
 
+impl std::ops::Neg for Credits {
+    type Output = Credits;
+    fn neg(self) -> Credits {
+        Credits {
+            sms: -self.sms,
+            mms: -self.mms,
+        }
+    }
+}
+
 impl Credits {
     /// Nothing.
     pub const ZERO: Credits = Credits { sms: 0, mms: 0 };
@@ -48,14 +58,6 @@ impl Credits {
             sms: self.sms.checked_sub(other.sms)?,
             mms: self.mms.checked_sub(other.mms)?,
         })
-    }
-
-    /// The negation.
-    pub fn neg(self) -> Credits {
-        Credits {
-            sms: -self.sms,
-            mms: -self.mms,
-        }
     }
 }
 
@@ -179,7 +181,7 @@ impl Balance {
             .0
             .checked_sub(price)
             .ok_or(LedgerError::InvalidAmount(price))?;
-        Ok(price.neg())
+        Ok(-price)
     }
 
     /// Gives back an earlier charge. Returns the entry delta.
@@ -274,7 +276,7 @@ mod tests {
                     Op::TopUp(s, m) => if let Ok(d) = balance.top_up(Credits::new(s, m)) { entries.push(d) },
                     Op::Charge(kind) => if let Ok(d) = balance.charge(tariff.price(kind)) {
                         entries.push(d);
-                        refundable.push(d.neg());
+                        refundable.push(-d);
                     },
                     Op::RefundLast => if let Some(c) = refundable.pop() {
                         entries.push(balance.refund(c).unwrap());

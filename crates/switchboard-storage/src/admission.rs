@@ -61,16 +61,16 @@ pub fn plan(batch: &[NewMessage], facts: &mut Facts) -> Vec<Step> {
 }
 
 fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
-    if let Some(key) = &m.idempotency_key {
-        if let Some(earlier) = facts.by_key.get(&(m.account_id, key.clone())) {
-            return Step::Answer(
-                if earlier.request_hash.as_deref() == Some(m.request_hash.as_slice()) {
-                    AcceptOutcome::Replayed(earlier.clone())
-                } else {
-                    AcceptOutcome::IdempotencyConflict
-                },
-            );
-        }
+    if let Some(key) = &m.idempotency_key
+        && let Some(earlier) = facts.by_key.get(&(m.account_id, key.clone()))
+    {
+        return Step::Answer(
+            if earlier.request_hash.as_deref() == Some(m.request_hash.as_slice()) {
+                AcceptOutcome::Replayed(earlier.clone())
+            } else {
+                AcceptOutcome::IdempotencyConflict
+            },
+        );
     }
     let sender = match facts.senders.get(&m.from) {
         Some(s) if s.account_id == m.account_id => s,

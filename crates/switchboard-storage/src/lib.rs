@@ -179,6 +179,12 @@ pub trait Store: Send + Sync + 'static {
     async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>>;
 }
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({:?})", self.backend())
+    }
+}
+
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {

@@ -1,1 +1,204 @@
-//! placeholder
+//! The Switchboard server as a library: [`build`] turns [`Settings`] into a running [`App`]
+//! (database opened and migrated, core and dispatcher started, listener bound), so that the
+//! binary and the end-to-end tests start exactly the same thing.
+
+pub mod cli;
+pub mod settings;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_api::{AppState, HttpLimits, Secret};
+use switchboard_core::{Core, CoreConfig, DispatcherConfig};
+use switchboard_provider::{Simulator, SimulatorConfig};
+use switchboard_storage::{Backend, ConnectOptions};
+use switchboard_validation::Policy;
+use tokio::net::TcpListener;
+
+pub use settings::Settings;
+
+/// A built server, bound and ready to serve.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    core: Core,
+}
+
+impl App {
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The core, for tests that look underneath the HTTP API.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Opens the database, starts the core, binds the listener.
+pub async fn build(settings: &Settings) -> anyhow::Result<App> {
+    if settings.database_url.starts_with("sqlite:") {
+        ensure_sqlite_dir(&settings.database_url)?;
+    }
+    let store = switchboard_storage::connect(
+        &settings.database_url,
+        &ConnectOptions {
+            max_connections: settings.database_connections,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "opening the database {}",
+            settings::redact_url(&settings.database_url)
+        )
+    })?;
+    let backend = store.backend();
+
+    let provider = Arc::new(Simulator::new(SimulatorConfig {
+        slow_delay: Duration::from_millis(settings.simulator_slow_ms),
+    }));
+    let config = CoreConfig {
+        policy: Policy {
+            max_body_chars: settings.max_body_chars,
+            blocked_terms: settings.blocked_terms.clone(),
+            ..Policy::default()
+        },
+        sent_wait: Duration::from_millis(settings.sent_wait_ms),
+        commit_writers: settings.commit_writers.unwrap_or(match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        }),
+        commit_max_batch: settings.commit_max_batch,
+        auth_cache_ttl: Duration::from_millis(settings.auth_cache_ttl_ms),
+        run_dispatcher: settings.dispatcher,
+        dispatcher: DispatcherConfig {
+            max_in_flight: settings.dispatch_max_in_flight,
+            poll_interval: Duration::from_millis(settings.dispatch_poll_ms),
+            max_attempts: settings.dispatch_max_attempts,
+            base_backoff: Duration::from_millis(settings.dispatch_base_backoff_ms),
+            send_timeout: Duration::from_millis(settings.provider_timeout_ms),
+            lease: Duration::from_millis(
+                settings.provider_timeout_ms.saturating_mul(2).max(10_000),
+            ),
+            ..DispatcherConfig::default()
+        },
+        ..CoreConfig::default()
+    };
+    let core = Core::start(store, provider, config)
+        .await
+        .context("starting the core")?;
+
+    let operator_token = match &settings.operator_token {
+        Some(t) => t.clone(),
+        None => operator_token_file(&settings.data_dir)?,
+    };
+    let state = AppState {
+        core: core.clone(),
+        operator_token: Secret::new(operator_token),
+        metrics: telemetry::metrics_handle(),
+        limits: HttpLimits {
+            max_body_bytes: settings.max_body_bytes,
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        },
+    };
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = %settings::redact_url(&settings.database_url),
+        backend = ?backend,
+        "switchboard listening"
+    );
+    Ok(App {
+        listener,
+        router: switchboard_api::router(state),
+        core,
+    })
+}
+
+/// Creates or upgrades the database schema.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    if settings.database_url.starts_with("sqlite:") {
+        ensure_sqlite_dir(&settings.database_url)?;
+    }
+    switchboard_storage::connect(&settings.database_url, &ConnectOptions::default())
+        .await
+        .with_context(|| format!("migrating {}", settings::redact_url(&settings.database_url)))?;
+    Ok(())
+}
+
+/// The generated operator token kept in `<data_dir>/operator-token`, made on first start.
+pub fn operator_token_file(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("operator-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_owned();
+        if token.len() >= 16 {
+            return Ok(token);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = format!("op_{}", uuid::Uuid::new_v4().simple())
+        + &uuid::Uuid::new_v4().simple().to_string();
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated the operator token; read it from this file");
+    Ok(token)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}

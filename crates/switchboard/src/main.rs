@@ -1,1 +1,61 @@
-fn main() {}
+//! The `switchboard` binary: parses the command line and runs the server or an admin command.
+
+use clap::Parser;
+use switchboard::cli::{Cli, Command, ServeArgs};
+use switchboard::{Settings, telemetry};
+use utoipa::OpenApi;
+
+fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    if let Some(listen) = &args.listen {
+        settings.listen = listen.clone();
+    }
+    if let Some(url) = &args.database_url {
+        settings.database_url = url.clone();
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = settings(&args)?;
+            telemetry::init_logs(&settings.log_format);
+            let app = switchboard::build(&settings).await?;
+            app.run_until(shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate(args) => {
+            let settings = settings(&args)?;
+            telemetry::init_logs(&settings.log_format);
+            switchboard::migrate(&settings).await?;
+            tracing::info!("database is up to date");
+        }
+        Command::Openapi => {
+            println!("{}", switchboard_api::ApiDoc::openapi().to_pretty_json()?);
+        }
+        Command::Admin(args) => switchboard::cli::run_admin(args).await?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

@@ -1,0 +1,621 @@
+//! The admin API under `/admin/v1`, guarded by the operator token (`Authorization: Bearer …`).
+//!
+//! Errors: `{"error": {"code": "not_found", "message": "…"}}` with codes `invalid_request`,
+//! `unauthorized`, `not_found`, `conflict`, `payload_too_large`, `unsupported_media_type`,
+//! `service_unavailable`.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use switchboard_core::AccessError;
+use switchboard_domain::wire::{
+    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, CreateAccount,
+    CreateApiKey, CreateSender, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender,
+    StatusEvent, TopUp, UpdateSender,
+};
+use switchboard_domain::{AccountId, MessageId};
+use switchboard_ledger::Credits;
+use switchboard_storage::{
+    AccountRecord, ApiKeyRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange,
+    SenderRecord,
+};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::{Body, DialectError, OptionalBody, Path, Query};
+
+/// The routes of the admin API.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/v1/accounts",
+            post(create_account).get(list_accounts),
+        )
+        .route("/admin/v1/accounts/{account}", get(get_account))
+        .route(
+            "/admin/v1/accounts/{account}/keys",
+            post(create_key).get(list_keys),
+        )
+        .route(
+            "/admin/v1/accounts/{account}/keys/{key}",
+            delete(revoke_key),
+        )
+        .route(
+            "/admin/v1/accounts/{account}/senders",
+            post(create_sender).get(list_senders),
+        )
+        .route(
+            "/admin/v1/accounts/{account}/senders/{address}",
+            patch(update_sender),
+        )
+        .route("/admin/v1/accounts/{account}/credits", post(top_up))
+        .route("/admin/v1/accounts/{account}/balance", get(balance))
+        .route("/admin/v1/accounts/{account}/ledger", get(ledger))
+        .route(
+            "/admin/v1/accounts/{account}/opt-outs",
+            post(add_opt_out).get(list_opt_outs),
+        )
+        .route(
+            "/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}",
+            delete(remove_opt_out),
+        )
+        .route("/admin/v1/accounts/{account}/messages", get(list_messages))
+        .route("/admin/v1/messages/{id}", get(get_message))
+}
+
+/// An admin API error.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl DialectError for ApiError {
+    fn request(status: StatusCode, message: String) -> Self {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            s if s.is_server_error() => "service_unavailable",
+            _ => "invalid_request",
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(AdminErrorBody {
+                error: AdminError {
+                    code: self.code.to_owned(),
+                    message: self.message,
+                },
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotFound(what) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
+            AccessError::Forbidden(what) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{what} belongs to another account"),
+            ),
+            AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AccessError::Invalid(m) => ApiError::invalid(m),
+            AccessError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "temporarily unavailable",
+            ),
+        }
+    }
+}
+
+/// Proof that the request carries the operator token.
+pub(crate) struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            Some(token)
+                if bool::from(
+                    token
+                        .as_bytes()
+                        .ct_eq(state.operator_token.expose().as_bytes()),
+                ) =>
+            {
+                Ok(Operator)
+            }
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid operator token (Authorization: Bearer …)",
+            )),
+        }
+    }
+}
+
+fn account_id(s: &str) -> Result<AccountId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "account not found"))
+}
+
+pub(crate) fn account_wire(a: &AccountRecord) -> Account {
+    Account {
+        id: a.id.as_uuid(),
+        name: a.name.clone(),
+        sms_credits: a.balance.sms,
+        mms_credits: a.balance.mms,
+        created_at: a.created_at,
+    }
+}
+
+fn key_wire(k: &ApiKeyRecord) -> ApiKey {
+    ApiKey {
+        id: k.id.clone(),
+        account_id: k.account_id.as_uuid(),
+        name: k.name.clone(),
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+    }
+}
+
+fn sender_wire(s: &SenderRecord) -> Sender {
+    Sender {
+        address: s.address.clone(),
+        account_id: s.account_id.as_uuid(),
+        active: s.active,
+        sms: s.sms,
+        mms: s.mms,
+        created_at: s.created_at,
+    }
+}
+
+fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
+    LedgerEntry {
+        id: e.id,
+        kind: e.kind.as_str().to_owned(),
+        sms_delta: e.delta.sms,
+        mms_delta: e.delta.mms,
+        sms_balance: e.balance_after.sms,
+        mms_balance: e.balance_after.mms,
+        message_id: e.message_id,
+        reference: e.reference.clone(),
+        created_at: e.created_at,
+    }
+}
+
+fn opt_out_wire(o: &OptOutRecord) -> OptOut {
+    OptOut {
+        sender: o.sender.clone(),
+        recipient: o.recipient.clone(),
+        created_at: o.created_at,
+    }
+}
+
+pub(crate) fn message_wire(m: &MessageRecord) -> Message {
+    Message {
+        id: m.id,
+        account_id: m.account_id.as_uuid(),
+        direction: m.direction,
+        kind: m.kind,
+        to: m.to.clone(),
+        from: m.from.clone(),
+        body: m.body.clone(),
+        media_url: m.media_url.clone(),
+        encoding: m.encoding,
+        segments: m.segments,
+        status: m.status,
+        error_type: m.error_type,
+        error_message: m.error_message.clone(),
+        sms_credits: m.charged.sms,
+        mms_credits: m.charged.mms,
+        idempotency_key: m.idempotency_key.clone(),
+        attempts: m.attempts,
+        provider_message_id: m.provider_message_id.clone(),
+        created_at: m.created_at,
+        sent_at: m.sent_at,
+        events: Vec::new(),
+    }
+}
+
+/// Paging of admin lists.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageParams {
+    /// Items per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl PageParams {
+    fn limit(&self) -> Result<u32, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if (1..=1000).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::invalid("limit: must be 1 to 1000"))
+        }
+    }
+
+    fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ApiError::invalid("cursor: not a cursor from this API"))
+            })
+            .transpose()
+    }
+}
+
+/// Cuts one extra item off a page fetched with `limit + 1` and makes the cursor.
+fn page<R, W>(
+    mut items: Vec<R>,
+    limit: u32,
+    cursor: impl Fn(&R) -> String,
+    wire: impl Fn(&R) -> W,
+) -> Page<W> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(&cursor)
+    } else {
+        None
+    };
+    Page {
+        data: items.iter().map(wire).collect(),
+        next_cursor,
+    }
+}
+
+type AdminResult<T> = Result<T, ApiError>;
+
+/// Create an account.
+#[utoipa::path(post, path = "/admin/v1/accounts", tag = "Admin", request_body = CreateAccount, security(("operator" = [])),
+    responses((status = 201, body = Account), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody)))]
+pub(crate) async fn create_account(
+    State(s): State<AppState>,
+    _: Operator,
+    Body(req, ..): Body<CreateAccount, ApiError>,
+) -> AdminResult<(StatusCode, Json<Account>)> {
+    let account = s.core.create_account(&req.name).await?;
+    Ok((StatusCode::CREATED, Json(account_wire(&account))))
+}
+
+/// List accounts, newest first.
+#[utoipa::path(get, path = "/admin/v1/accounts", tag = "Admin", params(PageParams), security(("operator" = [])),
+    responses((status = 200, body = Page<Account>), (status = 401, body = AdminErrorBody)))]
+pub(crate) async fn list_accounts(
+    State(s): State<AppState>,
+    _: Operator,
+    Query(p, ..): Query<PageParams, ApiError>,
+) -> AdminResult<Json<Page<Account>>> {
+    let limit = p.limit()?;
+    let items = s.core.accounts(p.cursor()?, limit + 1).await?;
+    Ok(Json(page(items, limit, |a| a.id.to_string(), account_wire)))
+}
+
+/// Read an account with its balances.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Account), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn get_account(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Account>> {
+    Ok(Json(account_wire(
+        &s.core.account(account_id(&account)?).await?,
+    )))
+}
+
+/// Create an API key. The secret is in this response only.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/keys", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateApiKey,
+    security(("operator" = [])), responses((status = 201, body = ApiKeyCreated), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn create_key(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    OptionalBody(body, ..): OptionalBody<CreateApiKey, ApiError>,
+) -> AdminResult<(StatusCode, Json<ApiKeyCreated>)> {
+    let name = body.name;
+    let (record, key) = s
+        .core
+        .create_key(account_id(&account)?, name.as_deref())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyCreated {
+            key: key_wire(&record),
+            secret: key.secret,
+        }),
+    ))
+}
+
+/// List an account's API keys (never their secrets).
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/keys", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Page<ApiKey>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_keys(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<ApiKey>>> {
+    let keys = s.core.keys(account_id(&account)?).await?;
+    Ok(Json(Page {
+        data: keys.iter().map(key_wire).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Revoke an API key; it stops working at once on this node and within the auth cache period
+/// (5 s by default) on others.
+#[utoipa::path(delete, path = "/admin/v1/accounts/{account}/keys/{key}", tag = "Admin", params(("account" = Uuid, Path), ("key" = String, Path)),
+    security(("operator" = [])), responses((status = 200, body = ApiKey), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn revoke_key(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, key), ..): Path<(String, String), ApiError>,
+) -> AdminResult<Json<ApiKey>> {
+    Ok(Json(key_wire(
+        &s.core.revoke_key(account_id(&account)?, &key).await?,
+    )))
+}
+
+/// Assign a sender number to an account.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/senders", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateSender,
+    security(("operator" = [])), responses((status = 201, body = Sender), (status = 400, body = AdminErrorBody), (status = 409, description = "Assigned already", body = AdminErrorBody)))]
+pub(crate) async fn create_sender(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<CreateSender, ApiError>,
+) -> AdminResult<(StatusCode, Json<Sender>)> {
+    let sender = s
+        .core
+        .add_sender(
+            account_id(&account)?,
+            &req.address,
+            req.active,
+            req.sms,
+            req.mms,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(sender_wire(&sender))))
+}
+
+/// List an account's senders.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/senders", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Page<Sender>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_senders(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<Sender>>> {
+    let senders = s.core.senders(account_id(&account)?).await?;
+    Ok(Json(Page {
+        data: senders.iter().map(sender_wire).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Activate, deactivate, or change the capabilities of a sender.
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}/senders/{address}", tag = "Admin",
+    params(("account" = Uuid, Path), ("address" = String, Path, description = "E.164, + escaped as %2B or not")), request_body = UpdateSender,
+    security(("operator" = [])), responses((status = 200, body = Sender), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn update_sender(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, address), ..): Path<(String, String), ApiError>,
+    Body(req, ..): Body<UpdateSender, ApiError>,
+) -> AdminResult<Json<Sender>> {
+    let change = SenderChange {
+        active: req.active,
+        sms: req.sms,
+        mms: req.mms,
+    };
+    Ok(Json(sender_wire(
+        &s.core
+            .update_sender(account_id(&account)?, &address, change)
+            .await?,
+    )))
+}
+
+/// Add SMS and/or MMS credits. Writes a `topup` ledger entry.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/credits", tag = "Admin", params(("account" = Uuid, Path)), request_body = TopUp,
+    security(("operator" = [])), responses((status = 201, body = LedgerEntry), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn top_up(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<TopUp, ApiError>,
+) -> AdminResult<(StatusCode, Json<LedgerEntry>)> {
+    let account = account_id(&account)?;
+    s.core.account(account).await?;
+    let entry = s
+        .core
+        .top_up(
+            account,
+            Credits::new(req.sms, req.mms),
+            req.reference.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            AccessError::Invalid(_) => {
+                ApiError::invalid("sms and mms: each 0 to 1000000000, not both 0")
+            }
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(ledger_wire(&entry))))
+}
+
+/// Read an account's balances.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/balance", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Balance), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn balance(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Balance>> {
+    let a = s.core.account(account_id(&account)?).await?;
+    Ok(Json(Balance {
+        sms_credits: a.balance.sms,
+        mms_credits: a.balance.mms,
+    }))
+}
+
+/// List an account's ledger entries, newest first.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/ledger", tag = "Admin", params(("account" = Uuid, Path), PageParams),
+    security(("operator" = [])), responses((status = 200, body = Page<LedgerEntry>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn ledger(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Query(p, ..): Query<PageParams, ApiError>,
+) -> AdminResult<Json<Page<LedgerEntry>>> {
+    let limit = p.limit()?;
+    let items = s
+        .core
+        .ledger(account_id(&account)?, p.cursor::<Uuid>()?, limit + 1)
+        .await?;
+    Ok(Json(page(items, limit, |e| e.id.to_string(), ledger_wire)))
+}
+
+/// Suppress a recipient for one of the account's senders.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/opt-outs", tag = "Admin", params(("account" = Uuid, Path)), request_body = OptOutRequest,
+    security(("operator" = [])), responses((status = 201, body = OptOut), (status = 400, body = AdminErrorBody)))]
+pub(crate) async fn add_opt_out(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<OptOutRequest, ApiError>,
+) -> AdminResult<(StatusCode, Json<OptOut>)> {
+    let o = s
+        .core
+        .add_opt_out(account_id(&account)?, &req.sender, &req.recipient)
+        .await?;
+    Ok((StatusCode::CREATED, Json(opt_out_wire(&o))))
+}
+
+/// List an account's opt-outs.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/opt-outs", tag = "Admin", params(("account" = Uuid, Path), PageParams),
+    security(("operator" = [])), responses((status = 200, body = Page<OptOut>)))]
+pub(crate) async fn list_opt_outs(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Query(p, ..): Query<PageParams, ApiError>,
+) -> AdminResult<Json<Page<OptOut>>> {
+    let items = s.core.opt_outs(account_id(&account)?, p.limit()?).await?;
+    Ok(Json(Page {
+        data: items.iter().map(opt_out_wire).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Lift an opt-out.
+#[utoipa::path(delete, path = "/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}", tag = "Admin",
+    params(("account" = Uuid, Path), ("sender" = String, Path), ("recipient" = String, Path)), security(("operator" = [])),
+    responses((status = 204, description = "Lifted"), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn remove_opt_out(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, sender, recipient), ..): Path<(String, String, String), ApiError>,
+) -> AdminResult<StatusCode> {
+    s.core
+        .remove_opt_out(account_id(&account)?, &sender, &recipient)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List an account's messages, newest first.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/messages", tag = "Admin", params(("account" = Uuid, Path), PageParams),
+    security(("operator" = [])), responses((status = 200, body = Page<Message>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_messages(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Query(p, ..): Query<PageParams, ApiError>,
+) -> AdminResult<Json<Page<Message>>> {
+    let limit = p.limit()?;
+    let account = account_id(&account)?;
+    s.core.account(account).await?;
+    let items = s
+        .core
+        .messages(account, p.cursor::<MessageId>()?, limit + 1)
+        .await?;
+    Ok(Json(page(items, limit, |m| m.id.to_string(), message_wire)))
+}
+
+/// Read any message with its status history.
+#[utoipa::path(get, path = "/admin/v1/messages/{id}", tag = "Admin", params(("id" = String, Path)), security(("operator" = [])),
+    responses((status = 200, body = Message), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn get_message(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(id, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Message>> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "message not found");
+    let id: MessageId = id.parse().map_err(|_| not_found())?;
+    let record = s
+        .core
+        .store()
+        .get_message(id)
+        .await
+        .map_err(|_| ApiError::from(AccessError::Unavailable))?
+        .ok_or_else(not_found)?;
+    let mut message = message_wire(&record);
+    message.events = s
+        .core
+        .message_events(id)
+        .await?
+        .into_iter()
+        .map(|e| StatusEvent {
+            status: e.status,
+            at: e.at,
+            error_type: e.error_type,
+        })
+        .collect();
+    Ok(Json(message))
+}

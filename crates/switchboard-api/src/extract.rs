@@ -1,0 +1,140 @@
+//! Extractors that report bad input in the dialect's own error shape.
+
+use std::marker::PhantomData;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use serde::de::DeserializeOwned;
+
+/// How a dialect shows a request-level error.
+pub(crate) trait DialectError: IntoResponse + Sized + Send {
+    /// An error with this status and message; the dialect picks its code.
+    fn request(status: StatusCode, message: String) -> Self;
+}
+
+/// A JSON body; any rejection becomes the dialect's error.
+pub(crate) struct Body<T, E>(pub(crate) T, pub(crate) PhantomData<E>);
+
+impl<S, T, E> FromRequest<S> for Body<T, E>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+    E: DialectError,
+{
+    type Rejection = E;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, E> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v, PhantomData)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection<E: DialectError>(r: JsonRejection) -> E {
+    match r {
+        JsonRejection::JsonDataError(e) => E::request(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        ),
+        JsonRejection::JsonSyntaxError(e) => E::request(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {}", e.body_text()),
+        ),
+        JsonRejection::MissingJsonContentType(_) => E::request(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json".into(),
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            E::request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is too large".into(),
+            )
+        }
+        other => E::request(other.status(), other.body_text()),
+    }
+}
+
+/// A query string; any rejection becomes the dialect's error.
+pub(crate) struct Query<T, E>(pub(crate) T, pub(crate) PhantomData<E>);
+
+impl<S, T, E> FromRequestParts<S> for Query<T, E>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+    E: DialectError,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v, PhantomData)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(E::request(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query: {}", e.body_text()),
+            )),
+            Err(other) => Err(E::request(StatusCode::BAD_REQUEST, other.body_text())),
+        }
+    }
+}
+
+/// Path parameters; any rejection becomes the dialect's error.
+pub(crate) struct Path<T, E>(pub(crate) T, pub(crate) PhantomData<E>);
+
+impl<S, T, E> FromRequestParts<S> for Path<T, E>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+    E: DialectError,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v, PhantomData)),
+            Err(e) => Err(E::request(
+                StatusCode::BAD_REQUEST,
+                format!("invalid path: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// A JSON body that may be left out entirely (then `T::default()`).
+pub(crate) struct OptionalBody<T, E>(pub(crate) T, pub(crate) PhantomData<E>);
+
+impl<S, T, E> FromRequest<S> for OptionalBody<T, E>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+    E: DialectError,
+{
+    type Rejection = E;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, E> {
+        let empty = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+            || (req
+                .headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .is_none()
+                && req
+                    .headers()
+                    .get(axum::http::header::TRANSFER_ENCODING)
+                    .is_none()
+                && req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .is_none());
+        if empty {
+            return Ok(OptionalBody(T::default(), PhantomData));
+        }
+        let Body(v, _) = Body::<T, E>::from_request(req, state).await?;
+        Ok(OptionalBody(v, PhantomData))
+    }
+}

@@ -1,0 +1,135 @@
+//! The group committer: many concurrent send requests share one transaction and one fsync.
+//!
+//! Requests put their message on a bounded queue and wait for its outcome. A writer task takes
+//! whatever has gathered (up to `max_batch`) and admits it with one [`Store::accept`] call:
+//! under light load a group is one message and nothing waits; under heavy load groups grow
+//! while the previous commit is on its way to disk. A response is sent only after its group
+//! has committed. If a group fails as a whole, its messages are retried one by one so that one
+//! bad message cannot fail its neighbours.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchboard_storage::{AcceptOutcome, NewMessage, Store};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+/// Why a message could not be admitted at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The database failed; nothing was written for the message.
+    #[error("storage unavailable")]
+    Storage,
+    /// The server is shutting down or overloaded.
+    #[error("server busy")]
+    Busy,
+}
+
+struct Job {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<AcceptOutcome, CommitError>>,
+}
+
+/// The sending side of the group committer.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Starts `writers` writer tasks over `store`. `dispatch` is woken after each commit that
+    /// queued a message.
+    pub fn start(
+        store: Arc<dyn Store>,
+        writers: usize,
+        max_batch: usize,
+        queue: usize,
+        dispatch: Arc<Notify>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            let (store, rx, dispatch) = (store.clone(), rx.clone(), dispatch.clone());
+            tokio::spawn(async move { writer(store, rx, max_batch.max(1), dispatch).await });
+        }
+        Self { tx }
+    }
+
+    /// Admits one message; returns when its group has committed.
+    pub async fn submit(&self, message: NewMessage) -> Result<AcceptOutcome, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| CommitError::Busy)?;
+        rx.await.map_err(|_| CommitError::Busy)?
+    }
+}
+
+async fn writer(
+    store: Arc<dyn Store>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+    dispatch: Arc<Notify>,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            jobs.push(first);
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let messages: Vec<NewMessage> = jobs.iter().map(|j| j.message.clone()).collect();
+        let started = Instant::now();
+        let result = store.accept(&messages).await;
+        metrics::histogram!("switchboard_commit_group_size").record(messages.len() as f64);
+        metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, AcceptOutcome::Queued(_)))
+                {
+                    dispatch.notify_one();
+                }
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, size = jobs.len(), "group commit failed; admitting its messages one by one");
+                for job in jobs.drain(..) {
+                    let outcome = store.accept(std::slice::from_ref(&job.message)).await;
+                    if matches!(outcome.as_deref(), Ok([AcceptOutcome::Queued(_)])) {
+                        dispatch.notify_one();
+                    }
+                    let reply = match outcome {
+                        Ok(o) => o.into_iter().next().ok_or(CommitError::Storage),
+                        Err(e) => {
+                            tracing::error!(error = %e, "admitting a message failed");
+                            Err(CommitError::Storage)
+                        }
+                    };
+                    let _ = job.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admitting a message failed");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(CommitError::Storage));
+                }
+            }
+        }
+    }
+}

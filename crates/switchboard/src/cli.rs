@@ -1,0 +1,373 @@
+//! The command line: `serve`, `migrate`, `openapi`, and `admin …` over the admin HTTP API.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switchboard_client::AdminClient;
+use switchboard_domain::wire::{CreateSender, TopUp, UpdateSender};
+use uuid::Uuid;
+
+/// Switchboard: an SMS/MMS messaging gateway.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(ServeArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Operate a running server through its admin API.
+    Admin(AdminArgs),
+}
+
+/// Where the server's settings come from; flags win over the file and the environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML settings file (also SWITCHBOARD_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (also SWITCHBOARD_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// sqlite://… or postgres://… (also SWITCHBOARD_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the server.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Operator token; by default SWITCHBOARD_OPERATOR_TOKEN, else `<data dir>/operator-token`.
+    #[arg(long, env = "SWITCHBOARD_OPERATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server's data folder, where a generated token is kept.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
+    pub data_dir: PathBuf,
+    /// The operation.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Admin operations.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Sender numbers.
+    #[command(subcommand)]
+    Senders(SendersCmd),
+    /// Credits and the ledger.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
+    /// Opt-outs.
+    #[command(subcommand, name = "opt-outs")]
+    OptOuts(OptOutsCmd),
+    /// Messages.
+    #[command(subcommand)]
+    Messages(MessagesCmd),
+}
+
+/// Account operations.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCmd {
+    /// Create an account.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List accounts.
+    List {
+        /// Most to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show an account.
+    Get {
+        /// Account id.
+        account: Uuid,
+    },
+}
+
+/// API key operations.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// Account id.
+        account: Uuid,
+        /// Label.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Account id.
+        account: Uuid,
+        /// Key id.
+        key: String,
+    },
+}
+
+/// Sender operations.
+#[derive(Debug, Subcommand)]
+pub enum SendersCmd {
+    /// Assign an E.164 number to an account.
+    Add {
+        /// Account id.
+        account: Uuid,
+        /// E.164 number.
+        address: String,
+        /// Add it inactive.
+        #[arg(long)]
+        inactive: bool,
+        /// It can send MMS.
+        #[arg(long)]
+        mms: bool,
+        /// It cannot send SMS.
+        #[arg(long)]
+        no_sms: bool,
+    },
+    /// List senders.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Change a sender.
+    Update {
+        /// Account id.
+        account: Uuid,
+        /// E.164 number.
+        address: String,
+        /// Active or not.
+        #[arg(long)]
+        active: Option<bool>,
+        /// SMS capable or not.
+        #[arg(long)]
+        sms: Option<bool>,
+        /// MMS capable or not.
+        #[arg(long)]
+        mms: Option<bool>,
+    },
+}
+
+/// Credit operations.
+#[derive(Debug, Subcommand)]
+pub enum CreditsCmd {
+    /// Add credits.
+    TopUp {
+        /// Account id.
+        account: Uuid,
+        /// SMS credits.
+        #[arg(long, default_value_t = 0)]
+        sms: i64,
+        /// MMS credits.
+        #[arg(long, default_value_t = 0)]
+        mms: i64,
+        /// Reference stored on the ledger entry.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Show balances.
+    Balance {
+        /// Account id.
+        account: Uuid,
+    },
+    /// List ledger entries.
+    Ledger {
+        /// Account id.
+        account: Uuid,
+        /// Most to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Opt-out operations.
+#[derive(Debug, Subcommand)]
+pub enum OptOutsCmd {
+    /// Suppress a recipient for a sender.
+    Add {
+        /// Account id.
+        account: Uuid,
+        /// Sender number.
+        sender: String,
+        /// Recipient number.
+        recipient: String,
+    },
+    /// Lift an opt-out.
+    Remove {
+        /// Account id.
+        account: Uuid,
+        /// Sender number.
+        sender: String,
+        /// Recipient number.
+        recipient: String,
+    },
+    /// List opt-outs.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+}
+
+/// Message operations.
+#[derive(Debug, Subcommand)]
+pub enum MessagesCmd {
+    /// List an account's messages, newest first.
+    List {
+        /// Account id.
+        account: Uuid,
+        /// Most to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a message with its status history.
+    Get {
+        /// Message id (msg_…).
+        id: String,
+    },
+}
+
+impl AdminArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = self.data_dir.join("operator-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no --token, no SWITCHBOARD_OPERATOR_TOKEN, and {} cannot be read",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(AdminClient::new(&self.server, &token))
+    }
+}
+
+fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs an admin command and prints its JSON result.
+pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
+    let c = args.client()?;
+    match args.command {
+        AdminCommand::Accounts(AccountsCmd::Create { name }) => {
+            print(&c.create_account(&name).await?)
+        }
+        AdminCommand::Accounts(AccountsCmd::List { limit }) => {
+            print(&c.accounts(limit, None).await?)
+        }
+        AdminCommand::Accounts(AccountsCmd::Get { account }) => print(&c.account(account).await?),
+        AdminCommand::Keys(KeysCmd::Create { account, name }) => {
+            print(&c.create_key(account, name.as_deref()).await?)
+        }
+        AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
+        AdminCommand::Keys(KeysCmd::Revoke { account, key }) => {
+            print(&c.revoke_key(account, &key).await?)
+        }
+        AdminCommand::Senders(SendersCmd::Add {
+            account,
+            address,
+            inactive,
+            mms,
+            no_sms,
+        }) => print(
+            &c.add_sender(
+                account,
+                &CreateSender {
+                    address,
+                    active: !inactive,
+                    sms: !no_sms,
+                    mms,
+                },
+            )
+            .await?,
+        ),
+        AdminCommand::Senders(SendersCmd::List { account }) => print(&c.senders(account).await?),
+        AdminCommand::Senders(SendersCmd::Update {
+            account,
+            address,
+            active,
+            sms,
+            mms,
+        }) => print(
+            &c.update_sender(account, &address, &UpdateSender { active, sms, mms })
+                .await?,
+        ),
+        AdminCommand::Credits(CreditsCmd::TopUp {
+            account,
+            sms,
+            mms,
+            reference,
+        }) => print(
+            &c.top_up(
+                account,
+                &TopUp {
+                    sms,
+                    mms,
+                    reference,
+                },
+            )
+            .await?,
+        ),
+        AdminCommand::Credits(CreditsCmd::Balance { account }) => print(&c.balance(account).await?),
+        AdminCommand::Credits(CreditsCmd::Ledger { account, limit }) => {
+            print(&c.ledger(account, limit, None).await?)
+        }
+        AdminCommand::OptOuts(OptOutsCmd::Add {
+            account,
+            sender,
+            recipient,
+        }) => print(&c.add_opt_out(account, &sender, &recipient).await?),
+        AdminCommand::OptOuts(OptOutsCmd::Remove {
+            account,
+            sender,
+            recipient,
+        }) => {
+            c.remove_opt_out(account, &sender, &recipient).await?;
+            print(&serde_json::json!({"removed": true}))
+        }
+        AdminCommand::OptOuts(OptOutsCmd::List { account }) => print(&c.opt_outs(account).await?),
+        AdminCommand::Messages(MessagesCmd::List { account, limit }) => {
+            print(&c.messages(account, limit, None).await?)
+        }
+        AdminCommand::Messages(MessagesCmd::Get { id }) => {
+            let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            print(&c.message(id).await?)
+        }
+    }
+}

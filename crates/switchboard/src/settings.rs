@@ -1,0 +1,283 @@
+//! Settings: built-in defaults, then an optional TOML file, then `SWITCHBOARD_*` environment
+//! variables, then command-line flags. Only this crate reads configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Everything the server can be told.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://…` (embedded, the default) or `postgres://…`.
+    pub database_url: String,
+    /// Folder for the embedded database and the generated operator token.
+    pub data_dir: PathBuf,
+    /// The admin API's bearer token. If unset, one is generated and kept in
+    /// `<data_dir>/operator-token`.
+    pub operator_token: Option<String>,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Database connections (PostgreSQL) or readers (SQLite).
+    pub database_connections: u32,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time a request may take, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Longest message text, in characters.
+    pub max_body_chars: u64,
+    /// Words a message may not contain (TextingLine 33019).
+    pub blocked_terms: Vec<String>,
+    /// How long a send waits for the provider so its response can say `sent`, in ms.
+    pub sent_wait_ms: u64,
+    /// Writer tasks of the group committer (default: 1 on SQLite, 4 on PostgreSQL).
+    pub commit_writers: Option<usize>,
+    /// Most messages in one commit.
+    pub commit_max_batch: usize,
+    /// How long a verified API key is trusted before it is read again, in ms.
+    pub auth_cache_ttl_ms: u64,
+    /// Whether this node dispatches messages.
+    pub dispatcher: bool,
+    /// Sends in flight at once.
+    pub dispatch_max_in_flight: usize,
+    /// How often the dispatcher looks for due work, in ms.
+    pub dispatch_poll_ms: u64,
+    /// Attempts before a retryable provider error is final.
+    pub dispatch_max_attempts: u32,
+    /// First retry delay, in ms (doubles each attempt).
+    pub dispatch_base_backoff_ms: u64,
+    /// How long one provider call may take, in ms.
+    pub provider_timeout_ms: u64,
+    /// How long the simulator's slow test number takes, in ms.
+    pub simulator_slow_ms: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database", &redact_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://switchboard-data/switchboard.db".into(),
+            data_dir: PathBuf::from("switchboard-data"),
+            operator_token: None,
+            log_format: "text".into(),
+            database_connections: 8,
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 30_000,
+            max_body_chars: 640,
+            blocked_terms: Vec::new(),
+            sent_wait_ms: 50,
+            commit_writers: None,
+            commit_max_batch: 512,
+            auth_cache_ttl_ms: 5_000,
+            dispatcher: true,
+            dispatch_max_in_flight: 512,
+            dispatch_poll_ms: 250,
+            dispatch_max_attempts: 5,
+            dispatch_base_backoff_ms: 1_000,
+            provider_timeout_ms: 30_000,
+            simulator_slow_ms: 2_000,
+        }
+    }
+}
+
+/// The environment variable that names a settings file.
+pub const CONFIG_VAR: &str = "SWITCHBOARD_CONFIG";
+
+impl Settings {
+    /// Defaults, overlaid by the file (if any) and then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_VAR).map(PathBuf::from));
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.apply_env(|name| std::env::var(name).ok())?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Overlays `SWITCHBOARD_<FIELD>` variables.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: String) -> anyhow::Result<T> {
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}"))
+        }
+        macro_rules! env {
+            ($field:ident, $name:literal, string) => {
+                if let Some(v) = var($name) {
+                    self.$field = v;
+                }
+            };
+            ($field:ident, $name:literal, option) => {
+                if let Some(v) = var($name) {
+                    self.$field = Some(parse($name, v)?);
+                }
+            };
+            ($field:ident, $name:literal) => {
+                if let Some(v) = var($name) {
+                    self.$field = parse($name, v)?;
+                }
+            };
+        }
+        env!(listen, "SWITCHBOARD_LISTEN", string);
+        env!(database_url, "SWITCHBOARD_DATABASE_URL", string);
+        env!(log_format, "SWITCHBOARD_LOG_FORMAT", string);
+        if let Some(v) = var("SWITCHBOARD_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        env!(operator_token, "SWITCHBOARD_OPERATOR_TOKEN", option);
+        env!(database_connections, "SWITCHBOARD_DATABASE_CONNECTIONS");
+        env!(max_body_bytes, "SWITCHBOARD_MAX_BODY_BYTES");
+        env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
+        env!(max_body_chars, "SWITCHBOARD_MAX_BODY_CHARS");
+        if let Some(v) = var("SWITCHBOARD_BLOCKED_TERMS") {
+            self.blocked_terms = v
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        env!(sent_wait_ms, "SWITCHBOARD_SENT_WAIT_MS");
+        env!(commit_writers, "SWITCHBOARD_COMMIT_WRITERS", option);
+        env!(commit_max_batch, "SWITCHBOARD_COMMIT_MAX_BATCH");
+        env!(auth_cache_ttl_ms, "SWITCHBOARD_AUTH_CACHE_TTL_MS");
+        env!(dispatcher, "SWITCHBOARD_DISPATCHER");
+        env!(dispatch_max_in_flight, "SWITCHBOARD_DISPATCH_MAX_IN_FLIGHT");
+        env!(dispatch_poll_ms, "SWITCHBOARD_DISPATCH_POLL_MS");
+        env!(dispatch_max_attempts, "SWITCHBOARD_DISPATCH_MAX_ATTEMPTS");
+        env!(
+            dispatch_base_backoff_ms,
+            "SWITCHBOARD_DISPATCH_BASE_BACKOFF_MS"
+        );
+        env!(provider_timeout_ms, "SWITCHBOARD_PROVIDER_TIMEOUT_MS");
+        env!(simulator_slow_ms, "SWITCHBOARD_SIMULATOR_SLOW_MS");
+        Ok(())
+    }
+
+    /// Refuses settings that cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres:")
+            || self.database_url.starts_with("postgresql:"))
+        {
+            bail!("database_url must start with sqlite: or postgres:");
+        }
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            bail!("log_format must be text or json");
+        }
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
+            bail!("max_body_bytes must be 1 KiB to 16 MiB");
+        }
+        if self.request_timeout_ms == 0 || self.provider_timeout_ms == 0 {
+            bail!("timeouts must be above zero");
+        }
+        if self.commit_max_batch == 0 || self.commit_max_batch > 10_000 {
+            bail!("commit_max_batch must be 1 to 10000");
+        }
+        if self.sent_wait_ms > self.request_timeout_ms {
+            bail!("sent_wait_ms must not exceed request_timeout_ms");
+        }
+        if self.dispatch_max_attempts == 0 {
+            bail!("dispatch_max_attempts must be at least 1");
+        }
+        if matches!(&self.operator_token, Some(t) if t.len() < 16) {
+            bail!("operator_token must be at least 16 characters");
+        }
+        Ok(())
+    }
+}
+
+/// A database URL with any password hidden, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{}{}{}", &url[..scheme + 3], hidden, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_validation() {
+        let mut s = Settings::default();
+        let env = |name: &str| match name {
+            "SWITCHBOARD_LISTEN" => Some("0.0.0.0:9000".to_owned()),
+            "SWITCHBOARD_SENT_WAIT_MS" => Some("0".to_owned()),
+            "SWITCHBOARD_BLOCKED_TERMS" => Some("casino, lottery".to_owned()),
+            _ => None,
+        };
+        s.apply_env(env).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.sent_wait_ms, 0);
+        assert_eq!(s.blocked_terms, vec!["casino", "lottery"]);
+        s.validate().unwrap();
+        let bad = |name: &str| (name == "SWITCHBOARD_MAX_BODY_BYTES").then(|| "lots".to_owned());
+        assert!(Settings::default().apply_env(bad).is_err());
+        let s = Settings {
+            database_url: "mysql://x".into(),
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn files_reject_unknown_keys() {
+        assert!(toml::from_str::<Settings>("listen = \"127.0.0.1:1\"\nsent_wait_ms = 0").is_ok());
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let s = Settings {
+            operator_token: Some("super-secret-token-123".into()),
+            database_url: "postgres://sb:hunter2@db/sb".into(),
+            ..Settings::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("super-secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("postgres://sb:hunter2@db/sb"),
+            "postgres://sb:***@db/sb"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
