@@ -1,1 +1,7 @@
+//! End-to-end tests: a real server per test, driven over HTTP through `switchboard-client`.
 
+mod admin;
+mod bad_input;
+mod cluster;
+mod concurrency;
+mod textingline;

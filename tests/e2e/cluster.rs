@@ -1,0 +1,119 @@
+//! Two server nodes on one PostgreSQL database, sending and dispatching at once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use switchboard_client::Client;
+use switchboard_domain::MessageStatus;
+use switchboard_domain::wire::TlSendRequest;
+use switchboard_tests::{Backend, TestApp, TestDb, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_never_double_charge_or_double_dispatch() {
+    const N: usize = 80;
+    let Some(db) = TestDb::new(
+        Backend::Postgres,
+        "two_nodes_never_double_charge_or_double_dispatch",
+    )
+    .await
+    else {
+        return;
+    };
+    let node1 = TestApp::start(db.settings()).await;
+    let node2 = TestApp::start(db.settings()).await;
+    let t = node1.provision(2 * N as i64, 0).await;
+    let key = node1.admin.create_key(t.account, None).await.unwrap();
+    let clients = [
+        Client::new(&node1.url, &key.key.id, &key.secret),
+        Client::new(&node2.url, &key.key.id, &key.secret),
+    ];
+
+    let sends = (0..3 * N).map(|i| {
+        let c = clients[i % 2].clone();
+        let req = TlSendRequest {
+            to: "+18005551234".into(),
+            from: t.from.clone(),
+            body: Some(format!("m{i}")),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            match c.send(&req).await {
+                Ok(sent) => (sent.status, Some(sent.message.id)),
+                Err(e) => (e.status().expect("an HTTP answer"), None),
+            }
+        })
+    });
+    let mut accepted = Vec::new();
+    for s in sends {
+        match s.await.unwrap() {
+            (StatusCode::CREATED, Some(id)) => accepted.push(id),
+            (StatusCode::PAYMENT_REQUIRED, None) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), N);
+    assert_eq!(node2.admin.balance(t.account).await.unwrap().sms_credits, 0);
+
+    // The same idempotency key sent to both nodes at once makes one message.
+    node2
+        .admin
+        .top_up(
+            t.account,
+            &switchboard_domain::wire::TopUp {
+                sms: 2,
+                mms: 0,
+                reference: None,
+            },
+        )
+        .await
+        .unwrap();
+    let req = TlSendRequest {
+        to: "+18005551234".into(),
+        from: t.from.clone(),
+        body: Some("once".into()),
+        idempotency_key: Some("cluster-key".into()),
+        ..Default::default()
+    };
+    let racing = (0..10).map(|i| {
+        let (c, r) = (clients[i % 2].clone(), req.clone());
+        tokio::spawn(async move { c.send(&r).await.unwrap().message.id })
+    });
+    let mut ids = HashSet::new();
+    for r in racing {
+        ids.insert(r.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1);
+    accepted.extend(ids);
+    assert_eq!(node1.admin.balance(t.account).await.unwrap().sms_credits, 0);
+
+    // Both dispatchers drain the queue; every message is sent exactly once.
+    for id in &accepted {
+        let m = eventually(
+            "every message to be sent",
+            Duration::from_secs(30),
+            || async {
+                let m = node1.admin.message(*id).await.unwrap();
+                (m.status == MessageStatus::Sent).then_some(m)
+            },
+        )
+        .await;
+        assert_eq!(m.attempts, 1, "{id} was claimed more than once");
+        let sent_events = m
+            .events
+            .iter()
+            .filter(|e| e.status == MessageStatus::Sent)
+            .count();
+        assert_eq!(sent_events, 1, "{id}");
+    }
+    let ledger = node1
+        .admin
+        .ledger(t.account, 1000, None)
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(ledger.iter().filter(|e| e.kind == "charge").count(), N + 1);
+    node1.stop().await;
+    node2.stop().await;
+    db.remove().await;
+}
