@@ -64,13 +64,11 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
     if let Some(key) = &m.idempotency_key
         && let Some(earlier) = facts.by_key.get(&(m.account_id, key.clone()))
     {
-        return Step::Answer(
-            if earlier.request_hash.as_deref() == Some(m.request_hash.as_slice()) {
-                AcceptOutcome::Replayed(earlier.clone())
-            } else {
-                AcceptOutcome::IdempotencyConflict
-            },
-        );
+        return Step::Answer(if earlier.request_hash.as_deref() == Some(m.request_hash.as_slice()) {
+            AcceptOutcome::Replayed(earlier.clone())
+        } else {
+            AcceptOutcome::IdempotencyConflict
+        });
     }
     let sender = match facts.senders.get(&m.from) {
         Some(s) if s.account_id == m.account_id => s,
@@ -126,19 +124,14 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         }
     };
     if let Some(key) = &m.idempotency_key {
-        facts
-            .by_key
-            .insert((m.account_id, key.clone()), record.clone());
+        facts.by_key.insert((m.account_id, key.clone()), record.clone());
     }
     Step::Insert { record, charge }
 }
 
 /// The events a newly stored message starts with.
 pub fn initial_events(record: &MessageRecord) -> [(MessageStatus, Option<ErrorType>); 2] {
-    [
-        (MessageStatus::Accepted, None),
-        (record.status, record.error_type),
-    ]
+    [(MessageStatus::Accepted, None), (record.status, record.error_type)]
 }
 
 #[cfg(test)]
@@ -177,8 +170,7 @@ mod tests {
 
     fn facts(account: AccountId, sms: i64) -> Facts {
         let mut f = Facts::default();
-        f.balances
-            .insert(account, Balance::new(Credits::new(sms, 0)).unwrap());
+        f.balances.insert(account, Balance::new(Credits::new(sms, 0)).unwrap());
         f.senders.insert("+18005559876".into(), sender(account));
         f
     }
@@ -187,10 +179,7 @@ mod tests {
     fn charges_until_the_balance_runs_out() {
         let a = AccountId::new();
         let mut f = facts(a, 5);
-        let steps = plan(
-            &[msg(a, None, "1"), msg(a, None, "2"), msg(a, None, "3")],
-            &mut f,
-        );
+        let steps = plan(&[msg(a, None, "1"), msg(a, None, "2"), msg(a, None, "3")], &mut f);
         assert!(matches!(steps[0].outcome(), AcceptOutcome::Queued(_)));
         assert!(matches!(steps[1].outcome(), AcceptOutcome::Queued(_)));
         assert_eq!(steps[2].outcome(), AcceptOutcome::InsufficientCredits);
@@ -201,17 +190,8 @@ mod tests {
     fn same_key_in_one_group_replays_or_conflicts() {
         let a = AccountId::new();
         let mut f = facts(a, 100);
-        let steps = plan(
-            &[
-                msg(a, Some("k"), "x"),
-                msg(a, Some("k"), "x"),
-                msg(a, Some("k"), "y"),
-            ],
-            &mut f,
-        );
-        let AcceptOutcome::Queued(first) = steps[0].outcome() else {
-            panic!()
-        };
+        let steps = plan(&[msg(a, Some("k"), "x"), msg(a, Some("k"), "x"), msg(a, Some("k"), "y")], &mut f);
+        let AcceptOutcome::Queued(first) = steps[0].outcome() else { panic!() };
         assert_eq!(steps[1].outcome(), AcceptOutcome::Replayed(first));
         assert_eq!(steps[2].outcome(), AcceptOutcome::IdempotencyConflict);
         assert_eq!(f.balances[&a].credits(), Credits::new(98, 0));
@@ -222,38 +202,22 @@ mod tests {
         let a = AccountId::new();
         let other = AccountId::new();
         let mut f = facts(a, 100);
-        assert_eq!(
-            plan(&[msg(other, None, "x")], &mut f)[0].outcome(),
-            AcceptOutcome::SenderNotAssigned
-        );
+        assert_eq!(plan(&[msg(other, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderNotAssigned);
         f.senders.get_mut("+18005559876").unwrap().active = false;
-        assert_eq!(
-            plan(&[msg(a, None, "x")], &mut f)[0].outcome(),
-            AcceptOutcome::SenderInactive
-        );
+        assert_eq!(plan(&[msg(a, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderInactive);
         f.senders.get_mut("+18005559876").unwrap().active = true;
         let mut mms = msg(a, None, "x");
         mms.kind = MessageKind::Mms;
-        assert_eq!(
-            plan(&[mms], &mut f)[0].outcome(),
-            AcceptOutcome::SenderNotCapable
-        );
+        assert_eq!(plan(&[mms], &mut f)[0].outcome(), AcceptOutcome::SenderNotCapable);
     }
 
     #[test]
     fn opted_out_is_stored_failed_and_free() {
         let a = AccountId::new();
         let mut f = facts(a, 0);
-        f.opted_out
-            .insert(("+18005559876".into(), "+18005551234".into()));
+        f.opted_out.insert(("+18005559876".into(), "+18005551234".into()));
         let step = plan(&[msg(a, None, "x")], &mut f).remove(0);
-        let Step::Insert {
-            record,
-            charge: None,
-        } = &step
-        else {
-            panic!("{step:?}")
-        };
+        let Step::Insert { record, charge: None } = &step else { panic!("{step:?}") };
         assert_eq!(record.status, MessageStatus::Failed);
         assert_eq!(record.error_type, Some(ErrorType::OptedOut));
         assert!(matches!(step.outcome(), AcceptOutcome::OptedOut(_)));

@@ -3,15 +3,12 @@
 //! module supplies the few statements that differ (`LOCK_ACCOUNT`, `CLAIM_DUE`) and
 //! `opted_out_among`, which binds a list its own way.
 
-use switchboard_domain::{
-    AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
-};
+use switchboard_domain::{AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::{
-    AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord,
-    SenderRecord, StorageError,
+    AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderRecord, StorageError,
 };
 
 macro_rules! message_columns {
@@ -31,11 +28,7 @@ pub(crate) const CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 pub(crate) fn chunked<T>(mut items: &[T]) -> Vec<&[T]> {
     let mut out = Vec::new();
     while !items.is_empty() {
-        let size = CHUNKS
-            .iter()
-            .copied()
-            .find(|&c| c <= items.len())
-            .unwrap_or(1);
+        let size = CHUNKS.iter().copied().find(|&c| c <= items.len()).unwrap_or(1);
         let (head, tail) = items.split_at(size);
         out.push(head);
         items = tail;
@@ -53,11 +46,11 @@ fn u32_of(what: &str, v: i64) -> Result<u32, StorageError> {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRow {
-    id: Uuid,
-    name: String,
-    sms_credits: i64,
-    mms_credits: i64,
-    created_at: i64,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) sms_credits: i64,
+    pub(crate) mms_credits: i64,
+    pub(crate) created_at: i64,
 }
 
 impl From<AccountRow> for AccountRecord {
@@ -73,12 +66,12 @@ impl From<AccountRow> for AccountRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ApiKeyRow {
-    id: String,
-    account_id: Uuid,
-    name: Option<String>,
-    secret_hash: Vec<u8>,
-    created_at: i64,
-    revoked_at: Option<i64>,
+    pub(crate) id: String,
+    pub(crate) account_id: Uuid,
+    pub(crate) name: Option<String>,
+    pub(crate) secret_hash: Vec<u8>,
+    pub(crate) created_at: i64,
+    pub(crate) revoked_at: Option<i64>,
 }
 
 impl From<ApiKeyRow> for ApiKeyRecord {
@@ -96,12 +89,12 @@ impl From<ApiKeyRow> for ApiKeyRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SenderRow {
-    address: String,
-    account_id: Uuid,
-    active: bool,
-    sms: bool,
-    mms: bool,
-    created_at: i64,
+    pub(crate) address: String,
+    pub(crate) account_id: Uuid,
+    pub(crate) active: bool,
+    pub(crate) sms: bool,
+    pub(crate) mms: bool,
+    pub(crate) created_at: i64,
 }
 
 impl From<SenderRow> for SenderRecord {
@@ -119,16 +112,16 @@ impl From<SenderRow> for SenderRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct LedgerRow {
-    id: Uuid,
-    account_id: Uuid,
-    kind: String,
-    sms_delta: i64,
-    mms_delta: i64,
-    sms_balance: i64,
-    mms_balance: i64,
-    message_id: Option<Uuid>,
-    reference: Option<String>,
-    created_at: i64,
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) kind: String,
+    pub(crate) sms_delta: i64,
+    pub(crate) mms_delta: i64,
+    pub(crate) sms_balance: i64,
+    pub(crate) mms_balance: i64,
+    pub(crate) message_id: Option<Uuid>,
+    pub(crate) reference: Option<String>,
+    pub(crate) created_at: i64,
 }
 
 impl TryFrom<LedgerRow> for LedgerRecord {
@@ -149,10 +142,10 @@ impl TryFrom<LedgerRow> for LedgerRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OptOutRow {
-    sender: String,
-    recipient: String,
-    account_id: Uuid,
-    created_at: i64,
+    pub(crate) sender: String,
+    pub(crate) recipient: String,
+    pub(crate) account_id: Uuid,
+    pub(crate) created_at: i64,
 }
 
 impl From<OptOutRow> for OptOutRecord {
@@ -168,10 +161,10 @@ impl From<OptOutRow> for OptOutRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
-    message_id: Uuid,
-    status: String,
-    error_type: Option<String>,
-    at: i64,
+    pub(crate) message_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) error_type: Option<String>,
+    pub(crate) at: i64,
 }
 
 impl TryFrom<EventRow> for EventRecord {
@@ -179,8 +172,7 @@ impl TryFrom<EventRow> for EventRecord {
     fn try_from(r: EventRow) -> Result<Self, StorageError> {
         Ok(EventRecord {
             message_id: MessageId::from_uuid(r.message_id),
-            status: MessageStatus::parse(&r.status)
-                .ok_or_else(|| corrupt("event status", &r.status))?,
+            status: MessageStatus::parse(&r.status).ok_or_else(|| corrupt("event status", &r.status))?,
             error_type: r
                 .error_type
                 .map(|e| ErrorType::parse(&e).ok_or_else(|| corrupt("error type", e)))
@@ -192,29 +184,29 @@ impl TryFrom<EventRow> for EventRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MessageRow {
-    id: Uuid,
-    account_id: Uuid,
-    direction: String,
-    kind: String,
-    recipient: String,
-    sender: String,
-    body: Option<String>,
-    media_url: Option<String>,
-    encoding: String,
-    segments: i64,
-    status: String,
-    error_type: Option<String>,
-    error_message: Option<String>,
-    sms_charged: i64,
-    mms_charged: i64,
-    idempotency_key: Option<String>,
-    request_hash: Option<Vec<u8>>,
-    attempts: i64,
-    next_attempt_at: i64,
-    provider_message_id: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    sent_at: Option<i64>,
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) direction: String,
+    pub(crate) kind: String,
+    pub(crate) recipient: String,
+    pub(crate) sender: String,
+    pub(crate) body: Option<String>,
+    pub(crate) media_url: Option<String>,
+    pub(crate) encoding: String,
+    pub(crate) segments: i64,
+    pub(crate) status: String,
+    pub(crate) error_type: Option<String>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) sms_charged: i64,
+    pub(crate) mms_charged: i64,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) request_hash: Option<Vec<u8>>,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) provider_message_id: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) sent_at: Option<i64>,
 }
 
 impl TryFrom<MessageRow> for MessageRecord {
@@ -223,15 +215,13 @@ impl TryFrom<MessageRow> for MessageRecord {
         Ok(MessageRecord {
             id: MessageId::from_uuid(r.id),
             account_id: AccountId::from_uuid(r.account_id),
-            direction: Direction::parse(&r.direction)
-                .ok_or_else(|| corrupt("direction", &r.direction))?,
+            direction: Direction::parse(&r.direction).ok_or_else(|| corrupt("direction", &r.direction))?,
             kind: MessageKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
             to: r.recipient,
             from: r.sender,
             body: r.body,
             media_url: r.media_url,
-            encoding: Encoding::parse(&r.encoding)
-                .ok_or_else(|| corrupt("encoding", &r.encoding))?,
+            encoding: Encoding::parse(&r.encoding).ok_or_else(|| corrupt("encoding", &r.encoding))?,
             segments: u32_of("segments", r.segments)?,
             status: MessageStatus::parse(&r.status).ok_or_else(|| corrupt("status", &r.status))?,
             error_type: r
@@ -256,217 +246,30 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Implements [`crate::Store`] for `$store` (with `write` and `read` pools of `$db`).
-/// Expects `LOCK_ACCOUNT`, `CLAIM_DUE`, `BACKEND`, `opted_out_among`, `Backend` and
-/// `message_columns!` in the calling module.
+/// Implements [`crate::Store`] for `$store`: the reads with sqlx on its `read` pool,
+/// the writes by delegating to the backend's [`crate::writes::Writes`]. Expects `BACKEND`,
+/// `Backend` and `message_columns!` in the calling module.
 macro_rules! store_impl {
-    ($store:ty, $db:ty) => {
-        use std::collections::HashMap;
-
-        use sqlx::QueryBuilder;
+    ($store:ident) => {
+        mod store_reads {
+        use super::{BACKEND, $store};
+        use $crate::Backend;
+        use $crate::common::message_columns;
         use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
-        use switchboard_ledger::{Balance, Credits, EntryKind};
+        use switchboard_ledger::Credits;
         use uuid::Uuid;
 
-        use $crate::admission::{self, Facts, Step};
-        use $crate::common::{
-            AccountRow, ApiKeyRow, EventRow, LedgerRow, MessageRow, OptOutRow, SenderRow, chunked, is_unique_violation,
-        };
+        use $crate::common::{AccountRow, ApiKeyRow, EventRow, LedgerRow, MessageRow, OptOutRow, SenderRow};
+        use $crate::writes::Writes;
         use $crate::{
-            AcceptOutcome, AccountRecord, ApiKeyRecord, DispatchOutcome, DispatchResult, EventRecord,
-            LedgerRecord, MessageRecord, NewMessage, OptOutRecord, PageRequest, Result, SenderChange, SenderRecord,
-            StorageError, Store,
+            AcceptOutcome, AccountRecord, ApiKeyRecord, DispatchResult, EventRecord, LedgerRecord, MessageRecord,
+            NewMessage, OptOutRecord, PageRequest, Result, SenderChange, SenderRecord, Store,
         };
-
-        type Tx = sqlx::Transaction<'static, $db>;
-
-        const SECRET_NAME: &str = "key_hash_secret";
-
-        impl $store {
-            async fn lock_balance(tx: &mut Tx, account: AccountId) -> Result<Option<Balance>> {
-                let row: Option<(i64, i64)> =
-                    sqlx::query_as(LOCK_ACCOUNT).bind(account.as_uuid()).fetch_optional(&mut **tx).await?;
-                row.map(|(sms, mms)| Balance::new(Credits::new(sms, mms))).transpose().map_err(Into::into)
-            }
-
-            async fn insert_ledger(tx: &mut Tx, entries: &[LedgerRecord]) -> Result<()> {
-                for chunk in chunked(entries) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger_entries (id, account_id, kind, sms_delta, mms_delta, sms_balance, \
-                         mms_balance, message_id, reference, created_at) ",
-                    );
-                    qb.push_values(chunk, |mut b, e| {
-                        b.push_bind(e.id)
-                            .push_bind(e.account_id.as_uuid())
-                            .push_bind(e.kind.as_str())
-                            .push_bind(e.delta.sms)
-                            .push_bind(e.delta.mms)
-                            .push_bind(e.balance_after.sms)
-                            .push_bind(e.balance_after.mms)
-                            .push_bind(e.message_id.map(|m| m.as_uuid()))
-                            .push_bind(e.reference.clone())
-                            .push_bind(e.created_at.millis());
-                    });
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn insert_events(tx: &mut Tx, events: &[EventRecord]) -> Result<()> {
-                for chunk in chunked(events) {
-                    let mut qb =
-                        QueryBuilder::<$db>::new("INSERT INTO message_events (message_id, status, error_type, at) ");
-                    qb.push_values(chunk, |mut b, e| {
-                        b.push_bind(e.message_id.as_uuid())
-                            .push_bind(e.status.as_str())
-                            .push_bind(e.error_type.map(|t| t.as_str()))
-                            .push_bind(e.at.millis());
-                    });
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn insert_messages(tx: &mut Tx, records: &[&MessageRecord]) -> Result<()> {
-                for chunk in chunked(records) {
-                    let mut qb = QueryBuilder::<$db>::new(concat!("INSERT INTO messages (", message_columns!(), ") "));
-                    qb.push_values(chunk, |mut b, m| {
-                        b.push_bind(m.id.as_uuid())
-                            .push_bind(m.account_id.as_uuid())
-                            .push_bind(m.direction.as_str())
-                            .push_bind(m.kind.as_str())
-                            .push_bind(m.to.clone())
-                            .push_bind(m.from.clone())
-                            .push_bind(m.body.clone())
-                            .push_bind(m.media_url.clone())
-                            .push_bind(m.encoding.as_str())
-                            .push_bind(i64::from(m.segments))
-                            .push_bind(m.status.as_str())
-                            .push_bind(m.error_type.map(|t| t.as_str()))
-                            .push_bind(m.error_message.clone())
-                            .push_bind(m.charged.sms)
-                            .push_bind(m.charged.mms)
-                            .push_bind(m.idempotency_key.clone())
-                            .push_bind(m.request_hash.clone())
-                            .push_bind(i64::from(m.attempts))
-                            .push_bind(m.next_attempt_at.millis())
-                            .push_bind(m.provider_message_id.clone())
-                            .push_bind(m.created_at.millis())
-                            .push_bind(m.updated_at.millis())
-                            .push_bind(m.sent_at.map(Timestamp::millis));
-                    });
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            /// Takes `delta` (negative for a charge) into the account's balance, refusing to
-            /// go below zero; returns the balance after.
-            async fn apply_delta(tx: &mut Tx, account: AccountId, delta: Credits) -> Result<Credits> {
-                let row: Option<(i64, i64)> = sqlx::query_as(
-                    "UPDATE accounts SET sms_credits = sms_credits + $1, mms_credits = mms_credits + $2 \
-                     WHERE id = $3 AND sms_credits + $1 >= 0 AND mms_credits + $2 >= 0 \
-                     RETURNING sms_credits, mms_credits",
-                )
-                .bind(delta.sms)
-                .bind(delta.mms)
-                .bind(account.as_uuid())
-                .fetch_optional(&mut **tx)
-                .await?;
-                match row {
-                    Some((sms, mms)) => Ok(Credits::new(sms, mms)),
-                    None => Err(StorageError::Ledger(switchboard_ledger::LedgerError::InvalidAmount(delta))),
-                }
-            }
-
-            async fn load_facts(tx: &mut Tx, batch: &[NewMessage]) -> Result<Facts> {
-                let mut facts = Facts::default();
-                // Lock balances in a fixed order so that concurrent groups cannot deadlock.
-                let mut accounts: Vec<AccountId> = batch.iter().map(|m| m.account_id).collect();
-                accounts.sort();
-                accounts.dedup();
-                for account in accounts {
-                    if let Some(balance) = Self::lock_balance(tx, account).await? {
-                        facts.balances.insert(account, balance);
-                    }
-                }
-                // Keys are read after the locks: a racing group for the same account has
-                // committed by now, so its messages are seen.
-                for m in batch {
-                    let Some(key) = &m.idempotency_key else { continue };
-                    if facts.by_key.contains_key(&(m.account_id, key.clone())) {
-                        continue;
-                    }
-                    let row: Option<MessageRow> = sqlx::query_as(concat!(
-                        "SELECT ",
-                        message_columns!(),
-                        " FROM messages WHERE account_id = $1 AND idempotency_key = $2"
-                    ))
-                    .bind(m.account_id.as_uuid())
-                    .bind(key.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    if let Some(row) = row {
-                        facts.by_key.insert((m.account_id, key.clone()), row.try_into()?);
-                    }
-                }
-                let mut by_sender: HashMap<&str, Vec<String>> = HashMap::new();
-                for m in batch {
-                    by_sender.entry(m.from.as_str()).or_default().push(m.to.clone());
-                }
-                for (sender, mut recipients) in by_sender {
-                    let row: Option<SenderRow> = sqlx::query_as(
-                        "SELECT address, account_id, active, sms, mms, created_at FROM senders WHERE address = $1",
-                    )
-                    .bind(sender)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let Some(row) = row else { continue };
-                    facts.senders.insert(sender.to_owned(), row.into());
-                    recipients.sort();
-                    recipients.dedup();
-                    for r in opted_out_among(tx, sender, &recipients).await? {
-                        facts.opted_out.insert((sender.to_owned(), r));
-                    }
-                }
-                Ok(facts)
-            }
-        }
 
         #[async_trait::async_trait]
         impl Store for $store {
             fn backend(&self) -> Backend {
                 BACKEND
-            }
-
-            async fn server_secret(&self) -> Result<Vec<u8>> {
-                let fresh: [u8; 32] = rand_bytes();
-                sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                    .bind(SECRET_NAME)
-                    .bind(fresh.to_vec())
-                    .execute(&self.write)
-                    .await?;
-                let (value,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
-                    .bind(SECRET_NAME)
-                    .fetch_one(&self.write)
-                    .await?;
-                Ok(value)
-            }
-
-            async fn create_account(&self, name: &str) -> Result<AccountRecord> {
-                let record = AccountRecord {
-                    id: AccountId::new(),
-                    name: name.to_owned(),
-                    balance: Credits::ZERO,
-                    created_at: Timestamp::now(),
-                };
-                sqlx::query("INSERT INTO accounts (id, name, sms_credits, mms_credits, created_at) VALUES ($1, $2, 0, 0, $3)")
-                    .bind(record.id.as_uuid())
-                    .bind(name)
-                    .bind(record.created_at.millis())
-                    .execute(&self.write)
-                    .await?;
-                Ok(record)
             }
 
             async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>> {
@@ -491,22 +294,6 @@ macro_rules! store_impl {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO api_keys (id, account_id, name, secret_hash, created_at, revoked_at) \
-                     VALUES ($1, $2, $3, $4, $5, NULL)",
-                )
-                .bind(key.id.as_str())
-                .bind(key.account_id.as_uuid())
-                .bind(key.name.as_deref())
-                .bind(key.secret_hash.clone())
-                .bind(key.created_at.millis())
-                .execute(&self.write)
-                .await
-                .map_err(|e| if is_unique_violation(&e) { StorageError::Conflict("key id".into()) } else { e.into() })?;
-                Ok(())
-            }
-
             async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
                 let row: Option<ApiKeyRow> = sqlx::query_as(
                     "SELECT id, account_id, name, secret_hash, created_at, revoked_at FROM api_keys WHERE id = $1",
@@ -528,52 +315,6 @@ macro_rules! store_impl {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn revoke_api_key(&self, account: AccountId, id: &str, at: Timestamp) -> Result<ApiKeyRecord> {
-                let row: Option<ApiKeyRow> = sqlx::query_as(
-                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND account_id = $3 \
-                     RETURNING id, account_id, name, secret_hash, created_at, revoked_at",
-                )
-                .bind(at.millis())
-                .bind(id)
-                .bind(account.as_uuid())
-                .fetch_optional(&self.write)
-                .await?;
-                row.map(Into::into).ok_or(StorageError::NotFound)
-            }
-
-            async fn create_sender(&self, s: &SenderRecord) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO senders (address, account_id, active, sms, mms, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(s.address.as_str())
-                .bind(s.account_id.as_uuid())
-                .bind(s.active)
-                .bind(s.sms)
-                .bind(s.mms)
-                .bind(s.created_at.millis())
-                .execute(&self.write)
-                .await
-                .map_err(|e| {
-                    if is_unique_violation(&e) { StorageError::Conflict("sender address is assigned".into()) } else { e.into() }
-                })?;
-                Ok(())
-            }
-
-            async fn update_sender(&self, account: AccountId, address: &str, c: SenderChange) -> Result<SenderRecord> {
-                let row: Option<SenderRow> = sqlx::query_as(
-                    "UPDATE senders SET active = COALESCE($1, active), sms = COALESCE($2, sms), mms = COALESCE($3, mms) \
-                     WHERE address = $4 AND account_id = $5 RETURNING address, account_id, active, sms, mms, created_at",
-                )
-                .bind(c.active)
-                .bind(c.sms)
-                .bind(c.mms)
-                .bind(address)
-                .bind(account.as_uuid())
-                .fetch_optional(&self.write)
-                .await?;
-                row.map(Into::into).ok_or(StorageError::NotFound)
-            }
-
             async fn list_senders(&self, account: AccountId) -> Result<Vec<SenderRecord>> {
                 let rows: Vec<SenderRow> = sqlx::query_as(
                     "SELECT address, account_id, active, sms, mms, created_at FROM senders \
@@ -583,26 +324,6 @@ macro_rules! store_impl {
                 .fetch_all(&self.read)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
-            }
-
-            async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord> {
-                let mut tx = self.write.begin().await?;
-                let mut balance = Self::lock_balance(&mut tx, account).await?.ok_or(StorageError::NotFound)?;
-                let delta = balance.top_up(amount)?;
-                let after = Self::apply_delta(&mut tx, account, delta).await?;
-                let entry = LedgerRecord {
-                    id: Uuid::now_v7(),
-                    account_id: account,
-                    kind: EntryKind::Topup,
-                    delta,
-                    balance_after: after,
-                    message_id: None,
-                    reference: reference.map(str::to_owned),
-                    created_at: Timestamp::now(),
-                };
-                Self::insert_ledger(&mut tx, std::slice::from_ref(&entry)).await?;
-                tx.commit().await?;
-                Ok(entry)
             }
 
             async fn ledger(&self, account: AccountId, page: PageRequest<Uuid>) -> Result<Vec<LedgerRecord>> {
@@ -619,37 +340,6 @@ macro_rules! store_impl {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord> {
-                sqlx::query(
-                    "INSERT INTO opt_outs (sender, recipient, account_id, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (sender, recipient) DO NOTHING",
-                )
-                .bind(sender)
-                .bind(recipient)
-                .bind(account.as_uuid())
-                .bind(Timestamp::now().millis())
-                .execute(&self.write)
-                .await?;
-                let row: OptOutRow = sqlx::query_as(
-                    "SELECT sender, recipient, account_id, created_at FROM opt_outs WHERE sender = $1 AND recipient = $2",
-                )
-                .bind(sender)
-                .bind(recipient)
-                .fetch_one(&self.write)
-                .await?;
-                Ok(row.into())
-            }
-
-            async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<()> {
-                let done = sqlx::query("DELETE FROM opt_outs WHERE sender = $1 AND recipient = $2 AND account_id = $3")
-                    .bind(sender)
-                    .bind(recipient)
-                    .bind(account.as_uuid())
-                    .execute(&self.write)
-                    .await?;
-                if done.rows_affected() == 0 { Err(StorageError::NotFound) } else { Ok(()) }
-            }
-
             async fn list_opt_outs(&self, account: AccountId, limit: u32) -> Result<Vec<OptOutRecord>> {
                 let rows: Vec<OptOutRow> = sqlx::query_as(
                     "SELECT sender, recipient, account_id, created_at FROM opt_outs WHERE account_id = $1 \
@@ -660,56 +350,6 @@ macro_rules! store_impl {
                 .fetch_all(&self.read)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
-            }
-
-            async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
-                if batch.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.write.begin().await?;
-                let mut facts = Self::load_facts(&mut tx, batch).await?;
-                let steps = admission::plan(batch, &mut facts);
-
-                let mut records: Vec<&MessageRecord> = Vec::new();
-                let mut events: Vec<EventRecord> = Vec::new();
-                let mut entries: Vec<LedgerRecord> = Vec::new();
-                let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
-                for step in &steps {
-                    let Step::Insert { record, charge } = step else { continue };
-                    records.push(record);
-                    for (status, error_type) in admission::initial_events(record) {
-                        events.push(EventRecord { message_id: record.id, status, error_type, at: record.created_at });
-                    }
-                    if let Some((delta, after)) = charge {
-                        let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
-                        *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
-                        entries.push(LedgerRecord {
-                            id: Uuid::now_v7(),
-                            account_id: record.account_id,
-                            kind: EntryKind::Charge,
-                            delta: *delta,
-                            balance_after: *after,
-                            message_id: Some(record.id),
-                            reference: None,
-                            created_at: record.created_at,
-                        });
-                    }
-                }
-                Self::insert_messages(&mut tx, &records).await?;
-                Self::insert_events(&mut tx, &events).await?;
-                Self::insert_ledger(&mut tx, &entries).await?;
-                let mut deltas: Vec<(AccountId, Credits)> = deltas.into_iter().collect();
-                deltas.sort_by_key(|(a, _)| *a);
-                for (account, delta) in deltas {
-                    let after = Self::apply_delta(&mut tx, account, delta).await?;
-                    // The plan and the database must agree on the balance; if they ever do
-                    // not, nothing of the group is written.
-                    if Some(after) != facts.balances.get(&account).map(|b| b.credits()) {
-                        return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
-                    }
-                }
-                tx.commit().await?;
-                Ok(steps.iter().map(Step::outcome).collect())
             }
 
             async fn get_message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
@@ -748,112 +388,6 @@ macro_rules! store_impl {
                 Ok(events)
             }
 
-            async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
-                let rows: Vec<MessageRow> = sqlx::query_as(CLAIM_DUE)
-                    .bind(lease_until.millis())
-                    .bind(now.millis())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.write)
-                    .await?;
-                rows.into_iter().map(TryInto::try_into).collect()
-            }
-
-            async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
-                if results.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.write.begin().await?;
-                let mut changed = Vec::with_capacity(results.len());
-                let mut events = Vec::new();
-                let mut refunds: Vec<(AccountId, MessageId, Credits, Timestamp)> = Vec::new();
-                for r in results {
-                    let (id, attempt) = (r.id.as_uuid(), i64::from(r.attempt));
-                    match &r.outcome {
-                        DispatchOutcome::Sent { provider_message_id } => {
-                            let done = sqlx::query(
-                                "UPDATE messages SET status = 'sent', sent_at = $1, updated_at = $1, \
-                                 provider_message_id = $2, error_message = NULL \
-                                 WHERE id = $3 AND status = 'queued' AND attempts = $4",
-                            )
-                            .bind(r.at.millis())
-                            .bind(provider_message_id.as_str())
-                            .bind(id)
-                            .bind(attempt)
-                            .execute(&mut *tx)
-                            .await?;
-                            if done.rows_affected() == 1 {
-                                changed.push(r.id);
-                                events.push(EventRecord { message_id: r.id, status: MessageStatus::Sent, error_type: None, at: r.at });
-                            }
-                        }
-                        DispatchOutcome::Retry { next_attempt_at, error } => {
-                            let done = sqlx::query(
-                                "UPDATE messages SET next_attempt_at = $1, error_message = $2, updated_at = $3 \
-                                 WHERE id = $4 AND status = 'queued' AND attempts = $5",
-                            )
-                            .bind(next_attempt_at.millis())
-                            .bind(error.as_str())
-                            .bind(r.at.millis())
-                            .bind(id)
-                            .bind(attempt)
-                            .execute(&mut *tx)
-                            .await?;
-                            if done.rows_affected() == 1 {
-                                changed.push(r.id);
-                            }
-                        }
-                        DispatchOutcome::Failed { error_type, message, refund } => {
-                            let charged: Option<(i64, i64)> = sqlx::query_as(
-                                "UPDATE messages SET status = 'failed', error_type = $1, error_message = $2, updated_at = $3 \
-                                 WHERE id = $4 AND status = 'queued' AND attempts = $5 RETURNING sms_charged, mms_charged",
-                            )
-                            .bind(error_type.as_str())
-                            .bind(message.as_str())
-                            .bind(r.at.millis())
-                            .bind(id)
-                            .bind(attempt)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                            let Some((sms, mms)) = charged else { continue };
-                            changed.push(r.id);
-                            events.push(EventRecord {
-                                message_id: r.id,
-                                status: MessageStatus::Failed,
-                                error_type: Some(*error_type),
-                                at: r.at,
-                            });
-                            let amount = Credits::new(sms, mms);
-                            if *refund && !amount.is_zero() {
-                                refunds.push((r.account_id, r.id, amount, r.at));
-                            }
-                        }
-                    }
-                }
-                refunds.sort_by_key(|(a, m, _, _)| (*a, *m));
-                let mut entries = Vec::with_capacity(refunds.len());
-                for (account, message, amount, at) in refunds {
-                    let after = Self::apply_delta(&mut tx, account, amount).await?;
-                    sqlx::query("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = $1")
-                        .bind(message.as_uuid())
-                        .execute(&mut *tx)
-                        .await?;
-                    entries.push(LedgerRecord {
-                        id: Uuid::now_v7(),
-                        account_id: account,
-                        kind: EntryKind::Refund,
-                        delta: amount,
-                        balance_after: after,
-                        message_id: Some(message),
-                        reference: None,
-                        created_at: at,
-                    });
-                }
-                Self::insert_events(&mut tx, &events).await?;
-                Self::insert_ledger(&mut tx, &entries).await?;
-                tx.commit().await?;
-                Ok(changed)
-            }
-
             async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>> {
                 let rows: Vec<(String, i64)> = sqlx::query_as(
                     "SELECT status, COUNT(*) FROM messages WHERE account_id = $1 GROUP BY status ORDER BY status",
@@ -863,13 +397,55 @@ macro_rules! store_impl {
                 .await?;
                 Ok(rows)
             }
-        }
 
-        fn rand_bytes() -> [u8; 32] {
-            let mut out = [0u8; 32];
-            out[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-            out[16..].copy_from_slice(Uuid::new_v4().as_bytes());
-            out
+            async fn server_secret(&self) -> Result<Vec<u8>> {
+                Writes::server_secret(self, ).await
+            }
+
+            async fn create_account(&self, name: &str) -> Result<AccountRecord> {
+                Writes::create_account(self, name).await
+            }
+
+            async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+                Writes::create_api_key(self, key).await
+            }
+
+            async fn revoke_api_key(&self, account: AccountId, id: &str, at: Timestamp) -> Result<ApiKeyRecord> {
+                Writes::revoke_api_key(self, account, id, at).await
+            }
+
+            async fn create_sender(&self, s: &SenderRecord) -> Result<()> {
+                Writes::create_sender(self, s).await
+            }
+
+            async fn update_sender(&self, account: AccountId, address: &str, c: SenderChange) -> Result<SenderRecord> {
+                Writes::update_sender(self, account, address, c).await
+            }
+
+            async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord> {
+                Writes::top_up(self, account, amount, reference).await
+            }
+
+            async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord> {
+                Writes::add_opt_out(self, account, sender, recipient).await
+            }
+
+            async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<()> {
+                Writes::remove_opt_out(self, account, sender, recipient).await
+            }
+
+            async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+                Writes::accept(self, batch).await
+            }
+
+            async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
+                Writes::claim_due(self, now, lease_until, limit).await
+            }
+
+            async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
+                Writes::record_results(self, results).await
+            }
+        }
         }
     };
 }

@@ -1,7 +1,7 @@
 //! Durable storage for Switchboard: the [`Store`] trait and its two implementations.
 //!
 //! [`sqlite::SqliteStore`] is the embedded default (one file, WAL, `synchronous=FULL`, one
-//! writer connection and a pool of readers); [`postgres::PostgresStore`] serves several nodes
+//! writer thread and a pool of readers); [`postgres::PostgresStore`] serves several nodes
 //! on one database. Both run the same SQL where the dialects agree, share the admission rules
 //! in [`admission`], and pass the same contract suite (`tests/it`).
 //!
@@ -17,6 +17,7 @@ pub mod records;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod writes;
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub enum StorageError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The embedded database's writer failed.
+    #[error("database error: {0}")]
+    Embedded(#[from] rusqlite::Error),
     /// Migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -97,49 +101,24 @@ pub trait Store: Send + Sync + 'static {
     /// Lists an account's keys.
     async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes a key of the account; `NotFound` if the account has no such key.
-    async fn revoke_api_key(
-        &self,
-        account: AccountId,
-        id: &str,
-        at: Timestamp,
-    ) -> Result<ApiKeyRecord>;
+    async fn revoke_api_key(&self, account: AccountId, id: &str, at: Timestamp) -> Result<ApiKeyRecord>;
 
     /// Assigns a sender to an account; `Conflict` if the address is assigned already.
     async fn create_sender(&self, sender: &SenderRecord) -> Result<()>;
     /// Changes a sender of the account; `NotFound` if the account has no such sender.
-    async fn update_sender(
-        &self,
-        account: AccountId,
-        address: &str,
-        change: SenderChange,
-    ) -> Result<SenderRecord>;
+    async fn update_sender(&self, account: AccountId, address: &str, change: SenderChange) -> Result<SenderRecord>;
     /// Lists an account's senders.
     async fn list_senders(&self, account: AccountId) -> Result<Vec<SenderRecord>>;
 
     /// Adds credits with a ledger entry.
-    async fn top_up(
-        &self,
-        account: AccountId,
-        amount: Credits,
-        reference: Option<&str>,
-    ) -> Result<LedgerRecord>;
+    async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord>;
     /// Lists an account's ledger entries, newest first.
-    async fn ledger(
-        &self,
-        account: AccountId,
-        page: PageRequest<uuid::Uuid>,
-    ) -> Result<Vec<LedgerRecord>>;
+    async fn ledger(&self, account: AccountId, page: PageRequest<uuid::Uuid>) -> Result<Vec<LedgerRecord>>;
 
     /// Records an opt-out (idempotent).
-    async fn add_opt_out(
-        &self,
-        account: AccountId,
-        sender: &str,
-        recipient: &str,
-    ) -> Result<OptOutRecord>;
+    async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord>;
     /// Lifts an opt-out; `NotFound` if there was none.
-    async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str)
-    -> Result<()>;
+    async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<()>;
     /// Lists an account's opt-outs.
     async fn list_opt_outs(&self, account: AccountId, limit: u32) -> Result<Vec<OptOutRecord>>;
 
@@ -153,23 +132,14 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a message.
     async fn get_message(&self, id: MessageId) -> Result<Option<MessageRecord>>;
     /// Lists an account's messages, newest first.
-    async fn list_messages(
-        &self,
-        account: AccountId,
-        page: PageRequest<MessageId>,
-    ) -> Result<Vec<MessageRecord>>;
+    async fn list_messages(&self, account: AccountId, page: PageRequest<MessageId>) -> Result<Vec<MessageRecord>>;
     /// A message's status history, oldest first.
     async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>>;
 
     /// Claims up to `limit` queued messages that are due, leasing each until `lease_until`
     /// and counting the attempt. On PostgreSQL concurrent claimers never get the same message
     /// (`FOR UPDATE SKIP LOCKED`); a message whose lease runs out is due again.
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<MessageRecord>>;
+    async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>>;
 
     /// Stores dispatch outcomes in one transaction. An outcome applies only if the message is
     /// still queued under the attempt that produced it; returns the ids that changed.
@@ -207,9 +177,6 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 8,
-            acquire_timeout: std::time::Duration::from_secs(10),
-        }
+        Self { max_connections: 8, acquire_timeout: std::time::Duration::from_secs(10) }
     }
 }

@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-use switchboard_domain::{
-    AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
-};
+use switchboard_domain::{AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 

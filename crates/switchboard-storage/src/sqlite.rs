@@ -1,84 +1,640 @@
 //! The embedded SQLite store: one file in WAL mode with `synchronous=FULL`, so a commit is on
-//! disk when it returns. One connection writes (SQLite has one writer at a time anyway, and a
-//! single connection makes every transaction `BEGIN`-to-`COMMIT` exclusive without busy
-//! retries); a pool of connections reads alongside it.
+//! disk when it returns.
+//!
+//! Reads use a pool of read-only sqlx connections. Writes run on one dedicated writer thread
+//! that owns the only writing connection: each write operation (a whole admitted group, a
+//! whole batch of dispatch results) is handed to it once and runs start to finish there, so
+//! a group costs one thread handoff and one fsync however many statements it takes. SQLite
+//! allows one writer at a time anyway; owning it on one thread also means no busy retries.
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::mpsc;
 use std::time::Duration;
 
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
+use switchboard_ledger::{Balance, Credits, EntryKind};
+use uuid::Uuid;
 
-use crate::common::{message_columns, store_impl};
-use crate::{Backend, ConnectOptions};
+use crate::admission::{self, Facts, Step};
+use crate::common::{ApiKeyRow, MessageRow, OptOutRow, SenderRow, message_columns, store_impl};
+use crate::writes::Writes;
+use crate::{
+    AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
+    LedgerRecord, MessageRecord, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
+};
 
 /// The migrations of the SQLite schema.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 const BACKEND: Backend = Backend::Sqlite;
 
-/// The writer holds the only write lock, so a plain read is as good as a row lock.
-const LOCK_ACCOUNT: &str = "SELECT sms_credits, mms_credits FROM accounts WHERE id = $1";
-
-const CLAIM_DUE: &str = concat!(
-    "UPDATE messages SET attempts = attempts + 1, next_attempt_at = $1, updated_at = $2 \
-     WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= $2 \
-     ORDER BY next_attempt_at LIMIT $3) RETURNING ",
-    message_columns!()
-);
-
-async fn opted_out_among(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
-    sender: &str,
-    recipients: &[String],
-) -> crate::Result<Vec<String>> {
-    let list = serde_json::to_string(recipients)
-        .map_err(|e| crate::StorageError::Corrupt(e.to_string()))?;
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT recipient FROM opt_outs WHERE sender = $1 AND recipient IN (SELECT value FROM json_each($2))",
-    )
-    .bind(sender)
-    .bind(list)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.into_iter().map(|(r,)| r).collect())
-}
-
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    write: SqlitePool,
     read: SqlitePool,
+    writer: Writer,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database a `sqlite:` URL names.
-    pub async fn open(url: &str, options: &ConnectOptions) -> crate::Result<Self> {
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(options.acquire_timeout)
-            .statement_cache_capacity(256)
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(None::<Duration>)
-            .max_lifetime(None::<Duration>)
-            .connect_with(connect.clone())
-            .await?;
-        MIGRATOR.run(&write).await?;
+            .busy_timeout(options.acquire_timeout);
+        let path = connect.get_filename().to_path_buf();
+        let migrate = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
+        MIGRATOR.run(&migrate).await?;
+        migrate.close().await;
+        let writer = Writer::start(path, options.acquire_timeout)?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.read_only(true).pragma("cache_size", "-16384"))
             .await?;
-        Ok(Self { write, read })
+        Ok(Self { read, writer })
     }
 }
 
-store_impl!(SqliteStore, Sqlite);
+store_impl!(SqliteStore);
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The handle of the writer thread.
+#[derive(Debug, Clone)]
+struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    fn start(path: PathBuf, busy_timeout: Duration) -> Result<Self> {
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    // A panicking job loses only itself: its caller sees the writer as gone.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the writer thread and waits for its result.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StorageError::Corrupt("the SQLite writer has stopped".into()))?;
+        rx.await.map_err(|_| StorageError::Corrupt("the SQLite writer dropped a job".into()))?
+    }
+}
+
+fn unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn uuid_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let bytes = row.get_ref(i)?.as_blob()?;
+    Uuid::from_slice(bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: uuid_at(r, 0)?,
+        account_id: uuid_at(r, 1)?,
+        direction: r.get(2)?,
+        kind: r.get(3)?,
+        recipient: r.get(4)?,
+        sender: r.get(5)?,
+        body: r.get(6)?,
+        media_url: r.get(7)?,
+        encoding: r.get(8)?,
+        segments: r.get(9)?,
+        status: r.get(10)?,
+        error_type: r.get(11)?,
+        error_message: r.get(12)?,
+        sms_charged: r.get(13)?,
+        mms_charged: r.get(14)?,
+        idempotency_key: r.get(15)?,
+        request_hash: r.get(16)?,
+        attempts: r.get(17)?,
+        next_attempt_at: r.get(18)?,
+        provider_message_id: r.get(19)?,
+        created_at: r.get(20)?,
+        updated_at: r.get(21)?,
+        sent_at: r.get(22)?,
+    })
+}
+
+fn sender_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SenderRow> {
+    Ok(SenderRow {
+        address: r.get(0)?,
+        account_id: uuid_at(r, 1)?,
+        active: r.get(2)?,
+        sms: r.get(3)?,
+        mms: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: r.get(0)?,
+        account_id: uuid_at(r, 1)?,
+        name: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+fn lock_balance(c: &Connection, account: AccountId) -> Result<Option<Balance>> {
+    let row: Option<(i64, i64)> = c
+        .prepare_cached("SELECT sms_credits, mms_credits FROM accounts WHERE id = ?1")?
+        .query_row([account.as_uuid().as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(sms, mms)| Balance::new(Credits::new(sms, mms))).transpose().map_err(Into::into)
+}
+
+/// Moves an account's balance by `delta`, refusing to go below zero; returns the balance after.
+fn apply_delta(c: &Connection, account: AccountId, delta: Credits) -> Result<Credits> {
+    let row: Option<(i64, i64)> = c
+        .prepare_cached(
+            "UPDATE accounts SET sms_credits = sms_credits + ?1, mms_credits = mms_credits + ?2 \
+             WHERE id = ?3 AND sms_credits + ?1 >= 0 AND mms_credits + ?2 >= 0 RETURNING sms_credits, mms_credits",
+        )?
+        .query_row(params![delta.sms, delta.mms, account.as_uuid().as_bytes().as_slice()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(sms, mms)| Credits::new(sms, mms))
+        .ok_or(StorageError::Ledger(switchboard_ledger::LedgerError::InvalidAmount(delta)))
+}
+
+fn insert_ledger(c: &Connection, e: &LedgerRecord) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO ledger_entries (id, account_id, kind, sms_delta, mms_delta, sms_balance, mms_balance, message_id, \
+         reference, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        e.id.as_bytes().as_slice(),
+        e.account_id.as_uuid().as_bytes().as_slice(),
+        e.kind.as_str(),
+        e.delta.sms,
+        e.delta.mms,
+        e.balance_after.sms,
+        e.balance_after.mms,
+        e.message_id.map(|m| m.as_uuid().as_bytes().to_vec()),
+        e.reference,
+        e.created_at.millis(),
+    ])?;
+    Ok(())
+}
+
+fn insert_event(c: &Connection, e: &EventRecord) -> Result<()> {
+    c.prepare_cached("INSERT INTO message_events (message_id, status, error_type, at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![
+            e.message_id.as_uuid().as_bytes().as_slice(),
+            e.status.as_str(),
+            e.error_type.map(|t| t.as_str()),
+            e.at.millis()
+        ])?;
+    Ok(())
+}
+
+fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
+    c.prepare_cached(concat!(
+        "INSERT INTO messages (",
+        message_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+    ))?
+    .execute(params![
+        m.id.as_uuid().as_bytes().as_slice(),
+        m.account_id.as_uuid().as_bytes().as_slice(),
+        m.direction.as_str(),
+        m.kind.as_str(),
+        m.to,
+        m.from,
+        m.body,
+        m.media_url,
+        m.encoding.as_str(),
+        i64::from(m.segments),
+        m.status.as_str(),
+        m.error_type.map(|t| t.as_str()),
+        m.error_message,
+        m.charged.sms,
+        m.charged.mms,
+        m.idempotency_key,
+        m.request_hash,
+        i64::from(m.attempts),
+        m.next_attempt_at.millis(),
+        m.provider_message_id,
+        m.created_at.millis(),
+        m.updated_at.millis(),
+        m.sent_at.map(Timestamp::millis),
+    ])?;
+    Ok(())
+}
+
+fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
+    let mut facts = Facts::default();
+    let mut accounts: Vec<AccountId> = batch.iter().map(|m| m.account_id).collect();
+    accounts.sort();
+    accounts.dedup();
+    for account in accounts {
+        if let Some(balance) = lock_balance(c, account)? {
+            facts.balances.insert(account, balance);
+        }
+    }
+    for m in batch {
+        let Some(key) = &m.idempotency_key else { continue };
+        if facts.by_key.contains_key(&(m.account_id, key.clone())) {
+            continue;
+        }
+        let row = c
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE account_id = ?1 AND idempotency_key = ?2"
+            ))?
+            .query_row(params![m.account_id.as_uuid().as_bytes().as_slice(), key], message_row)
+            .optional()?;
+        if let Some(row) = row {
+            facts.by_key.insert((m.account_id, key.clone()), row.try_into()?);
+        }
+    }
+    let mut senders: HashMap<&str, Option<SenderRecord>> = HashMap::new();
+    for m in batch {
+        let sender = match senders.get(m.from.as_str()) {
+            Some(s) => s.clone(),
+            None => {
+                let s = c
+                    .prepare_cached(
+                        "SELECT address, account_id, active, sms, mms, created_at FROM senders WHERE address = ?1",
+                    )?
+                    .query_row([m.from.as_str()], sender_row)
+                    .optional()?
+                    .map(SenderRecord::from);
+                senders.insert(m.from.as_str(), s.clone());
+                s
+            }
+        };
+        if sender.is_none() {
+            continue;
+        }
+        let pair = (m.from.clone(), m.to.clone());
+        if facts.opted_out.contains(&pair) {
+            continue;
+        }
+        let opted: bool = c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM opt_outs WHERE sender = ?1 AND recipient = ?2)")?
+            .query_row([m.from.as_str(), m.to.as_str()], |r| r.get(0))?;
+        if opted {
+            facts.opted_out.insert(pair);
+        }
+    }
+    facts.senders = senders.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))).collect();
+    Ok(facts)
+}
+
+fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut facts = load_facts(&tx, batch)?;
+    let steps = admission::plan(batch, &mut facts);
+    let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
+    for step in &steps {
+        let Step::Insert { record, charge } = step else { continue };
+        insert_message(&tx, record)?;
+        for (status, error_type) in admission::initial_events(record) {
+            insert_event(&tx, &EventRecord { message_id: record.id, status, error_type, at: record.created_at })?;
+        }
+        if let Some((delta, after)) = charge {
+            let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
+            *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
+            insert_ledger(
+                &tx,
+                &LedgerRecord {
+                    id: Uuid::now_v7(),
+                    account_id: record.account_id,
+                    kind: EntryKind::Charge,
+                    delta: *delta,
+                    balance_after: *after,
+                    message_id: Some(record.id),
+                    reference: None,
+                    created_at: record.created_at,
+                },
+            )?;
+        }
+    }
+    for (account, delta) in deltas {
+        let after = apply_delta(&tx, account, delta)?;
+        if Some(after) != facts.balances.get(&account).map(|b| b.credits()) {
+            return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
+        }
+    }
+    tx.commit()?;
+    Ok(steps.iter().map(Step::outcome).collect())
+}
+
+fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut changed = Vec::with_capacity(results.len());
+    let mut refunds: Vec<(AccountId, MessageId, Credits, Timestamp)> = Vec::new();
+    for r in results {
+        let id = r.id.as_uuid();
+        let (id, attempt) = (id.as_bytes().as_slice(), i64::from(r.attempt));
+        match &r.outcome {
+            DispatchOutcome::Sent { provider_message_id } => {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE messages SET status = 'sent', sent_at = ?1, updated_at = ?1, provider_message_id = ?2, \
+                         error_message = NULL WHERE id = ?3 AND status = 'queued' AND attempts = ?4",
+                    )?
+                    .execute(params![r.at.millis(), provider_message_id, id, attempt])?;
+                if n == 1 {
+                    changed.push(r.id);
+                    insert_event(
+                        &tx,
+                        &EventRecord { message_id: r.id, status: MessageStatus::Sent, error_type: None, at: r.at },
+                    )?;
+                }
+            }
+            DispatchOutcome::Retry { next_attempt_at, error } => {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE messages SET next_attempt_at = ?1, error_message = ?2, updated_at = ?3 \
+                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5",
+                    )?
+                    .execute(params![next_attempt_at.millis(), error, r.at.millis(), id, attempt])?;
+                if n == 1 {
+                    changed.push(r.id);
+                }
+            }
+            DispatchOutcome::Failed { error_type, message, refund } => {
+                let charged: Option<(i64, i64)> = tx
+                    .prepare_cached(
+                        "UPDATE messages SET status = 'failed', error_type = ?1, error_message = ?2, updated_at = ?3 \
+                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5 RETURNING sms_charged, mms_charged",
+                    )?
+                    .query_row(params![error_type.as_str(), message, r.at.millis(), id, attempt], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?;
+                let Some((sms, mms)) = charged else { continue };
+                changed.push(r.id);
+                insert_event(
+                    &tx,
+                    &EventRecord {
+                        message_id: r.id,
+                        status: MessageStatus::Failed,
+                        error_type: Some(*error_type),
+                        at: r.at,
+                    },
+                )?;
+                let amount = Credits::new(sms, mms);
+                if *refund && !amount.is_zero() {
+                    refunds.push((r.account_id, r.id, amount, r.at));
+                }
+            }
+        }
+    }
+    refunds.sort_by_key(|(a, m, _, _)| (*a, *m));
+    for (account, message, amount, at) in refunds {
+        let after = apply_delta(&tx, account, amount)?;
+        tx.prepare_cached("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = ?1")?
+            .execute([message.as_uuid().as_bytes().as_slice()])?;
+        insert_ledger(
+            &tx,
+            &LedgerRecord {
+                id: Uuid::now_v7(),
+                account_id: account,
+                kind: EntryKind::Refund,
+                delta: amount,
+                balance_after: after,
+                message_id: Some(message),
+                reference: None,
+                created_at: at,
+            },
+        )?;
+    }
+    tx.commit()?;
+    Ok(changed)
+}
+
+const SECRET_NAME: &str = "key_hash_secret";
+
+#[async_trait::async_trait]
+impl Writes for SqliteStore {
+    async fn server_secret(&self) -> Result<Vec<u8>> {
+        self.writer
+            .run(|c| {
+                c.execute(
+                    "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                    params![SECRET_NAME, crate::writes::random_secret().as_slice()],
+                )?;
+                Ok(c.query_row("SELECT value FROM settings WHERE name = ?1", [SECRET_NAME], |r| r.get(0))?)
+            })
+            .await
+    }
+
+    async fn create_account(&self, name: &str) -> Result<AccountRecord> {
+        let record = AccountRecord {
+            id: AccountId::new(),
+            name: name.to_owned(),
+            balance: Credits::ZERO,
+            created_at: Timestamp::now(),
+        };
+        let r = record.clone();
+        self.writer
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO accounts (id, name, sms_credits, mms_credits, created_at) VALUES (?1, ?2, 0, 0, ?3)",
+                    params![r.id.as_uuid().as_bytes().as_slice(), r.name, r.created_at.millis()],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(record)
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let k = key.clone();
+        self.writer
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO api_keys (id, account_id, name, secret_hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                    params![k.id, k.account_id.as_uuid().as_bytes().as_slice(), k.name, k.secret_hash, k.created_at.millis()],
+                )
+                .map_err(|e| if unique_violation(&e) { StorageError::Conflict("key id".into()) } else { e.into() })?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_api_key(&self, account: AccountId, id: &str, at: Timestamp) -> Result<ApiKeyRecord> {
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| {
+                let row = c
+                    .query_row(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2 AND account_id = ?3 \
+                         RETURNING id, account_id, name, secret_hash, created_at, revoked_at",
+                        params![at.millis(), id, account.as_uuid().as_bytes().as_slice()],
+                        api_key_row,
+                    )
+                    .optional()?;
+                row.map(Into::into).ok_or(StorageError::NotFound)
+            })
+            .await
+    }
+
+    async fn create_sender(&self, s: &SenderRecord) -> Result<()> {
+        let s = s.clone();
+        self.writer
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO senders (address, account_id, active, sms, mms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![s.address, s.account_id.as_uuid().as_bytes().as_slice(), s.active, s.sms, s.mms, s.created_at.millis()],
+                )
+                .map_err(|e| if unique_violation(&e) { StorageError::Conflict("sender address is assigned".into()) } else { e.into() })?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_sender(&self, account: AccountId, address: &str, ch: SenderChange) -> Result<SenderRecord> {
+        let address = address.to_owned();
+        self.writer
+            .run(move |c| {
+                let row = c
+                    .query_row(
+                        "UPDATE senders SET active = COALESCE(?1, active), sms = COALESCE(?2, sms), mms = COALESCE(?3, mms) \
+                         WHERE address = ?4 AND account_id = ?5 RETURNING address, account_id, active, sms, mms, created_at",
+                        params![ch.active, ch.sms, ch.mms, address, account.as_uuid().as_bytes().as_slice()],
+                        sender_row,
+                    )
+                    .optional()?;
+                row.map(Into::into).ok_or(StorageError::NotFound)
+            })
+            .await
+    }
+
+    async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord> {
+        let reference = reference.map(str::to_owned);
+        self.writer
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut balance = lock_balance(&tx, account)?.ok_or(StorageError::NotFound)?;
+                let delta = balance.top_up(amount)?;
+                let after = apply_delta(&tx, account, delta)?;
+                let entry = LedgerRecord {
+                    id: Uuid::now_v7(),
+                    account_id: account,
+                    kind: EntryKind::Topup,
+                    delta,
+                    balance_after: after,
+                    message_id: None,
+                    reference,
+                    created_at: Timestamp::now(),
+                };
+                insert_ledger(&tx, &entry)?;
+                tx.commit()?;
+                Ok(entry)
+            })
+            .await
+    }
+
+    async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord> {
+        let (sender, recipient) = (sender.to_owned(), recipient.to_owned());
+        self.writer
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO opt_outs (sender, recipient, account_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (sender, recipient) DO NOTHING",
+                    params![sender, recipient, account.as_uuid().as_bytes().as_slice(), Timestamp::now().millis()],
+                )?;
+                let row = c.query_row(
+                    "SELECT sender, recipient, account_id, created_at FROM opt_outs WHERE sender = ?1 AND recipient = ?2",
+                    [&sender, &recipient],
+                    |r| Ok(OptOutRow { sender: r.get(0)?, recipient: r.get(1)?, account_id: uuid_at(r, 2)?, created_at: r.get(3)? }),
+                )?;
+                Ok(row.into())
+            })
+            .await
+    }
+
+    async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<()> {
+        let (sender, recipient) = (sender.to_owned(), recipient.to_owned());
+        self.writer
+            .run(move |c| {
+                let n = c.execute(
+                    "DELETE FROM opt_outs WHERE sender = ?1 AND recipient = ?2 AND account_id = ?3",
+                    params![sender, recipient, account.as_uuid().as_bytes().as_slice()],
+                )?;
+                if n == 0 { Err(StorageError::NotFound) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch.to_vec();
+        self.writer.run(move |c| accept_group(c, &batch)).await
+    }
+
+    async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
+        self.writer
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(concat!(
+                    "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?1, updated_at = ?2 \
+                     WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= ?2 \
+                     ORDER BY next_attempt_at LIMIT ?3) RETURNING ",
+                    message_columns!()
+                ))?;
+                let rows =
+                    stmt.query_map(params![lease_until.millis(), now.millis(), i64::from(limit)], message_row)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(row?.try_into()?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = results.to_vec();
+        self.writer.run(move |c| record_group(c, &results)).await
+    }
+}

@@ -31,14 +31,10 @@ enum Cleanup {
 impl TestDatabase {
     /// A new SQLite file in a new temporary folder.
     pub fn sqlite() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-test-{}", Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("switchboard-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create a temporary folder");
         let url = format!("sqlite://{}", dir.join("switchboard.db").display());
-        Self {
-            url,
-            cleanup: Cleanup::Dir(dir),
-        }
+        Self { url, cleanup: Cleanup::Dir(dir) }
     }
 
     /// A new, empty PostgreSQL database, or `None` (with a notice) when no server is
@@ -52,9 +48,7 @@ impl TestDatabase {
             return None;
         };
         let name = format!("sb_test_{}", Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to the PostgreSQL test server");
+        let mut conn = PgConnection::connect(&admin_url).await.expect("connect to the PostgreSQL test server");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
@@ -62,10 +56,7 @@ impl TestDatabase {
         conn.close().await.ok();
         PgConnectOptions::from_str(&admin_url).expect("a PostgreSQL URL");
         let url = postgres_url(&admin_url, &name);
-        Some(Self {
-            url,
-            cleanup: Cleanup::Postgres { admin_url, name },
-        })
+        Some(Self { url, cleanup: Cleanup::Postgres { admin_url, name } })
     }
 
     /// Removes the database. Call at the end of a test; a failed test leaves it for study.
@@ -76,12 +67,10 @@ impl TestDatabase {
             }
             Cleanup::Postgres { admin_url, name } => {
                 if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await
-                    .ok();
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut conn)
+                        .await
+                        .ok();
                 }
             }
         }
@@ -115,10 +104,7 @@ mod tests {
             postgres_url("postgres://postgres@127.0.0.1:5432/test", "x"),
             "postgres://postgres@127.0.0.1:5432/x"
         );
-        assert_eq!(
-            postgres_url("postgres://u@h/test?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
+        assert_eq!(postgres_url("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
         assert_eq!(postgres_url("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }

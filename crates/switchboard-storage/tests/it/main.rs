@@ -3,14 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use switchboard_domain::{
-    AccountId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
-};
+use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 use switchboard_storage::testing::TestDatabase;
 use switchboard_storage::{
-    AcceptOutcome, ConnectOptions, DispatchOutcome, DispatchResult, NewMessage, PageRequest,
-    SenderChange, SenderRecord, Store, connect,
+    AcceptOutcome, ConnectOptions, DispatchOutcome, DispatchResult, NewMessage, PageRequest, SenderChange,
+    SenderRecord, Store, connect,
 };
 
 const FROM: &str = "+18005559876";
@@ -22,9 +20,7 @@ where
     Fut: Future<Output = ()>,
 {
     let db = TestDatabase::sqlite();
-    let store = connect(&db.url, &ConnectOptions::default())
-        .await
-        .expect("open SQLite");
+    let store = connect(&db.url, &ConnectOptions::default()).await.expect("open SQLite");
     test(store).await;
     db.remove().await;
 }
@@ -37,10 +33,7 @@ where
     let Some(db) = TestDatabase::postgres(name).await else {
         return;
     };
-    let options = ConnectOptions {
-        max_connections: 16,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions { max_connections: 16, ..ConnectOptions::default() };
     let store = connect(&db.url, &options).await.expect("open PostgreSQL");
     test(store).await;
     db.remove().await;
@@ -71,10 +64,7 @@ contract!(
 async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId {
     let account = store.create_account("test").await.unwrap().id;
     if sms > 0 || mms > 0 {
-        store
-            .top_up(account, Credits::new(sms, mms), Some("test"))
-            .await
-            .unwrap();
+        store.top_up(account, Credits::new(sms, mms), Some("test")).await.unwrap();
     }
     store
         .create_sender(&SenderRecord {
@@ -119,11 +109,7 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
 
     let secret = store.server_secret().await.unwrap();
     assert_eq!(secret.len(), 32);
-    assert_eq!(
-        store.server_secret().await.unwrap(),
-        secret,
-        "the secret is made once"
-    );
+    assert_eq!(store.server_secret().await.unwrap(), secret, "the secret is made once");
 
     let key = switchboard_storage::ApiKeyRecord {
         id: "key_1".into(),
@@ -134,26 +120,11 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
         revoked_at: None,
     };
     store.create_api_key(&key).await.unwrap();
-    assert!(
-        store.create_api_key(&key).await.is_err(),
-        "key ids are unique"
-    );
-    assert_eq!(
-        store.find_api_key("key_1").await.unwrap(),
-        Some(key.clone())
-    );
+    assert!(store.create_api_key(&key).await.is_err(), "key ids are unique");
+    assert_eq!(store.find_api_key("key_1").await.unwrap(), Some(key.clone()));
     let other = store.create_account("Other").await.unwrap();
-    assert!(
-        store
-            .revoke_api_key(other.id, "key_1", Timestamp::now())
-            .await
-            .is_err(),
-        "only the owner revokes"
-    );
-    let revoked = store
-        .revoke_api_key(a.id, "key_1", Timestamp::now())
-        .await
-        .unwrap();
+    assert!(store.revoke_api_key(other.id, "key_1", Timestamp::now()).await.is_err(), "only the owner revokes");
+    let revoked = store.revoke_api_key(a.id, "key_1", Timestamp::now()).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     assert_eq!(store.list_api_keys(a.id).await.unwrap().len(), 1);
 
@@ -166,61 +137,24 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
         created_at: Timestamp::now(),
     };
     store.create_sender(&sender).await.unwrap();
-    let taken = SenderRecord {
-        account_id: other.id,
-        ..sender.clone()
-    };
-    assert!(matches!(
-        store.create_sender(&taken).await,
-        Err(switchboard_storage::StorageError::Conflict(_))
-    ));
-    let changed = store
-        .update_sender(
-            a.id,
-            FROM,
-            SenderChange {
-                active: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let taken = SenderRecord { account_id: other.id, ..sender.clone() };
+    assert!(matches!(store.create_sender(&taken).await, Err(switchboard_storage::StorageError::Conflict(_))));
+    let changed =
+        store.update_sender(a.id, FROM, SenderChange { active: Some(false), ..Default::default() }).await.unwrap();
     assert!(!changed.active && changed.sms && !changed.mms);
-    assert!(
-        store
-            .update_sender(other.id, FROM, SenderChange::default())
-            .await
-            .is_err()
-    );
+    assert!(store.update_sender(other.id, FROM, SenderChange::default()).await.is_err());
     assert_eq!(store.list_senders(a.id).await.unwrap(), vec![changed]);
     assert!(store.list_senders(other.id).await.unwrap().is_empty());
 }
 
 async fn top_up_writes_the_ledger(store: Arc<dyn Store>) {
     let a = store.create_account("Acme").await.unwrap().id;
-    let e1 = store
-        .top_up(a, Credits::new(10, 0), Some("inv-1"))
-        .await
-        .unwrap();
+    let e1 = store.top_up(a, Credits::new(10, 0), Some("inv-1")).await.unwrap();
     let e2 = store.top_up(a, Credits::new(5, 3), None).await.unwrap();
     assert_eq!(e2.balance_after, Credits::new(15, 3));
     assert!(store.top_up(a, Credits::new(-5, 0), None).await.is_err());
-    assert!(
-        store
-            .top_up(AccountId::new(), Credits::new(1, 0), None)
-            .await
-            .is_err()
-    );
-    let entries = store
-        .ledger(
-            a,
-            PageRequest {
-                before: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    assert!(store.top_up(AccountId::new(), Credits::new(1, 0), None).await.is_err());
+    let entries = store.ledger(a, PageRequest { before: None, limit: 10 }).await.unwrap();
     assert_eq!(entries, vec![e2, e1.clone()]);
     assert_eq!(entries[1].reference.as_deref(), Some("inv-1"));
     assert_eq!(balance(&store, a).await, Credits::new(15, 3));
@@ -233,40 +167,15 @@ async fn accept_charges_and_records_events(store: Arc<dyn Store>) {
     mms.price = Credits::new(2, 1);
     mms.media_url = Some("https://example.com/a.jpg".into());
     let out = store.accept(&[message(a, None, "one"), mms]).await.unwrap();
-    let AcceptOutcome::Queued(sms) = &out[0] else {
-        panic!("{out:?}")
-    };
-    let AcceptOutcome::Queued(mms) = &out[1] else {
-        panic!("{out:?}")
-    };
+    let AcceptOutcome::Queued(sms) = &out[0] else { panic!("{out:?}") };
+    let AcceptOutcome::Queued(mms) = &out[1] else { panic!("{out:?}") };
     assert_eq!(balance(&store, a).await, Credits::new(6, 0));
     assert_eq!(store.get_message(sms.id).await.unwrap().as_ref(), Some(sms));
-    assert_eq!(
-        store.get_message(mms.id).await.unwrap().unwrap().charged,
-        Credits::new(2, 1)
-    );
-    let events: Vec<MessageStatus> = store
-        .message_events(sms.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.status)
-        .collect();
+    assert_eq!(store.get_message(mms.id).await.unwrap().unwrap().charged, Credits::new(2, 1));
+    let events: Vec<MessageStatus> = store.message_events(sms.id).await.unwrap().iter().map(|e| e.status).collect();
     assert_eq!(events, vec![MessageStatus::Accepted, MessageStatus::Queued]);
-    let ledger = store
-        .ledger(
-            a,
-            PageRequest {
-                before: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
-    let charges: Vec<_> = ledger
-        .iter()
-        .filter(|e| e.kind == EntryKind::Charge)
-        .collect();
+    let ledger = store.ledger(a, PageRequest { before: None, limit: 10 }).await.unwrap();
+    let charges: Vec<_> = ledger.iter().filter(|e| e.kind == EntryKind::Charge).collect();
     assert_eq!(charges.len(), 2);
     assert_eq!(charges[0].message_id, Some(mms.id));
     assert_eq!(charges[0].balance_after, Credits::new(6, 0));
@@ -284,56 +193,16 @@ async fn accept_refuses_without_writing(store: Arc<dyn Store>) {
     let out = store.accept(&[wrong_sender, foreign, mms]).await.unwrap();
     assert_eq!(
         out,
-        vec![
-            AcceptOutcome::SenderNotAssigned,
-            AcceptOutcome::SenderNotAssigned,
-            AcceptOutcome::InsufficientCredits
-        ]
+        vec![AcceptOutcome::SenderNotAssigned, AcceptOutcome::SenderNotAssigned, AcceptOutcome::InsufficientCredits]
     );
+    store.update_sender(a, FROM, SenderChange { active: Some(false), ..Default::default() }).await.unwrap();
+    assert_eq!(store.accept(&[message(a, None, "x")]).await.unwrap(), vec![AcceptOutcome::SenderInactive]);
     store
-        .update_sender(
-            a,
-            FROM,
-            SenderChange {
-                active: Some(false),
-                ..Default::default()
-            },
-        )
+        .update_sender(a, FROM, SenderChange { active: Some(true), sms: Some(false), ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(
-        store.accept(&[message(a, None, "x")]).await.unwrap(),
-        vec![AcceptOutcome::SenderInactive]
-    );
-    store
-        .update_sender(
-            a,
-            FROM,
-            SenderChange {
-                active: Some(true),
-                sms: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.accept(&[message(a, None, "x")]).await.unwrap(),
-        vec![AcceptOutcome::SenderNotCapable]
-    );
-    assert!(
-        store
-            .list_messages(
-                a,
-                PageRequest {
-                    before: None,
-                    limit: 10
-                }
-            )
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(store.accept(&[message(a, None, "x")]).await.unwrap(), vec![AcceptOutcome::SenderNotCapable]);
+    assert!(store.list_messages(a, PageRequest { before: None, limit: 10 }).await.unwrap().is_empty());
     assert_eq!(balance(&store, a).await, Credits::new(2, 0));
 }
 
@@ -343,48 +212,22 @@ async fn opted_out_is_stored_failed_and_free(store: Arc<dyn Store>) {
     store.add_opt_out(a, FROM, TO).await.unwrap();
     assert_eq!(store.list_opt_outs(a, 10).await.unwrap().len(), 1);
     let out = store.accept(&[message(a, None, "x")]).await.unwrap();
-    let AcceptOutcome::OptedOut(m) = &out[0] else {
-        panic!("{out:?}")
-    };
-    assert_eq!(
-        (m.status, m.error_type, m.charged),
-        (
-            MessageStatus::Failed,
-            Some(ErrorType::OptedOut),
-            Credits::ZERO
-        )
-    );
+    let AcceptOutcome::OptedOut(m) = &out[0] else { panic!("{out:?}") };
+    assert_eq!((m.status, m.error_type, m.charged), (MessageStatus::Failed, Some(ErrorType::OptedOut), Credits::ZERO));
     assert_eq!(balance(&store, a).await, Credits::new(2, 0));
     store.remove_opt_out(a, FROM, TO).await.unwrap();
     assert!(store.remove_opt_out(a, FROM, TO).await.is_err());
-    assert!(matches!(
-        store.accept(&[message(a, None, "x")]).await.unwrap()[0],
-        AcceptOutcome::Queued(_)
-    ));
+    assert!(matches!(store.accept(&[message(a, None, "x")]).await.unwrap()[0], AcceptOutcome::Queued(_)));
     assert_eq!(balance(&store, a).await, Credits::ZERO);
 }
 
 async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) {
     let a = funded_account(&store, 100, 0).await;
-    let first = store
-        .accept(&[message(a, Some("k1"), "hello")])
-        .await
-        .unwrap()
-        .remove(0);
-    let AcceptOutcome::Queued(original) = first else {
-        panic!()
-    };
-    let again = store
-        .accept(&[message(a, Some("k1"), "hello")])
-        .await
-        .unwrap()
-        .remove(0);
+    let first = store.accept(&[message(a, Some("k1"), "hello")]).await.unwrap().remove(0);
+    let AcceptOutcome::Queued(original) = first else { panic!() };
+    let again = store.accept(&[message(a, Some("k1"), "hello")]).await.unwrap().remove(0);
     assert_eq!(again, AcceptOutcome::Replayed(original.clone()));
-    let changed = store
-        .accept(&[message(a, Some("k1"), "other")])
-        .await
-        .unwrap()
-        .remove(0);
+    let changed = store.accept(&[message(a, Some("k1"), "other")]).await.unwrap().remove(0);
     assert_eq!(changed, AcceptOutcome::IdempotencyConflict);
     // Keys belong to an account: another account may use the same key.
     let b = store.create_account("b").await.unwrap().id;
@@ -402,10 +245,7 @@ async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) 
         })
         .await
         .unwrap();
-    assert!(matches!(
-        store.accept(&[theirs]).await.unwrap()[0],
-        AcceptOutcome::Queued(_)
-    ));
+    assert!(matches!(store.accept(&[theirs]).await.unwrap()[0], AcceptOutcome::Queued(_)));
     assert_eq!(balance(&store, a).await, Credits::new(98, 0));
 }
 
@@ -416,9 +256,7 @@ async fn concurrent_groups_never_overdraw(store: Arc<dyn Store>) {
     for i in 0..(5 * N / 5) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let group: Vec<NewMessage> = (0..5)
-                .map(|j| message(a, None, &format!("{i}-{j}")))
-                .collect();
+            let group: Vec<NewMessage> = (0..5).map(|j| message(a, None, &format!("{i}-{j}"))).collect();
             store.accept(&group).await.unwrap()
         }));
     }
@@ -434,23 +272,8 @@ async fn concurrent_groups_never_overdraw(store: Arc<dyn Store>) {
     }
     assert_eq!(queued, N);
     assert_eq!(balance(&store, a).await, Credits::ZERO);
-    let charges = store
-        .ledger(
-            a,
-            PageRequest {
-                before: None,
-                limit: 1000,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        charges
-            .iter()
-            .filter(|e| e.kind == EntryKind::Charge)
-            .count(),
-        N
-    );
+    let charges = store.ledger(a, PageRequest { before: None, limit: 1000 }).await.unwrap();
+    assert_eq!(charges.iter().filter(|e| e.kind == EntryKind::Charge).count(), N);
 }
 
 async fn concurrent_same_key_charges_once(store: Arc<dyn Store>) {
@@ -458,13 +281,9 @@ async fn concurrent_same_key_charges_once(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .accept(&[message(a, Some("same"), "body")])
-                .await
-                .unwrap()
-                .remove(0)
-        }));
+        tasks.push(tokio::spawn(
+            async move { store.accept(&[message(a, Some("same"), "body")]).await.unwrap().remove(0) },
+        ));
     }
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
@@ -483,52 +302,25 @@ async fn claims_are_disjoint_and_leases_expire(store: Arc<dyn Store>) {
     store.accept(&group).await.unwrap();
     let now = Timestamp::now();
     let lease = now.plus_millis(60_000);
-    let (x, y, z) = tokio::join!(
-        store.claim_due(now, lease, 25),
-        store.claim_due(now, lease, 25),
-        store.claim_due(now, lease, 25)
-    );
-    let mut ids: Vec<MessageId> = [x.unwrap(), y.unwrap(), z.unwrap()]
-        .concat()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let (x, y, z) =
+        tokio::join!(store.claim_due(now, lease, 25), store.claim_due(now, lease, 25), store.claim_due(now, lease, 25));
+    let mut ids: Vec<MessageId> = [x.unwrap(), y.unwrap(), z.unwrap()].concat().iter().map(|m| m.id).collect();
     assert_eq!(ids.len(), 60, "all claimed");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 60, "nothing claimed twice");
-    assert!(
-        store.claim_due(now, lease, 100).await.unwrap().is_empty(),
-        "leased messages are not due"
-    );
+    assert!(store.claim_due(now, lease, 100).await.unwrap().is_empty(), "leased messages are not due");
     let later = lease.plus_millis(1);
-    let again = store
-        .claim_due(later, later.plus_millis(60_000), 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        again.len(),
-        60,
-        "an expired lease makes a message due again"
-    );
+    let again = store.claim_due(later, later.plus_millis(60_000), 100).await.unwrap();
+    assert_eq!(again.len(), 60, "an expired lease makes a message due again");
     assert!(again.iter().all(|m| m.attempts == 2));
 }
 
 async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
     let a = funded_account(&store, 6, 0).await;
-    store
-        .accept(&[
-            message(a, None, "1"),
-            message(a, None, "2"),
-            message(a, None, "3"),
-        ])
-        .await
-        .unwrap();
+    store.accept(&[message(a, None, "1"), message(a, None, "2"), message(a, None, "3")]).await.unwrap();
     let now = Timestamp::now();
-    let claimed = store
-        .claim_due(now, now.plus_millis(60_000), 10)
-        .await
-        .unwrap();
+    let claimed = store.claim_due(now, now.plus_millis(60_000), 10).await.unwrap();
     assert_eq!(claimed.len(), 3);
     let result = |i: usize, outcome: DispatchOutcome| DispatchResult {
         id: claimed[i].id,
@@ -538,153 +330,50 @@ async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
         outcome,
     };
     let results = vec![
-        result(
-            0,
-            DispatchOutcome::Sent {
-                provider_message_id: "p-1".into(),
-            },
-        ),
+        result(0, DispatchOutcome::Sent { provider_message_id: "p-1".into() }),
         result(
             1,
-            DispatchOutcome::Failed {
-                error_type: ErrorType::InvalidDestination,
-                message: "bad".into(),
-                refund: true,
-            },
+            DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "bad".into(), refund: true },
         ),
-        result(
-            2,
-            DispatchOutcome::Retry {
-                next_attempt_at: now,
-                error: "later".into(),
-            },
-        ),
+        result(2, DispatchOutcome::Retry { next_attempt_at: now, error: "later".into() }),
     ];
     assert_eq!(store.record_results(&results).await.unwrap().len(), 3);
     // The same results again change nothing: no second refund, no second event.
-    assert!(
-        store
-            .record_results(&results[..2])
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.record_results(&results[..2]).await.unwrap().is_empty());
     assert_eq!(balance(&store, a).await, Credits::new(2, 0));
     let sent = store.get_message(claimed[0].id).await.unwrap().unwrap();
-    assert_eq!(
-        (sent.status, sent.provider_message_id.as_deref()),
-        (MessageStatus::Sent, Some("p-1"))
-    );
+    assert_eq!((sent.status, sent.provider_message_id.as_deref()), (MessageStatus::Sent, Some("p-1")));
     assert!(sent.sent_at.is_some());
     let failed = store.get_message(claimed[1].id).await.unwrap().unwrap();
     assert_eq!(
         (failed.status, failed.error_type, failed.charged),
-        (
-            MessageStatus::Failed,
-            Some(ErrorType::InvalidDestination),
-            Credits::ZERO
-        )
+        (MessageStatus::Failed, Some(ErrorType::InvalidDestination), Credits::ZERO)
     );
-    let events: Vec<MessageStatus> = store
-        .message_events(failed.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.status)
-        .collect();
-    assert_eq!(
-        events,
-        vec![
-            MessageStatus::Accepted,
-            MessageStatus::Queued,
-            MessageStatus::Failed
-        ]
-    );
-    let refunds = store
-        .ledger(
-            a,
-            PageRequest {
-                before: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
-    let refunds: Vec<_> = refunds
-        .iter()
-        .filter(|e| e.kind == EntryKind::Refund)
-        .collect();
+    let events: Vec<MessageStatus> = store.message_events(failed.id).await.unwrap().iter().map(|e| e.status).collect();
+    assert_eq!(events, vec![MessageStatus::Accepted, MessageStatus::Queued, MessageStatus::Failed]);
+    let refunds = store.ledger(a, PageRequest { before: None, limit: 100 }).await.unwrap();
+    let refunds: Vec<_> = refunds.iter().filter(|e| e.kind == EntryKind::Refund).collect();
     assert_eq!(refunds.len(), 1);
-    assert_eq!(
-        (refunds[0].message_id, refunds[0].delta),
-        (Some(failed.id), Credits::new(2, 0))
-    );
+    assert_eq!((refunds[0].message_id, refunds[0].delta), (Some(failed.id), Credits::new(2, 0)));
     let retried = store.get_message(claimed[2].id).await.unwrap().unwrap();
-    assert_eq!(
-        (retried.status, retried.error_message.as_deref()),
-        (MessageStatus::Queued, Some("later"))
-    );
+    assert_eq!((retried.status, retried.error_message.as_deref()), (MessageStatus::Queued, Some("later")));
     // A result from a stale attempt is ignored.
-    let again = store
-        .claim_due(Timestamp::now(), Timestamp::now().plus_millis(1000), 10)
-        .await
-        .unwrap();
+    let again = store.claim_due(Timestamp::now(), Timestamp::now().plus_millis(1000), 10).await.unwrap();
     assert_eq!(again.len(), 1);
-    let stale = DispatchResult {
-        attempt: 1,
-        ..result(
-            2,
-            DispatchOutcome::Sent {
-                provider_message_id: "late".into(),
-            },
-        )
-    };
+    let stale =
+        DispatchResult { attempt: 1, ..result(2, DispatchOutcome::Sent { provider_message_id: "late".into() }) };
     assert!(store.record_results(&[stale]).await.unwrap().is_empty());
 }
 
 async fn paging_is_newest_first(store: Arc<dyn Store>) {
     let a = funded_account(&store, 100, 0).await;
     for i in 0..7 {
-        store
-            .accept(&[message(a, None, &i.to_string())])
-            .await
-            .unwrap();
+        store.accept(&[message(a, None, &i.to_string())]).await.unwrap();
     }
-    let page1 = store
-        .list_messages(
-            a,
-            PageRequest {
-                before: None,
-                limit: 3,
-            },
-        )
-        .await
-        .unwrap();
-    let page2 = store
-        .list_messages(
-            a,
-            PageRequest {
-                before: Some(page1[2].id),
-                limit: 3,
-            },
-        )
-        .await
-        .unwrap();
-    let page3 = store
-        .list_messages(
-            a,
-            PageRequest {
-                before: Some(page2[2].id),
-                limit: 3,
-            },
-        )
-        .await
-        .unwrap();
-    let bodies: Vec<String> = [page1, page2, page3]
-        .concat()
-        .into_iter()
-        .filter_map(|m| m.body)
-        .collect();
+    let page1 = store.list_messages(a, PageRequest { before: None, limit: 3 }).await.unwrap();
+    let page2 = store.list_messages(a, PageRequest { before: Some(page1[2].id), limit: 3 }).await.unwrap();
+    let page3 = store.list_messages(a, PageRequest { before: Some(page2[2].id), limit: 3 }).await.unwrap();
+    let bodies: Vec<String> = [page1, page2, page3].concat().into_iter().filter_map(|m| m.body).collect();
     assert_eq!(bodies, vec!["6", "5", "4", "3", "2", "1", "0"]);
     let counts = store.count_messages(a).await.unwrap();
     assert_eq!(counts, vec![("queued".to_owned(), 7)]);
