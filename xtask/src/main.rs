@@ -1,1 +1,93 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `ci`: what CI runs: format check, clippy with `-D warnings`, tidy, and the whole test
+//!   suite (cargo nextest when installed, else cargo test).
+//! - `bench [--requests N] [--concurrency 16,64]`: builds the release server, starts it on
+//!   embedded SQLite with the simulator, drives a bounded load, prints and saves the figures.
+//! - `openapi [--check]`: writes `docs/openapi.json` from the server, or checks it is current.
+//! - `tidy`: source hygiene and the crate layering rules.
+
+mod bench;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("load") => bench::load(&args[1..]),
+        Some("openapi") => openapi(&root, args.iter().any(|a| a == "--check")),
+        Some("tidy") => tidy::run(&root),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | openapi [--check] | tidy>"
+            );
+            bail!("unknown command")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command, failing if it fails.
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    tidy::run(root)?;
+    if std::env::var_os("CI").is_some() && std::env::var_os("TEST_POSTGRES_URL").is_none() {
+        bail!("CI is set but TEST_POSTGRES_URL is not: the PostgreSQL tests must run under CI");
+    }
+    let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nextest {
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))
+    } else {
+        run(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+    }
+}
+
+fn openapi(root: &Path, check: bool) -> anyhow::Result<()> {
+    let output = cargo()
+        .args(["run", "--quiet", "-p", "switchboard", "--", "openapi"])
+        .output()
+        .context("running switchboard openapi")?;
+    if !output.status.success() {
+        bail!("switchboard openapi failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let path = root.join("docs/openapi.json");
+    let current = std::fs::read(&path).unwrap_or_default();
+    if current == output.stdout {
+        eprintln!("docs/openapi.json is up to date");
+        return Ok(());
+    }
+    if check {
+        bail!("docs/openapi.json is stale: run `cargo xtask openapi` and commit it");
+    }
+    std::fs::write(&path, &output.stdout)?;
+    eprintln!("wrote docs/openapi.json");
+    Ok(())
+}

@@ -14,15 +14,13 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use switchboard_core::AccessError;
 use switchboard_domain::wire::{
-    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, CreateAccount,
-    CreateApiKey, CreateSender, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender,
-    StatusEvent, TopUp, UpdateSender,
+    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender,
+    LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, StatusEvent, TopUp, UpdateSender,
 };
 use switchboard_domain::{AccountId, MessageId};
 use switchboard_ledger::Credits;
 use switchboard_storage::{
-    AccountRecord, ApiKeyRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange,
-    SenderRecord,
+    AccountRecord, ApiKeyRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange, SenderRecord,
 };
 use uuid::Uuid;
 
@@ -32,38 +30,17 @@ use crate::extract::{Body, DialectError, OptionalBody, Path, Query};
 /// The routes of the admin API.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/admin/v1/accounts",
-            post(create_account).get(list_accounts),
-        )
+        .route("/admin/v1/accounts", post(create_account).get(list_accounts))
         .route("/admin/v1/accounts/{account}", get(get_account))
-        .route(
-            "/admin/v1/accounts/{account}/keys",
-            post(create_key).get(list_keys),
-        )
-        .route(
-            "/admin/v1/accounts/{account}/keys/{key}",
-            delete(revoke_key),
-        )
-        .route(
-            "/admin/v1/accounts/{account}/senders",
-            post(create_sender).get(list_senders),
-        )
-        .route(
-            "/admin/v1/accounts/{account}/senders/{address}",
-            patch(update_sender),
-        )
+        .route("/admin/v1/accounts/{account}/keys", post(create_key).get(list_keys))
+        .route("/admin/v1/accounts/{account}/keys/{key}", delete(revoke_key))
+        .route("/admin/v1/accounts/{account}/senders", post(create_sender).get(list_senders))
+        .route("/admin/v1/accounts/{account}/senders/{address}", patch(update_sender))
         .route("/admin/v1/accounts/{account}/credits", post(top_up))
         .route("/admin/v1/accounts/{account}/balance", get(balance))
         .route("/admin/v1/accounts/{account}/ledger", get(ledger))
-        .route(
-            "/admin/v1/accounts/{account}/opt-outs",
-            post(add_opt_out).get(list_opt_outs),
-        )
-        .route(
-            "/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}",
-            delete(remove_opt_out),
-        )
+        .route("/admin/v1/accounts/{account}/opt-outs", post(add_opt_out).get(list_opt_outs))
+        .route("/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}", delete(remove_opt_out))
         .route("/admin/v1/accounts/{account}/messages", get(list_messages))
         .route("/admin/v1/messages/{id}", get(get_message))
 }
@@ -78,11 +55,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -106,15 +79,7 @@ impl DialectError for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(AdminErrorBody {
-                error: AdminError {
-                    code: self.code.to_owned(),
-                    message: self.message,
-                },
-            }),
-        )
+        (self.status, Json(AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } }))
             .into_response()
     }
 }
@@ -122,23 +87,17 @@ impl IntoResponse for ApiError {
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::NotFound(what) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
-            AccessError::Forbidden(what) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("{what} belongs to another account"),
-            ),
+            AccessError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+            }
+            AccessError::Forbidden(what) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{what} belongs to another account"))
+            }
             AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             AccessError::Invalid(m) => ApiError::invalid(m),
-            AccessError::Unavailable => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "temporarily unavailable",
-            ),
+            AccessError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "temporarily unavailable")
+            }
         }
     }
 }
@@ -158,15 +117,7 @@ impl FromRequestParts<AppState> for Operator {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         match presented {
-            Some(token)
-                if bool::from(
-                    token
-                        .as_bytes()
-                        .ct_eq(state.operator_token.expose().as_bytes()),
-                ) =>
-            {
-                Ok(Operator)
-            }
+            Some(token) if bool::from(token.as_bytes().ct_eq(state.operator_token.expose().as_bytes())) => Ok(Operator),
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -177,8 +128,7 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 fn account_id(s: &str) -> Result<AccountId, ApiError> {
-    s.parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "account not found"))
+    s.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "account not found"))
 }
 
 pub(crate) fn account_wire(a: &AccountRecord) -> Account {
@@ -227,11 +177,7 @@ fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
 }
 
 fn opt_out_wire(o: &OptOutRecord) -> OptOut {
-    OptOut {
-        sender: o.sender.clone(),
-        recipient: o.recipient.clone(),
-        created_at: o.created_at,
-    }
+    OptOut { sender: o.sender.clone(), recipient: o.recipient.clone(), created_at: o.created_at }
 }
 
 pub(crate) fn message_wire(m: &MessageRecord) -> Message {
@@ -273,42 +219,23 @@ pub(crate) struct PageParams {
 impl PageParams {
     fn limit(&self) -> Result<u32, ApiError> {
         let limit = self.limit.unwrap_or(100);
-        if (1..=1000).contains(&limit) {
-            Ok(limit)
-        } else {
-            Err(ApiError::invalid("limit: must be 1 to 1000"))
-        }
+        if (1..=1000).contains(&limit) { Ok(limit) } else { Err(ApiError::invalid("limit: must be 1 to 1000")) }
     }
 
     fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|c| {
-                c.parse()
-                    .map_err(|_| ApiError::invalid("cursor: not a cursor from this API"))
-            })
+            .map(|c| c.parse().map_err(|_| ApiError::invalid("cursor: not a cursor from this API")))
             .transpose()
     }
 }
 
 /// Cuts one extra item off a page fetched with `limit + 1` and makes the cursor.
-fn page<R, W>(
-    mut items: Vec<R>,
-    limit: u32,
-    cursor: impl Fn(&R) -> String,
-    wire: impl Fn(&R) -> W,
-) -> Page<W> {
+fn page<R, W>(mut items: Vec<R>, limit: u32, cursor: impl Fn(&R) -> String, wire: impl Fn(&R) -> W) -> Page<W> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_cursor = if more {
-        items.last().map(&cursor)
-    } else {
-        None
-    };
-    Page {
-        data: items.iter().map(wire).collect(),
-        next_cursor,
-    }
+    let next_cursor = if more { items.last().map(&cursor) } else { None };
+    Page { data: items.iter().map(wire).collect(), next_cursor }
 }
 
 type AdminResult<T> = Result<T, ApiError>;
@@ -346,9 +273,7 @@ pub(crate) async fn get_account(
     _: Operator,
     Path(account, ..): Path<String, ApiError>,
 ) -> AdminResult<Json<Account>> {
-    Ok(Json(account_wire(
-        &s.core.account(account_id(&account)?).await?,
-    )))
+    Ok(Json(account_wire(&s.core.account(account_id(&account)?).await?)))
 }
 
 /// Create an API key. The secret is in this response only.
@@ -361,17 +286,8 @@ pub(crate) async fn create_key(
     OptionalBody(body, ..): OptionalBody<CreateApiKey, ApiError>,
 ) -> AdminResult<(StatusCode, Json<ApiKeyCreated>)> {
     let name = body.name;
-    let (record, key) = s
-        .core
-        .create_key(account_id(&account)?, name.as_deref())
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ApiKeyCreated {
-            key: key_wire(&record),
-            secret: key.secret,
-        }),
-    ))
+    let (record, key) = s.core.create_key(account_id(&account)?, name.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: key_wire(&record), secret: key.secret })))
 }
 
 /// List an account's API keys (never their secrets).
@@ -383,10 +299,7 @@ pub(crate) async fn list_keys(
     Path(account, ..): Path<String, ApiError>,
 ) -> AdminResult<Json<Page<ApiKey>>> {
     let keys = s.core.keys(account_id(&account)?).await?;
-    Ok(Json(Page {
-        data: keys.iter().map(key_wire).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(Page { data: keys.iter().map(key_wire).collect(), next_cursor: None }))
 }
 
 /// Revoke an API key; it stops working at once on this node and within the auth cache period
@@ -398,9 +311,7 @@ pub(crate) async fn revoke_key(
     _: Operator,
     Path((account, key), ..): Path<(String, String), ApiError>,
 ) -> AdminResult<Json<ApiKey>> {
-    Ok(Json(key_wire(
-        &s.core.revoke_key(account_id(&account)?, &key).await?,
-    )))
+    Ok(Json(key_wire(&s.core.revoke_key(account_id(&account)?, &key).await?)))
 }
 
 /// Assign a sender number to an account.
@@ -412,16 +323,7 @@ pub(crate) async fn create_sender(
     Path(account, ..): Path<String, ApiError>,
     Body(req, ..): Body<CreateSender, ApiError>,
 ) -> AdminResult<(StatusCode, Json<Sender>)> {
-    let sender = s
-        .core
-        .add_sender(
-            account_id(&account)?,
-            &req.address,
-            req.active,
-            req.sms,
-            req.mms,
-        )
-        .await?;
+    let sender = s.core.add_sender(account_id(&account)?, &req.address, req.active, req.sms, req.mms).await?;
     Ok((StatusCode::CREATED, Json(sender_wire(&sender))))
 }
 
@@ -434,10 +336,7 @@ pub(crate) async fn list_senders(
     Path(account, ..): Path<String, ApiError>,
 ) -> AdminResult<Json<Page<Sender>>> {
     let senders = s.core.senders(account_id(&account)?).await?;
-    Ok(Json(Page {
-        data: senders.iter().map(sender_wire).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(Page { data: senders.iter().map(sender_wire).collect(), next_cursor: None }))
 }
 
 /// Activate, deactivate, or change the capabilities of a sender.
@@ -450,16 +349,8 @@ pub(crate) async fn update_sender(
     Path((account, address), ..): Path<(String, String), ApiError>,
     Body(req, ..): Body<UpdateSender, ApiError>,
 ) -> AdminResult<Json<Sender>> {
-    let change = SenderChange {
-        active: req.active,
-        sms: req.sms,
-        mms: req.mms,
-    };
-    Ok(Json(sender_wire(
-        &s.core
-            .update_sender(account_id(&account)?, &address, change)
-            .await?,
-    )))
+    let change = SenderChange { active: req.active, sms: req.sms, mms: req.mms };
+    Ok(Json(sender_wire(&s.core.update_sender(account_id(&account)?, &address, change).await?)))
 }
 
 /// Add SMS and/or MMS credits. Writes a `topup` ledger entry.
@@ -473,20 +364,7 @@ pub(crate) async fn top_up(
 ) -> AdminResult<(StatusCode, Json<LedgerEntry>)> {
     let account = account_id(&account)?;
     s.core.account(account).await?;
-    let entry = s
-        .core
-        .top_up(
-            account,
-            Credits::new(req.sms, req.mms),
-            req.reference.as_deref(),
-        )
-        .await
-        .map_err(|e| match e {
-            AccessError::Invalid(_) => {
-                ApiError::invalid("sms and mms: each 0 to 1000000000, not both 0")
-            }
-            other => other.into(),
-        })?;
+    let entry = s.core.top_up(account, Credits::new(req.sms, req.mms), req.reference.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(ledger_wire(&entry))))
 }
 
@@ -499,10 +377,7 @@ pub(crate) async fn balance(
     Path(account, ..): Path<String, ApiError>,
 ) -> AdminResult<Json<Balance>> {
     let a = s.core.account(account_id(&account)?).await?;
-    Ok(Json(Balance {
-        sms_credits: a.balance.sms,
-        mms_credits: a.balance.mms,
-    }))
+    Ok(Json(Balance { sms_credits: a.balance.sms, mms_credits: a.balance.mms }))
 }
 
 /// List an account's ledger entries, newest first.
@@ -515,10 +390,7 @@ pub(crate) async fn ledger(
     Query(p, ..): Query<PageParams, ApiError>,
 ) -> AdminResult<Json<Page<LedgerEntry>>> {
     let limit = p.limit()?;
-    let items = s
-        .core
-        .ledger(account_id(&account)?, p.cursor::<Uuid>()?, limit + 1)
-        .await?;
+    let items = s.core.ledger(account_id(&account)?, p.cursor::<Uuid>()?, limit + 1).await?;
     Ok(Json(page(items, limit, |e| e.id.to_string(), ledger_wire)))
 }
 
@@ -531,10 +403,7 @@ pub(crate) async fn add_opt_out(
     Path(account, ..): Path<String, ApiError>,
     Body(req, ..): Body<OptOutRequest, ApiError>,
 ) -> AdminResult<(StatusCode, Json<OptOut>)> {
-    let o = s
-        .core
-        .add_opt_out(account_id(&account)?, &req.sender, &req.recipient)
-        .await?;
+    let o = s.core.add_opt_out(account_id(&account)?, &req.sender, &req.recipient).await?;
     Ok((StatusCode::CREATED, Json(opt_out_wire(&o))))
 }
 
@@ -548,10 +417,7 @@ pub(crate) async fn list_opt_outs(
     Query(p, ..): Query<PageParams, ApiError>,
 ) -> AdminResult<Json<Page<OptOut>>> {
     let items = s.core.opt_outs(account_id(&account)?, p.limit()?).await?;
-    Ok(Json(Page {
-        data: items.iter().map(opt_out_wire).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(Page { data: items.iter().map(opt_out_wire).collect(), next_cursor: None }))
 }
 
 /// Lift an opt-out.
@@ -563,9 +429,7 @@ pub(crate) async fn remove_opt_out(
     _: Operator,
     Path((account, sender, recipient), ..): Path<(String, String, String), ApiError>,
 ) -> AdminResult<StatusCode> {
-    s.core
-        .remove_opt_out(account_id(&account)?, &sender, &recipient)
-        .await?;
+    s.core.remove_opt_out(account_id(&account)?, &sender, &recipient).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -581,10 +445,7 @@ pub(crate) async fn list_messages(
     let limit = p.limit()?;
     let account = account_id(&account)?;
     s.core.account(account).await?;
-    let items = s
-        .core
-        .messages(account, p.cursor::<MessageId>()?, limit + 1)
-        .await?;
+    let items = s.core.messages(account, p.cursor::<MessageId>()?, limit + 1).await?;
     Ok(Json(page(items, limit, |m| m.id.to_string(), message_wire)))
 }
 
@@ -611,11 +472,7 @@ pub(crate) async fn get_message(
         .message_events(id)
         .await?
         .into_iter()
-        .map(|e| StatusEvent {
-            status: e.status,
-            at: e.at,
-            error_type: e.error_type,
-        })
+        .map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type })
         .collect();
     Ok(Json(message))
 }

@@ -36,23 +36,17 @@ where
 
 fn json_rejection<E: DialectError>(r: JsonRejection) -> E {
     match r {
-        JsonRejection::JsonDataError(e) => E::request(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        ),
-        JsonRejection::JsonSyntaxError(e) => E::request(
-            StatusCode::BAD_REQUEST,
-            format!("malformed JSON: {}", e.body_text()),
-        ),
-        JsonRejection::MissingJsonContentType(_) => E::request(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json".into(),
-        ),
+        JsonRejection::JsonDataError(e) => {
+            E::request(StatusCode::BAD_REQUEST, format!("invalid request body: {}", e.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            E::request(StatusCode::BAD_REQUEST, format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            E::request(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json".into())
+        }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            E::request(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body is too large".into(),
-            )
+            E::request(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large".into())
         }
         other => E::request(other.status(), other.body_text()),
     }
@@ -72,10 +66,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v, PhantomData)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(E::request(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query: {}", e.body_text()),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(E::request(StatusCode::BAD_REQUEST, format!("invalid query: {}", e.body_text())))
+            }
             Err(other) => Err(E::request(StatusCode::BAD_REQUEST, other.body_text())),
         }
     }
@@ -95,10 +88,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v, PhantomData)),
-            Err(e) => Err(E::request(
-                StatusCode::BAD_REQUEST,
-                format!("invalid path: {}", e.body_text()),
-            )),
+            Err(e) => Err(E::request(StatusCode::BAD_REQUEST, format!("invalid path: {}", e.body_text()))),
         }
     }
 }
@@ -115,22 +105,10 @@ where
     type Rejection = E;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, E> {
-        let empty = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0")
-            || (req
-                .headers()
-                .get(axum::http::header::CONTENT_TYPE)
-                .is_none()
-                && req
-                    .headers()
-                    .get(axum::http::header::TRANSFER_ENCODING)
-                    .is_none()
-                && req
-                    .headers()
-                    .get(axum::http::header::CONTENT_LENGTH)
-                    .is_none());
+        let empty = req.headers().get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0")
+            || (req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
+                && req.headers().get(axum::http::header::TRANSFER_ENCODING).is_none()
+                && req.headers().get(axum::http::header::CONTENT_LENGTH).is_none());
         if empty {
             return Ok(OptionalBody(T::default(), PhantomData));
         }

@@ -61,10 +61,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 64 * 1024,
-            request_timeout: Duration::from_secs(30),
-        }
+        Self { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -96,13 +93,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.request_timeout,
-            timeout,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            internal_error()
-        }))
+        .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| internal_error()))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -119,11 +111,7 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
     let path = req.uri().path().to_owned();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => error_for(
-            &path,
-            StatusCode::REQUEST_TIMEOUT,
-            "the request took too long",
-        ),
+        Err(_) => error_for(&path, StatusCode::REQUEST_TIMEOUT, "the request took too long"),
     }
 }
 
@@ -132,19 +120,12 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    error_for(
-        req.uri().path(),
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint",
-    )
+    error_for(req.uri().path(), StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
 }
 
 fn internal_error() -> Response {
-    textingline::ApiError::request(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error".to_owned(),
-    )
-    .into_response()
+    textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -153,11 +134,7 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [("content-type", "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
 }

@@ -14,9 +14,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
 use switchboard_core::{AccessError, AuthError, SendError, SendOutcome};
-use switchboard_domain::wire::{
-    TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus,
-};
+use switchboard_domain::wire::{TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
 use switchboard_domain::{AccountId, MessageId, MessageStatus};
 use switchboard_storage::MessageRecord;
 use switchboard_validation::{SendFields, ValidationError};
@@ -27,10 +25,7 @@ use crate::extract::{Body, DialectError, Path, Query};
 /// The routes of the dialect.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/messaging/message",
-            post(send_message).get(list_messages),
-        )
+        .route("/api/v1/messaging/message", post(send_message).get(list_messages))
         .route("/api/v1/messaging/message/{id}", get(get_message))
 }
 
@@ -44,18 +39,8 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(
-        status: StatusCode,
-        code: u32,
-        kind: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            code,
-            kind,
-            message: message.into(),
-        }
+    pub(crate) fn new(status: StatusCode, code: u32, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, kind, message: message.into() }
     }
 
     fn unauthorized() -> Self {
@@ -105,10 +90,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Basic realm=\"switchboard\""),
-            );
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"switchboard\""));
         }
         response
     }
@@ -156,12 +140,9 @@ impl From<SendError> for ApiError {
                 "sender_not_capable",
                 "The from number is not enabled for this message type (SMS or MMS)",
             ),
-            SendError::InsufficientCredits => ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                33023,
-                "insufficient_credits",
-                "Insufficient credits",
-            ),
+            SendError::InsufficientCredits => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, 33023, "insufficient_credits", "Insufficient credits")
+            }
             SendError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 30409,
@@ -176,12 +157,9 @@ impl From<SendError> for ApiError {
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::NotFound(what) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                30404,
-                "not_found",
-                format!("{what} not found"),
-            ),
+            AccessError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, 30404, "not_found", format!("{what} not found"))
+            }
             AccessError::Forbidden(what) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 30403,
@@ -214,17 +192,12 @@ impl FromRequestParts<AppState> for BasicAccount {
 
 /// `Authorization: Basic base64(id:secret)`, if present and well formed.
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 1024 {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     Some((id.to_owned(), secret.to_owned()))
@@ -242,20 +215,9 @@ pub(crate) fn to_wire(m: &MessageRecord) -> TlMessage {
         body: m.body.clone(),
         media_url: m.media_url.clone(),
         status,
-        error_type: if failed {
-            Some(
-                m.error_type
-                    .unwrap_or(switchboard_domain::ErrorType::Unknown),
-            )
-        } else {
-            None
-        },
+        error_type: if failed { Some(m.error_type.unwrap_or(switchboard_domain::ErrorType::Unknown)) } else { None },
         error_message: if failed {
-            Some(
-                m.error_message
-                    .clone()
-                    .unwrap_or_else(|| failure_text(m.status)),
-            )
+            Some(m.error_message.clone().unwrap_or_else(|| failure_text(m.status)))
         } else {
             None
         },
@@ -303,10 +265,7 @@ pub(crate) async fn send_message(
     };
     let mut response = (StatusCode::CREATED, Json(to_wire(&record))).into_response();
     if replayed {
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -330,9 +289,7 @@ pub(crate) async fn get_message(
     BasicAccount(account): BasicAccount,
     Path(id, ..): Path<String, ApiError>,
 ) -> Result<Json<TlMessage>, ApiError> {
-    let id: MessageId = id
-        .parse()
-        .map_err(|_| ApiError::from(AccessError::NotFound("message")))?;
+    let id: MessageId = id.parse().map_err(|_| ApiError::from(AccessError::NotFound("message")))?;
     let record = state.core.message(account, id).await?;
     Ok(Json(to_wire(&record)))
 }
@@ -363,36 +320,18 @@ pub(crate) async fn list_messages(
 ) -> Result<Json<TlMessageList>, ApiError> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            30002,
-            "invalid_parameter",
-            "limit: must be 1 to 100",
-        ));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", "limit: must be 1 to 100"));
     }
     let before = match params.cursor.as_deref() {
         None => None,
         Some(c) => Some(c.parse::<MessageId>().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                30002,
-                "invalid_parameter",
-                "cursor: not a cursor from this API",
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", "cursor: not a cursor from this API")
         })?),
     };
     // One more than asked tells whether another page follows.
     let mut page = state.core.messages(account, before, limit + 1).await?;
     let has_more = page.len() > limit as usize;
     page.truncate(limit as usize);
-    let next_cursor = if has_more {
-        page.last().map(|m| m.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(TlMessageList {
-        data: page.iter().map(to_wire).collect(),
-        has_more,
-        next_cursor,
-    }))
+    let next_cursor = if has_more { page.last().map(|m| m.id.to_string()) } else { None };
+    Ok(Json(TlMessageList { data: page.iter().map(to_wire).collect(), has_more, next_cursor }))
 }

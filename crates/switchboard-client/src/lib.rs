@@ -10,9 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
-    Account, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender,
-    LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, TlMessage, TlMessageList,
-    TlSendRequest, TopUp, UpdateSender,
+    Account, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender, LedgerEntry, Message, OptOut,
+    OptOutRequest, Page, Sender, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateSender,
 };
 use uuid::Uuid;
 
@@ -80,10 +79,7 @@ impl Http {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
-            base: base_url.trim_end_matches('/').to_owned(),
-            http,
-        }
+        Self { base: base_url.trim_end_matches('/').to_owned(), http }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -95,13 +91,11 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status();
     let bytes = response.bytes().await?;
     if !status.is_success() {
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         return Err(ClientError::Api { status, body });
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
 }
 
 /// A TextingLine-dialect client authenticated with an API key.
@@ -114,62 +108,36 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("base", &self.http.base)
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("base", &self.http.base).field("key_id", &self.key_id).finish_non_exhaustive()
     }
 }
 
 impl Client {
     /// A client for the server at `base_url` using the key `key_id` / `secret`.
     pub fn new(base_url: &str, key_id: &str, secret: &str) -> Self {
-        Self {
-            http: Http::new(base_url),
-            key_id: key_id.to_owned(),
-            secret: secret.to_owned(),
-        }
+        Self { http: Http::new(base_url), key_id: key_id.to_owned(), secret: secret.to_owned() }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, path)
-            .basic_auth(&self.key_id, Some(&self.secret))
+        self.http.request(method, path).basic_auth(&self.key_id, Some(&self.secret))
     }
 
     /// `POST /api/v1/messaging/message`.
     pub async fn send(&self, request: &TlSendRequest) -> Result<Sent> {
-        let response = self
-            .request(Method::POST, "/api/v1/messaging/message")
-            .json(request)
-            .send()
-            .await?;
+        let response = self.request(Method::POST, "/api/v1/messaging/message").json(request).send().await?;
         let status = response.status();
         let replayed = response.headers().get("idempotent-replayed").is_some();
         let message = decode(response).await?;
-        Ok(Sent {
-            status,
-            replayed,
-            message,
-        })
+        Ok(Sent { status, replayed, message })
     }
 
     /// `GET /api/v1/messaging/message/{id}`.
     pub async fn message(&self, id: &str) -> Result<TlMessage> {
-        decode(
-            self.request(Method::GET, &format!("/api/v1/messaging/message/{id}"))
-                .send()
-                .await?,
-        )
-        .await
+        decode(self.request(Method::GET, &format!("/api/v1/messaging/message/{id}")).send().await?).await
     }
 
     /// `GET /api/v1/messaging/message?limit=&cursor=`.
-    pub async fn messages(
-        &self,
-        limit: Option<u32>,
-        cursor: Option<&str>,
-    ) -> Result<TlMessageList> {
+    pub async fn messages(&self, limit: Option<u32>, cursor: Option<&str>) -> Result<TlMessageList> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(l) = limit {
             query.push(("limit", l.to_string()));
@@ -177,13 +145,7 @@ impl Client {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        decode(
-            self.request(Method::GET, "/api/v1/messaging/message")
-                .query(&query)
-                .send()
-                .await?,
-        )
-        .await
+        decode(self.request(Method::GET, "/api/v1/messaging/message").query(&query).send().await?).await
     }
 }
 
@@ -196,27 +158,17 @@ pub struct AdminClient {
 
 impl fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminClient")
-            .field("base", &self.http.base)
-            .finish_non_exhaustive()
+        f.debug_struct("AdminClient").field("base", &self.http.base).finish_non_exhaustive()
     }
 }
 
 impl AdminClient {
     /// A client for the server at `base_url` with the operator token.
     pub fn new(base_url: &str, token: &str) -> Self {
-        Self {
-            http: Http::new(base_url),
-            token: token.to_owned(),
-        }
+        Self { http: Http::new(base_url), token: token.to_owned() }
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<T> {
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
         let mut request = self.http.request(method, path).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
@@ -230,20 +182,12 @@ impl AdminClient {
 
     /// Creates an account.
     pub async fn create_account(&self, name: &str) -> Result<Account> {
-        self.call(
-            Method::POST,
-            "/admin/v1/accounts",
-            Some(&CreateAccount {
-                name: name.to_owned(),
-            }),
-        )
-        .await
+        self.call(Method::POST, "/admin/v1/accounts", Some(&CreateAccount { name: name.to_owned() })).await
     }
 
     /// Lists accounts.
     pub async fn accounts(&self, limit: u32, cursor: Option<&str>) -> Result<Page<Account>> {
-        self.get(&page_path("/admin/v1/accounts", limit, cursor))
-            .await
+        self.get(&page_path("/admin/v1/accounts", limit, cursor)).await
     }
 
     /// Reads an account.
@@ -253,113 +197,55 @@ impl AdminClient {
 
     /// Creates an API key; the only time its secret is shown.
     pub async fn create_key(&self, account: Uuid, name: Option<&str>) -> Result<ApiKeyCreated> {
-        let body = CreateApiKey {
-            name: name.map(str::to_owned),
-        };
-        self.call(
-            Method::POST,
-            &format!("/admin/v1/accounts/{account}/keys"),
-            Some(&body),
-        )
-        .await
+        let body = CreateApiKey { name: name.map(str::to_owned) };
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/keys"), Some(&body)).await
     }
 
     /// Lists an account's keys.
     pub async fn keys(&self, account: Uuid) -> Result<Page<ApiKey>> {
-        self.get(&format!("/admin/v1/accounts/{account}/keys"))
-            .await
+        self.get(&format!("/admin/v1/accounts/{account}/keys")).await
     }
 
     /// Revokes a key.
     pub async fn revoke_key(&self, account: Uuid, key_id: &str) -> Result<ApiKey> {
-        self.call(
-            Method::DELETE,
-            &format!("/admin/v1/accounts/{account}/keys/{key_id}"),
-            None::<&()>,
-        )
-        .await
+        self.call(Method::DELETE, &format!("/admin/v1/accounts/{account}/keys/{key_id}"), None::<&()>).await
     }
 
     /// Assigns a sender.
     pub async fn add_sender(&self, account: Uuid, sender: &CreateSender) -> Result<Sender> {
-        self.call(
-            Method::POST,
-            &format!("/admin/v1/accounts/{account}/senders"),
-            Some(sender),
-        )
-        .await
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/senders"), Some(sender)).await
     }
 
     /// Changes a sender.
-    pub async fn update_sender(
-        &self,
-        account: Uuid,
-        address: &str,
-        change: &UpdateSender,
-    ) -> Result<Sender> {
+    pub async fn update_sender(&self, account: Uuid, address: &str, change: &UpdateSender) -> Result<Sender> {
         let address = address.replace('+', "%2B");
-        self.call(
-            Method::PATCH,
-            &format!("/admin/v1/accounts/{account}/senders/{address}"),
-            Some(change),
-        )
-        .await
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/senders/{address}"), Some(change)).await
     }
 
     /// Lists senders.
     pub async fn senders(&self, account: Uuid) -> Result<Page<Sender>> {
-        self.get(&format!("/admin/v1/accounts/{account}/senders"))
-            .await
+        self.get(&format!("/admin/v1/accounts/{account}/senders")).await
     }
 
     /// Adds credits.
     pub async fn top_up(&self, account: Uuid, top_up: &TopUp) -> Result<LedgerEntry> {
-        self.call(
-            Method::POST,
-            &format!("/admin/v1/accounts/{account}/credits"),
-            Some(top_up),
-        )
-        .await
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/credits"), Some(top_up)).await
     }
 
     /// Reads balances.
     pub async fn balance(&self, account: Uuid) -> Result<Balance> {
-        self.get(&format!("/admin/v1/accounts/{account}/balance"))
-            .await
+        self.get(&format!("/admin/v1/accounts/{account}/balance")).await
     }
 
     /// Lists ledger entries.
-    pub async fn ledger(
-        &self,
-        account: Uuid,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<LedgerEntry>> {
-        self.get(&page_path(
-            &format!("/admin/v1/accounts/{account}/ledger"),
-            limit,
-            cursor,
-        ))
-        .await
+    pub async fn ledger(&self, account: Uuid, limit: u32, cursor: Option<&str>) -> Result<Page<LedgerEntry>> {
+        self.get(&page_path(&format!("/admin/v1/accounts/{account}/ledger"), limit, cursor)).await
     }
 
     /// Adds an opt-out.
-    pub async fn add_opt_out(
-        &self,
-        account: Uuid,
-        sender: &str,
-        recipient: &str,
-    ) -> Result<OptOut> {
-        let body = OptOutRequest {
-            sender: sender.to_owned(),
-            recipient: recipient.to_owned(),
-        };
-        self.call(
-            Method::POST,
-            &format!("/admin/v1/accounts/{account}/opt-outs"),
-            Some(&body),
-        )
-        .await
+    pub async fn add_opt_out(&self, account: Uuid, sender: &str, recipient: &str) -> Result<OptOut> {
+        let body = OptOutRequest { sender: sender.to_owned(), recipient: recipient.to_owned() };
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/opt-outs"), Some(&body)).await
     }
 
     /// Lifts an opt-out.
@@ -367,10 +253,7 @@ impl AdminClient {
         let (s, r) = (sender.replace('+', "%2B"), recipient.replace('+', "%2B"));
         let response = self
             .http
-            .request(
-                Method::DELETE,
-                &format!("/admin/v1/accounts/{account}/opt-outs/{s}/{r}"),
-            )
+            .request(Method::DELETE, &format!("/admin/v1/accounts/{account}/opt-outs/{s}/{r}"))
             .bearer_auth(&self.token)
             .send()
             .await?;
@@ -382,23 +265,12 @@ impl AdminClient {
 
     /// Lists opt-outs.
     pub async fn opt_outs(&self, account: Uuid) -> Result<Page<OptOut>> {
-        self.get(&format!("/admin/v1/accounts/{account}/opt-outs"))
-            .await
+        self.get(&format!("/admin/v1/accounts/{account}/opt-outs")).await
     }
 
     /// Lists an account's messages.
-    pub async fn messages(
-        &self,
-        account: Uuid,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<Message>> {
-        self.get(&page_path(
-            &format!("/admin/v1/accounts/{account}/messages"),
-            limit,
-            cursor,
-        ))
-        .await
+    pub async fn messages(&self, account: Uuid, limit: u32, cursor: Option<&str>) -> Result<Page<Message>> {
+        self.get(&page_path(&format!("/admin/v1/accounts/{account}/messages"), limit, cursor)).await
     }
 
     /// Reads a message with its status history.

@@ -48,8 +48,7 @@ impl KeyHasher {
     /// HMAC-SHA256 of `value`.
     pub fn hash(&self, value: &str) -> Vec<u8> {
         // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -66,10 +65,7 @@ pub struct NewKey {
 
 impl fmt::Debug for NewKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewKey")
-            .field("id", &self.id)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("NewKey").field("id", &self.id).field("secret", &"<redacted>").finish()
     }
 }
 
@@ -81,10 +77,7 @@ fn random_hex(bytes: usize) -> String {
 
 /// Makes a fresh key: a 64-bit id and a 256-bit secret from the OS-seeded CSPRNG.
 pub fn generate_key() -> NewKey {
-    NewKey {
-        id: format!("key_{}", random_hex(8)),
-        secret: format!("sk_{}", random_hex(32)),
-    }
+    NewKey { id: format!("key_{}", random_hex(8)), secret: format!("sk_{}", random_hex(32)) }
 }
 
 #[derive(Clone)]
@@ -105,9 +98,7 @@ pub struct Authenticator {
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        f.debug_struct("Authenticator").field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
@@ -118,11 +109,7 @@ const CACHE_LIMIT: usize = 100_000;
 impl Authenticator {
     /// An authenticator with this hasher and cache period.
     pub fn new(hasher: KeyHasher, ttl: Duration) -> Self {
-        Self {
-            hasher,
-            ttl,
-            cache: RwLock::new(HashMap::new()),
-        }
+        Self { hasher, ttl, cache: RwLock::new(HashMap::new()) }
     }
 
     /// The hasher, for storing new keys.
@@ -131,28 +118,16 @@ impl Authenticator {
     }
 
     /// Checks an id and secret; returns the key's account.
-    pub async fn verify(
-        &self,
-        store: &dyn Store,
-        key_id: &str,
-        secret: &str,
-    ) -> Result<AccountId, AuthError> {
+    pub async fn verify(&self, store: &dyn Store, key_id: &str, secret: &str) -> Result<AccountId, AuthError> {
         if key_id.is_empty() || key_id.len() > 64 || secret.len() > 256 {
             return Err(AuthError::InvalidCredentials);
         }
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(key_id).cloned())
-            .filter(|c| c.fetched.elapsed() < self.ttl);
+        let cached =
+            self.cache.read().ok().and_then(|c| c.get(key_id).cloned()).filter(|c| c.fetched.elapsed() < self.ttl);
         let entry = match cached {
             Some(c) => c,
             None => {
-                let record = store
-                    .find_api_key(key_id)
-                    .await
-                    .map_err(|_| AuthError::Unavailable)?;
+                let record = store.find_api_key(key_id).await.map_err(|_| AuthError::Unavailable)?;
                 let Some(record) = record else {
                     return Err(AuthError::InvalidCredentials);
                 };

@@ -29,6 +29,8 @@ struct Job {
     reply: oneshot::Sender<Result<AcceptOutcome, CommitError>>,
 }
 
+type Reply = oneshot::Sender<Result<AcceptOutcome, CommitError>>;
+
 /// The sending side of the group committer.
 #[derive(Clone)]
 pub struct Committer {
@@ -44,13 +46,7 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Starts `writers` writer tasks over `store`. `dispatch` is woken after each commit that
     /// queued a message.
-    pub fn start(
-        store: Arc<dyn Store>,
-        writers: usize,
-        max_batch: usize,
-        queue: usize,
-        dispatch: Arc<Notify>,
-    ) -> Self {
+    pub fn start(store: Arc<dyn Store>, writers: usize, max_batch: usize, queue: usize, dispatch: Arc<Notify>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
@@ -63,71 +59,66 @@ impl Committer {
     /// Admits one message; returns when its group has committed.
     pub async fn submit(&self, message: NewMessage) -> Result<AcceptOutcome, CommitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { message, reply })
-            .await
-            .map_err(|_| CommitError::Busy)?;
+        self.tx.send(Job { message, reply }).await.map_err(|_| CommitError::Busy)?;
         rx.await.map_err(|_| CommitError::Busy)?
     }
 }
 
-async fn writer(
-    store: Arc<dyn Store>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    max_batch: usize,
-    dispatch: Arc<Notify>,
-) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+async fn writer(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, dispatch: Arc<Notify>) {
+    let mut messages: Vec<NewMessage> = Vec::with_capacity(max_batch);
+    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
+    let take = |job: Job, messages: &mut Vec<NewMessage>, replies: &mut Vec<Reply>| {
+        messages.push(job.message);
+        replies.push(job.reply);
+    };
     loop {
         {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
-            jobs.push(first);
-            while jobs.len() < max_batch {
+            take(first, &mut messages, &mut replies);
+            while messages.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
+                    Ok(job) => take(job, &mut messages, &mut replies),
                     Err(_) => break,
                 }
             }
         }
-        let messages: Vec<NewMessage> = jobs.iter().map(|j| j.message.clone()).collect();
         let started = Instant::now();
         let result = store.accept(&messages).await;
         metrics::histogram!("switchboard_commit_group_size").record(messages.len() as f64);
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                if outcomes
-                    .iter()
-                    .any(|o| matches!(o, AcceptOutcome::Queued(_)))
-                {
+                if outcomes.iter().any(|o| matches!(o, AcceptOutcome::Queued(_))) {
                     dispatch.notify_one();
                 }
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
+                messages.clear();
             }
-            Err(e) if jobs.len() > 1 => {
-                tracing::warn!(error = %e, size = jobs.len(), "group commit failed; admitting its messages one by one");
-                for job in jobs.drain(..) {
-                    let outcome = store.accept(std::slice::from_ref(&job.message)).await;
+            Err(e) if messages.len() > 1 => {
+                tracing::warn!(error = %e, size = messages.len(), "group commit failed; admitting its messages one by one");
+                for (message, reply) in messages.drain(..).zip(replies.drain(..)) {
+                    let outcome = store.accept(std::slice::from_ref(&message)).await;
                     if matches!(outcome.as_deref(), Ok([AcceptOutcome::Queued(_)])) {
                         dispatch.notify_one();
                     }
-                    let reply = match outcome {
+                    let result = match outcome {
                         Ok(o) => o.into_iter().next().ok_or(CommitError::Storage),
                         Err(e) => {
                             tracing::error!(error = %e, "admitting a message failed");
                             Err(CommitError::Storage)
                         }
                     };
-                    let _ = job.reply.send(reply);
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "admitting a message failed");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(CommitError::Storage));
+                messages.clear();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(CommitError::Storage));
                 }
             }
         }

@@ -114,20 +114,13 @@ async fn claimer(
     }
 }
 
-async fn attempt(
-    provider: &dyn Provider,
-    config: &DispatcherConfig,
-    m: MessageRecord,
-) -> DispatchResult {
+async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageRecord) -> DispatchResult {
     let base = DispatchResult {
         id: m.id,
         account_id: m.account_id,
         attempt: m.attempts,
         at: Timestamp::now(),
-        outcome: DispatchOutcome::Retry {
-            next_attempt_at: Timestamp::now(),
-            error: String::new(),
-        },
+        outcome: DispatchOutcome::Retry { next_attempt_at: Timestamp::now(), error: String::new() },
     };
     let outbound = match (Msisdn::parse(&m.to), Msisdn::parse(&m.from)) {
         (Ok(to), Ok(from)) => OutboundMessage {
@@ -143,69 +136,34 @@ async fn attempt(
         },
         _ => {
             let err = ProviderError::permanent(switchboard_domain::ErrorType::InvalidDestination);
-            return DispatchResult {
-                outcome: failed(err),
-                ..base
-            };
+            return DispatchResult { outcome: failed(err), ..base };
         }
     };
     let sent = tokio::time::timeout(config.send_timeout, provider.send(&outbound)).await;
     let at = Timestamp::now();
     let outcome = match sent {
-        Ok(Ok(submission)) => {
-            metrics::counter!("switchboard_messages_sent_total").increment(1);
-            DispatchOutcome::Sent {
-                provider_message_id: submission.provider_message_id,
-            }
-        }
-        Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => {
-            retry(config, m.attempts, at, e.message)
-        }
+        Ok(Ok(submission)) => DispatchOutcome::Sent { provider_message_id: submission.provider_message_id },
+        Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => retry(config, m.attempts, at, e.message),
         Ok(Err(e)) => failed(e),
-        Err(_) if m.attempts < config.max_attempts => {
-            retry(config, m.attempts, at, "provider timed out".into())
-        }
-        Err(_) => failed(ProviderError::retryable(
-            switchboard_domain::ErrorType::ProviderError,
-            "provider timed out",
-        )),
+        Err(_) if m.attempts < config.max_attempts => retry(config, m.attempts, at, "provider timed out".into()),
+        Err(_) => failed(ProviderError::retryable(switchboard_domain::ErrorType::ProviderError, "provider timed out")),
     };
-    DispatchResult {
-        at,
-        outcome,
-        ..base
-    }
+    DispatchResult { at, outcome, ..base }
 }
 
 fn failed(e: ProviderError) -> DispatchOutcome {
-    metrics::counter!("switchboard_messages_failed_total", "error_type" => e.error_type.as_str())
-        .increment(1);
     // The upstream never took the message, so its credits go back.
-    DispatchOutcome::Failed {
-        error_type: e.error_type,
-        message: e.message,
-        refund: true,
-    }
+    DispatchOutcome::Failed { error_type: e.error_type, message: e.message, refund: true }
 }
 
-fn retry(
-    config: &DispatcherConfig,
-    attempt: u32,
-    now: Timestamp,
-    error: String,
-) -> DispatchOutcome {
+fn retry(config: &DispatcherConfig, attempt: u32, now: Timestamp, error: String) -> DispatchOutcome {
     metrics::counter!("switchboard_dispatch_retries_total").increment(1);
-    DispatchOutcome::Retry {
-        next_attempt_at: now.plus_millis(backoff(config, attempt).as_millis() as i64),
-        error,
-    }
+    DispatchOutcome::Retry { next_attempt_at: now.plus_millis(backoff(config, attempt).as_millis() as i64), error }
 }
 
 /// Exponential backoff with full jitter in the upper half: `base * 2^(attempt-1)`, capped.
 pub fn backoff(config: &DispatcherConfig, attempt: u32) -> Duration {
-    let exp = config
-        .base_backoff
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let exp = config.base_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     let capped = exp.min(config.max_backoff);
     let half = capped / 2;
     let jitter_ms = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
@@ -215,11 +173,7 @@ pub fn backoff(config: &DispatcherConfig, attempt: u32) -> Duration {
 /// How often the recorder tries to store one group of results.
 const RECORD_TRIES: u32 = 20;
 
-async fn recorder(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<DispatchResult>,
-    waiters: Arc<Waiters>,
-) {
+async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<DispatchResult>, waiters: Arc<Waiters>) {
     let mut batch = Vec::with_capacity(1024);
     loop {
         if rx.recv_many(&mut batch, 1024).await == 0 {
@@ -236,27 +190,15 @@ async fn recorder(
                             continue;
                         }
                         match r.outcome {
-                            DispatchOutcome::Sent {
-                                provider_message_id,
-                            } => waiters.tell(
-                                r.id,
-                                DispatchNews::Sent {
-                                    at: r.at,
-                                    provider_message_id,
-                                },
-                            ),
-                            DispatchOutcome::Failed {
-                                error_type,
-                                message,
-                                ..
-                            } => waiters.tell(
-                                r.id,
-                                DispatchNews::Failed {
-                                    error_type,
-                                    message,
-                                    at: r.at,
-                                },
-                            ),
+                            DispatchOutcome::Sent { provider_message_id } => {
+                                metrics::counter!("switchboard_messages_sent_total").increment(1);
+                                waiters.tell(r.id, DispatchNews::Sent { at: r.at, provider_message_id })
+                            }
+                            DispatchOutcome::Failed { error_type, message, .. } => {
+                                metrics::counter!("switchboard_messages_failed_total", "error_type" => error_type.as_str())
+                                    .increment(1);
+                                waiters.tell(r.id, DispatchNews::Failed { error_type, message, at: r.at })
+                            }
                             DispatchOutcome::Retry { .. } => {}
                         }
                     }
@@ -291,20 +233,11 @@ mod tests {
         };
         for _ in 0..50 {
             let b1 = backoff(&c, 1);
-            assert!(
-                b1 >= Duration::from_millis(500) && b1 <= Duration::from_secs(1),
-                "{b1:?}"
-            );
+            assert!(b1 >= Duration::from_millis(500) && b1 <= Duration::from_secs(1), "{b1:?}");
             let b3 = backoff(&c, 3);
-            assert!(
-                b3 >= Duration::from_secs(2) && b3 <= Duration::from_secs(4),
-                "{b3:?}"
-            );
+            assert!(b3 >= Duration::from_secs(2) && b3 <= Duration::from_secs(4), "{b3:?}");
             let b30 = backoff(&c, 30);
-            assert!(
-                b30 >= Duration::from_secs(30) && b30 <= Duration::from_secs(60),
-                "{b30:?}"
-            );
+            assert!(b30 >= Duration::from_secs(30) && b30 <= Duration::from_secs(60), "{b30:?}");
         }
     }
 }

@@ -18,8 +18,8 @@ use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn,
 use switchboard_ledger::{Credits, Tariff};
 use switchboard_provider::Provider;
 use switchboard_storage::{
-    AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord,
-    NewMessage, OptOutRecord, PageRequest, SenderChange, SenderRecord, StorageError, Store,
+    AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
+    PageRequest, SenderChange, SenderRecord, StorageError, Store,
 };
 use switchboard_validation::{Policy, SendCommand};
 use tokio::sync::Notify;
@@ -175,23 +175,9 @@ impl Core {
             wake.clone(),
         );
         if config.run_dispatcher {
-            dispatcher::start(
-                store.clone(),
-                provider,
-                config.dispatcher.clone(),
-                wake,
-                waiters.clone(),
-            );
+            dispatcher::start(store.clone(), provider, config.dispatcher.clone(), wake, waiters.clone());
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                store,
-                auth,
-                committer,
-                waiters,
-                config,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, config }) })
     }
 
     /// The store underneath.
@@ -206,18 +192,11 @@ impl Core {
 
     /// Checks an API key id and secret.
     pub async fn authenticate(&self, key_id: &str, secret: &str) -> Result<AccountId, AuthError> {
-        self.inner
-            .auth
-            .verify(self.inner.store.as_ref(), key_id, secret)
-            .await
+        self.inner.auth.verify(self.inner.store.as_ref(), key_id, secret).await
     }
 
     /// Sends one validated message for an account.
-    pub async fn send(
-        &self,
-        account: AccountId,
-        cmd: SendCommand,
-    ) -> Result<SendOutcome, SendError> {
+    pub async fn send(&self, account: AccountId, cmd: SendCommand) -> Result<SendOutcome, SendError> {
         let id = MessageId::new();
         let price = self.inner.config.tariff.price(cmd.kind);
         let message = NewMessage {
@@ -275,17 +254,8 @@ impl Core {
     }
 
     /// Reads one of the account's messages.
-    pub async fn message(
-        &self,
-        account: AccountId,
-        id: MessageId,
-    ) -> Result<MessageRecord, AccessError> {
-        let record = self
-            .inner
-            .store
-            .get_message(id)
-            .await
-            .map_err(AccessError::from_storage("message"))?;
+    pub async fn message(&self, account: AccountId, id: MessageId) -> Result<MessageRecord, AccessError> {
+        let record = self.inner.store.get_message(id).await.map_err(AccessError::from_storage("message"))?;
         match record {
             None => Err(AccessError::NotFound("message")),
             Some(m) if m.account_id != account => Err(AccessError::Forbidden("message")),
@@ -295,11 +265,7 @@ impl Core {
 
     /// A message's status history.
     pub async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>, AccessError> {
-        self.inner
-            .store
-            .message_events(id)
-            .await
-            .map_err(AccessError::from_storage("message"))
+        self.inner.store.message_events(id).await.map_err(AccessError::from_storage("message"))
     }
 
     /// Lists the account's messages, newest first.
@@ -309,15 +275,8 @@ impl Core {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<MessageRecord>, AccessError> {
-        let page = PageRequest {
-            before,
-            limit: limit.clamp(1, MAX_PAGE),
-        };
-        self.inner
-            .store
-            .list_messages(account, page)
-            .await
-            .map_err(AccessError::from_storage("message"))
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        self.inner.store.list_messages(account, page).await.map_err(AccessError::from_storage("message"))
     }
 
     // ---- admin ----
@@ -325,11 +284,7 @@ impl Core {
     /// Creates an account.
     pub async fn create_account(&self, name: &str) -> Result<AccountRecord, AccessError> {
         let name = check_name("name", name)?;
-        self.inner
-            .store
-            .create_account(name)
-            .await
-            .map_err(AccessError::from_storage("account"))
+        self.inner.store.create_account(name).await.map_err(AccessError::from_storage("account"))
     }
 
     /// Reads an account.
@@ -343,20 +298,9 @@ impl Core {
     }
 
     /// Lists accounts, newest first.
-    pub async fn accounts(
-        &self,
-        before: Option<AccountId>,
-        limit: u32,
-    ) -> Result<Vec<AccountRecord>, AccessError> {
-        let page = PageRequest {
-            before,
-            limit: limit.clamp(1, MAX_PAGE),
-        };
-        self.inner
-            .store
-            .list_accounts(page)
-            .await
-            .map_err(AccessError::from_storage("account"))
+    pub async fn accounts(&self, before: Option<AccountId>, limit: u32) -> Result<Vec<AccountRecord>, AccessError> {
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        self.inner.store.list_accounts(page).await.map_err(AccessError::from_storage("account"))
     }
 
     /// Creates an API key for an account; the returned secret is never stored.
@@ -365,37 +309,22 @@ impl Core {
         account: AccountId,
         name: Option<&str>,
     ) -> Result<(ApiKeyRecord, NewKey), AccessError> {
-        let name = name
-            .map(|n| check_name("name", n))
-            .transpose()?
-            .map(str::to_owned);
+        let name = name.map(|n| check_name("name", n)).transpose()?.map(str::to_owned);
         self.account(account).await?;
         let key = auth::generate_key();
         let record = self.inner.auth.record(&key, account, name);
-        self.inner
-            .store
-            .create_api_key(&record)
-            .await
-            .map_err(AccessError::from_storage("key"))?;
+        self.inner.store.create_api_key(&record).await.map_err(AccessError::from_storage("key"))?;
         Ok((record, key))
     }
 
     /// Lists an account's keys.
     pub async fn keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, AccessError> {
         self.account(account).await?;
-        self.inner
-            .store
-            .list_api_keys(account)
-            .await
-            .map_err(AccessError::from_storage("key"))
+        self.inner.store.list_api_keys(account).await.map_err(AccessError::from_storage("key"))
     }
 
     /// Revokes a key.
-    pub async fn revoke_key(
-        &self,
-        account: AccountId,
-        key_id: &str,
-    ) -> Result<ApiKeyRecord, AccessError> {
+    pub async fn revoke_key(&self, account: AccountId, key_id: &str) -> Result<ApiKeyRecord, AccessError> {
         let record = self
             .inner
             .store
@@ -415,8 +344,7 @@ impl Core {
         sms: bool,
         mms: bool,
     ) -> Result<SenderRecord, AccessError> {
-        let address =
-            Msisdn::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
+        let address = Msisdn::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
         self.account(account).await?;
         let record = SenderRecord {
             address: address.as_str().to_owned(),
@@ -426,11 +354,7 @@ impl Core {
             mms,
             created_at: Timestamp::now(),
         };
-        self.inner
-            .store
-            .create_sender(&record)
-            .await
-            .map_err(AccessError::from_storage("sender"))?;
+        self.inner.store.create_sender(&record).await.map_err(AccessError::from_storage("sender"))?;
         Ok(record)
     }
 
@@ -441,21 +365,13 @@ impl Core {
         address: &str,
         change: SenderChange,
     ) -> Result<SenderRecord, AccessError> {
-        self.inner
-            .store
-            .update_sender(account, address, change)
-            .await
-            .map_err(AccessError::from_storage("sender"))
+        self.inner.store.update_sender(account, address, change).await.map_err(AccessError::from_storage("sender"))
     }
 
     /// Lists an account's senders.
     pub async fn senders(&self, account: AccountId) -> Result<Vec<SenderRecord>, AccessError> {
         self.account(account).await?;
-        self.inner
-            .store
-            .list_senders(account)
-            .await
-            .map_err(AccessError::from_storage("sender"))
+        self.inner.store.list_senders(account).await.map_err(AccessError::from_storage("sender"))
     }
 
     /// Adds credits.
@@ -466,11 +382,12 @@ impl Core {
         reference: Option<&str>,
     ) -> Result<LedgerRecord, AccessError> {
         let reference = reference.map(|r| check_name("reference", r)).transpose()?;
-        self.inner
-            .store
-            .top_up(account, amount, reference)
-            .await
-            .map_err(AccessError::from_storage("account"))
+        self.inner.store.top_up(account, amount, reference).await.map_err(|e| match e {
+            StorageError::Ledger(_) => {
+                AccessError::Invalid(format!("sms and mms: each 0 to {}, not both 0", switchboard_ledger::MAX_TOPUP))
+            }
+            other => AccessError::from_storage("account")(other),
+        })
     }
 
     /// Lists ledger entries, newest first.
@@ -481,15 +398,8 @@ impl Core {
         limit: u32,
     ) -> Result<Vec<LedgerRecord>, AccessError> {
         self.account(account).await?;
-        let page = PageRequest {
-            before,
-            limit: limit.clamp(1, MAX_PAGE),
-        };
-        self.inner
-            .store
-            .ledger(account, page)
-            .await
-            .map_err(AccessError::from_storage("ledger entry"))
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        self.inner.store.ledger(account, page).await.map_err(AccessError::from_storage("ledger entry"))
     }
 
     /// Suppresses a recipient for one of the account's senders.
@@ -499,8 +409,7 @@ impl Core {
         sender: &str,
         recipient: &str,
     ) -> Result<OptOutRecord, AccessError> {
-        let recipient = Msisdn::parse(recipient)
-            .map_err(|e| AccessError::Invalid(format!("recipient: {e}")))?;
+        let recipient = Msisdn::parse(recipient).map_err(|e| AccessError::Invalid(format!("recipient: {e}")))?;
         self.owned_sender(account, sender).await?;
         self.inner
             .store
@@ -510,25 +419,12 @@ impl Core {
     }
 
     /// Lifts an opt-out.
-    pub async fn remove_opt_out(
-        &self,
-        account: AccountId,
-        sender: &str,
-        recipient: &str,
-    ) -> Result<(), AccessError> {
-        self.inner
-            .store
-            .remove_opt_out(account, sender, recipient)
-            .await
-            .map_err(AccessError::from_storage("opt-out"))
+    pub async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<(), AccessError> {
+        self.inner.store.remove_opt_out(account, sender, recipient).await.map_err(AccessError::from_storage("opt-out"))
     }
 
     /// Lists an account's opt-outs.
-    pub async fn opt_outs(
-        &self,
-        account: AccountId,
-        limit: u32,
-    ) -> Result<Vec<OptOutRecord>, AccessError> {
+    pub async fn opt_outs(&self, account: AccountId, limit: u32) -> Result<Vec<OptOutRecord>, AccessError> {
         self.account(account).await?;
         self.inner
             .store
@@ -542,9 +438,7 @@ impl Core {
         if senders.iter().any(|s| s.address == sender) {
             Ok(())
         } else {
-            Err(AccessError::Invalid(format!(
-                "sender: {sender} is not assigned to the account"
-            )))
+            Err(AccessError::Invalid(format!("sender: {sender} is not assigned to the account")))
         }
     }
 }
@@ -553,30 +447,21 @@ fn check_name<'a>(field: &str, value: &'a str) -> Result<&'a str, AccessError> {
     let trimmed = value.trim();
     let chars = trimmed.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
-        return Err(AccessError::Invalid(format!(
-            "{field}: must be 1 to {MAX_NAME_CHARS} printable characters"
-        )));
+        return Err(AccessError::Invalid(format!("{field}: must be 1 to {MAX_NAME_CHARS} printable characters")));
     }
     Ok(trimmed)
 }
 
 fn apply_news(record: &mut MessageRecord, news: DispatchNews) {
     match news {
-        DispatchNews::Sent {
-            at,
-            provider_message_id,
-        } => {
+        DispatchNews::Sent { at, provider_message_id } => {
             record.status = MessageStatus::Sent;
             record.sent_at = Some(at);
             record.updated_at = at;
             record.provider_message_id = Some(provider_message_id);
             record.attempts = record.attempts.max(1);
         }
-        DispatchNews::Failed {
-            error_type,
-            message,
-            at,
-        } => {
+        DispatchNews::Failed { error_type, message, at } => {
             record.status = MessageStatus::Failed;
             record.error_type = Some(error_type);
             record.error_message = Some(message);

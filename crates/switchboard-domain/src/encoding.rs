@@ -83,8 +83,8 @@ pub fn is_sendable(c: char) -> bool {
     match c {
         '\t' | '\n' | '\r' => true,
         c if c.is_control() => false,
-        // Non-characters and the replacement marker for bytes that were not text.
-        '\u{FFFE}' | '\u{FFFF}' => false,
+        // Unicode non-characters: U+FDD0..U+FDEF and the last two code points of every plane.
+        '\u{FDD0}'..='\u{FDEF}' => false,
         c => (c as u32) & 0xFFFE != 0xFFFE,
     }
 }
@@ -92,10 +92,7 @@ pub fn is_sendable(c: char) -> bool {
 /// Checks that every character can be sent.
 pub fn check_sendable(text: &str) -> Result<(), UnsupportedCharacter> {
     match text.chars().enumerate().find(|(_, c)| !is_sendable(*c)) {
-        Some((position, character)) => Err(UnsupportedCharacter {
-            character,
-            position,
-        }),
+        Some((position, character)) => Err(UnsupportedCharacter { character, position }),
         None => Ok(()),
     }
 }
@@ -106,20 +103,12 @@ pub fn analyze(text: &str) -> TextInfo {
     match gsm {
         Some(costs) => {
             let units = costs.iter().sum();
-            TextInfo {
-                encoding: Encoding::Gsm7,
-                units,
-                segments: count_parts(&costs, units, 160, 153),
-            }
+            TextInfo { encoding: Encoding::Gsm7, units, segments: count_parts(&costs, units, 160, 153) }
         }
         None => {
             let costs: Vec<usize> = text.chars().map(char::len_utf16).collect();
             let units = costs.iter().sum();
-            TextInfo {
-                encoding: Encoding::Ucs2,
-                units,
-                segments: count_parts(&costs, units, 70, 67),
-            }
+            TextInfo { encoding: Encoding::Ucs2, units, segments: count_parts(&costs, units, 70, 67) }
         }
     }
 }
@@ -183,14 +172,7 @@ mod tests {
 
     #[test]
     fn ucs2_boundaries() {
-        assert_eq!(
-            analyze(&"ж".repeat(70)),
-            TextInfo {
-                encoding: Encoding::Ucs2,
-                units: 70,
-                segments: 1
-            }
-        );
+        assert_eq!(analyze(&"ж".repeat(70)), TextInfo { encoding: Encoding::Ucs2, units: 70, segments: 1 });
         assert_eq!(analyze(&"ж".repeat(71)).segments, 2);
         assert_eq!(analyze(&"ж".repeat(134)).segments, 2);
         assert_eq!(analyze(&"ж".repeat(135)).segments, 3);
@@ -222,6 +204,9 @@ mod tests {
         assert!(check_sendable("\u{1b}").is_err());
         assert!(check_sendable("\u{9f}").is_err());
         assert!(check_sendable("\u{FFFF}").is_err());
+        assert!(check_sendable("\u{FDD0}").is_err());
+        assert!(check_sendable("\u{1FFFE}").is_err());
+        assert!(check_sendable("\u{FFFD}").is_ok());
     }
 
     proptest! {

@@ -52,9 +52,7 @@ impl fmt::Display for AccountId {
 impl FromStr for AccountId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| IdError::NotUuid(truncate(s)))
+        Uuid::parse_str(s).map(Self).map_err(|_| IdError::NotUuid(truncate(s)))
     }
 }
 
@@ -113,10 +111,7 @@ impl FromStr for MessageId {
         let mut n: u128 = 0;
         for b in digits.bytes() {
             let d = BASE58.iter().position(|&c| c == b).ok_or_else(err)? as u128;
-            n = n
-                .checked_mul(58)
-                .and_then(|n| n.checked_add(d))
-                .ok_or_else(err)?;
+            n = n.checked_mul(58).and_then(|n| n.checked_add(d)).ok_or_else(err)?;
         }
         Ok(Self(Uuid::from_u128(n)))
     }
@@ -154,13 +149,9 @@ mod tests {
 
     #[test]
     fn bad_message_ids_are_rejected() {
-        for bad in [
-            "",
-            "msg_",
-            "msg_0000000000000000000000",
-            "xyz_DsAdb4EBYBh3z25sBA1qnv",
-            "msg_zzzzzzzzzzzzzzzzzzzzzz",
-        ] {
+        for bad in
+            ["", "msg_", "msg_0000000000000000000000", "xyz_DsAdb4EBYBh3z25sBA1qnv", "msg_zzzzzzzzzzzzzzzzzzzzzz"]
+        {
             assert!(bad.parse::<MessageId>().is_err(), "{bad}");
         }
         assert!("msg_DsAdb4EBYBh3z25sBA1qnv".parse::<MessageId>().is_ok());

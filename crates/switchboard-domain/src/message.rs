@@ -128,32 +128,16 @@ impl ErrorType {
     pub fn description(self) -> &'static str {
         match self {
             ErrorType::Unknown => "An unspecified error occurred during message processing.",
-            ErrorType::PlatformError => {
-                "An internal platform error prevented the message from being sent."
-            }
-            ErrorType::ProviderError => {
-                "The upstream provider encountered an internal processing error."
-            }
-            ErrorType::InvalidDestination => {
-                "The destination number is invalid, unreachable, or not mobile."
-            }
+            ErrorType::PlatformError => "An internal platform error prevented the message from being sent.",
+            ErrorType::ProviderError => "The upstream provider encountered an internal processing error.",
+            ErrorType::InvalidDestination => "The destination number is invalid, unreachable, or not mobile.",
             ErrorType::InvalidSender => "The sender identity is not valid or not authorized.",
-            ErrorType::DestinationBlocked => {
-                "The destination number is blocked from receiving messages."
-            }
-            ErrorType::OptedOut => {
-                "The recipient has opted out from receiving messages from this sender."
-            }
-            ErrorType::InvalidContent => {
-                "The message content is invalid or exceeds allowed limits."
-            }
+            ErrorType::DestinationBlocked => "The destination number is blocked from receiving messages.",
+            ErrorType::OptedOut => "The recipient has opted out from receiving messages from this sender.",
+            ErrorType::InvalidContent => "The message content is invalid or exceeds allowed limits.",
             ErrorType::RoutingError => "The message could not be routed to the destination.",
-            ErrorType::GeographicRestriction => {
-                "The message was blocked due to geographic restrictions."
-            }
-            ErrorType::ServiceRestricted => {
-                "The requested service type is not supported for this destination."
-            }
+            ErrorType::GeographicRestriction => "The message was blocked due to geographic restrictions.",
+            ErrorType::ServiceRestricted => "The requested service type is not supported for this destination.",
         }
     }
 }

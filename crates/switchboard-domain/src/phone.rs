@@ -8,9 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
     /// Not `+` followed by 8 to 15 digits, the first not 0.
-    #[error(
-        "`{0}` is not an E.164 phone number (expected + and 8 to 15 digits, e.g. +18005551234)"
-    )]
+    #[error("`{0}` is not an E.164 phone number (expected + and 8 to 15 digits, e.g. +18005551234)")]
     NotE164(String),
 }
 
@@ -23,17 +21,10 @@ pub struct Msisdn(String);
 impl Msisdn {
     /// Parses `+` followed by 8 to 15 digits, the first of them not 0. No spaces or punctuation.
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
-        let digits = s
-            .strip_prefix('+')
-            .ok_or_else(|| PhoneError::NotE164(short(s)))?;
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(PhoneError::NotE164(short(s)))
-        }
+        let digits = s.strip_prefix('+').ok_or_else(|| PhoneError::NotE164(short(s)))?;
+        let ok =
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+        if ok { Ok(Self(s.to_owned())) } else { Err(PhoneError::NotE164(short(s))) }
     }
 
     /// The number as text, with its `+`.
@@ -90,12 +81,7 @@ mod tests {
 
     #[test]
     fn accepts_e164() {
-        for ok in [
-            "+18005551234",
-            "+447400123456",
-            "+4915112345678",
-            "+12345678",
-        ] {
+        for ok in ["+18005551234", "+447400123456", "+4915112345678", "+12345678"] {
             assert_eq!(Msisdn::parse(ok).unwrap().as_str(), ok);
         }
     }

@@ -48,16 +48,11 @@ impl TlStatus {
     /// Maps the core lifecycle onto TextingLine's three words.
     pub fn from_status(status: MessageStatus) -> Self {
         match status {
-            MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Queued => {
-                TlStatus::Queued
+            MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Queued => TlStatus::Queued,
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Received => TlStatus::Sent,
+            MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired | MessageStatus::Canceled => {
+                TlStatus::Failed
             }
-            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Received => {
-                TlStatus::Sent
-            }
-            MessageStatus::Failed
-            | MessageStatus::Undelivered
-            | MessageStatus::Expired
-            | MessageStatus::Canceled => TlStatus::Failed,
         }
     }
 }
@@ -208,10 +203,7 @@ pub struct ApiKeyCreated {
 
 impl std::fmt::Debug for ApiKeyCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyCreated")
-            .field("key", &self.key)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("ApiKeyCreated").field("key", &self.key).field("secret", &"<redacted>").finish()
     }
 }
 

@@ -23,10 +23,7 @@ pub struct Credits {
 impl std::ops::Neg for Credits {
     type Output = Credits;
     fn neg(self) -> Credits {
-        Credits {
-            sms: -self.sms,
-            mms: -self.mms,
-        }
+        Credits { sms: -self.sms, mms: -self.mms }
     }
 }
 
@@ -46,18 +43,12 @@ impl Credits {
 
     /// The sum, or `None` on overflow.
     pub fn checked_add(self, other: Credits) -> Option<Credits> {
-        Some(Credits {
-            sms: self.sms.checked_add(other.sms)?,
-            mms: self.mms.checked_add(other.mms)?,
-        })
+        Some(Credits { sms: self.sms.checked_add(other.sms)?, mms: self.mms.checked_add(other.mms)? })
     }
 
     /// The difference, or `None` on overflow.
     pub fn checked_sub(self, other: Credits) -> Option<Credits> {
-        Some(Credits {
-            sms: self.sms.checked_sub(other.sms)?,
-            mms: self.mms.checked_sub(other.mms)?,
-        })
+        Some(Credits { sms: self.sms.checked_sub(other.sms)?, mms: self.mms.checked_sub(other.mms)? })
     }
 }
 
@@ -73,10 +64,7 @@ pub struct Tariff {
 impl Default for Tariff {
     /// TextingLine's published prices.
     fn default() -> Self {
-        Tariff {
-            sms: Credits::new(2, 0),
-            mms: Credits::new(2, 1),
-        }
+        Tariff { sms: Credits::new(2, 0), mms: Credits::new(2, 1) }
     }
 }
 
@@ -172,15 +160,9 @@ impl Balance {
             return Err(LedgerError::InvalidAmount(price));
         }
         if !self.covers(price) {
-            return Err(LedgerError::Insufficient {
-                balance: self.0,
-                needed: price,
-            });
+            return Err(LedgerError::Insufficient { balance: self.0, needed: price });
         }
-        self.0 = self
-            .0
-            .checked_sub(price)
-            .ok_or(LedgerError::InvalidAmount(price))?;
+        self.0 = self.0.checked_sub(price).ok_or(LedgerError::InvalidAmount(price))?;
         Ok(-price)
     }
 
@@ -189,10 +171,7 @@ impl Balance {
         if charged.sms < 0 || charged.mms < 0 {
             return Err(LedgerError::InvalidAmount(charged));
         }
-        self.0 = self
-            .0
-            .checked_add(charged)
-            .ok_or(LedgerError::InvalidAmount(charged))?;
+        self.0 = self.0.checked_add(charged).ok_or(LedgerError::InvalidAmount(charged))?;
         Ok(charged)
     }
 
@@ -202,10 +181,7 @@ impl Balance {
         if !in_range(amount.sms) || !in_range(amount.mms) || amount.is_zero() {
             return Err(LedgerError::InvalidAmount(amount));
         }
-        self.0 = self
-            .0
-            .checked_add(amount)
-            .ok_or(LedgerError::InvalidAmount(amount))?;
+        self.0 = self.0.checked_add(amount).ok_or(LedgerError::InvalidAmount(amount))?;
         Ok(amount)
     }
 }
@@ -226,10 +202,7 @@ mod tests {
     fn charge_refuses_to_go_negative() {
         let mut b = Balance::new(Credits::new(3, 0)).unwrap();
         assert_eq!(b.charge(Credits::new(2, 0)), Ok(Credits::new(-2, 0)));
-        assert!(matches!(
-            b.charge(Credits::new(2, 0)),
-            Err(LedgerError::Insufficient { .. })
-        ));
+        assert!(matches!(b.charge(Credits::new(2, 0)), Err(LedgerError::Insufficient { .. })));
         assert_eq!(b.credits(), Credits::new(1, 0));
         // An MMS needs both balances.
         let mut b = Balance::new(Credits::new(10, 0)).unwrap();

@@ -62,19 +62,11 @@ pub struct ProviderError {
 impl ProviderError {
     /// A permanent failure with the type's standard description.
     pub fn permanent(error_type: ErrorType) -> Self {
-        Self {
-            error_type,
-            retryable: false,
-            message: error_type.description().to_owned(),
-        }
+        Self { error_type, retryable: false, message: error_type.description().to_owned() }
     }
     /// A failure that may pass on a later attempt.
     pub fn retryable(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self {
-            error_type,
-            retryable: true,
-            message: message.into(),
-        }
+        Self { error_type, retryable: true, message: message.into() }
     }
 }
 

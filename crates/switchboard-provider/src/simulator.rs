@@ -44,9 +44,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        Self {
-            slow_delay: Duration::from_secs(2),
-        }
+        Self { slow_delay: Duration::from_secs(2) }
     }
 }
 
@@ -60,17 +58,12 @@ pub struct Simulator {
 impl Simulator {
     /// A simulator with these settings.
     pub fn new(config: SimulatorConfig) -> Self {
-        Self {
-            config,
-            counter: AtomicU64::new(0),
-        }
+        Self { config, counter: AtomicU64::new(0) }
     }
 
     /// The fixed outcome of a failing test number, if the number is one.
     pub fn failure_for(recipient: &str) -> Option<ErrorType> {
-        let code = recipient
-            .strip_prefix("+155500010")
-            .filter(|c| c.len() == 2)?;
+        let code = recipient.strip_prefix("+155500010").filter(|c| c.len() == 2)?;
         let n: u32 = code.parse().ok()?;
         Some(match n {
             1 => ErrorType::InvalidDestination,
@@ -103,23 +96,15 @@ impl Provider for Simulator {
         match to {
             SLOW => tokio::time::sleep(self.config.slow_delay).await,
             FLAKY if message.attempt <= 1 => {
-                return Err(ProviderError::retryable(
-                    ErrorType::ProviderError,
-                    "simulated transient upstream failure",
-                ));
+                return Err(ProviderError::retryable(ErrorType::ProviderError, "simulated transient upstream failure"));
             }
             ALWAYS_RETRYABLE => {
-                return Err(ProviderError::retryable(
-                    ErrorType::ProviderError,
-                    "simulated transient upstream failure",
-                ));
+                return Err(ProviderError::retryable(ErrorType::ProviderError, "simulated transient upstream failure"));
             }
             _ => {}
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Submission {
-            provider_message_id: format!("sim-{}-{n}", message.id.as_uuid().simple()),
-        })
+        Ok(Submission { provider_message_id: format!("sim-{}-{n}", message.id.as_uuid().simple()) })
     }
 }
 
@@ -165,19 +150,12 @@ mod tests {
         assert!(sim.send(&msg("+18005551234", 1)).await.is_ok());
         assert!(sim.send(&msg(FLAKY, 1)).await.unwrap_err().retryable);
         assert!(sim.send(&msg(FLAKY, 2)).await.is_ok());
-        assert!(
-            sim.send(&msg(ALWAYS_RETRYABLE, 5))
-                .await
-                .unwrap_err()
-                .retryable
-        );
+        assert!(sim.send(&msg(ALWAYS_RETRYABLE, 5)).await.unwrap_err().retryable);
     }
 
     #[tokio::test]
     async fn slow_number_waits() {
-        let sim = Simulator::new(SimulatorConfig {
-            slow_delay: Duration::from_millis(50),
-        });
+        let sim = Simulator::new(SimulatorConfig { slow_delay: Duration::from_millis(50) });
         let start = std::time::Instant::now();
         assert!(sim.send(&msg(SLOW, 1)).await.is_ok());
         assert!(start.elapsed() >= Duration::from_millis(50));

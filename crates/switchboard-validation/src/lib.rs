@@ -25,12 +25,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            max_body_chars: 640,
-            max_media_url_len: 2048,
-            max_idempotency_key_len: 255,
-            blocked_terms: Vec::new(),
-        }
+        Policy { max_body_chars: 640, max_media_url_len: 2048, max_idempotency_key_len: 255, blocked_terms: Vec::new() }
     }
 }
 
@@ -92,7 +87,7 @@ pub enum ValidationError {
     #[error("body: {0}")]
     UnsupportedCharacter(UnsupportedCharacter),
     /// The media URL is not an absolute http(s) URL or is too long.
-    #[error("mediaUrl: must be an absolute http or https URL of at most {max} characters")]
+    #[error("mediaUrl: must be an absolute http or https URL of at most {max} bytes")]
     InvalidMediaUrl {
         /// The limit.
         max: u64,
@@ -118,16 +113,10 @@ impl Policy {
             None => None,
             Some(url) => Some(self.check_media_url(url)?.to_owned()),
         };
-        let kind = if media_url.is_some() {
-            MessageKind::Mms
-        } else {
-            MessageKind::Sms
-        };
+        let kind = if media_url.is_some() { MessageKind::Mms } else { MessageKind::Sms };
 
         // An empty body on an MMS is the same as no body.
-        let body = f
-            .body
-            .filter(|b| !(b.is_empty() && kind == MessageKind::Mms));
+        let body = f.body.filter(|b| !(b.is_empty() && kind == MessageKind::Mms));
         let body = match (body, kind) {
             (None, MessageKind::Sms) => return Err(ValidationError::MissingBody),
             (Some(b), MessageKind::Sms) if b.trim().is_empty() => {
@@ -144,32 +133,19 @@ impl Policy {
             None => None,
             Some(k) => {
                 if !k.validate_length(Some(1), Some(self.max_idempotency_key_len), None) {
-                    return Err(ValidationError::InvalidIdempotencyKey {
-                        max: self.max_idempotency_key_len,
-                    });
+                    return Err(ValidationError::InvalidIdempotencyKey { max: self.max_idempotency_key_len });
                 }
                 Some(k.to_owned())
             }
         };
 
-        Ok(SendCommand {
-            to,
-            from,
-            kind,
-            body: body.map(str::to_owned),
-            media_url,
-            text,
-            idempotency_key,
-        })
+        Ok(SendCommand { to, from, kind, body: body.map(str::to_owned), media_url, text, idempotency_key })
     }
 
     /// Checks a message text: length, sendable characters, compliance. Returns its encoding.
     pub fn check_text(&self, body: &str) -> Result<TextInfo, ValidationError> {
         if !body.validate_length(None, Some(self.max_body_chars), None) {
-            return Err(ValidationError::BodyTooLong {
-                chars: body.chars().count(),
-                max: self.max_body_chars,
-            });
+            return Err(ValidationError::BodyTooLong { chars: body.chars().count(), max: self.max_body_chars });
         }
         encoding::check_sendable(body).map_err(ValidationError::UnsupportedCharacter)?;
         if self.violates_compliance(body) {
@@ -184,13 +160,7 @@ impl Policy {
         let ok = url.len() as u64 <= self.max_media_url_len
             && (lower.starts_with("http://") || lower.starts_with("https://"))
             && url.validate_url();
-        if ok {
-            Ok(url)
-        } else {
-            Err(ValidationError::InvalidMediaUrl {
-                max: self.max_media_url_len,
-            })
-        }
+        if ok { Ok(url) } else { Err(ValidationError::InvalidMediaUrl { max: self.max_media_url_len }) }
     }
 
     fn violates_compliance(&self, body: &str) -> bool {
@@ -204,8 +174,7 @@ impl Policy {
                 && text.match_indices(&term).any(|(i, _)| {
                     let before = text[..i].chars().next_back();
                     let after = text[i + term.len()..].chars().next();
-                    !before.is_some_and(char::is_alphanumeric)
-                        && !after.is_some_and(char::is_alphanumeric)
+                    !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
                 })
         })
     }
@@ -217,19 +186,12 @@ mod tests {
     use switchboard_domain::Encoding;
 
     fn sms(body: &str) -> SendFields<'_> {
-        SendFields {
-            to: "+18005551234",
-            from: "+18005559876",
-            body: Some(body),
-            ..Default::default()
-        }
+        SendFields { to: "+18005551234", from: "+18005559876", body: Some(body), ..Default::default() }
     }
 
     #[test]
     fn a_plain_sms_passes() {
-        let cmd = Policy::default()
-            .check_send(sms("Your verification code is 482910"))
-            .unwrap();
+        let cmd = Policy::default().check_send(sms("Your verification code is 482910")).unwrap();
         assert_eq!(cmd.kind, MessageKind::Sms);
         assert_eq!(cmd.text.encoding, Encoding::Gsm7);
         assert_eq!(cmd.text.segments, 1);
@@ -239,50 +201,22 @@ mod tests {
     fn body_limits() {
         let p = Policy::default();
         assert!(p.check_send(sms(&"é".repeat(640))).is_ok());
-        assert!(matches!(
-            p.check_send(sms(&"a".repeat(641))),
-            Err(ValidationError::BodyTooLong { chars: 641, .. })
-        ));
+        assert!(matches!(p.check_send(sms(&"a".repeat(641))), Err(ValidationError::BodyTooLong { chars: 641, .. })));
         assert_eq!(p.check_send(sms("   ")), Err(ValidationError::MissingBody));
-        let f = SendFields {
-            body: None,
-            ..sms("")
-        };
+        let f = SendFields { body: None, ..sms("") };
         assert_eq!(p.check_send(f), Err(ValidationError::MissingBody));
-        assert!(matches!(
-            p.check_send(sms("a\u{0}b")),
-            Err(ValidationError::UnsupportedCharacter(_))
-        ));
+        assert!(matches!(p.check_send(sms("a\u{0}b")), Err(ValidationError::UnsupportedCharacter(_))));
     }
 
     #[test]
     fn mms_needs_a_good_url_and_no_body() {
         let p = Policy::default();
-        let f = SendFields {
-            body: None,
-            media_url: Some("https://example.com/a.jpg"),
-            ..sms("")
-        };
+        let f = SendFields { body: None, media_url: Some("https://example.com/a.jpg"), ..sms("") };
         let cmd = p.check_send(f).unwrap();
         assert_eq!((cmd.kind, cmd.body), (MessageKind::Mms, None));
-        for bad in [
-            "ftp://example.com/a.jpg",
-            "/a.jpg",
-            "https://",
-            "not a url",
-            "javascript:alert(1)",
-        ] {
-            let f = SendFields {
-                media_url: Some(bad),
-                ..sms("x")
-            };
-            assert!(
-                matches!(
-                    p.check_send(f),
-                    Err(ValidationError::InvalidMediaUrl { .. })
-                ),
-                "{bad}"
-            );
+        for bad in ["ftp://example.com/a.jpg", "/a.jpg", "https://", "not a url", "javascript:alert(1)"] {
+            let f = SendFields { media_url: Some(bad), ..sms("x") };
+            assert!(matches!(p.check_send(f), Err(ValidationError::InvalidMediaUrl { .. })), "{bad}");
         }
     }
 
@@ -290,58 +224,25 @@ mod tests {
     fn numbers_must_be_e164() {
         let p = Policy::default();
         assert!(matches!(
-            p.check_send(SendFields {
-                to: "port back up",
-                ..sms("x")
-            }),
+            p.check_send(SendFields { to: "port back up", ..sms("x") }),
             Err(ValidationError::InvalidTo(_))
         ));
-        assert!(matches!(
-            p.check_send(SendFields {
-                from: "12345",
-                ..sms("x")
-            }),
-            Err(ValidationError::InvalidFrom(_))
-        ));
+        assert!(matches!(p.check_send(SendFields { from: "12345", ..sms("x") }), Err(ValidationError::InvalidFrom(_))));
     }
 
     #[test]
     fn idempotency_key_bounds() {
         let p = Policy::default();
-        assert!(
-            p.check_send(SendFields {
-                idempotency_key: Some(""),
-                ..sms("x")
-            })
-            .is_err()
-        );
+        assert!(p.check_send(SendFields { idempotency_key: Some(""), ..sms("x") }).is_err());
         let long = "k".repeat(256);
-        assert!(
-            p.check_send(SendFields {
-                idempotency_key: Some(&long),
-                ..sms("x")
-            })
-            .is_err()
-        );
-        assert!(
-            p.check_send(SendFields {
-                idempotency_key: Some("order-1"),
-                ..sms("x")
-            })
-            .is_ok()
-        );
+        assert!(p.check_send(SendFields { idempotency_key: Some(&long), ..sms("x") }).is_err());
+        assert!(p.check_send(SendFields { idempotency_key: Some("order-1"), ..sms("x") }).is_ok());
     }
 
     #[test]
     fn blocked_terms_match_whole_words() {
-        let p = Policy {
-            blocked_terms: vec!["casino".into()],
-            ..Policy::default()
-        };
-        assert_eq!(
-            p.check_send(sms("Win at the CASINO tonight")),
-            Err(ValidationError::Compliance)
-        );
+        let p = Policy { blocked_terms: vec!["casino".into()], ..Policy::default() };
+        assert_eq!(p.check_send(sms("Win at the CASINO tonight")), Err(ValidationError::Compliance));
         assert!(p.check_send(sms("casinos-free zone")).is_ok());
     }
 }

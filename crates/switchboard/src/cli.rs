@@ -48,11 +48,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Base URL of the server.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, env = "SWITCHBOARD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Operator token; by default SWITCHBOARD_OPERATOR_TOKEN, else `<data dir>/operator-token`.
     #[arg(long, env = "SWITCHBOARD_OPERATOR_TOKEN", hide_env_values = true)]
@@ -263,10 +259,7 @@ impl AdminArgs {
                 let path = self.data_dir.join("operator-token");
                 std::fs::read_to_string(&path)
                     .with_context(|| {
-                        format!(
-                            "no --token, no SWITCHBOARD_OPERATOR_TOKEN, and {} cannot be read",
-                            path.display()
-                        )
+                        format!("no --token, no SWITCHBOARD_OPERATOR_TOKEN, and {} cannot be read", path.display())
                     })?
                     .trim()
                     .to_owned()
@@ -285,86 +278,33 @@ fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
 pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
     let c = args.client()?;
     match args.command {
-        AdminCommand::Accounts(AccountsCmd::Create { name }) => {
-            print(&c.create_account(&name).await?)
-        }
-        AdminCommand::Accounts(AccountsCmd::List { limit }) => {
-            print(&c.accounts(limit, None).await?)
-        }
+        AdminCommand::Accounts(AccountsCmd::Create { name }) => print(&c.create_account(&name).await?),
+        AdminCommand::Accounts(AccountsCmd::List { limit }) => print(&c.accounts(limit, None).await?),
         AdminCommand::Accounts(AccountsCmd::Get { account }) => print(&c.account(account).await?),
-        AdminCommand::Keys(KeysCmd::Create { account, name }) => {
-            print(&c.create_key(account, name.as_deref()).await?)
-        }
+        AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
-        AdminCommand::Keys(KeysCmd::Revoke { account, key }) => {
-            print(&c.revoke_key(account, &key).await?)
+        AdminCommand::Keys(KeysCmd::Revoke { account, key }) => print(&c.revoke_key(account, &key).await?),
+        AdminCommand::Senders(SendersCmd::Add { account, address, inactive, mms, no_sms }) => {
+            print(&c.add_sender(account, &CreateSender { address, active: !inactive, sms: !no_sms, mms }).await?)
         }
-        AdminCommand::Senders(SendersCmd::Add {
-            account,
-            address,
-            inactive,
-            mms,
-            no_sms,
-        }) => print(
-            &c.add_sender(
-                account,
-                &CreateSender {
-                    address,
-                    active: !inactive,
-                    sms: !no_sms,
-                    mms,
-                },
-            )
-            .await?,
-        ),
         AdminCommand::Senders(SendersCmd::List { account }) => print(&c.senders(account).await?),
-        AdminCommand::Senders(SendersCmd::Update {
-            account,
-            address,
-            active,
-            sms,
-            mms,
-        }) => print(
-            &c.update_sender(account, &address, &UpdateSender { active, sms, mms })
-                .await?,
-        ),
-        AdminCommand::Credits(CreditsCmd::TopUp {
-            account,
-            sms,
-            mms,
-            reference,
-        }) => print(
-            &c.top_up(
-                account,
-                &TopUp {
-                    sms,
-                    mms,
-                    reference,
-                },
-            )
-            .await?,
-        ),
-        AdminCommand::Credits(CreditsCmd::Balance { account }) => print(&c.balance(account).await?),
-        AdminCommand::Credits(CreditsCmd::Ledger { account, limit }) => {
-            print(&c.ledger(account, limit, None).await?)
+        AdminCommand::Senders(SendersCmd::Update { account, address, active, sms, mms }) => {
+            print(&c.update_sender(account, &address, &UpdateSender { active, sms, mms }).await?)
         }
-        AdminCommand::OptOuts(OptOutsCmd::Add {
-            account,
-            sender,
-            recipient,
-        }) => print(&c.add_opt_out(account, &sender, &recipient).await?),
-        AdminCommand::OptOuts(OptOutsCmd::Remove {
-            account,
-            sender,
-            recipient,
-        }) => {
+        AdminCommand::Credits(CreditsCmd::TopUp { account, sms, mms, reference }) => {
+            print(&c.top_up(account, &TopUp { sms, mms, reference }).await?)
+        }
+        AdminCommand::Credits(CreditsCmd::Balance { account }) => print(&c.balance(account).await?),
+        AdminCommand::Credits(CreditsCmd::Ledger { account, limit }) => print(&c.ledger(account, limit, None).await?),
+        AdminCommand::OptOuts(OptOutsCmd::Add { account, sender, recipient }) => {
+            print(&c.add_opt_out(account, &sender, &recipient).await?)
+        }
+        AdminCommand::OptOuts(OptOutsCmd::Remove { account, sender, recipient }) => {
             c.remove_opt_out(account, &sender, &recipient).await?;
             print(&serde_json::json!({"removed": true}))
         }
         AdminCommand::OptOuts(OptOutsCmd::List { account }) => print(&c.opt_outs(account).await?),
-        AdminCommand::Messages(MessagesCmd::List { account, limit }) => {
-            print(&c.messages(account, limit, None).await?)
-        }
+        AdminCommand::Messages(MessagesCmd::List { account, limit }) => print(&c.messages(account, limit, None).await?),
         AdminCommand::Messages(MessagesCmd::Get { id }) => {
             let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             print(&c.message(id).await?)

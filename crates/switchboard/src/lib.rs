@@ -32,9 +32,7 @@ pub struct App {
 impl App {
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// The core, for tests that look underneath the HTTP API.
@@ -47,36 +45,26 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
 }
 
 /// Opens the database, starts the core, binds the listener.
 pub async fn build(settings: &Settings) -> anyhow::Result<App> {
-    if settings.database_url.starts_with("sqlite:") {
-        ensure_sqlite_dir(&settings.database_url)?;
+    let database_url = settings.database();
+    if database_url.starts_with("sqlite:") {
+        ensure_sqlite_dir(&database_url)?;
     }
     let store = switchboard_storage::connect(
-        &settings.database_url,
-        &ConnectOptions {
-            max_connections: settings.database_connections,
-            ..ConnectOptions::default()
-        },
+        &database_url,
+        &ConnectOptions { max_connections: settings.database_connections, ..ConnectOptions::default() },
     )
     .await
-    .with_context(|| {
-        format!(
-            "opening the database {}",
-            settings::redact_url(&settings.database_url)
-        )
-    })?;
+    .with_context(|| format!("opening the database {}", settings::redact_url(&database_url)))?;
     let backend = store.backend();
 
-    let provider = Arc::new(Simulator::new(SimulatorConfig {
-        slow_delay: Duration::from_millis(settings.simulator_slow_ms),
-    }));
+    let provider =
+        Arc::new(Simulator::new(SimulatorConfig { slow_delay: Duration::from_millis(settings.simulator_slow_ms) }));
     let config = CoreConfig {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
@@ -97,16 +85,13 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             max_attempts: settings.dispatch_max_attempts,
             base_backoff: Duration::from_millis(settings.dispatch_base_backoff_ms),
             send_timeout: Duration::from_millis(settings.provider_timeout_ms),
-            lease: Duration::from_millis(
-                settings.provider_timeout_ms.saturating_mul(2).max(10_000),
-            ),
+            // A claim outlives the provider call it covers, so no two nodes send one message.
+            lease: Duration::from_millis(settings.provider_timeout_ms.saturating_mul(2).max(5_000)),
             ..DispatcherConfig::default()
         },
         ..CoreConfig::default()
     };
-    let core = Core::start(store, provider, config)
-        .await
-        .context("starting the core")?;
+    let core = Core::start(store, provider, config).await.context("starting the core")?;
 
     let operator_token = match &settings.operator_token {
         Some(t) => t.clone(),
@@ -121,30 +106,26 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
         },
     };
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
+    let listener =
+        TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        database = %settings::redact_url(&settings.database_url),
+        database = %settings::redact_url(&database_url),
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App {
-        listener,
-        router: switchboard_api::router(state),
-        core,
-    })
+    Ok(App { listener, router: switchboard_api::router(state), core })
 }
 
 /// Creates or upgrades the database schema.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    if settings.database_url.starts_with("sqlite:") {
-        ensure_sqlite_dir(&settings.database_url)?;
+    let database_url = settings.database();
+    if database_url.starts_with("sqlite:") {
+        ensure_sqlite_dir(&database_url)?;
     }
-    switchboard_storage::connect(&settings.database_url, &ConnectOptions::default())
+    switchboard_storage::connect(&database_url, &ConnectOptions::default())
         .await
-        .with_context(|| format!("migrating {}", settings::redact_url(&settings.database_url)))?;
+        .with_context(|| format!("migrating {}", settings::redact_url(&database_url)))?;
     Ok(())
 }
 
@@ -157,10 +138,8 @@ pub fn operator_token_file(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(token);
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let token = format!("op_{}", uuid::Uuid::new_v4().simple())
-        + &uuid::Uuid::new_v4().simple().to_string();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = format!("op_{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
     write_private(&path, &token)?;
     tracing::info!(path = %path.display(), "generated the operator token; read it from this file");
     Ok(token)
@@ -187,17 +166,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or(path);
     if path.is_empty() || path.starts_with(':') {
         return Ok(());
     }
-    if let Some(dir) = Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())

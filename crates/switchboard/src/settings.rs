@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct Settings {
     /// Address to listen on.
     pub listen: String,
-    /// `sqlite://…` (embedded, the default) or `postgres://…`.
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/switchboard.db`.
     pub database_url: String,
     /// Folder for the embedded database and the generated operator token.
     pub data_dir: PathBuf,
@@ -59,12 +59,9 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
-            .field("database", &redact_url(&self.database_url))
+            .field("database", &redact_url(&self.database()))
             .field("data_dir", &self.data_dir)
-            .field(
-                "operator_token",
-                &self.operator_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("operator_token", &self.operator_token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +70,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            database_url: "sqlite://switchboard-data/switchboard.db".into(),
+            database_url: String::new(),
             data_dir: PathBuf::from("switchboard-data"),
             operator_token: None,
             log_format: "text".into(),
@@ -101,30 +98,25 @@ impl Default for Settings {
 pub const CONFIG_VAR: &str = "SWITCHBOARD_CONFIG";
 
 impl Settings {
-    /// Defaults, overlaid by the file (if any) and then the environment.
+    /// Defaults, overlaid by the file (if any) and then the environment. Call
+    /// [`Settings::validate`] once the command-line flags are applied too.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(CONFIG_VAR).map(PathBuf::from));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_VAR).map(PathBuf::from));
         let mut settings = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
             None => Settings::default(),
         };
         settings.apply_env(|name| std::env::var(name).ok())?;
-        settings.validate()?;
         Ok(settings)
     }
 
     /// Overlays `SWITCHBOARD_<FIELD>` variables.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         fn parse<T: std::str::FromStr>(name: &str, v: String) -> anyhow::Result<T> {
-            v.trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}"))
+            v.trim().parse().map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}"))
         }
         macro_rules! env {
             ($field:ident, $name:literal, string) => {
@@ -155,12 +147,7 @@ impl Settings {
         env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
         env!(max_body_chars, "SWITCHBOARD_MAX_BODY_CHARS");
         if let Some(v) = var("SWITCHBOARD_BLOCKED_TERMS") {
-            self.blocked_terms = v
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect();
+            self.blocked_terms = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         }
         env!(sent_wait_ms, "SWITCHBOARD_SENT_WAIT_MS");
         env!(commit_writers, "SWITCHBOARD_COMMIT_WRITERS", option);
@@ -170,21 +157,25 @@ impl Settings {
         env!(dispatch_max_in_flight, "SWITCHBOARD_DISPATCH_MAX_IN_FLIGHT");
         env!(dispatch_poll_ms, "SWITCHBOARD_DISPATCH_POLL_MS");
         env!(dispatch_max_attempts, "SWITCHBOARD_DISPATCH_MAX_ATTEMPTS");
-        env!(
-            dispatch_base_backoff_ms,
-            "SWITCHBOARD_DISPATCH_BASE_BACKOFF_MS"
-        );
+        env!(dispatch_base_backoff_ms, "SWITCHBOARD_DISPATCH_BASE_BACKOFF_MS");
         env!(provider_timeout_ms, "SWITCHBOARD_PROVIDER_TIMEOUT_MS");
         env!(simulator_slow_ms, "SWITCHBOARD_SIMULATOR_SLOW_MS");
         Ok(())
     }
 
+    /// The database URL in force: the configured one, or the embedded database in `data_dir`.
+    pub fn database(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("switchboard.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres:")
-            || self.database_url.starts_with("postgresql:"))
-        {
+        let url = self.database();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             bail!("database_url must start with sqlite: or postgres:");
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
@@ -218,11 +209,7 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
             format!("{}{}{}", &url[..scheme + 3], hidden, &url[at..])
         }
         _ => url.to_owned(),
@@ -249,10 +236,7 @@ mod tests {
         s.validate().unwrap();
         let bad = |name: &str| (name == "SWITCHBOARD_MAX_BODY_BYTES").then(|| "lots".to_owned());
         assert!(Settings::default().apply_env(bad).is_err());
-        let s = Settings {
-            database_url: "mysql://x".into(),
-            ..Settings::default()
-        };
+        let s = Settings { database_url: "mysql://x".into(), ..Settings::default() };
         assert!(s.validate().is_err());
     }
 
@@ -270,14 +254,8 @@ mod tests {
             ..Settings::default()
         };
         let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("super-secret") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-        assert_eq!(
-            redact_url("postgres://sb:hunter2@db/sb"),
-            "postgres://sb:***@db/sb"
-        );
+        assert!(!shown.contains("super-secret") && !shown.contains("hunter2"), "{shown}");
+        assert_eq!(redact_url("postgres://sb:hunter2@db/sb"), "postgres://sb:***@db/sb");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }

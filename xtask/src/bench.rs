@@ -1,0 +1,379 @@
+//! `cargo xtask bench`: the release server on embedded SQLite (WAL, fsync on every commit)
+//! with the simulator, under a bounded load at the TextingLine endpoint.
+//!
+//! For each scenario it sends a fixed number of requests from a fixed number of concurrent
+//! connections and reports accepted messages/s, latency percentiles, and how fast the
+//! dispatcher handed the accepted messages to the provider (read from `/metrics`). The run
+//! stops by itself: every loop is bounded by the request count and a deadline.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use switchboard_client::AdminClient;
+use switchboard_domain::wire::{CreateSender, TopUp};
+
+const TOKEN: &str = "bench-operator-token-0123456789";
+const DEADLINE: Duration = Duration::from_secs(300);
+
+struct Options {
+    requests: usize,
+    concurrency: Vec<usize>,
+}
+
+fn options(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options { requests: 20_000, concurrency: vec![16, 64] };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--requests" => o.requests = it.next().context("--requests N")?.parse()?,
+            "--concurrency" => {
+                o.concurrency =
+                    it.next().context("--concurrency 16,64")?.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if o.requests == 0 || o.requests > 1_000_000 || o.concurrency.iter().any(|&c| c == 0 || c > 1024) {
+        bail!("requests must be 1..=1000000 and concurrency 1..=1024");
+    }
+    Ok(o)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_server(root: &Path, data: &Path, sent_wait_ms: u64) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let child = Command::new(root.join("target/release/switchboard"))
+        .arg("serve")
+        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_DATABASE_URL", format!("sqlite://{}", data.join("bench.db").display()))
+        .env("SWITCHBOARD_DATA_DIR", data)
+        .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
+        .env("SWITCHBOARD_SENT_WAIT_MS", sent_wait_ms.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting target/release/switchboard")?;
+    Ok(Server { child, url: format!("http://127.0.0.1:{port}") })
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not become healthy")
+}
+
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{url}/metrics")).send().await?.text().await?;
+    let prefix = format!("{name} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0))
+}
+
+async fn sent_total(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+    Ok(metric(http, url, "switchboard_messages_sent_total").await? as u64)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// `cargo xtask load URL KEY_ID SECRET REQUESTS CONCURRENCY`: the bench's load against a
+/// server you started yourself (for profiling).
+pub(crate) fn load(args: &[String]) -> anyhow::Result<()> {
+    let [url, key_id, secret, requests, concurrency] = args else {
+        bail!("usage: load URL KEY_ID SECRET REQUESTS CONCURRENCY")
+    };
+    let (requests, concurrency): (usize, usize) = (requests.parse()?, concurrency.parse()?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+        let start = Instant::now();
+        let (mut lat, errors) = drive(&http, url, key_id, secret, requests, concurrency, "load").await?;
+        let secs = start.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        println!(
+            "{} ok, {errors} errors, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+            lat.len(),
+            lat.len() as f64 / secs,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+        Ok(())
+    })
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let o = options(args)?;
+    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+        "build",
+        "--release",
+        "-p",
+        "switchboard",
+        "--bin",
+        "switchboard",
+    ]))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut results = Vec::new();
+    for sent_wait_ms in [0u64, 50] {
+        for &c in &o.concurrency {
+            results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms))?);
+        }
+    }
+    println!();
+    println!(
+        "{:<28} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14}",
+        "scenario", "conc", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s"
+    );
+    for r in &results {
+        println!(
+            "{:<28} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0}",
+            r["scenario"].as_str().unwrap_or(""),
+            r["concurrency"],
+            r["accepted_per_sec"].as_f64().unwrap_or(0.0),
+            r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            r["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
+            r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            r["dispatched_per_sec"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let report = json!({
+        "tool": "cargo xtask bench",
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "store": "sqlite (WAL, synchronous=FULL, group commit)",
+        "provider": "simulator",
+        "requests_per_scenario": o.requests,
+        "results": results,
+    });
+    let path = dir.join(format!("bench-{stamp}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(dir.join("latest.json"), serde_json::to_vec_pretty(&report)?)?;
+    println!("\nreport: {}", path.display());
+    Ok(())
+}
+
+async fn scenario(
+    root: &Path,
+    requests: usize,
+    concurrency: usize,
+    sent_wait_ms: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let data =
+        std::env::temp_dir().join(format!("switchboard-bench-{}-{concurrency}-{sent_wait_ms}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let server = start_server(root, &data, sent_wait_ms)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    wait_healthy(&http, &server.url).await?;
+
+    let admin = AdminClient::new(&server.url, TOKEN);
+    let account = admin.create_account("bench").await?;
+    admin
+        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
+        .await?;
+    admin
+        .top_up(account.id, &TopUp { sms: 2 * (requests + 200) as i64, mms: 0, reference: Some("bench".into()) })
+        .await?;
+    let key = admin.create_key(account.id, Some("bench")).await?;
+
+    // Warm up connections and caches; these messages are not counted.
+    let warm = 200.min(requests);
+    drive(&http, &server.url, &key.key.id, &key.secret, warm, concurrency.min(warm), "warm").await?;
+    let sent_before = wait_sent(&http, &server.url, warm as u64, Instant::now()).await?.0;
+
+    let started = Instant::now();
+    let (mut latencies, errors) =
+        drive(&http, &server.url, &key.key.id, &key.secret, requests, concurrency, "load").await?;
+    let elapsed = started.elapsed();
+    let accepted = latencies.len();
+    let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
+    latencies.sort_unstable();
+    let commits = metric(&http, &server.url, "switchboard_commit_group_size_count").await?;
+    let committed = metric(&http, &server.url, "switchboard_commit_group_size_sum").await?;
+    let commit_p50 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.5\"}").await? * 1000.0;
+    let commit_p99 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.99\"}").await? * 1000.0;
+    let scenario = if sent_wait_ms == 0 { "accept (sent_wait_ms=0)" } else { "accept+dispatch (wait 50ms)" };
+    let dispatched = sent_after.saturating_sub(sent_before);
+    let result = json!({
+        "scenario": scenario,
+        "sent_wait_ms": sent_wait_ms,
+        "concurrency": concurrency,
+        "requests": requests,
+        "accepted": accepted,
+        "errors": errors,
+        "seconds": elapsed.as_secs_f64(),
+        "accepted_per_sec": accepted as f64 / elapsed.as_secs_f64(),
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.50),
+            "p90": percentile(&latencies, 0.90),
+            "p99": percentile(&latencies, 0.99),
+            "max": percentile(&latencies, 1.0),
+        },
+        "dispatched": dispatched,
+        "dispatched_per_sec": dispatched as f64 / drained.as_secs_f64(),
+        "backlog_after_load": (accepted as u64).saturating_sub(dispatched),
+        "commit_groups": { "count": commits, "mean_size": committed / commits.max(1.0), "p50_ms": commit_p50, "p99_ms": commit_p99 },
+    });
+    eprintln!("{result}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(result)
+}
+
+/// Waits (bounded) until the provider has taken `target` messages; returns the count and the
+/// time since `since`.
+async fn wait_sent(http: &reqwest::Client, url: &str, target: u64, since: Instant) -> anyhow::Result<(u64, Duration)> {
+    // Stops at the target, or when nothing moved for 5 s (a stalled or disabled dispatcher).
+    let (mut last, mut moved) = (0, Instant::now());
+    loop {
+        let sent = sent_total(http, url).await?;
+        if sent != last {
+            (last, moved) = (sent, Instant::now());
+        }
+        if sent >= target || moved.elapsed() > Duration::from_secs(5) {
+            return Ok((sent, since.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `requests` SMS from `concurrency` connections; returns each success's latency in
+/// µs and the number of failures. Speaks plain HTTP/1.1 with keep-alive over its own TCP
+/// connections so that the load generator takes as little of the machine's CPU as it can.
+async fn drive(
+    _http: &reqwest::Client,
+    url: &str,
+    key_id: &str,
+    secret: &str,
+    requests: usize,
+    concurrency: usize,
+    tag: &str,
+) -> anyhow::Result<(Vec<u32>, usize)> {
+    use base64::Engine;
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().context("a http://IP:PORT url")?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key_id}:{secret}"));
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + DEADLINE;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (next, auth, tag) = (next.clone(), auth.clone(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(requests / concurrency + 1);
+            let mut errors = 0usize;
+            let mut conn: Option<tokio::net::TcpStream> = None;
+            let mut buf = Vec::with_capacity(4096);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests || Instant::now() > deadline {
+                    break;
+                }
+                let body = format!(
+                    r#"{{"to":"+1800{:07}","from":"+18005559876","body":"Your verification code is {:06} ({tag} {w})"}}"#,
+                    i % 10_000_000,
+                    i % 1_000_000
+                );
+                let request = format!(
+                    "POST /api/v1/messaging/message HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let t = Instant::now();
+                if conn.is_none() {
+                    conn = tokio::net::TcpStream::connect(addr).await.ok();
+                    if let Some(c) = &conn {
+                        let _ = c.set_nodelay(true);
+                    }
+                }
+                let status = match conn.as_mut() {
+                    Some(c) => exchange(c, request.as_bytes(), &mut buf).await,
+                    None => None,
+                };
+                match status {
+                    Some(201) => lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    Some(_) => errors += 1,
+                    None => {
+                        errors += 1;
+                        conn = None;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    Ok((all, errors))
+}
+
+/// Writes one request and reads one response (headers and a Content-Length body); returns
+/// the status, or `None` if the connection failed.
+async fn exchange(conn: &mut tokio::net::TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(request).await.ok()?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = std::str::from_utf8(&buf[..end]).ok()?;
+        let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            let n = conn.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return Some(status);
+    }
+}

@@ -1,0 +1,124 @@
+//! Source hygiene and layering: every Rust file opens with a `//!` doc, no leftover
+//! `todo!`/`dbg!`, and each crate depends only on the crates its layer may use.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+/// Which of our crates each crate may depend on (normal dependencies).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("switchboard-domain", &[]),
+    ("switchboard-validation", &["switchboard-domain"]),
+    ("switchboard-ledger", &["switchboard-domain"]),
+    ("switchboard-provider", &["switchboard-domain"]),
+    ("switchboard-storage", &["switchboard-domain", "switchboard-ledger"]),
+    (
+        "switchboard-core",
+        &[
+            "switchboard-domain",
+            "switchboard-validation",
+            "switchboard-ledger",
+            "switchboard-provider",
+            "switchboard-storage",
+        ],
+    ),
+    (
+        "switchboard-api",
+        &[
+            "switchboard-domain",
+            "switchboard-validation",
+            "switchboard-ledger",
+            "switchboard-storage",
+            "switchboard-core",
+        ],
+    ),
+    ("switchboard-client", &["switchboard-domain"]),
+];
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for dir in ["crates", "xtask", "tests"] {
+        walk(&root.join(dir), &mut |path| check_file(root, path, &mut problems));
+    }
+    for (krate, allowed) in LAYERS {
+        let manifest = std::fs::read_to_string(root.join("crates").join(krate).join("Cargo.toml"))?;
+        for dep in normal_dependencies(&manifest) {
+            if dep.starts_with("switchboard") && dep != *krate && !allowed.contains(&dep.as_str()) {
+                problems.push(format!("{krate} must not depend on {dep} (see docs/ARCHITECTURE.md)"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        eprintln!("tidy: ok");
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("tidy: {p}");
+        }
+        bail!("tidy found {} problem(s)", problems.len())
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            walk(&path, f);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            f(&path);
+        }
+    }
+}
+
+fn check_file(root: &Path, path: &Path, problems: &mut Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let shown = path.strip_prefix(root).unwrap_or(path).display().to_string();
+    if !text.trim_start().starts_with("//!") {
+        problems.push(format!("{shown}: must start with a //! doc comment"));
+    }
+    // Spelled in pieces so that this file does not match itself.
+    let banned: Vec<String> = ["todo", "unimplemented", "dbg"].iter().map(|m| format!("{m}!(")).collect();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for banned in &banned {
+            if code.contains(banned.as_str()) {
+                problems.push(format!("{shown}:{}: {banned} left in", n + 1));
+            }
+        }
+    }
+}
+
+/// Names in `[dependencies]` (not dev- or build-dependencies).
+fn normal_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps && let Some((name, _)) = line.split_once('=') {
+            // `name.workspace = true` and `name = { … }` alike.
+            let name = name.trim().trim_matches('"');
+            deps.push(name.split('.').next().unwrap_or(name).to_owned());
+        }
+    }
+    deps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_normal_dependencies_only() {
+        let manifest = "[package]\nname = \"x\"\n\n[dependencies]\nswitchboard-domain.workspace = true\nserde = { workspace = true }\n\
+                        \"switchboard-core\" = \"1\"\n\n[dev-dependencies]\nswitchboard-api.workspace = true\n";
+        assert_eq!(normal_dependencies(manifest), vec!["switchboard-domain", "serde", "switchboard-core"]);
+    }
+}
