@@ -17,46 +17,24 @@ async fn admin_operations(backend: Backend) {
     assert_eq!((a.sms_credits, a.mms_credits), (0, 0));
     let p1 = app.admin.accounts(1, None).await.unwrap();
     assert_eq!(p1.data[0].id, b.id);
-    let p2 = app
-        .admin
-        .accounts(1, p1.next_cursor.as_deref())
-        .await
-        .unwrap();
+    let p2 = app.admin.accounts(1, p1.next_cursor.as_deref()).await.unwrap();
     assert_eq!(p2.data[0].id, a.id);
     assert_eq!(app.admin.account(a.id).await.unwrap().name, "Acme");
 
     let k1 = app.admin.create_key(a.id, Some("ci")).await.unwrap();
     assert!(k1.secret.starts_with("sk_") && k1.key.id.starts_with("key_"));
-    assert!(
-        !format!("{k1:?}").contains(&k1.secret),
-        "secrets stay out of Debug"
-    );
+    assert!(!format!("{k1:?}").contains(&k1.secret), "secrets stay out of Debug");
     let keys = app.admin.keys(a.id).await.unwrap().data;
     assert_eq!(keys.len(), 1);
     let listed = serde_json::to_string(&keys).unwrap();
     assert!(!listed.contains(&k1.secret), "a key's secret is shown once");
     let revoked = app.admin.revoke_key(a.id, &k1.key.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
-    assert_eq!(
-        app.admin
-            .revoke_key(b.id, &k1.key.id)
-            .await
-            .unwrap_err()
-            .status(),
-        Some(StatusCode::NOT_FOUND)
-    );
+    assert_eq!(app.admin.revoke_key(b.id, &k1.key.id).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
 
     let s = app
         .admin
-        .add_sender(
-            a.id,
-            &CreateSender {
-                address: "+14155550100".into(),
-                active: false,
-                sms: true,
-                mms: false,
-            },
-        )
+        .add_sender(a.id, &CreateSender { address: "+14155550100".into(), active: false, sms: true, mms: false })
         .await
         .unwrap();
     assert!(!s.active);
@@ -65,11 +43,7 @@ async fn admin_operations(backend: Backend) {
         .update_sender(
             a.id,
             "+14155550100",
-            &UpdateSender {
-                active: Some(true),
-                mms: Some(true),
-                ..Default::default()
-            },
+            &UpdateSender { active: Some(true), mms: Some(true), ..Default::default() },
         )
         .await
         .unwrap();
@@ -79,43 +53,21 @@ async fn admin_operations(backend: Backend) {
 
     let e = app
         .admin
-        .top_up(
-            a.id,
-            &switchboard_domain::wire::TopUp {
-                sms: 50,
-                mms: 5,
-                reference: Some("inv-7".into()),
-            },
-        )
+        .top_up(a.id, &switchboard_domain::wire::TopUp { sms: 50, mms: 5, reference: Some("inv-7".into()) })
         .await
         .unwrap();
     assert_eq!(
-        (
-            e.kind.as_str(),
-            e.sms_balance,
-            e.mms_balance,
-            e.reference.as_deref()
-        ),
+        (e.kind.as_str(), e.sms_balance, e.mms_balance, e.reference.as_deref()),
         ("topup", 50, 5, Some("inv-7"))
     );
     let bal = app.admin.balance(a.id).await.unwrap();
     assert_eq!((bal.sms_credits, bal.mms_credits), (50, 5));
 
-    app.admin
-        .add_opt_out(a.id, "+14155550100", "+18005551234")
-        .await
-        .unwrap();
+    app.admin.add_opt_out(a.id, "+14155550100", "+18005551234").await.unwrap();
     assert_eq!(app.admin.opt_outs(a.id).await.unwrap().data.len(), 1);
-    app.admin
-        .remove_opt_out(a.id, "+14155550100", "+18005551234")
-        .await
-        .unwrap();
+    app.admin.remove_opt_out(a.id, "+14155550100", "+18005551234").await.unwrap();
     assert!(app.admin.opt_outs(a.id).await.unwrap().data.is_empty());
-    let err = app
-        .admin
-        .remove_opt_out(a.id, "+14155550100", "+18005551234")
-        .await
-        .unwrap_err();
+    let err = app.admin.remove_opt_out(a.id, "+14155550100", "+18005551234").await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
     app.stop().await;
     db.remove().await;
@@ -135,45 +87,18 @@ async fn operational_endpoints(backend: Backend) {
     };
     t.client.send(&req).await.unwrap();
     let http = reqwest::Client::new();
-    let health: Value = http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = http.get(format!("{}/healthz", app.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let metrics = http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("switchboard_messages_accepted_total"),
-        "{metrics}"
-    );
-    let doc: Value = http
-        .get(format!("{}/openapi.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchboard_messages_accepted_total"), "{metrics}");
+    let doc: Value = http.get(format!("{}/openapi.json", app.url)).send().await.unwrap().json().await.unwrap();
     for path in [
         "/api/v1/messaging/message",
         "/api/v1/messaging/message/{id}",
         "/admin/v1/accounts",
         "/admin/v1/accounts/{account}/credits",
     ] {
-        assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from the OpenAPI document"
-        );
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     let docs = http.get(format!("{}/docs/", app.url)).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);

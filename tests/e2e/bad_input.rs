@@ -34,193 +34,48 @@ async fn textingline_bad_input(backend: Backend) {
         o.to_string()
     };
     let cases: Vec<(&str, String, &'static str, u16, u64)> = vec![
-        (
-            "malformed JSON",
-            "{\"to\": ".into(),
-            "application/json",
-            400,
-            30001,
-        ),
-        (
-            "not an object",
-            "[1,2]".into(),
-            "application/json",
-            400,
-            30001,
-        ),
+        ("malformed JSON", "{\"to\": ".into(), "application/json", 400, 30001),
+        ("not an object", "[1,2]".into(), "application/json", 400, 30001),
         ("empty body", String::new(), "application/json", 400, 30001),
-        (
-            "wrong type",
-            with("to", json!(18005551234u64)),
-            "application/json",
-            400,
-            30001,
-        ),
-        (
-            "null body field type",
-            with("body", json!(42)),
-            "application/json",
-            400,
-            30001,
-        ),
+        ("wrong type", with("to", json!(18005551234u64)), "application/json", 400, 30001),
+        ("null body field type", with("body", json!(42)), "application/json", 400, 30001),
         ("missing to", without("to"), "application/json", 400, 30001),
-        (
-            "missing from",
-            without("from"),
-            "application/json",
-            400,
-            30001,
-        ),
-        (
-            "unknown field",
-            with("priority", json!("high")),
-            "application/json",
-            400,
-            30001,
-        ),
-        (
-            "missing body on SMS",
-            without("body"),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "blank body",
-            with("body", json!("   ")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "641 characters",
-            with("body", json!("a".repeat(641))),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "invalid E.164 to",
-            with("to", json!("port back up")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "national number",
-            with("to", json!("8005551234")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "too many digits",
-            with("to", json!("+1234567890123456")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "invalid E.164 from",
-            with("from", json!("+0")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "ftp media",
-            with("mediaUrl", json!("ftp://example.com/a.jpg")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "relative media",
-            with("mediaUrl", json!("/a.jpg")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "empty idempotency key",
-            with("idempotencyKey", json!("")),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "overlong idempotency key",
-            with("idempotencyKey", json!("k".repeat(256))),
-            "application/json",
-            400,
-            30002,
-        ),
-        (
-            "control character",
-            with("body", json!("a\u{1b}b")),
-            "application/json",
-            400,
-            33016,
-        ),
-        (
-            "wrong content type",
-            ok.to_string(),
-            "text/plain",
-            415,
-            30415,
-        ),
-        (
-            "form content type",
-            "to=%2B18005551234".into(),
-            "application/x-www-form-urlencoded",
-            415,
-            30415,
-        ),
-        (
-            "65 KiB body",
-            with("body", json!("a".repeat(65 * 1024))),
-            "application/json",
-            413,
-            30413,
-        ),
+        ("missing from", without("from"), "application/json", 400, 30001),
+        ("unknown field", with("priority", json!("high")), "application/json", 400, 30001),
+        ("missing body on SMS", without("body"), "application/json", 400, 30002),
+        ("blank body", with("body", json!("   ")), "application/json", 400, 30002),
+        ("641 characters", with("body", json!("a".repeat(641))), "application/json", 400, 30002),
+        ("invalid E.164 to", with("to", json!("port back up")), "application/json", 400, 30002),
+        ("national number", with("to", json!("8005551234")), "application/json", 400, 30002),
+        ("too many digits", with("to", json!("+1234567890123456")), "application/json", 400, 30002),
+        ("invalid E.164 from", with("from", json!("+0")), "application/json", 400, 30002),
+        ("ftp media", with("mediaUrl", json!("ftp://example.com/a.jpg")), "application/json", 400, 30002),
+        ("relative media", with("mediaUrl", json!("/a.jpg")), "application/json", 400, 30002),
+        ("empty idempotency key", with("idempotencyKey", json!("")), "application/json", 400, 30002),
+        ("overlong idempotency key", with("idempotencyKey", json!("k".repeat(256))), "application/json", 400, 30002),
+        ("control character", with("body", json!("a\u{1b}b")), "application/json", 400, 33016),
+        ("wrong content type", ok.to_string(), "text/plain", 415, 30415),
+        ("form content type", "to=%2B18005551234".into(), "application/x-www-form-urlencoded", 415, 30415),
+        ("65 KiB body", with("body", json!("a".repeat(65 * 1024))), "application/json", 413, 30413),
     ];
     for (what, body, content_type, status, code) in cases {
         let r = post(body, content_type).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{what}");
-        let body: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
         assert_eq!(body["error"]["status"], status, "{what}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{what}"
-        );
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
         assert!(body["error"]["type"].is_string(), "{what}");
     }
     // Unknown routes and methods answer in the same shape.
-    let r = http
-        .get(format!("{}/api/v1/messaging/nothing", app.url))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/api/v1/messaging/nothing", app.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 30404);
     let r = http.put(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 30405);
     // Nothing was written or charged by any of it.
-    assert!(
-        app.admin
-            .messages(t.account, 10, None)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
+    assert!(app.admin.messages(t.account, 10, None).await.unwrap().data.is_empty());
     let b = app.admin.balance(t.account).await.unwrap();
     assert_eq!((b.sms_credits, b.mms_credits), (100, 10));
     app.stop().await;
@@ -228,15 +83,7 @@ async fn textingline_bad_input(backend: Backend) {
 }
 
 /// What, method, path, body, token, status, error code.
-type AdminCase = (
-    &'static str,
-    reqwest::Method,
-    String,
-    Option<Value>,
-    Option<&'static str>,
-    u16,
-    &'static str,
-);
+type AdminCase = (&'static str, reqwest::Method, String, Option<Value>, Option<&'static str>, u16, &'static str);
 
 async fn admin_bad_input(backend: Backend) {
     let Some(db) = TestDb::new(backend, "admin_bad_input").await else {
@@ -246,10 +93,7 @@ async fn admin_bad_input(backend: Backend) {
     let t = app.provision(0, 0).await;
     let http = reqwest::Client::new();
     let a = t.account;
-    let call = |method: reqwest::Method,
-                path: String,
-                body: Option<Value>,
-                token: Option<&'static str>| {
+    let call = |method: reqwest::Method, path: String, body: Option<Value>, token: Option<&'static str>| {
         let mut r = http.request(method, format!("{}{}", app.url, path));
         if let Some(token) = token {
             r = r.bearer_auth(token);
@@ -262,33 +106,9 @@ async fn admin_bad_input(backend: Backend) {
     use reqwest::Method as M;
     let tok = Some(OPERATOR_TOKEN);
     let cases: Vec<AdminCase> = vec![
-        (
-            "no token",
-            M::GET,
-            "/admin/v1/accounts".into(),
-            None,
-            None,
-            401,
-            "unauthorized",
-        ),
-        (
-            "wrong token",
-            M::GET,
-            "/admin/v1/accounts".into(),
-            None,
-            Some("nope-nope-nope-nope"),
-            401,
-            "unauthorized",
-        ),
-        (
-            "empty name",
-            M::POST,
-            "/admin/v1/accounts".into(),
-            Some(json!({"name": ""})),
-            tok,
-            400,
-            "invalid_request",
-        ),
+        ("no token", M::GET, "/admin/v1/accounts".into(), None, None, 401, "unauthorized"),
+        ("wrong token", M::GET, "/admin/v1/accounts".into(), None, Some("nope-nope-nope-nope"), 401, "unauthorized"),
+        ("empty name", M::POST, "/admin/v1/accounts".into(), Some(json!({"name": ""})), tok, 400, "invalid_request"),
         (
             "long name",
             M::POST,
@@ -307,15 +127,7 @@ async fn admin_bad_input(backend: Backend) {
             400,
             "invalid_request",
         ),
-        (
-            "bad account id",
-            M::GET,
-            "/admin/v1/accounts/not-a-uuid".into(),
-            None,
-            tok,
-            404,
-            "not_found",
-        ),
+        ("bad account id", M::GET, "/admin/v1/accounts/not-a-uuid".into(), None, tok, 404, "not_found"),
         (
             "unknown account",
             M::GET,
@@ -406,50 +218,15 @@ async fn admin_bad_input(backend: Backend) {
             400,
             "invalid_request",
         ),
-        (
-            "bad cursor",
-            M::GET,
-            format!("/admin/v1/accounts/{a}/ledger?cursor=zzz"),
-            None,
-            tok,
-            400,
-            "invalid_request",
-        ),
-        (
-            "unknown key",
-            M::DELETE,
-            format!("/admin/v1/accounts/{a}/keys/key_nope"),
-            None,
-            tok,
-            404,
-            "not_found",
-        ),
-        (
-            "unknown route",
-            M::GET,
-            "/admin/v1/nothing".into(),
-            None,
-            tok,
-            404,
-            "not_found",
-        ),
-        (
-            "bad message id",
-            M::GET,
-            "/admin/v1/messages/123".into(),
-            None,
-            tok,
-            404,
-            "not_found",
-        ),
+        ("bad cursor", M::GET, format!("/admin/v1/accounts/{a}/ledger?cursor=zzz"), None, tok, 400, "invalid_request"),
+        ("unknown key", M::DELETE, format!("/admin/v1/accounts/{a}/keys/key_nope"), None, tok, 404, "not_found"),
+        ("unknown route", M::GET, "/admin/v1/nothing".into(), None, tok, 404, "not_found"),
+        ("bad message id", M::GET, "/admin/v1/messages/123".into(), None, tok, 404, "not_found"),
     ];
     for (what, method, path, body, token, status, code) in cases {
         let r = call(method, path, body, token).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{what}");
-        let body: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
     }
     assert!(app.admin.ledger(a, 10, None).await.unwrap().data.is_empty());

@@ -12,22 +12,15 @@ use switchboard_tests::{Backend, TestApp, TestDb, eventually};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_never_double_charge_or_double_dispatch() {
     const N: usize = 80;
-    let Some(db) = TestDb::new(
-        Backend::Postgres,
-        "two_nodes_never_double_charge_or_double_dispatch",
-    )
-    .await
-    else {
+    let Some(db) = TestDb::new(Backend::Postgres, "two_nodes_never_double_charge_or_double_dispatch").await else {
         return;
     };
     let node1 = TestApp::start(db.settings()).await;
     let node2 = TestApp::start(db.settings()).await;
     let t = node1.provision(2 * N as i64, 0).await;
     let key = node1.admin.create_key(t.account, None).await.unwrap();
-    let clients = [
-        Client::new(&node1.url, &key.key.id, &key.secret),
-        Client::new(&node2.url, &key.key.id, &key.secret),
-    ];
+    let clients =
+        [Client::new(&node1.url, &key.key.id, &key.secret), Client::new(&node2.url, &key.key.id, &key.secret)];
 
     let sends = (0..3 * N).map(|i| {
         let c = clients[i % 2].clone();
@@ -56,18 +49,7 @@ async fn two_nodes_never_double_charge_or_double_dispatch() {
     assert_eq!(node2.admin.balance(t.account).await.unwrap().sms_credits, 0);
 
     // The same idempotency key sent to both nodes at once makes one message.
-    node2
-        .admin
-        .top_up(
-            t.account,
-            &switchboard_domain::wire::TopUp {
-                sms: 2,
-                mms: 0,
-                reference: None,
-            },
-        )
-        .await
-        .unwrap();
+    node2.admin.top_up(t.account, &switchboard_domain::wire::TopUp { sms: 2, mms: 0, reference: None }).await.unwrap();
     let req = TlSendRequest {
         to: "+18005551234".into(),
         from: t.from.clone(),
@@ -89,29 +71,16 @@ async fn two_nodes_never_double_charge_or_double_dispatch() {
 
     // Both dispatchers drain the queue; every message is sent exactly once.
     for id in &accepted {
-        let m = eventually(
-            "every message to be sent",
-            Duration::from_secs(30),
-            || async {
-                let m = node1.admin.message(*id).await.unwrap();
-                (m.status == MessageStatus::Sent).then_some(m)
-            },
-        )
+        let m = eventually("every message to be sent", Duration::from_secs(30), || async {
+            let m = node1.admin.message(*id).await.unwrap();
+            (m.status == MessageStatus::Sent).then_some(m)
+        })
         .await;
         assert_eq!(m.attempts, 1, "{id} was claimed more than once");
-        let sent_events = m
-            .events
-            .iter()
-            .filter(|e| e.status == MessageStatus::Sent)
-            .count();
+        let sent_events = m.events.iter().filter(|e| e.status == MessageStatus::Sent).count();
         assert_eq!(sent_events, 1, "{id}");
     }
-    let ledger = node1
-        .admin
-        .ledger(t.account, 1000, None)
-        .await
-        .unwrap()
-        .data;
+    let ledger = node1.admin.ledger(t.account, 1000, None).await.unwrap().data;
     assert_eq!(ledger.iter().filter(|e| e.kind == "charge").count(), N + 1);
     node1.stop().await;
     node2.stop().await;

@@ -44,15 +44,7 @@ async fn five_n_sends_for_n_credits(backend: Backend) {
     let ledger = app.admin.ledger(t.account, 1000, None).await.unwrap().data;
     assert_eq!(ledger.iter().filter(|e| e.kind == "charge").count(), N);
     assert!(ledger.iter().all(|e| e.sms_balance >= 0));
-    assert_eq!(
-        app.admin
-            .messages(t.account, 1000, None)
-            .await
-            .unwrap()
-            .data
-            .len(),
-        N
-    );
+    assert_eq!(app.admin.messages(t.account, 1000, None).await.unwrap().data.len(), N);
     app.stop().await;
     db.remove().await;
 }

@@ -48,8 +48,7 @@ impl TestDb {
 
     /// Settings for a server on this database, listening on a free port.
     pub fn settings(&self) -> Settings {
-        let data_dir =
-            std::env::temp_dir().join(format!("switchboard-e2e-{}", Uuid::new_v4().simple()));
+        let data_dir = std::env::temp_dir().join(format!("switchboard-e2e-{}", Uuid::new_v4().simple()));
         Settings {
             listen: "127.0.0.1:0".into(),
             database_url: self.db.url.clone(),
@@ -82,9 +81,7 @@ pub struct TestApp {
 impl TestApp {
     /// Starts a server with these settings.
     pub async fn start(settings: Settings) -> Self {
-        let app = switchboard::build(&settings)
-            .await
-            .expect("start the server");
+        let app = switchboard::build(&settings).await.expect("start the server");
         let url = format!("http://{}", app.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -95,12 +92,7 @@ impl TestApp {
             .expect("serve");
         });
         let admin = AdminClient::new(&url, OPERATOR_TOKEN);
-        Self {
-            url,
-            admin,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self { url, admin, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Stops the server and waits for in-flight requests.
@@ -115,41 +107,18 @@ impl TestApp {
 
     /// Creates a funded account with the sender `+18005559876` (SMS and MMS) and a key.
     pub async fn provision(&self, sms: i64, mms: i64) -> Tenant {
-        let account = self
-            .admin
-            .create_account("test")
-            .await
-            .expect("create account");
+        let account = self.admin.create_account("test").await.expect("create account");
         if sms > 0 || mms > 0 {
-            self.admin
-                .top_up(
-                    account.id,
-                    &TopUp {
-                        sms,
-                        mms,
-                        reference: None,
-                    },
-                )
-                .await
-                .expect("top up");
+            self.admin.top_up(account.id, &TopUp { sms, mms, reference: None }).await.expect("top up");
         }
         self.admin
             .add_sender(
                 account.id,
-                &CreateSender {
-                    address: tenant_sender(account.id),
-                    active: true,
-                    sms: true,
-                    mms: true,
-                },
+                &CreateSender { address: tenant_sender(account.id), active: true, sms: true, mms: true },
             )
             .await
             .expect("add sender");
-        let key = self
-            .admin
-            .create_key(account.id, Some("e2e"))
-            .await
-            .expect("create key");
+        let key = self.admin.create_key(account.id, Some("e2e")).await.expect("create key");
         Tenant {
             account: account.id,
             from: tenant_sender(account.id),
@@ -188,10 +157,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
