@@ -95,7 +95,24 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| internal_error()))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::debug_span!("request", method = %req.method(), path = %masked_path(req.uri().path()))
+        }))
+}
+
+/// The path with phone numbers (segments starting `+` or `%2B`) masked, for logs.
+fn masked_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let digits = seg.strip_prefix('+').or_else(|| seg.strip_prefix("%2B")).or_else(|| seg.strip_prefix("%2b"));
+            match digits {
+                Some(d) if d.len() > 4 => format!("+***{}", &d[d.len() - 4..]),
+                Some(_) => "+***".to_owned(),
+                None => seg.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Which dialect a path belongs to, for errors raised before a handler runs.
@@ -136,5 +153,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn phone_numbers_are_masked_in_logged_paths() {
+        let p = super::masked_path("/admin/v1/accounts/abc/opt-outs/+18005559876/%2B18005551234");
+        assert_eq!(p, "/admin/v1/accounts/abc/opt-outs/+***9876/+***1234");
+        assert!(!p.contains("800555"));
     }
 }

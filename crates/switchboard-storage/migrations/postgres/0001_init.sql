@@ -73,13 +73,14 @@ CREATE UNIQUE INDEX messages_idempotency ON messages (account_id, idempotency_ke
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status = 'queued';
 
+-- A message enters each status at most once.
 CREATE TABLE message_events (
     message_id UUID NOT NULL,
     status     TEXT NOT NULL,
     error_type TEXT,
-    at         BIGINT NOT NULL
+    at         BIGINT NOT NULL,
+    PRIMARY KEY (message_id, status)
 );
-CREATE INDEX message_events_message ON message_events (message_id, at);
 
 CREATE TABLE ledger_entries (
     id          UUID PRIMARY KEY,

@@ -1,5 +1,6 @@
 -- Switchboard schema, SQLite. Times are UTC milliseconds since the Unix epoch.
 -- Migrations are append-only: never edit one that has been released.
+-- Tables keyed by UUID are WITHOUT ROWID: each is one B-tree in key order.
 
 CREATE TABLE settings (
     name  TEXT PRIMARY KEY,
@@ -12,7 +13,7 @@ CREATE TABLE accounts (
     sms_credits INTEGER NOT NULL DEFAULT 0 CHECK (sms_credits >= 0),
     mms_credits INTEGER NOT NULL DEFAULT 0 CHECK (mms_credits >= 0),
     created_at  INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 CREATE TABLE api_keys (
     id          TEXT PRIMARY KEY,
@@ -67,19 +68,20 @@ CREATE TABLE messages (
     created_at          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL,
     sent_at             INTEGER
-);
+) WITHOUT ROWID;
 CREATE INDEX messages_account ON messages (account_id, id);
 CREATE UNIQUE INDEX messages_idempotency ON messages (account_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status = 'queued';
 
+-- A message enters each status at most once.
 CREATE TABLE message_events (
     message_id BLOB NOT NULL,
     status     TEXT NOT NULL,
     error_type TEXT,
-    at         INTEGER NOT NULL
-);
-CREATE INDEX message_events_message ON message_events (message_id, at);
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (message_id, status)
+) WITHOUT ROWID;
 
 CREATE TABLE ledger_entries (
     id          BLOB PRIMARY KEY,
@@ -92,7 +94,7 @@ CREATE TABLE ledger_entries (
     message_id  BLOB,
     reference   TEXT,
     created_at  INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX ledger_account ON ledger_entries (account_id, id);
 -- A message is charged at most once and refunded at most once.
 CREATE UNIQUE INDEX ledger_once_per_message ON ledger_entries (message_id, kind)
