@@ -396,16 +396,14 @@ impl Writes for PostgresStore {
             if let Some((delta, after)) = charge {
                 let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
                 *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
-                entries.push(LedgerRecord {
-                    id: Uuid::now_v7(),
-                    account_id: record.account_id,
-                    kind: EntryKind::Charge,
-                    delta: *delta,
-                    balance_after: *after,
-                    message_id: Some(record.id),
-                    reference: None,
-                    created_at: record.created_at,
-                });
+                entries.push(LedgerRecord::for_message(
+                    EntryKind::Charge,
+                    record.account_id,
+                    record.id,
+                    *delta,
+                    *after,
+                    record.created_at,
+                ));
             }
         }
         Self::insert_messages(&mut tx, &records).await?;
@@ -537,16 +535,7 @@ impl Writes for PostgresStore {
                 .bind(message.as_uuid())
                 .execute(&mut *tx)
                 .await?;
-            entries.push(LedgerRecord {
-                id: Uuid::now_v7(),
-                account_id: account,
-                kind: EntryKind::Refund,
-                delta: amount,
-                balance_after: after,
-                message_id: Some(message),
-                reference: None,
-                created_at: at,
-            });
+            entries.push(LedgerRecord::for_message(EntryKind::Refund, account, message, amount, after, at));
         }
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &entries).await?;

@@ -108,6 +108,29 @@ pub struct LedgerRecord {
     pub created_at: Timestamp,
 }
 
+impl LedgerRecord {
+    /// The entry for a charge or a refund of one message, written at `at`.
+    pub fn for_message(
+        kind: EntryKind,
+        account_id: AccountId,
+        message: MessageId,
+        delta: Credits,
+        balance_after: Credits,
+        at: Timestamp,
+    ) -> Self {
+        LedgerRecord {
+            id: Uuid::now_v7(),
+            account_id,
+            kind,
+            delta,
+            balance_after,
+            message_id: Some(message),
+            reference: None,
+            created_at: at,
+        }
+    }
+}
+
 /// An opt-out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptOutRecord {

@@ -339,16 +339,14 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
             *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
             insert_ledger(
                 &tx,
-                &LedgerRecord {
-                    id: Uuid::now_v7(),
-                    account_id: record.account_id,
-                    kind: EntryKind::Charge,
-                    delta: *delta,
-                    balance_after: *after,
-                    message_id: Some(record.id),
-                    reference: None,
-                    created_at: record.created_at,
-                },
+                &LedgerRecord::for_message(
+                    EntryKind::Charge,
+                    record.account_id,
+                    record.id,
+                    *delta,
+                    *after,
+                    record.created_at,
+                ),
             )?;
         }
     }
@@ -429,19 +427,7 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
         let after = apply_delta(&tx, account, amount)?;
         tx.prepare_cached("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = ?1")?
             .execute([message.as_uuid().as_bytes().as_slice()])?;
-        insert_ledger(
-            &tx,
-            &LedgerRecord {
-                id: Uuid::now_v7(),
-                account_id: account,
-                kind: EntryKind::Refund,
-                delta: amount,
-                balance_after: after,
-                message_id: Some(message),
-                reference: None,
-                created_at: at,
-            },
-        )?;
+        insert_ledger(&tx, &LedgerRecord::for_message(EntryKind::Refund, account, message, amount, after, at))?;
     }
     tx.commit()?;
     Ok(changed)
