@@ -6,12 +6,15 @@
 //! while the previous commit is on its way to disk. A response is sent only after its group
 //! has committed. If a group fails as a whole, its messages are retried one by one so that one
 //! bad message cannot fail its neighbours.
+//!
+//! Messages the admitting node dispatches itself are stored already claimed, and handed to the
+//! local dispatcher straight from here, without a claim round trip to the database.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchboard_storage::{AcceptOutcome, NewMessage, Store};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use switchboard_storage::{AcceptOutcome, MessageRecord, NewMessage, Store};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Why a message could not be admitted at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +47,15 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Starts `writers` writer tasks over `store`. `dispatch` is woken after each commit that
-    /// queued a message.
-    pub fn start(store: Arc<dyn Store>, writers: usize, max_batch: usize, queue: usize, dispatch: Arc<Notify>) -> Self {
+    /// Starts `writers` writer tasks over `store`. Queued messages stored claimed for their
+    /// first attempt go to `dispatch`, the local dispatcher.
+    pub fn start(
+        store: Arc<dyn Store>,
+        writers: usize,
+        max_batch: usize,
+        queue: usize,
+        dispatch: Option<mpsc::UnboundedSender<MessageRecord>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
@@ -64,7 +73,22 @@ impl Committer {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, dispatch: Arc<Notify>) {
+/// Hands a committed, claimed message to the local dispatcher.
+fn hand_over(dispatch: &Option<mpsc::UnboundedSender<MessageRecord>>, outcome: &AcceptOutcome) {
+    if let (Some(tx), AcceptOutcome::Queued(m)) = (dispatch, outcome)
+        && m.attempts == 1
+    {
+        // A closed dispatcher leaves the message to its lease and the claim loop of any node.
+        let _ = tx.send(m.clone());
+    }
+}
+
+async fn writer(
+    store: Arc<dyn Store>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+    dispatch: Option<mpsc::UnboundedSender<MessageRecord>>,
+) {
     let mut messages: Vec<NewMessage> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     let take = |job: Job, messages: &mut Vec<NewMessage>, replies: &mut Vec<Reply>| {
@@ -89,8 +113,8 @@ async fn writer(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                if outcomes.iter().any(|o| matches!(o, AcceptOutcome::Queued(_))) {
-                    dispatch.notify_one();
+                for outcome in &outcomes {
+                    hand_over(&dispatch, outcome);
                 }
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -101,8 +125,8 @@ async fn writer(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_
                 tracing::warn!(error = %e, size = messages.len(), "group commit failed; admitting its messages one by one");
                 for (message, reply) in messages.drain(..).zip(replies.drain(..)) {
                     let outcome = store.accept(std::slice::from_ref(&message)).await;
-                    if matches!(outcome.as_deref(), Ok([AcceptOutcome::Queued(_)])) {
-                        dispatch.notify_one();
+                    if let Ok([o]) = outcome.as_deref() {
+                        hand_over(&dispatch, o);
                     }
                     let result = match outcome {
                         Ok(o) => o.into_iter().next().ok_or(CommitError::Storage),

@@ -12,7 +12,7 @@ use rand::RngExt;
 use switchboard_domain::{Msisdn, Timestamp};
 use switchboard_provider::{OutboundMessage, Provider, ProviderError};
 use switchboard_storage::{DispatchOutcome, DispatchResult, MessageRecord, Store};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::waiters::{DispatchNews, Waiters};
 
@@ -52,64 +52,103 @@ impl Default for DispatcherConfig {
     }
 }
 
-/// Starts the dispatcher tasks.
+/// Starts the dispatcher tasks. Returns where to hand messages that this node admitted
+/// already claimed for their first attempt.
 pub fn start(
     store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
     config: DispatcherConfig,
-    wake: Arc<Notify>,
     waiters: Arc<Waiters>,
-) {
+) -> mpsc::UnboundedSender<MessageRecord> {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (fresh_tx, fresh_rx) = mpsc::unbounded_channel();
     tokio::spawn(recorder(store.clone(), results_rx, waiters));
-    tokio::spawn(claimer(store, provider, config, wake, results_tx));
+    let sender = Sender {
+        permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        provider,
+        config: Arc::new(config),
+        results: results_tx,
+    };
+    tokio::spawn(claimer(store, sender, fresh_rx));
+    fresh_tx
 }
 
-async fn claimer(
-    store: Arc<dyn Store>,
+/// Runs provider calls, at most `max_in_flight` at once.
+struct Sender {
+    permits: Arc<Semaphore>,
     provider: Arc<dyn Provider>,
-    config: DispatcherConfig,
-    wake: Arc<Notify>,
+    config: Arc<DispatcherConfig>,
     results: mpsc::UnboundedSender<DispatchResult>,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let config = Arc::new(config);
-    loop {
-        // Wait for room before claiming, so nothing is claimed that cannot be sent at once.
-        let room = permits.available_permits();
-        if room == 0 {
-            let Ok(p) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            drop(p);
-            continue;
-        }
-        let limit = (room as u32).min(config.claim_batch);
-        let now = Timestamp::now();
-        let lease_until = now.plus_millis(config.lease.as_millis() as i64);
-        let claimed = match store.claim_due(now, lease_until, limit).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming due messages failed");
-                tokio::time::sleep(config.poll_interval).await;
-                continue;
-            }
+}
+
+impl Sender {
+    /// Starts one attempt once there is room; false when the dispatcher is shutting down.
+    async fn dispatch(&self, message: MessageRecord) -> bool {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return false;
         };
-        let full = claimed.len() as u32 == limit;
-        for message in claimed {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (provider, config, results) = (provider.clone(), config.clone(), results.clone());
-            tokio::spawn(async move {
-                let result = attempt(provider.as_ref(), &config, message).await;
-                let _ = results.send(result);
-                drop(permit);
-            });
+        // A claim that could run out mid-call is left to be claimed again, so that no two
+        // nodes ever send one message at once.
+        let left = message.next_attempt_at.millis() - Timestamp::now().millis();
+        if left <= self.config.send_timeout.as_millis() as i64 {
+            return true;
         }
-        if !full {
-            // Nothing more is due now: sleep until a commit wakes us or the poll interval ends.
-            let _ = tokio::time::timeout(config.poll_interval, wake.notified()).await;
+        let (provider, config, results) = (self.provider.clone(), self.config.clone(), self.results.clone());
+        tokio::spawn(async move {
+            let result = attempt(provider.as_ref(), &config, message).await;
+            let _ = results.send(result);
+            drop(permit);
+        });
+        true
+    }
+}
+
+async fn claimer(store: Arc<dyn Store>, sender: Sender, mut fresh: mpsc::UnboundedReceiver<MessageRecord>) {
+    let config = sender.config.clone();
+    let mut fresh_open = true;
+    let mut next_claim = tokio::time::Instant::now();
+    loop {
+        // Messages this node admitted come first: they are leased to it already.
+        while let Ok(m) = fresh.try_recv() {
+            if !sender.dispatch(m).await {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= next_claim {
+            // Claim no more than there is room for, so nothing claimed waits for a slot.
+            let room = sender.permits.available_permits() as u32;
+            let limit = room.min(config.claim_batch);
+            let mut full = false;
+            if limit > 0 {
+                let now = Timestamp::now();
+                let lease_until = now.plus_millis(config.lease.as_millis() as i64);
+                match store.claim_due(now, lease_until, limit).await {
+                    Ok(claimed) => {
+                        full = claimed.len() as u32 == limit;
+                        for m in claimed {
+                            if !sender.dispatch(m).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming due messages failed"),
+                }
+            }
+            // Due work (retries, expired leases, other nodes' messages) is polled; a full
+            // claim means more may be due at once.
+            next_claim =
+                tokio::time::Instant::now() + if full { std::time::Duration::ZERO } else { config.poll_interval };
+        }
+        tokio::select! {
+            m = fresh.recv(), if fresh_open => match m {
+                Some(m) => {
+                    if !sender.dispatch(m).await {
+                        return;
+                    }
+                }
+                None => fresh_open = false,
+            },
+            _ = tokio::time::sleep_until(next_claim) => {}
         }
     }
 }

@@ -22,7 +22,6 @@ use switchboard_storage::{
     PageRequest, SenderChange, SenderRecord, StorageError, Store,
 };
 use switchboard_validation::{Policy, SendCommand};
-use tokio::sync::Notify;
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
 pub use committer::{CommitError, Committer};
@@ -165,18 +164,12 @@ impl Core {
     ) -> Result<Self, StorageError> {
         let secret = store.server_secret().await?;
         let auth = Authenticator::new(KeyHasher::new(secret), config.auth_cache_ttl);
-        let wake = Arc::new(Notify::new());
         let waiters = Arc::new(Waiters::default());
-        let committer = Committer::start(
-            store.clone(),
-            config.commit_writers,
-            config.commit_max_batch,
-            config.commit_queue,
-            wake.clone(),
-        );
-        if config.run_dispatcher {
-            dispatcher::start(store.clone(), provider, config.dispatcher.clone(), wake, waiters.clone());
-        }
+        let local = config
+            .run_dispatcher
+            .then(|| dispatcher::start(store.clone(), provider, config.dispatcher.clone(), waiters.clone()));
+        let committer =
+            Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, config }) })
     }
 
@@ -198,6 +191,7 @@ impl Core {
     /// Sends one validated message for an account.
     pub async fn send(&self, account: AccountId, cmd: SendCommand) -> Result<SendOutcome, SendError> {
         let id = MessageId::new();
+        let created_at = Timestamp::now();
         let price = self.inner.config.tariff.price(cmd.kind);
         let message = NewMessage {
             id,
@@ -212,7 +206,13 @@ impl Core {
             segments: cmd.text.segments,
             price,
             idempotency_key: cmd.idempotency_key,
-            created_at: Timestamp::now(),
+            created_at,
+            // This node's dispatcher takes its own messages at once, claimed in the same commit.
+            claim_until: self
+                .inner
+                .config
+                .run_dispatcher
+                .then(|| created_at.plus_millis(self.inner.config.dispatcher.lease.as_millis() as i64)),
         };
         let wait = self.inner.config.sent_wait;
         // Register before committing, so news from a fast dispatcher cannot be missed.

@@ -98,8 +98,8 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         charged: Credits::ZERO,
         idempotency_key: m.idempotency_key.clone(),
         request_hash: Some(m.request_hash.clone()),
-        attempts: 0,
-        next_attempt_at: m.created_at,
+        attempts: u32::from(m.claim_until.is_some()),
+        next_attempt_at: m.claim_until.unwrap_or(m.created_at),
         provider_message_id: None,
         created_at: m.created_at,
         updated_at: m.created_at,
@@ -165,6 +165,7 @@ mod tests {
             idempotency_key: key.map(str::to_owned),
             request_hash: body.as_bytes().to_vec(),
             created_at: Timestamp::from_millis(1),
+            claim_until: None,
         }
     }
 

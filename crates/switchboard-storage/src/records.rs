@@ -235,6 +235,10 @@ pub struct NewMessage {
     pub request_hash: Vec<u8>,
     /// Creation time.
     pub created_at: Timestamp,
+    /// If set, the message is stored already claimed for its first attempt, leased until this
+    /// time, because the admitting node dispatches it itself; if that node dies, the lease runs
+    /// out and any dispatcher claims it. If unset, it is stored due at once.
+    pub claim_until: Option<Timestamp>,
 }
 
 /// What [`crate::Store::accept`] did with one message.

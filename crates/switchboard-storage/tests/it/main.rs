@@ -58,6 +58,7 @@ contract!(
     concurrent_same_key_charges_once,
     claims_are_disjoint_and_leases_expire,
     results_apply_once_and_refund_once,
+    admitted_already_claimed,
     paging_is_newest_first,
 );
 
@@ -95,6 +96,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         idempotency_key: key.map(str::to_owned),
         request_hash: body.as_bytes().to_vec(),
         created_at: Timestamp::now(),
+        claim_until: None,
     }
 }
 
@@ -377,4 +379,36 @@ async fn paging_is_newest_first(store: Arc<dyn Store>) {
     assert_eq!(bodies, vec!["6", "5", "4", "3", "2", "1", "0"]);
     let counts = store.count_messages(a).await.unwrap();
     assert_eq!(counts, vec![("queued".to_owned(), 7)]);
+}
+
+/// A message admitted by a node that dispatches it itself is stored claimed for attempt 1 and
+/// is not due to anyone else until its lease runs out.
+async fn admitted_already_claimed(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 6, 0).await;
+    let now = Timestamp::now();
+    let lease_until = now.plus_millis(60_000);
+    let mut claimed = message(a, None, "mine");
+    claimed.claim_until = Some(lease_until);
+    let out = store.accept(&[claimed, message(a, None, "anyone's")]).await.unwrap();
+    let AcceptOutcome::Queued(mine) = &out[0] else { panic!("{out:?}") };
+    assert_eq!((mine.attempts, mine.next_attempt_at), (1, lease_until));
+    let due = store.claim_due(now, now.plus_millis(1_000), 10).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.body.as_deref()).collect::<Vec<_>>(), vec![Some("anyone's")]);
+    // Its first attempt's result applies as for any claim.
+    let sent = DispatchResult {
+        id: mine.id,
+        account_id: a,
+        attempt: 1,
+        at: Timestamp::now(),
+        outcome: DispatchOutcome::Sent { provider_message_id: "p".into() },
+    };
+    assert_eq!(store.record_results(&[sent]).await.unwrap(), vec![mine.id]);
+    // Had the node died, the lease would run out and the message be claimed for attempt 2.
+    let mut orphan = message(a, None, "orphan");
+    orphan.claim_until = Some(now.plus_millis(10));
+    assert!(matches!(store.accept(&[orphan]).await.unwrap()[0], AcceptOutcome::Queued(_)));
+    let later = now.plus_millis(61_000);
+    let again = store.claim_due(later, later.plus_millis(1_000), 10).await.unwrap();
+    let orphan = again.iter().find(|m| m.body.as_deref() == Some("orphan")).expect("the orphan is due again");
+    assert_eq!(orphan.attempts, 2);
 }
