@@ -209,14 +209,30 @@ pub fn backoff(config: &DispatcherConfig, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter_ms)
 }
 
+/// Most results recorded in one transaction.
+const RECORD_BATCH: usize = 1024;
+/// How long the recorder waits for more results before a small group is committed.
+const RECORD_GATHER: Duration = Duration::from_millis(2);
+
 /// How often the recorder tries to store one group of results.
 const RECORD_TRIES: u32 = 20;
 
 async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<DispatchResult>, waiters: Arc<Waiters>) {
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
     loop {
-        if rx.recv_many(&mut batch, 1024).await == 0 {
+        if rx.recv_many(&mut batch, RECORD_BATCH).await == 0 {
             return;
+        }
+        // Let a few more results arrive so that one commit (one fsync) records many: this
+        // delays only the bookkeeping after a send, never an admission.
+        if batch.len() < RECORD_BATCH / 4 {
+            tokio::time::sleep(RECORD_GATHER).await;
+            while batch.len() < RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
         }
         let mut tries = 0u32;
         loop {
