@@ -68,20 +68,24 @@ store_impl!(SqliteStore);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// The handle of the writer thread.
+/// The handle of the writer thread (and of the checkpoint thread, which stops when the last
+/// handle is dropped).
 #[derive(Debug, Clone)]
 struct Writer {
     jobs: mpsc::Sender<Job>,
+    _checkpoints: std::sync::Arc<mpsc::Sender<()>>,
 }
 
 impl Writer {
     fn start(path: PathBuf, busy_timeout: Duration) -> Result<Self> {
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(busy_timeout)?;
+        // Checkpoints run on their own thread (below), never inside a write.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;",
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 0;",
         )?;
+        let checkpoints = start_checkpointer(&path, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -93,7 +97,7 @@ impl Writer {
                 }
             })
             .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, _checkpoints: std::sync::Arc::new(checkpoints) })
     }
 
     /// Runs `f` on the writer thread and waits for its result.
@@ -110,6 +114,27 @@ impl Writer {
             .map_err(|_| StorageError::Corrupt("the SQLite writer has stopped".into()))?;
         rx.await.map_err(|_| StorageError::Corrupt("the SQLite writer dropped a job".into()))?
     }
+}
+
+/// Copies committed WAL frames into the database file from a connection of its own, so that
+/// the writer never stops for a checkpoint. PASSIVE checkpoints do not wait for the writer
+/// or readers; the writer restarts the WAL once everything in it has been copied. The thread
+/// ends when the returned sender (held by the store) is dropped.
+fn start_checkpointer(path: &std::path::Path, busy_timeout: Duration) -> Result<mpsc::Sender<()>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| StorageError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(stop)
 }
 
 fn unique_violation(e: &rusqlite::Error) -> bool {
