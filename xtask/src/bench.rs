@@ -118,9 +118,8 @@ pub(crate) fn load(args: &[String]) -> anyhow::Result<()> {
     let (requests, concurrency): (usize, usize) = (requests.parse()?, concurrency.parse()?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
         let start = Instant::now();
-        let (mut lat, errors) = drive(&http, url, key_id, secret, requests, concurrency, "load").await?;
+        let (mut lat, errors) = drive(url, key_id, secret, requests, concurrency, "load").await?;
         let secs = start.elapsed().as_secs_f64();
         lat.sort_unstable();
         println!(
@@ -197,7 +196,7 @@ async fn scenario(
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let server = start_server(root, &data, sent_wait_ms)?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = reqwest::Client::new();
     wait_healthy(&http, &server.url).await?;
 
     let admin = AdminClient::new(&server.url, TOKEN);
@@ -212,12 +211,11 @@ async fn scenario(
 
     // Warm up connections and caches; these messages are not counted.
     let warm = 200.min(requests);
-    drive(&http, &server.url, &key.key.id, &key.secret, warm, concurrency.min(warm), "warm").await?;
+    drive(&server.url, &key.key.id, &key.secret, warm, concurrency.min(warm), "warm").await?;
     let sent_before = wait_sent(&http, &server.url, warm as u64, Instant::now()).await?.0;
 
     let started = Instant::now();
-    let (mut latencies, errors) =
-        drive(&http, &server.url, &key.key.id, &key.secret, requests, concurrency, "load").await?;
+    let (mut latencies, errors) = drive(&server.url, &key.key.id, &key.secret, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
     let accepted = latencies.len();
     let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
@@ -275,7 +273,6 @@ async fn wait_sent(http: &reqwest::Client, url: &str, target: u64, since: Instan
 /// µs and the number of failures. Speaks plain HTTP/1.1 with keep-alive over its own TCP
 /// connections so that the load generator takes as little of the machine's CPU as it can.
 async fn drive(
-    _http: &reqwest::Client,
     url: &str,
     key_id: &str,
     secret: &str,

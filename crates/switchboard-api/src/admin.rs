@@ -459,13 +459,7 @@ pub(crate) async fn get_message(
 ) -> AdminResult<Json<Message>> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "message not found");
     let id: MessageId = id.parse().map_err(|_| not_found())?;
-    let record = s
-        .core
-        .store()
-        .get_message(id)
-        .await
-        .map_err(|_| ApiError::from(AccessError::Unavailable))?
-        .ok_or_else(not_found)?;
+    let record = s.core.any_message(id).await?;
     let mut message = message_wire(&record);
     message.events = s
         .core

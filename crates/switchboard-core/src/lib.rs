@@ -173,11 +173,6 @@ impl Core {
         Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, config }) })
     }
 
-    /// The store underneath.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
     /// The request limits.
     pub fn policy(&self) -> &Policy {
         &self.inner.config.policy
@@ -261,6 +256,16 @@ impl Core {
             Some(m) if m.account_id != account => Err(AccessError::Forbidden("message")),
             Some(m) => Ok(m),
         }
+    }
+
+    /// Reads any account's message (for the operator).
+    pub async fn any_message(&self, id: MessageId) -> Result<MessageRecord, AccessError> {
+        self.inner
+            .store
+            .get_message(id)
+            .await
+            .map_err(AccessError::from_storage("message"))?
+            .ok_or(AccessError::NotFound("message"))
     }
 
     /// A message's status history.
