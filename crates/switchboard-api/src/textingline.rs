@@ -143,6 +143,13 @@ impl From<SendError> for ApiError {
             SendError::InsufficientCredits => {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, 33023, "insufficient_credits", "Insufficient credits")
             }
+            // TextingLine requires `from`, so a send never needs a default sender.
+            SendError::NoDefaultSender => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                33004,
+                "sender_not_assigned",
+                "The from number is not assigned to your account",
+            ),
             SendError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 30409,

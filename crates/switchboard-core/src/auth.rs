@@ -122,35 +122,50 @@ impl Authenticator {
         if key_id.is_empty() || key_id.len() > 64 || secret.len() > 256 {
             return Err(AuthError::InvalidCredentials);
         }
-        let cached =
-            self.cache.read().ok().and_then(|c| c.get(key_id).cloned()).filter(|c| c.fetched.elapsed() < self.ttl);
-        let entry = match cached {
-            Some(c) => c,
-            None => {
-                let record = store.find_api_key(key_id).await.map_err(|_| AuthError::Unavailable)?;
-                let Some(record) = record else {
-                    return Err(AuthError::InvalidCredentials);
-                };
-                let entry = Cached {
-                    account: record.account_id,
-                    hash: record.secret_hash,
-                    revoked: record.revoked_at.is_some(),
-                    fetched: Instant::now(),
-                };
-                if let Ok(mut cache) = self.cache.write() {
-                    if cache.len() >= CACHE_LIMIT {
-                        cache.clear();
-                    }
-                    cache.insert(key_id.to_owned(), entry.clone());
-                }
-                entry
-            }
-        };
+        let entry = self.entry(store, key_id).await?;
         let presented = self.hasher.hash(secret);
         if entry.revoked || !bool::from(presented.ct_eq(&entry.hash)) {
             return Err(AuthError::InvalidCredentials);
         }
         Ok(entry.account)
+    }
+
+    /// Checks that a key exists, is not revoked and belongs to `account` (for a token issued
+    /// for it, whose signature is already checked).
+    pub async fn check_key(&self, store: &dyn Store, key_id: &str, account: AccountId) -> Result<(), AuthError> {
+        if key_id.is_empty() || key_id.len() > 64 {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let entry = self.entry(store, key_id).await?;
+        if entry.revoked || entry.account != account {
+            return Err(AuthError::InvalidCredentials);
+        }
+        Ok(())
+    }
+
+    async fn entry(&self, store: &dyn Store, key_id: &str) -> Result<Cached, AuthError> {
+        let cached =
+            self.cache.read().ok().and_then(|c| c.get(key_id).cloned()).filter(|c| c.fetched.elapsed() < self.ttl);
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let record = store.find_api_key(key_id).await.map_err(|_| AuthError::Unavailable)?;
+        let Some(record) = record else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let entry = Cached {
+            account: record.account_id,
+            hash: record.secret_hash,
+            revoked: record.revoked_at.is_some(),
+            fetched: Instant::now(),
+        };
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key_id.to_owned(), entry.clone());
+        }
+        Ok(entry)
     }
 
     /// Forgets a key, so that a change to it applies at once on this node.

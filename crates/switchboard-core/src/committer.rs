@@ -27,12 +27,14 @@ pub enum CommitError {
     Busy,
 }
 
+/// One request's messages: one, or every recipient of a multi-recipient request, which must be
+/// admitted in one call so that it is all or nothing.
 struct Job {
-    message: NewMessage,
-    reply: oneshot::Sender<Result<AcceptOutcome, CommitError>>,
+    messages: Vec<NewMessage>,
+    reply: Reply,
 }
 
-type Reply = oneshot::Sender<Result<AcceptOutcome, CommitError>>;
+type Reply = oneshot::Sender<Result<Vec<AcceptOutcome>, CommitError>>;
 
 /// The sending side of the group committer.
 #[derive(Clone)]
@@ -67,8 +69,14 @@ impl Committer {
 
     /// Admits one message; returns when its group has committed.
     pub async fn submit(&self, message: NewMessage) -> Result<AcceptOutcome, CommitError> {
+        self.submit_all(vec![message]).await?.pop().ok_or(CommitError::Storage)
+    }
+
+    /// Admits the messages of one request together, in one transaction; returns one outcome
+    /// per message, in order, when its group has committed.
+    pub async fn submit_all(&self, messages: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>, CommitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { message, reply }).await.map_err(|_| CommitError::Busy)?;
+        self.tx.send(Job { messages, reply }).await.map_err(|_| CommitError::Busy)?;
         rx.await.map_err(|_| CommitError::Busy)?
     }
 }
@@ -90,10 +98,11 @@ async fn writer(
     dispatch: Option<mpsc::UnboundedSender<MessageRecord>>,
 ) {
     let mut messages: Vec<NewMessage> = Vec::with_capacity(max_batch);
-    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
-    let take = |job: Job, messages: &mut Vec<NewMessage>, replies: &mut Vec<Reply>| {
-        messages.push(job.message);
-        replies.push(job.reply);
+    // Each request's reply and how many of the group's messages are its.
+    let mut replies: Vec<(Reply, usize)> = Vec::with_capacity(max_batch);
+    let take = |job: Job, messages: &mut Vec<NewMessage>, replies: &mut Vec<(Reply, usize)>| {
+        replies.push((job.reply, job.messages.len()));
+        messages.extend(job.messages);
     };
     loop {
         {
@@ -116,32 +125,33 @@ async fn writer(
                 for outcome in &outcomes {
                     hand_over(&dispatch, outcome);
                 }
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                let mut outcomes = outcomes.into_iter();
+                for (reply, n) in replies.drain(..) {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
                 }
                 messages.clear();
             }
-            Err(e) if messages.len() > 1 => {
-                tracing::warn!(error = %e, size = messages.len(), "group commit failed; admitting its messages one by one");
-                for (message, reply) in messages.drain(..).zip(replies.drain(..)) {
-                    let outcome = store.accept(std::slice::from_ref(&message)).await;
-                    if let Ok([o]) = outcome.as_deref() {
-                        hand_over(&dispatch, o);
-                    }
-                    let result = match outcome {
-                        Ok(o) => o.into_iter().next().ok_or(CommitError::Storage),
-                        Err(e) => {
-                            tracing::error!(error = %e, "admitting a message failed");
-                            Err(CommitError::Storage)
+            Err(e) if replies.len() > 1 => {
+                tracing::warn!(error = %e, size = messages.len(), "group commit failed; admitting its requests one by one");
+                let mut rest = messages.drain(..);
+                for (reply, n) in replies.drain(..) {
+                    let own: Vec<NewMessage> = rest.by_ref().take(n).collect();
+                    let outcome = store.accept(&own).await;
+                    if let Ok(outcomes) = &outcome {
+                        for o in outcomes {
+                            hand_over(&dispatch, o);
                         }
-                    };
-                    let _ = reply.send(result);
+                    }
+                    let _ = reply.send(outcome.map_err(|e| {
+                        tracing::error!(error = %e, "admitting a request failed");
+                        CommitError::Storage
+                    }));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "admitting a message failed");
+                tracing::error!(error = %e, "admitting a request failed");
                 messages.clear();
-                for reply in replies.drain(..) {
+                for (reply, _) in replies.drain(..) {
                     let _ = reply.send(Err(CommitError::Storage));
                 }
             }

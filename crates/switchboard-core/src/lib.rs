@@ -6,8 +6,11 @@
 //! here, and maps the result onto its dialect.
 
 pub mod auth;
+mod batch;
 pub mod committer;
 pub mod dispatcher;
+pub mod ratelimit;
+pub mod tokens;
 pub mod waiters;
 
 use std::sync::Arc;
@@ -24,8 +27,11 @@ use switchboard_storage::{
 use switchboard_validation::{Policy, SendCommand};
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
+pub use batch::{BatchSent, HistoryPage, MAX_HISTORY_PAGE, MessageStats};
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
+pub use ratelimit::{RateLimiter, RetryAfter};
+pub use tokens::{AccessToken, Tokens};
 pub use waiters::{DispatchNews, Waiters};
 
 /// Settings of the core.
@@ -50,6 +56,11 @@ pub struct CoreConfig {
     pub run_dispatcher: bool,
     /// Dispatcher settings.
     pub dispatcher: DispatcherConfig,
+    /// Requests per second an account may make to the rate-limited API unless its own limit
+    /// says otherwise.
+    pub default_rate_limit: u32,
+    /// How long an access token lives.
+    pub token_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -64,6 +75,8 @@ impl Default for CoreConfig {
             auth_cache_ttl: Duration::from_secs(5),
             run_dispatcher: true,
             dispatcher: DispatcherConfig::default(),
+            default_rate_limit: 100,
+            token_ttl: Duration::from_secs(900),
         }
     }
 }
@@ -95,6 +108,9 @@ pub enum SendError {
     /// The idempotency key was used with different content.
     #[error("the idempotency key was already used with a different request")]
     IdempotencyConflict,
+    /// No sender was named and the account has no active SMS sender to use.
+    #[error("no from number given, and the account has no active SMS sender")]
+    NoDefaultSender,
     /// Storage failed or the server is overloaded.
     #[error("temporarily unavailable")]
     Unavailable,
@@ -151,6 +167,8 @@ struct Inner {
     auth: Authenticator,
     committer: Committer,
     waiters: Arc<Waiters>,
+    tokens: Tokens,
+    limiter: RateLimiter,
     config: CoreConfig,
 }
 
@@ -163,6 +181,8 @@ impl Core {
         config: CoreConfig,
     ) -> Result<Self, StorageError> {
         let secret = store.server_secret().await?;
+        let tokens = Tokens::new(&secret, config.token_ttl);
+        let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(KeyHasher::new(secret), config.auth_cache_ttl);
         let waiters = Arc::new(Waiters::default());
         let local = config
@@ -170,7 +190,7 @@ impl Core {
             .then(|| dispatcher::start(store.clone(), provider, config.dispatcher.clone(), waiters.clone()));
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
-        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, config }) })
+        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, tokens, limiter, config }) })
     }
 
     /// The request limits.
@@ -186,7 +206,7 @@ impl Core {
     /// Sends one validated message for an account.
     pub async fn send(&self, account: AccountId, cmd: SendCommand) -> Result<SendOutcome, SendError> {
         let id = MessageId::new();
-        let created_at = Timestamp::now();
+        let created_at = id.created_at();
         let price = self.inner.config.tariff.price(cmd.kind);
         let message = NewMessage {
             id,
@@ -208,6 +228,7 @@ impl Core {
                 .config
                 .run_dispatcher
                 .then(|| created_at.plus_millis(self.inner.config.dispatcher.lease.as_millis() as i64)),
+            batch: None,
         };
         let wait = self.inner.config.sent_wait;
         // Register before committing, so news from a fast dispatcher cannot be missed.

@@ -1,10 +1,13 @@
-//! Identifiers: account ids (UUIDs) and message ids (`msg_` + 22 base58 characters).
+//! Identifiers: account ids (UUIDs), message ids (`msg_` + 22 base58 characters) and send
+//! request ids (`req_` + 22 base58 characters).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
+
+use crate::Timestamp;
 
 /// Why an identifier did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +18,9 @@ pub enum IdError {
     /// The text is not a `msg_` id.
     #[error("`{0}` is not a valid message id")]
     NotMessageId(String),
+    /// The text is not a `req_` id.
+    #[error("`{0}` is not a valid request id")]
+    NotBatchId(String),
 }
 
 /// An account (tenant). Also the Mudbase `projectId` and the Bird `workspaceId`.
@@ -57,78 +63,120 @@ impl FromStr for AccountId {
 }
 
 const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-const MESSAGE_PREFIX: &str = "msg_";
-const MESSAGE_DIGITS: usize = 22;
+const DIGITS: usize = 22;
 
-/// A message id. Stored as a UUID (v7, so ids sort by creation time); shown as `msg_` followed
-/// by the UUID's 128 bits in 22 base58 characters, as TextingLine shows its ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(Uuid);
-
-impl MessageId {
-    /// A fresh, time-ordered message id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
+/// Writes `prefix` and the 128 bits of `id` in 22 base58 characters.
+fn write_base58(f: &mut fmt::Formatter<'_>, prefix: &str, id: Uuid) -> fmt::Result {
+    let mut n = id.as_u128();
+    let mut digits = [b'1'; DIGITS];
+    for slot in digits.iter_mut().rev() {
+        *slot = BASE58[(n % 58) as usize];
+        n /= 58;
     }
-    /// Wraps an existing UUID.
-    pub fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-    /// The UUID inside.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
+    f.write_str(prefix)?;
+    // The digits are all ASCII from BASE58.
+    f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
 }
 
-impl Default for MessageId {
-    fn default() -> Self {
-        Self::new()
+/// Reads what [`write_base58`] wrote.
+fn parse_base58(s: &str, prefix: &str) -> Option<Uuid> {
+    let digits = s.strip_prefix(prefix)?;
+    if digits.len() != DIGITS {
+        return None;
     }
+    let mut n: u128 = 0;
+    for b in digits.bytes() {
+        let d = BASE58.iter().position(|&c| c == b)? as u128;
+        n = n.checked_mul(58)?.checked_add(d)?;
+    }
+    Some(Uuid::from_u128(n))
 }
 
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut n = self.0.as_u128();
-        let mut digits = [b'1'; MESSAGE_DIGITS];
-        for slot in digits.iter_mut().rev() {
-            *slot = BASE58[(n % 58) as usize];
-            n /= 58;
+/// The millisecond timestamp of a UUIDv7 (its top 48 bits).
+fn v7_millis(id: Uuid) -> i64 {
+    (id.as_u128() >> 80) as i64
+}
+
+/// Declares a time-ordered id shown as a prefix and 22 base58 characters.
+macro_rules! base58_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $err:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+            /// Wraps an existing UUID.
+            pub fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+            /// The UUID inside.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+            /// When the id was made: the millisecond time in its UUIDv7.
+            pub fn created_at(&self) -> Timestamp {
+                Timestamp::from_millis(v7_millis(self.0))
+            }
+            /// The smallest id made at or after `at`: ids made in `[a, b)` are those in
+            /// `[first_at(a), first_at(b))`.
+            pub fn first_at(at: Timestamp) -> Self {
+                Self(Uuid::from_u128((at.millis().max(0) as u128) << 80))
+            }
         }
-        f.write_str(MESSAGE_PREFIX)?;
-        // The digits are all ASCII from BASE58.
-        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
-    }
-}
 
-impl FromStr for MessageId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || IdError::NotMessageId(truncate(s));
-        let digits = s.strip_prefix(MESSAGE_PREFIX).ok_or_else(err)?;
-        if digits.len() != MESSAGE_DIGITS {
-            return Err(err());
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
         }
-        let mut n: u128 = 0;
-        for b in digits.bytes() {
-            let d = BASE58.iter().position(|&c| c == b).ok_or_else(err)? as u128;
-            n = n.checked_mul(58).and_then(|n| n.checked_add(d)).ok_or_else(err)?;
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_base58(f, $prefix, self.0)
+            }
         }
-        Ok(Self(Uuid::from_u128(n)))
-    }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                parse_base58(s, $prefix).map(Self).ok_or_else(|| IdError::$err(truncate(s)))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl Serialize for MessageId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+base58_id!(
+    /// A message id. Stored as a UUID (v7, so ids sort by creation time); shown as `msg_`
+    /// followed by the UUID's 128 bits in 22 base58 characters, as TextingLine shows its ids.
+    MessageId,
+    "msg_",
+    NotMessageId
+);
 
-impl<'de> Deserialize<'de> for MessageId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+base58_id!(
+    /// A send request to several recipients (a Mudbase send), whose recipients are each a
+    /// message of their own. Shown as `req_` and 22 base58 characters.
+    BatchId,
+    "req_",
+    NotBatchId
+);
 
 /// Keeps error messages short when the input is long.
 fn truncate(s: &str) -> String {
@@ -155,6 +203,19 @@ mod tests {
             assert!(bad.parse::<MessageId>().is_err(), "{bad}");
         }
         assert!("msg_DsAdb4EBYBh3z25sBA1qnv".parse::<MessageId>().is_ok());
+    }
+
+    #[test]
+    fn ids_know_their_time() {
+        let id = MessageId::new();
+        let now = Timestamp::now().millis();
+        assert!((now - id.created_at().millis()).abs() < 5_000);
+        assert!(MessageId::first_at(id.created_at()) <= id);
+        assert!(MessageId::first_at(id.created_at().plus_millis(1)) > id);
+        let b = BatchId::new();
+        assert!(b.to_string().starts_with("req_"));
+        assert_eq!(b.to_string().parse::<BatchId>().unwrap(), b);
+        assert!(b.to_string().parse::<MessageId>().is_err());
     }
 
     proptest! {

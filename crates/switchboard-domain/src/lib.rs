@@ -13,7 +13,7 @@ pub mod timestamp;
 pub mod wire;
 
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
-pub use ids::{AccountId, IdError, MessageId};
+pub use ids::{AccountId, BatchId, IdError, MessageId};
 pub use message::{Direction, ErrorType, MessageKind, MessageStatus};
 pub use phone::{Msisdn, PhoneError};
 pub use timestamp::Timestamp;

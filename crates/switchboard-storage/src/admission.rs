@@ -6,11 +6,12 @@
 //! disagree on them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus};
 use switchboard_ledger::{Balance, Credits};
 
-use crate::{AcceptOutcome, MessageRecord, NewMessage, SenderRecord};
+use crate::{AcceptOutcome, MessageRecord, NewBatch, NewMessage, SenderRecord};
 
 /// What the rules need to know, loaded inside the transaction.
 #[derive(Debug, Default)]
@@ -29,12 +30,15 @@ pub struct Facts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Store this record. If `charge` is set, write a charge entry with this delta and the
-    /// balance after it, and take it from the account.
+    /// balance after it, and take it from the account. If `new_batch` is set, store that
+    /// request first (it comes with the first message of a request).
     Insert {
         /// The record to store.
         record: MessageRecord,
         /// (delta, balance after) of the charge entry.
         charge: Option<(Credits, Credits)>,
+        /// The multi-recipient request this message opens.
+        new_batch: Option<Arc<NewBatch>>,
     },
     /// Store nothing; answer with this outcome.
     Answer(AcceptOutcome),
@@ -56,8 +60,48 @@ impl Step {
 /// Decides every message of a group, in order. Charges are applied to `facts.balances`, and
 /// each stored message with a key joins `facts.by_key`, so later messages in the same group
 /// see earlier ones exactly as a later group would.
+///
+/// The messages of one multi-recipient request (consecutive, sharing a `batch`) are decided
+/// together: if the balance cannot pay for every one of them that would be charged, none is
+/// stored and each answers [`AcceptOutcome::InsufficientCredits`].
 pub fn plan(batch: &[NewMessage], facts: &mut Facts) -> Vec<Step> {
-    batch.iter().map(|m| decide(m, facts)).collect()
+    let mut steps = Vec::with_capacity(batch.len());
+    let mut i = 0;
+    while i < batch.len() {
+        let Some(request) = &batch[i].batch else {
+            steps.push(decide(&batch[i], facts));
+            i += 1;
+            continue;
+        };
+        let run = batch[i..].iter().take_while(|m| m.batch.as_ref().is_some_and(|b| b.id == request.id)).count();
+        let members = &batch[i..i + run];
+        if !affordable(members, facts) {
+            steps.extend(members.iter().map(|_| Step::Answer(AcceptOutcome::InsufficientCredits)));
+        } else {
+            for (n, m) in members.iter().enumerate() {
+                let mut step = decide(m, facts);
+                if let Step::Insert { new_batch, .. } = &mut step
+                    && n == 0
+                {
+                    *new_batch = Some(request.clone());
+                }
+                steps.push(step);
+            }
+        }
+        i += run;
+    }
+    steps
+}
+
+/// Whether the account can pay for every member of a request that would be charged.
+fn affordable(members: &[NewMessage], facts: &Facts) -> bool {
+    let Some(first) = members.first() else { return true };
+    let Some(balance) = facts.balances.get(&first.account_id) else { return false };
+    let mut balance = *balance;
+    members
+        .iter()
+        .filter(|m| !facts.opted_out.contains(&(m.from.clone(), m.to.clone())))
+        .all(|m| balance.charge(m.price).is_ok())
 }
 
 fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
@@ -104,6 +148,7 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         created_at: m.created_at,
         updated_at: m.created_at,
         sent_at: None,
+        batch_id: m.batch.as_ref().map(|b| b.id),
     };
 
     let charge = if facts.opted_out.contains(&(m.from.clone(), m.to.clone())) {
@@ -126,7 +171,7 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
     if let Some(key) = &m.idempotency_key {
         facts.by_key.insert((m.account_id, key.clone()), record.clone());
     }
-    Step::Insert { record, charge }
+    Step::Insert { record, charge, new_batch: None }
 }
 
 /// The events a newly stored message starts with.
@@ -166,6 +211,7 @@ mod tests {
             request_hash: body.as_bytes().to_vec(),
             created_at: Timestamp::from_millis(1),
             claim_until: None,
+            batch: None,
         }
     }
 
@@ -213,12 +259,48 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_admitted_all_or_nothing() {
+        let a = AccountId::new();
+        let request = Arc::new(NewBatch {
+            id: switchboard_domain::BatchId::new(),
+            account_id: a,
+            kind: MessageKind::Sms,
+            from: "+18005559876".into(),
+            body: Some("x".into()),
+            recipients: 3,
+            first_message_id: MessageId::new(),
+            created_at: Timestamp::from_millis(1),
+        });
+        let member = |to: &str| {
+            let mut m = msg(a, None, "x");
+            m.to = to.into();
+            m.batch = Some(request.clone());
+            m
+        };
+        let members = [member("+18005550001"), member("+18005550002"), member("+18005550003")];
+
+        // 5 credits cannot pay for three messages at 2: nothing is charged.
+        let mut f = facts(a, 5);
+        let steps = plan(&members, &mut f);
+        assert!(steps.iter().all(|s| s.outcome() == AcceptOutcome::InsufficientCredits));
+        assert_eq!(f.balances[&a].credits(), Credits::new(5, 0));
+
+        // With one recipient opted out, two charged messages fit; the request is stored once.
+        f.opted_out.insert(("+18005559876".into(), "+18005550002".into()));
+        let steps = plan(&members, &mut f);
+        assert!(matches!(&steps[0], Step::Insert { new_batch: Some(_), .. }));
+        assert!(matches!(&steps[1], Step::Insert { new_batch: None, charge: None, .. }));
+        assert!(matches!(steps[2].outcome(), AcceptOutcome::Queued(_)));
+        assert_eq!(f.balances[&a].credits(), Credits::new(1, 0));
+    }
+
+    #[test]
     fn opted_out_is_stored_failed_and_free() {
         let a = AccountId::new();
         let mut f = facts(a, 0);
         f.opted_out.insert(("+18005559876".into(), "+18005551234".into()));
         let step = plan(&[msg(a, None, "x")], &mut f).remove(0);
-        let Step::Insert { record, charge: None } = &step else { panic!("{step:?}") };
+        let Step::Insert { record, charge: None, .. } = &step else { panic!("{step:?}") };
         assert_eq!(record.status, MessageStatus::Failed);
         assert_eq!(record.error_type, Some(ErrorType::OptedOut));
         assert!(matches!(step.outcome(), AcceptOutcome::OptedOut(_)));

@@ -3,19 +3,22 @@
 //! module supplies the few statements that differ (`LOCK_ACCOUNT`, `CLAIM_DUE`) and
 //! `opted_out_among`, which binds a list its own way.
 
-use switchboard_domain::{AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+use switchboard_domain::{
+    AccountId, BatchId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+};
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::{
-    AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderRecord, StorageError,
+    AccountRecord, ApiKeyRecord, BatchRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderRecord,
+    StorageError,
 };
 
 macro_rules! message_columns {
     () => {
         "id, account_id, direction, kind, recipient, sender, body, media_url, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
-         next_attempt_at, provider_message_id, created_at, updated_at, sent_at"
+         next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id"
     };
 }
 pub(crate) use message_columns;
@@ -50,8 +53,12 @@ pub(crate) struct AccountRow {
     pub(crate) name: String,
     pub(crate) sms_credits: i64,
     pub(crate) mms_credits: i64,
+    pub(crate) rate_limit: Option<i64>,
     pub(crate) created_at: i64,
 }
+
+/// The columns of [`AccountRow`].
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, mms_credits, rate_limit, created_at";
 
 impl From<AccountRow> for AccountRecord {
     fn from(r: AccountRow) -> Self {
@@ -59,6 +66,7 @@ impl From<AccountRow> for AccountRecord {
             id: AccountId::from_uuid(r.id),
             name: r.name,
             balance: Credits::new(r.sms_credits, r.mms_credits),
+            rate_limit: r.rate_limit.and_then(|n| u32::try_from(n).ok()),
             created_at: Timestamp::from_millis(r.created_at),
         }
     }
@@ -207,6 +215,7 @@ pub(crate) struct MessageRow {
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) sent_at: Option<i64>,
+    pub(crate) batch_id: Option<Uuid>,
 }
 
 impl TryFrom<MessageRow> for MessageRecord {
@@ -238,7 +247,54 @@ impl TryFrom<MessageRow> for MessageRecord {
             created_at: Timestamp::from_millis(r.created_at),
             updated_at: Timestamp::from_millis(r.updated_at),
             sent_at: r.sent_at.map(Timestamp::from_millis),
+            batch_id: r.batch_id.map(BatchId::from_uuid),
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BatchRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) kind: String,
+    pub(crate) sender: String,
+    pub(crate) body: Option<String>,
+    pub(crate) recipients: i64,
+    pub(crate) first_message_id: Uuid,
+    pub(crate) sent: i64,
+    pub(crate) failed: i64,
+    pub(crate) created_at: i64,
+}
+
+/// The columns of [`BatchRow`].
+pub(crate) const BATCH_COLUMNS: &str =
+    "id, account_id, kind, sender, body, recipients, first_message_id, sent, failed, created_at";
+
+impl TryFrom<BatchRow> for BatchRecord {
+    type Error = StorageError;
+    fn try_from(r: BatchRow) -> Result<Self, StorageError> {
+        Ok(BatchRecord {
+            id: BatchId::from_uuid(r.id),
+            account_id: AccountId::from_uuid(r.account_id),
+            kind: MessageKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
+            from: r.sender,
+            body: r.body,
+            recipients: u32_of("recipients", r.recipients)?,
+            first_message_id: MessageId::from_uuid(r.first_message_id),
+            sent: u32_of("sent", r.sent)?,
+            failed: u32_of("failed", r.failed)?,
+            created_at: Timestamp::from_millis(r.created_at),
+        })
+    }
+}
+
+/// The SQL condition on `batches` that selects requests in a state.
+pub(crate) fn batch_state_condition(state: Option<crate::BatchState>) -> &'static str {
+    match state {
+        None => "TRUE",
+        Some(crate::BatchState::Pending) => "sent + failed < recipients",
+        Some(crate::BatchState::Sent) => "sent + failed = recipients AND sent > 0",
+        Some(crate::BatchState::Failed) => "failed = recipients",
     }
 }
 
@@ -259,7 +315,13 @@ macro_rules! store_impl {
         use switchboard_ledger::Credits;
         use uuid::Uuid;
 
-        use $crate::common::{AccountRow, ApiKeyRow, EventRow, LedgerRow, MessageRow, OptOutRow, SenderRow};
+        use $crate::common::{
+            ACCOUNT_COLUMNS, AccountRow, ApiKeyRow, BATCH_COLUMNS, BatchRow, EventRow, LedgerRow, MessageRow, OptOutRow,
+            SenderRow, batch_state_condition,
+        };
+        use $crate::tally::HOUR_MS;
+        use switchboard_domain::BatchId;
+        use $crate::{BatchRecord, BatchState, MessageCounts};
         use $crate::writes::Writes;
         use $crate::{
             AcceptOutcome, AccountRecord, ApiKeyRecord, DispatchResult, EventRecord, LedgerRecord, MessageRecord,
@@ -274,7 +336,7 @@ macro_rules! store_impl {
 
             async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>> {
                 let row: Option<AccountRow> =
-                    sqlx::query_as("SELECT id, name, sms_credits, mms_credits, created_at FROM accounts WHERE id = $1")
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")))
                         .bind(id.as_uuid())
                         .fetch_optional(&self.read)
                         .await?;
@@ -283,10 +345,9 @@ macro_rules! store_impl {
 
             async fn list_accounts(&self, page: PageRequest<AccountId>) -> Result<Vec<AccountRecord>> {
                 let before = page.before.map_or(Uuid::max(), |a| a.as_uuid());
-                let rows: Vec<AccountRow> = sqlx::query_as(
-                    "SELECT id, name, sms_credits, mms_credits, created_at FROM accounts \
-                     WHERE id < $1 ORDER BY id DESC LIMIT $2",
-                )
+                let rows: Vec<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                )))
                 .bind(before)
                 .bind(i64::from(page.limit))
                 .fetch_all(&self.read)
@@ -396,6 +457,103 @@ macro_rules! store_impl {
                 .fetch_all(&self.read)
                 .await?;
                 Ok(rows)
+            }
+
+            async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>> {
+                let row: Option<BatchRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1")))
+                        .bind(id.as_uuid())
+                        .fetch_optional(&self.read)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_batches(
+                &self,
+                account: AccountId,
+                state: Option<BatchState>,
+                offset: u64,
+                limit: u32,
+            ) -> Result<(Vec<BatchRecord>, u64)> {
+                let condition = batch_state_condition(state);
+                // `condition` is one of a fixed set of constants.
+                let rows: Vec<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {BATCH_COLUMNS} FROM batches WHERE account_id = $1 AND {condition} \
+                     ORDER BY id DESC LIMIT $2 OFFSET $3"
+                )))
+                .bind(account.as_uuid())
+                .bind(i64::from(limit))
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                .fetch_all(&self.read)
+                .await?;
+                let (total,): (i64,) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT COUNT(*) FROM batches WHERE account_id = $1 AND {condition}"
+                    )))
+                        .bind(account.as_uuid())
+                        .fetch_one(&self.read)
+                        .await?;
+                let batches = rows.into_iter().map(TryInto::try_into).collect::<Result<Vec<_>>>()?;
+                Ok((batches, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn message_counts(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<MessageCounts> {
+                let (from, to) = (from.millis().max(0), to.millis().max(0));
+                let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+                let mut edges = Vec::new();
+                // Whole hours come from the running counts; the ragged ends from the messages.
+                let (first_hour, end_hour) = ((from + HOUR_MS - 1).div_euclid(HOUR_MS), to.div_euclid(HOUR_MS));
+                if first_hour < end_hour {
+                    let rows: Vec<(String, i64)> = sqlx::query_as(
+                        "SELECT status, CAST(SUM(n) AS BIGINT) FROM message_counts \
+                         WHERE account_id = $1 AND hour >= $2 AND hour < $3 GROUP BY status",
+                    )
+                    .bind(account.as_uuid())
+                    .bind(first_hour)
+                    .bind(end_hour)
+                    .fetch_all(&self.read)
+                    .await?;
+                    for (status, n) in rows {
+                        *counts.entry(status).or_default() += n;
+                    }
+                    edges.push((from, first_hour * HOUR_MS));
+                    edges.push((end_hour * HOUR_MS, to));
+                } else {
+                    edges.push((from, to));
+                }
+                for (a, b) in edges.into_iter().filter(|(a, b)| a < b) {
+                    // Ids are time-ordered, so the primary-key index bounds the scan; a minute
+                    // of slack covers a creation time a little off its id's.
+                    let slack = 60_000;
+                    let rows: Vec<(String, i64)> = sqlx::query_as(
+                        "SELECT status, COUNT(*) FROM messages WHERE account_id = $1 AND id >= $2 AND id < $3 \
+                         AND created_at >= $4 AND created_at < $5 AND direction = 'outbound' GROUP BY status",
+                    )
+                    .bind(account.as_uuid())
+                    .bind(MessageId::first_at(Timestamp::from_millis(a - slack)).as_uuid())
+                    .bind(MessageId::first_at(Timestamp::from_millis(b + slack)).as_uuid())
+                    .bind(a)
+                    .bind(b)
+                    .fetch_all(&self.read)
+                    .await?;
+                    for (status, n) in rows {
+                        *counts.entry(status).or_default() += n;
+                    }
+                }
+                let by_status = counts
+                    .into_iter()
+                    .filter(|(_, n)| *n != 0)
+                    .map(|(s, n)| {
+                        MessageStatus::parse(&s)
+                            .map(|s| (s, n))
+                            .ok_or_else(|| $crate::common::corrupt("status", &s))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(MessageCounts { by_status })
+            }
+
+            async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord> {
+                Writes::set_rate_limit(self, account, limit).await
             }
 
             async fn server_secret(&self) -> Result<Vec<u8>> {

@@ -15,6 +15,7 @@ mod common;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+mod tally;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod writes;
@@ -22,7 +23,7 @@ mod writes;
 use std::sync::Arc;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{AccountId, MessageId, Timestamp};
+use switchboard_domain::{AccountId, BatchId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
 
 pub use records::*;
@@ -93,6 +94,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
     /// Lists accounts, newest first.
     async fn list_accounts(&self, page: PageRequest<AccountId>) -> Result<Vec<AccountRecord>>;
+    /// Sets an account's request rate limit (`None`: the server's default); `NotFound` if
+    /// there is no such account.
+    async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord>;
 
     /// Stores a new API key (its secret already hashed).
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
@@ -144,6 +148,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores dispatch outcomes in one transaction. An outcome applies only if the message is
     /// still queued under the attempt that produced it; returns the ids that changed.
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>>;
+
+    /// Reads a multi-recipient send request.
+    async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>>;
+    /// Lists an account's multi-recipient send requests, newest first, optionally only those
+    /// in one state: `limit` of them from `offset`, and how many match in all.
+    async fn list_batches(
+        &self,
+        account: AccountId,
+        state: Option<BatchState>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<BatchRecord>, u64)>;
+    /// Counts the account's outbound messages created in `[from, to)`, by current status,
+    /// from the hourly running counts and, for partial hours at either end, the messages.
+    async fn message_counts(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<MessageCounts>;
 
     /// Counts the account's messages by status (for checks and metrics).
     async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>>;

@@ -10,18 +10,20 @@ use sqlx::{PgPool, Postgres};
 use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
-use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, BatchId, MessageId, MessageStatus, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::admission::{self, Facts, Step};
 use crate::common::{
-    ApiKeyRow, MessageRow, OptOutRow, SenderRow, chunked, is_unique_violation, message_columns, store_impl,
+    ACCOUNT_COLUMNS, AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, chunked, is_unique_violation,
+    message_columns, store_impl,
 };
+use crate::tally::{self, Tally};
 use crate::writes::Writes;
 use crate::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
-    LedgerRecord, MessageRecord, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
+    LedgerRecord, MessageRecord, NewBatch, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
 };
 
 type Tx = sqlx::Transaction<'static, Postgres>;
@@ -150,9 +152,40 @@ impl PostgresStore {
                     .push_bind(m.provider_message_id.clone())
                     .push_bind(m.created_at.millis())
                     .push_bind(m.updated_at.millis())
-                    .push_bind(m.sent_at.map(Timestamp::millis));
+                    .push_bind(m.sent_at.map(Timestamp::millis))
+                    .push_bind(m.batch_id.map(|b| b.as_uuid()));
             });
             qb.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_batch(tx: &mut Tx, b: &NewBatch) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO batches (id, account_id, kind, sender, body, recipients, first_message_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(b.id.as_uuid())
+        .bind(b.account_id.as_uuid())
+        .bind(b.kind.as_str())
+        .bind(b.from.as_str())
+        .bind(b.body.as_deref())
+        .bind(i64::from(b.recipients))
+        .bind(b.first_message_id.as_uuid())
+        .bind(b.created_at.millis())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies the running counts, row by row in key order; the last writes of a transaction
+    /// (see `tally` on why this cannot deadlock).
+    async fn apply_tally(tx: &mut Tx, tally: &Tally) -> Result<()> {
+        for (account, hour, status, n) in tally.count_changes() {
+            sqlx::query(tally::UPSERT_COUNT).bind(account).bind(hour).bind(status).bind(n).execute(&mut **tx).await?;
+        }
+        for (batch, sent, failed) in tally.batch_changes() {
+            sqlx::query(tally::UPDATE_BATCH).bind(sent).bind(failed).bind(batch).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -251,6 +284,7 @@ impl Writes for PostgresStore {
             id: AccountId::new(),
             name: name.to_owned(),
             balance: Credits::ZERO,
+            rate_limit: None,
             created_at: Timestamp::now(),
         };
         sqlx::query("INSERT INTO accounts (id, name, sms_credits, mms_credits, created_at) VALUES ($1, $2, 0, 0, $3)")
@@ -260,6 +294,17 @@ impl Writes for PostgresStore {
             .execute(&self.write)
             .await?;
         Ok(record)
+    }
+
+    async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord> {
+        let row: Option<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE accounts SET rate_limit = $1 WHERE id = $2 RETURNING {ACCOUNT_COLUMNS}"
+        )))
+        .bind(limit.map(i64::from))
+        .bind(account.as_uuid())
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(AccountRecord::from).ok_or(StorageError::NotFound)
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -387,8 +432,13 @@ impl Writes for PostgresStore {
         let mut events: Vec<EventRecord> = Vec::new();
         let mut entries: Vec<LedgerRecord> = Vec::new();
         let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
+        let mut tally = Tally::default();
         for step in &steps {
-            let Step::Insert { record, charge } = step else { continue };
+            let Step::Insert { record, charge, new_batch } = step else { continue };
+            if let Some(b) = new_batch {
+                Self::insert_batch(&mut tx, b).await?;
+            }
+            tally.insert(record.account_id, record.batch_id, record.created_at, record.status);
             records.push(record);
             for (status, error_type) in admission::initial_events(record) {
                 events.push(EventRecord { message_id: record.id, status, error_type, at: record.created_at });
@@ -419,6 +469,7 @@ impl Writes for PostgresStore {
                 return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
             }
         }
+        Self::apply_tally(&mut tx, &tally).await?;
         tx.commit().await?;
         Ok(steps.iter().map(Step::outcome).collect())
     }
@@ -441,6 +492,7 @@ impl Writes for PostgresStore {
         let mut changed = Vec::with_capacity(results.len());
         let mut events = Vec::new();
         let mut refunds: Vec<(AccountId, MessageId, Credits, Timestamp)> = Vec::new();
+        let mut tally = Tally::default();
         let sent: Vec<(&DispatchResult, &str)> = results
             .iter()
             .filter_map(|r| match &r.outcome {
@@ -463,10 +515,20 @@ impl Writes for PostgresStore {
             });
             qb.push(
                 ") AS t) AS v WHERE messages.id = v.id AND messages.attempts = v.attempt \
-                         AND messages.status = 'queued' RETURNING messages.id",
+                         AND messages.status = 'queued' \
+                         RETURNING messages.id, messages.account_id, messages.batch_id, messages.created_at",
             );
-            let updated: Vec<(Uuid,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            let updated: std::collections::HashSet<Uuid> = updated.into_iter().map(|(id,)| id).collect();
+            let updated: Vec<(Uuid, Uuid, Option<Uuid>, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+            for (_, account, batch, created_at) in &updated {
+                tally.change(
+                    AccountId::from_uuid(*account),
+                    batch.map(BatchId::from_uuid),
+                    Timestamp::from_millis(*created_at),
+                    MessageStatus::Queued,
+                    MessageStatus::Sent,
+                );
+            }
+            let updated: std::collections::HashSet<Uuid> = updated.into_iter().map(|(id, ..)| id).collect();
             for (r, _) in chunk {
                 if updated.contains(&r.id.as_uuid()) {
                     changed.push(r.id);
@@ -501,18 +563,26 @@ impl Writes for PostgresStore {
                     }
                 }
                 DispatchOutcome::Failed { error_type, message, refund } => {
-                    let charged: Option<(i64, i64)> = sqlx::query_as(
-                                "UPDATE messages SET status = 'failed', error_type = $1, error_message = $2, updated_at = $3 \
-                                 WHERE id = $4 AND status = 'queued' AND attempts = $5 RETURNING sms_charged, mms_charged",
-                            )
-                            .bind(error_type.as_str())
-                            .bind(message.as_str())
-                            .bind(r.at.millis())
-                            .bind(id)
-                            .bind(attempt)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let Some((sms, mms)) = charged else { continue };
+                    let charged: Option<(i64, i64, Uuid, Option<Uuid>, i64)> = sqlx::query_as(
+                        "UPDATE messages SET status = 'failed', error_type = $1, error_message = $2, updated_at = $3 \
+                         WHERE id = $4 AND status = 'queued' AND attempts = $5 \
+                         RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
+                    )
+                    .bind(error_type.as_str())
+                    .bind(message.as_str())
+                    .bind(r.at.millis())
+                    .bind(id)
+                    .bind(attempt)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((sms, mms, account, batch, created_at)) = charged else { continue };
+                    tally.change(
+                        AccountId::from_uuid(account),
+                        batch.map(BatchId::from_uuid),
+                        Timestamp::from_millis(created_at),
+                        MessageStatus::Queued,
+                        MessageStatus::Failed,
+                    );
                     changed.push(r.id);
                     events.push(EventRecord {
                         message_id: r.id,
@@ -539,6 +609,7 @@ impl Writes for PostgresStore {
         }
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &entries).await?;
+        Self::apply_tally(&mut tx, &tally).await?;
         tx.commit().await?;
         Ok(changed)
     }

@@ -1,8 +1,11 @@
 //! The records the store reads and writes.
 
 use std::fmt;
+use std::sync::Arc;
 
-use switchboard_domain::{AccountId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+use switchboard_domain::{
+    AccountId, BatchId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+};
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
@@ -15,6 +18,8 @@ pub struct AccountRecord {
     pub name: String,
     /// Balances.
     pub balance: Credits,
+    /// Requests per second it may make to the rate-limited API; `None` means the default.
+    pub rate_limit: Option<u32>,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -191,6 +196,8 @@ pub struct MessageRecord {
     pub updated_at: Timestamp,
     /// When the provider took it.
     pub sent_at: Option<Timestamp>,
+    /// The multi-recipient send request it belongs to.
+    pub batch_id: Option<BatchId>,
 }
 
 /// One status change.
@@ -239,6 +246,103 @@ pub struct NewMessage {
     /// time, because the admitting node dispatches it itself; if that node dies, the lease runs
     /// out and any dispatcher claims it. If unset, it is stored due at once.
     pub claim_until: Option<Timestamp>,
+    /// The multi-recipient send request it is one recipient of. The messages of one request
+    /// are submitted together, in one [`crate::Store::accept`] call, and admitted all or none.
+    pub batch: Option<Arc<NewBatch>>,
+}
+
+/// A multi-recipient send request to store with its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBatch {
+    /// Id.
+    pub id: BatchId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub body: Option<String>,
+    /// How many recipients (messages) it has.
+    pub recipients: u32,
+    /// The first recipient's message.
+    pub first_message_id: MessageId,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A stored multi-recipient send request, with how its recipients' messages stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Id.
+    pub id: BatchId,
+    /// Owner.
+    pub account_id: AccountId,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub body: Option<String>,
+    /// Recipients.
+    pub recipients: u32,
+    /// The first recipient's message.
+    pub first_message_id: MessageId,
+    /// Recipients whose message the provider took (sent or delivered).
+    pub sent: u32,
+    /// Recipients whose message failed (opted out, refused, undelivered, expired).
+    pub failed: u32,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl BatchRecord {
+    /// Recipients whose message has not reached sent or failed yet.
+    pub fn pending(&self) -> u32 {
+        self.recipients.saturating_sub(self.sent + self.failed)
+    }
+
+    /// Where the request stands as a whole.
+    pub fn state(&self) -> BatchState {
+        if self.pending() > 0 {
+            BatchState::Pending
+        } else if self.sent == 0 {
+            BatchState::Failed
+        } else {
+            BatchState::Sent
+        }
+    }
+}
+
+/// Where a multi-recipient send request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    /// Some recipients are still on their way to the provider.
+    Pending,
+    /// Every recipient is settled and at least one was sent.
+    Sent,
+    /// Every recipient failed.
+    Failed,
+}
+
+/// Outbound messages created in a time range, by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// (status, count), each status at most once.
+    pub by_status: Vec<(MessageStatus, i64)>,
+}
+
+impl MessageCounts {
+    /// All messages.
+    pub fn total(&self) -> i64 {
+        self.by_status.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Messages in any of `statuses`.
+    pub fn count(&self, statuses: &[MessageStatus]) -> i64 {
+        self.by_status.iter().filter(|(s, _)| statuses.contains(s)).map(|(_, n)| n).sum()
+    }
 }
 
 /// What [`crate::Store::accept`] did with one message.

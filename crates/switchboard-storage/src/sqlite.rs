@@ -17,16 +17,17 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, BatchId, MessageId, MessageStatus, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::admission::{self, Facts, Step};
-use crate::common::{ApiKeyRow, MessageRow, OptOutRow, SenderRow, message_columns, store_impl};
+use crate::common::{AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, message_columns, store_impl};
+use crate::tally::{self, Tally};
 use crate::writes::Writes;
 use crate::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
-    LedgerRecord, MessageRecord, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
+    LedgerRecord, MessageRecord, NewBatch, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
 };
 
 /// The migrations of the SQLite schema.
@@ -174,6 +175,12 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         created_at: r.get(20)?,
         updated_at: r.get(21)?,
         sent_at: r.get(22)?,
+        batch_id: r
+            .get_ref(23)?
+            .as_blob_or_null()?
+            .map(Uuid::from_slice)
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(23, rusqlite::types::Type::Blob, Box::new(e)))?,
     })
 }
 
@@ -257,7 +264,7 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
     c.prepare_cached(concat!(
         "INSERT INTO messages (",
         message_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
     ))?
     .execute(params![
         m.id.as_uuid().as_bytes().as_slice(),
@@ -283,8 +290,50 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
         m.created_at.millis(),
         m.updated_at.millis(),
         m.sent_at.map(Timestamp::millis),
+        m.batch_id.map(|b| b.as_uuid().as_bytes().to_vec()),
     ])?;
     Ok(())
+}
+
+fn insert_batch(c: &Connection, b: &NewBatch) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO batches (id, account_id, kind, sender, body, recipients, first_message_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        b.id.as_uuid().as_bytes().as_slice(),
+        b.account_id.as_uuid().as_bytes().as_slice(),
+        b.kind.as_str(),
+        b.from,
+        b.body,
+        i64::from(b.recipients),
+        b.first_message_id.as_uuid().as_bytes().as_slice(),
+        b.created_at.millis(),
+    ])?;
+    Ok(())
+}
+
+/// Applies the running counts; the last writes of a transaction.
+fn apply_tally(c: &Connection, tally: &Tally) -> Result<()> {
+    for (account, hour, status, n) in tally.count_changes() {
+        c.prepare_cached(tally::UPSERT_COUNT)?.execute(params![account.as_bytes().as_slice(), hour, status, n])?;
+    }
+    for (batch, sent, failed) in tally.batch_changes() {
+        c.prepare_cached(tally::UPDATE_BATCH)?.execute(params![sent, failed, batch.as_bytes().as_slice()])?;
+    }
+    Ok(())
+}
+
+/// What a status change needs to know of the message to keep the counts.
+fn counted(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<(AccountId, Option<BatchId>, Timestamp)> {
+    let account = AccountId::from_uuid(uuid_at(r, first)?);
+    let batch = match r.get_ref(first + 1)?.as_blob_or_null()? {
+        Some(bytes) => Some(BatchId::from_uuid(Uuid::from_slice(bytes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(first + 1, rusqlite::types::Type::Blob, Box::new(e))
+        })?)),
+        None => None,
+    };
+    Ok((account, batch, Timestamp::from_millis(r.get(first + 2)?)))
 }
 
 fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
@@ -353,9 +402,14 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
     let mut facts = load_facts(&tx, batch)?;
     let steps = admission::plan(batch, &mut facts);
     let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
+    let mut tally = Tally::default();
     for step in &steps {
-        let Step::Insert { record, charge } = step else { continue };
+        let Step::Insert { record, charge, new_batch } = step else { continue };
+        if let Some(b) = new_batch {
+            insert_batch(&tx, b)?;
+        }
         insert_message(&tx, record)?;
+        tally.insert(record.account_id, record.batch_id, record.created_at, record.status);
         for (status, error_type) in admission::initial_events(record) {
             insert_event(&tx, &EventRecord { message_id: record.id, status, error_type, at: record.created_at })?;
         }
@@ -381,6 +435,7 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
             return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
         }
     }
+    apply_tally(&tx, &tally)?;
     tx.commit()?;
     Ok(steps.iter().map(Step::outcome).collect())
 }
@@ -389,18 +444,22 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut changed = Vec::with_capacity(results.len());
     let mut refunds: Vec<(AccountId, MessageId, Credits, Timestamp)> = Vec::new();
+    let mut tally = Tally::default();
     for r in results {
         let id = r.id.as_uuid();
         let (id, attempt) = (id.as_bytes().as_slice(), i64::from(r.attempt));
         match &r.outcome {
             DispatchOutcome::Sent { provider_message_id } => {
-                let n = tx
+                let done = tx
                     .prepare_cached(
                         "UPDATE messages SET status = 'sent', sent_at = ?1, updated_at = ?1, provider_message_id = ?2, \
-                         error_message = NULL WHERE id = ?3 AND status = 'queued' AND attempts = ?4",
+                         error_message = NULL WHERE id = ?3 AND status = 'queued' AND attempts = ?4 \
+                         RETURNING account_id, batch_id, created_at",
                     )?
-                    .execute(params![r.at.millis(), provider_message_id, id, attempt])?;
-                if n == 1 {
+                    .query_row(params![r.at.millis(), provider_message_id, id, attempt], |row| counted(row, 0))
+                    .optional()?;
+                if let Some((account, batch, created_at)) = done {
+                    tally.change(account, batch, created_at, MessageStatus::Queued, MessageStatus::Sent);
                     changed.push(r.id);
                     insert_event(
                         &tx,
@@ -420,16 +479,18 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
                 }
             }
             DispatchOutcome::Failed { error_type, message, refund } => {
-                let charged: Option<(i64, i64)> = tx
+                let charged = tx
                     .prepare_cached(
                         "UPDATE messages SET status = 'failed', error_type = ?1, error_message = ?2, updated_at = ?3 \
-                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5 RETURNING sms_charged, mms_charged",
+                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5 \
+                         RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
                     )?
                     .query_row(params![error_type.as_str(), message, r.at.millis(), id, attempt], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, counted(row, 2)?))
                     })
                     .optional()?;
-                let Some((sms, mms)) = charged else { continue };
+                let Some((sms, mms, (account, batch, created_at))) = charged else { continue };
+                tally.change(account, batch, created_at, MessageStatus::Queued, MessageStatus::Failed);
                 changed.push(r.id);
                 insert_event(
                     &tx,
@@ -454,6 +515,7 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
             .execute([message.as_uuid().as_bytes().as_slice()])?;
         insert_ledger(&tx, &LedgerRecord::for_message(EntryKind::Refund, account, message, amount, after, at))?;
     }
+    apply_tally(&tx, &tally)?;
     tx.commit()?;
     Ok(changed)
 }
@@ -479,6 +541,7 @@ impl Writes for SqliteStore {
             id: AccountId::new(),
             name: name.to_owned(),
             balance: Credits::ZERO,
+            rate_limit: None,
             created_at: Timestamp::now(),
         };
         let r = record.clone();
@@ -492,6 +555,31 @@ impl Writes for SqliteStore {
             })
             .await?;
         Ok(record)
+    }
+
+    async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord> {
+        self.writer
+            .run(move |c| {
+                c.query_row(
+                    "UPDATE accounts SET rate_limit = ?1 WHERE id = ?2 \
+                     RETURNING id, name, sms_credits, mms_credits, rate_limit, created_at",
+                    params![limit.map(i64::from), account.as_uuid().as_bytes().as_slice()],
+                    |r| {
+                        Ok(AccountRow {
+                            id: uuid_at(r, 0)?,
+                            name: r.get(1)?,
+                            sms_credits: r.get(2)?,
+                            mms_credits: r.get(3)?,
+                            rate_limit: r.get(4)?,
+                            created_at: r.get(5)?,
+                        })
+                    },
+                )
+                .optional()?
+                .map(AccountRecord::from)
+                .ok_or(StorageError::NotFound)
+            })
+            .await
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {

@@ -14,6 +14,7 @@ use crate::{
 pub(crate) trait Writes {
     async fn server_secret(&self) -> Result<Vec<u8>>;
     async fn create_account(&self, name: &str) -> Result<AccountRecord>;
+    async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord>;
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     async fn revoke_api_key(&self, account: AccountId, id: &str, at: Timestamp) -> Result<ApiKeyRecord>;
     async fn create_sender(&self, s: &SenderRecord) -> Result<()>;

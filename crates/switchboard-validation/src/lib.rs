@@ -21,11 +21,19 @@ pub struct Policy {
     pub max_idempotency_key_len: u64,
     /// Words or phrases that a message may not contain (compared case-insensitively).
     pub blocked_terms: Vec<String>,
+    /// Most distinct recipients of one multi-recipient send.
+    pub max_recipients: usize,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { max_body_chars: 640, max_media_url_len: 2048, max_idempotency_key_len: 255, blocked_terms: Vec::new() }
+        Policy {
+            max_body_chars: 640,
+            max_media_url_len: 2048,
+            max_idempotency_key_len: 255,
+            blocked_terms: Vec::new(),
+            max_recipients: 1000,
+        }
     }
 }
 
@@ -61,6 +69,30 @@ pub struct SendCommand {
     pub text: TextInfo,
     /// The idempotency key.
     pub idempotency_key: Option<String>,
+}
+
+/// The fields of a multi-recipient SMS send, as a dialect received them.
+#[derive(Debug, Clone, Default)]
+pub struct BatchFields<'a> {
+    /// Recipients, in the order given, possibly repeated.
+    pub to: Vec<&'a str>,
+    /// Sender; `None` lets the account's default sender send.
+    pub from: Option<&'a str>,
+    /// Text.
+    pub body: Option<&'a str>,
+}
+
+/// A multi-recipient SMS send that passed every stateless check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCommand {
+    /// Distinct recipients, in the order first given.
+    pub recipients: Vec<Msisdn>,
+    /// Sender, if one was named.
+    pub from: Option<Msisdn>,
+    /// The text.
+    pub body: String,
+    /// Encoding and segments of the text.
+    pub text: TextInfo,
 }
 
 /// Why a send request was refused before anything was stored.
@@ -101,6 +133,25 @@ pub enum ValidationError {
     /// The text contains a blocked term.
     #[error("body: the message violates compliance rules")]
     Compliance,
+    /// A multi-recipient send without recipients.
+    #[error("to: at least one recipient is required")]
+    NoRecipients,
+    /// A multi-recipient send over the recipient limit.
+    #[error("to: {count} distinct recipients is over the limit of {max}")]
+    TooManyRecipients {
+        /// Distinct recipients given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One recipient of a multi-recipient send is not E.164.
+    #[error("to[{index}]: {error}")]
+    InvalidRecipient {
+        /// Its position in the list given.
+        index: usize,
+        /// What is wrong with it.
+        error: PhoneError,
+    },
 }
 
 impl Policy {
@@ -140,6 +191,32 @@ impl Policy {
         };
 
         Ok(SendCommand { to, from, kind, body: body.map(str::to_owned), media_url, text, idempotency_key })
+    }
+
+    /// Checks a multi-recipient SMS send. Recipients are deduplicated (after normalising), and
+    /// the limit applies to the distinct ones.
+    pub fn check_batch(&self, f: BatchFields<'_>) -> Result<BatchCommand, ValidationError> {
+        if f.to.is_empty() {
+            return Err(ValidationError::NoRecipients);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(f.to.len());
+        let mut recipients = Vec::with_capacity(f.to.len().min(self.max_recipients));
+        for (index, raw) in f.to.iter().enumerate() {
+            let number = Msisdn::parse(raw).map_err(|error| ValidationError::InvalidRecipient { index, error })?;
+            if seen.insert(number.as_str().to_owned()) {
+                recipients.push(number);
+            }
+        }
+        if recipients.len() > self.max_recipients {
+            return Err(ValidationError::TooManyRecipients { count: recipients.len(), max: self.max_recipients });
+        }
+        let from = f.from.map(Msisdn::parse).transpose().map_err(ValidationError::InvalidFrom)?;
+        let body = match f.body {
+            Some(b) if !b.trim().is_empty() => b,
+            _ => return Err(ValidationError::MissingBody),
+        };
+        let text = self.check_text(body)?;
+        Ok(BatchCommand { recipients, from, body: body.to_owned(), text })
     }
 
     /// Checks a message text: length, sendable characters, compliance. Returns its encoding.
@@ -237,6 +314,26 @@ mod tests {
         let long = "k".repeat(256);
         assert!(p.check_send(SendFields { idempotency_key: Some(&long), ..sms("x") }).is_err());
         assert!(p.check_send(SendFields { idempotency_key: Some("order-1"), ..sms("x") }).is_ok());
+    }
+
+    #[test]
+    fn batches_are_deduplicated_and_capped() {
+        let p = Policy { max_recipients: 2, ..Policy::default() };
+        let f = |to: Vec<&'static str>| BatchFields { to, from: None, body: Some("hi") };
+        let cmd = p.check_batch(f(vec!["+18005550001", "+18005550001", "+18005550002"])).unwrap();
+        assert_eq!(cmd.recipients.len(), 2);
+        assert_eq!(cmd.from, None);
+        assert!(matches!(
+            p.check_batch(f(vec!["+18005550001", "+18005550002", "+18005550003"])),
+            Err(ValidationError::TooManyRecipients { count: 3, max: 2 })
+        ));
+        assert_eq!(p.check_batch(f(vec![])), Err(ValidationError::NoRecipients));
+        assert!(matches!(
+            p.check_batch(f(vec!["+18005550001", "feed generate"])),
+            Err(ValidationError::InvalidRecipient { index: 1, .. })
+        ));
+        let empty = BatchFields { body: Some(" "), ..f(vec!["+18005550001"]) };
+        assert_eq!(p.check_batch(empty), Err(ValidationError::MissingBody));
     }
 
     #[test]

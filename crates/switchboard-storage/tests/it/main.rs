@@ -3,12 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, BatchId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 use switchboard_storage::testing::TestDatabase;
 use switchboard_storage::{
-    AcceptOutcome, ConnectOptions, DispatchOutcome, DispatchResult, NewMessage, PageRequest, SenderChange,
-    SenderRecord, Store, connect,
+    AcceptOutcome, BatchState, ConnectOptions, DispatchOutcome, DispatchResult, NewBatch, NewMessage, PageRequest,
+    SenderChange, SenderRecord, Store, connect,
 };
 
 const FROM: &str = "+18005559876";
@@ -60,6 +60,10 @@ contract!(
     results_apply_once_and_refund_once,
     admitted_already_claimed,
     paging_is_newest_first,
+    requests_are_all_or_nothing_and_tracked,
+    concurrent_requests_never_overdraw,
+    message_counts_follow_every_change,
+    rate_limits_are_stored,
 );
 
 async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId {
@@ -97,7 +101,56 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         request_hash: body.as_bytes().to_vec(),
         created_at: Timestamp::now(),
         claim_until: None,
+        batch: None,
     }
+}
+
+/// A message whose id and creation time are `at`.
+fn message_at(account: AccountId, at: Timestamp, to: &str) -> NewMessage {
+    let random = uuid::Uuid::new_v4().as_u128() & ((1u128 << 80) - 1);
+    let id = MessageId::from_uuid(uuid::Uuid::from_u128(MessageId::first_at(at).as_uuid().as_u128() | random));
+    NewMessage { id, created_at: at, to: to.into(), ..message(account, None, "x") }
+}
+
+/// The messages of one multi-recipient request, one per recipient.
+fn request(account: AccountId, recipients: &[&str]) -> Vec<NewMessage> {
+    let ids: Vec<MessageId> = recipients.iter().map(|_| MessageId::new()).collect();
+    let batch = Arc::new(NewBatch {
+        id: BatchId::new(),
+        account_id: account,
+        kind: MessageKind::Sms,
+        from: FROM.into(),
+        body: Some("hello".into()),
+        recipients: recipients.len() as u32,
+        first_message_id: ids[0],
+        created_at: Timestamp::now(),
+    });
+    recipients
+        .iter()
+        .zip(ids)
+        .map(|(to, id)| NewMessage {
+            id,
+            to: (*to).into(),
+            batch: Some(batch.clone()),
+            ..message(account, None, "hello")
+        })
+        .collect()
+}
+
+async fn dispatch_all(store: &Arc<dyn Store>, outcome: impl Fn(&str) -> DispatchOutcome) {
+    let now = Timestamp::now();
+    let claimed = store.claim_due(now, now.plus_millis(60_000), 1000).await.unwrap();
+    let results: Vec<DispatchResult> = claimed
+        .iter()
+        .map(|m| DispatchResult {
+            id: m.id,
+            account_id: m.account_id,
+            attempt: m.attempts,
+            at: Timestamp::now(),
+            outcome: outcome(&m.to),
+        })
+        .collect();
+    store.record_results(&results).await.unwrap();
 }
 
 async fn balance(store: &Arc<dyn Store>, account: AccountId) -> Credits {
@@ -411,4 +464,121 @@ async fn admitted_already_claimed(store: Arc<dyn Store>) {
     let again = store.claim_due(later, later.plus_millis(1_000), 10).await.unwrap();
     let orphan = again.iter().find(|m| m.body.as_deref() == Some("orphan")).expect("the orphan is due again");
     assert_eq!(orphan.attempts, 2);
+}
+
+async fn requests_are_all_or_nothing_and_tracked(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 5, 0).await;
+    let to = ["+18005550001", "+18005550002", "+18005550003"];
+
+    // Three recipients at 2 credits cannot be paid from 5: nothing is stored or charged.
+    let refused = request(a, &to);
+    let outcomes = store.accept(&refused).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == AcceptOutcome::InsufficientCredits), "{outcomes:?}");
+    assert_eq!(balance(&store, a).await, Credits::new(5, 0));
+    let batch_id = refused[0].batch.as_ref().unwrap().id;
+    assert_eq!(store.get_batch(batch_id).await.unwrap(), None);
+    assert!(store.get_message(refused[0].id).await.unwrap().is_none());
+
+    // With one recipient opted out, two charged messages fit.
+    store.add_opt_out(a, FROM, to[1]).await.unwrap();
+    let admitted = request(a, &to);
+    let outcomes = store.accept(&admitted).await.unwrap();
+    assert!(matches!(outcomes[0], AcceptOutcome::Queued(_)));
+    assert!(matches!(outcomes[1], AcceptOutcome::OptedOut(_)));
+    assert!(matches!(outcomes[2], AcceptOutcome::Queued(_)));
+    assert_eq!(balance(&store, a).await, Credits::new(1, 0));
+    let id = admitted[0].batch.as_ref().unwrap().id;
+    let batch = store.get_batch(id).await.unwrap().unwrap();
+    assert_eq!((batch.recipients, batch.sent, batch.failed, batch.state()), (3, 0, 1, BatchState::Pending));
+    assert_eq!(batch.first_message_id, admitted[0].id);
+    let stored = store.get_message(admitted[2].id).await.unwrap().unwrap();
+    assert_eq!(stored.batch_id, Some(id));
+
+    // One is sent, one fails: the request is settled, and counts as sent.
+    dispatch_all(&store, |to| {
+        if to == "+18005550001" {
+            DispatchOutcome::Sent { provider_message_id: "p".into() }
+        } else {
+            DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "no".into(), refund: true }
+        }
+    })
+    .await;
+    let batch = store.get_batch(id).await.unwrap().unwrap();
+    assert_eq!((batch.sent, batch.failed, batch.state()), (1, 2, BatchState::Sent));
+
+    let (page, total) = store.list_batches(a, None, 0, 10).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!(store.list_batches(a, Some(BatchState::Sent), 0, 10).await.unwrap().1, 1);
+    assert_eq!(store.list_batches(a, Some(BatchState::Pending), 0, 10).await.unwrap().1, 0);
+    assert_eq!(store.list_batches(a, Some(BatchState::Failed), 0, 10).await.unwrap().1, 0);
+    assert!(store.list_batches(a, None, 1, 10).await.unwrap().0.is_empty(), "past the end");
+}
+
+async fn concurrent_requests_never_overdraw(store: Arc<dyn Store>) {
+    // Room for four requests of three recipients; twenty race for it.
+    let a = funded_account(&store, 24, 0).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.accept(&request(a, &["+18005550001", "+18005550002", "+18005550003"])).await.unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        let outcomes = t.await.unwrap();
+        let queued = outcomes.iter().filter(|o| matches!(o, AcceptOutcome::Queued(_))).count();
+        assert!(queued == 0 || queued == 3, "a request is admitted whole or not at all: {outcomes:?}");
+        admitted += usize::from(queued == 3);
+    }
+    assert_eq!(admitted, 4);
+    assert_eq!(balance(&store, a).await, Credits::ZERO);
+    assert_eq!(store.list_batches(a, None, 0, 100).await.unwrap().1, 4);
+}
+
+async fn message_counts_follow_every_change(store: Arc<dyn Store>) {
+    const H: i64 = 3_600_000;
+    let a = funded_account(&store, 1000, 0).await;
+    let base = (Timestamp::now().millis() / H - 10) * H;
+    let at = |ms: i64| Timestamp::from_millis(base + ms);
+    let min = 60_000;
+    // One message at 10 and 50 minutes, 1h30 and 2h05 past the base hour.
+    for (i, t) in [10 * min, 50 * min, 90 * min, 125 * min].into_iter().enumerate() {
+        let to = format!("+1800555000{i}");
+        assert!(matches!(store.accept(&[message_at(a, at(t), &to)]).await.unwrap()[0], AcceptOutcome::Queued(_)));
+    }
+    let counts = store.message_counts(a, at(20 * min), at(130 * min)).await.unwrap();
+    assert_eq!(counts.by_status, vec![(MessageStatus::Queued, 3)]);
+
+    dispatch_all(&store, |to| {
+        if to.ends_with('1') {
+            DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "no".into(), refund: true }
+        } else {
+            DispatchOutcome::Sent { provider_message_id: "p".into() }
+        }
+    })
+    .await;
+    // Whole hours, ragged ends, one partial hour, and an empty range.
+    let counts = store.message_counts(a, at(20 * min), at(130 * min)).await.unwrap();
+    assert_eq!(counts.by_status, vec![(MessageStatus::Failed, 1), (MessageStatus::Sent, 2)]);
+    let counts = store.message_counts(a, at(0), at(4 * H)).await.unwrap();
+    assert_eq!((counts.total(), counts.count(&[MessageStatus::Sent])), (4, 3));
+    let counts = store.message_counts(a, at(0), at(30 * min)).await.unwrap();
+    assert_eq!(counts.by_status, vec![(MessageStatus::Sent, 1)]);
+    assert_eq!(store.message_counts(a, at(4 * H), at(5 * H)).await.unwrap().total(), 0);
+    let other = store.create_account("other").await.unwrap().id;
+    assert_eq!(store.message_counts(other, at(0), at(4 * H)).await.unwrap().total(), 0);
+}
+
+async fn rate_limits_are_stored(store: Arc<dyn Store>) {
+    let a = store.create_account("limited").await.unwrap();
+    assert_eq!(a.rate_limit, None);
+    assert_eq!(store.set_rate_limit(a.id, Some(250)).await.unwrap().rate_limit, Some(250));
+    assert_eq!(store.get_account(a.id).await.unwrap().unwrap().rate_limit, Some(250));
+    assert_eq!(store.set_rate_limit(a.id, None).await.unwrap().rate_limit, None);
+    assert!(matches!(
+        store.set_rate_limit(AccountId::new(), Some(1)).await,
+        Err(switchboard_storage::StorageError::NotFound)
+    ));
 }
