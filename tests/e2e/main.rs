@@ -4,4 +4,5 @@ mod admin;
 mod bad_input;
 mod cluster;
 mod concurrency;
+mod mudbase;
 mod textingline;

@@ -123,6 +123,7 @@ impl TestApp {
             account: account.id,
             from: tenant_sender(account.id),
             key_id: key.key.id.clone(),
+            api_key: key.api_key.clone(),
             client: Client::new(&self.url, &key.key.id, &key.secret),
         }
     }
@@ -142,6 +143,8 @@ pub struct Tenant {
     pub from: String,
     /// Its key id.
     pub key_id: String,
+    /// The key as one string (`id:secret`), for `X-API-Key`.
+    pub api_key: String,
     /// A TextingLine client with its key.
     pub client: Client,
 }

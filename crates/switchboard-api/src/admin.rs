@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use switchboard_core::AccessError;
 use switchboard_domain::wire::{
     Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender,
-    LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, StatusEvent, TopUp, UpdateSender,
+    LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, StatusEvent, TopUp, UpdateAccount, UpdateSender,
 };
 use switchboard_domain::{AccountId, MessageId};
 use switchboard_ledger::Credits;
@@ -31,7 +31,7 @@ use crate::extract::{Body, DialectError, OptionalBody, Path, Query};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/accounts", post(create_account).get(list_accounts))
-        .route("/admin/v1/accounts/{account}", get(get_account))
+        .route("/admin/v1/accounts/{account}", get(get_account).patch(update_account))
         .route("/admin/v1/accounts/{account}/keys", post(create_key).get(list_keys))
         .route("/admin/v1/accounts/{account}/keys/{key}", delete(revoke_key))
         .route("/admin/v1/accounts/{account}/senders", post(create_sender).get(list_senders))
@@ -137,6 +137,7 @@ pub(crate) fn account_wire(a: &AccountRecord) -> Account {
         name: a.name.clone(),
         sms_credits: a.balance.sms,
         mms_credits: a.balance.mms,
+        rate_limit: a.rate_limit,
         created_at: a.created_at,
     }
 }
@@ -276,6 +277,18 @@ pub(crate) async fn get_account(
     Ok(Json(account_wire(&s.core.account(account_id(&account)?).await?)))
 }
 
+/// Change an account's settings (its Mudbase request rate limit).
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body = UpdateAccount,
+    security(("operator" = [])), responses((status = 200, body = Account), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn update_account(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<UpdateAccount, ApiError>,
+) -> AdminResult<Json<Account>> {
+    Ok(Json(account_wire(&s.core.set_rate_limit(account_id(&account)?, req.rate_limit).await?)))
+}
+
 /// Create an API key. The secret is in this response only.
 #[utoipa::path(post, path = "/admin/v1/accounts/{account}/keys", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateApiKey,
     security(("operator" = [])), responses((status = 201, body = ApiKeyCreated), (status = 404, body = AdminErrorBody)))]
@@ -287,7 +300,14 @@ pub(crate) async fn create_key(
 ) -> AdminResult<(StatusCode, Json<ApiKeyCreated>)> {
     let name = body.name;
     let (record, key) = s.core.create_key(account_id(&account)?, name.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: key_wire(&record), secret: key.secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyCreated {
+            key: key_wire(&record),
+            api_key: format!("{}:{}", key.id, key.secret),
+            secret: key.secret,
+        }),
+    ))
 }
 
 /// List an account's API keys (never their secrets).

@@ -1,4 +1,4 @@
-//! Switchboard's HTTP API on axum: the TextingLine dialect, the admin API, OpenAPI
+//! Switchboard's HTTP API on axum: the TextingLine and Mudbase dialects, the admin API, OpenAPI
 //! (`/openapi.json`, Swagger UI at `/docs`), Prometheus metrics (`/metrics`) and `/healthz`.
 //!
 //! This is the only crate that knows HTTP status codes. Handlers extract the request, call
@@ -8,6 +8,7 @@
 
 mod admin;
 mod extract;
+mod mudbase;
 mod openapi;
 mod textingline;
 
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     let api = Router::new()
         .merge(textingline::routes())
+        .merge(mudbase::routes())
         .merge(admin::routes())
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
@@ -119,6 +121,8 @@ fn masked_path(path: &str) -> String {
 fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
     if path.starts_with("/admin/") {
         admin::ApiError::request(status, message.to_owned()).into_response()
+    } else if path.starts_with("/api/messaging/") || path.starts_with("/api/auth/") {
+        mudbase::ApiError::request(status, message.to_owned()).into_response()
     } else {
         textingline::ApiError::request(status, message.to_owned()).into_response()
     }

@@ -1,21 +1,26 @@
 //! The OpenAPI document of every endpoint.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, textingline};
+use crate::{admin, mudbase, textingline};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchboard", description = "SMS/MMS gateway: the TextingLine dialect and the admin API."),
+    info(title = "Switchboard", description = "SMS/MMS gateway: the TextingLine and Mudbase dialects and the admin API."),
     paths(
         textingline::send_message,
         textingline::get_message,
         textingline::list_messages,
+        mudbase::send_sms,
+        mudbase::history,
+        mudbase::stats,
+        mudbase::issue_token,
         admin::create_account,
         admin::list_accounts,
         admin::get_account,
+        admin::update_account,
         admin::create_key,
         admin::list_keys,
         admin::revoke_key,
@@ -32,7 +37,7 @@ use crate::{admin, textingline};
         admin::get_message,
     ),
     modifiers(&Security),
-    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Admin", description = "Operator API"))
+    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Admin", description = "Operator API"))
 )]
 pub struct ApiDoc;
 
@@ -44,6 +49,23 @@ impl Modify for Security {
         components.add_security_scheme(
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The API key as one string: <key id>:<secret>",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from POST /api/auth/token"))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "operator",

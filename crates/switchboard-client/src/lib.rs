@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
     Account, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender, LedgerEntry, Message, OptOut,
-    OptOutRequest, Page, Sender, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateSender,
+    OptOutRequest, Page, Sender, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateSender,
 };
 use uuid::Uuid;
 
@@ -193,6 +193,11 @@ impl AdminClient {
     /// Reads an account.
     pub async fn account(&self, id: Uuid) -> Result<Account> {
         self.get(&format!("/admin/v1/accounts/{id}")).await
+    }
+
+    /// Sets an account's Mudbase request rate limit (`None`: the server's default).
+    pub async fn set_rate_limit(&self, id: Uuid, rate_limit: Option<u32>) -> Result<Account> {
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&UpdateAccount { rate_limit })).await
     }
 
     /// Creates an API key; the only time its secret is shown.

@@ -164,6 +164,7 @@ impl Core {
             first_message_id: batch.first_message_id,
             sent: count(MessageStatus::Sent),
             failed: count(MessageStatus::Failed),
+            sent_at: records.iter().filter_map(|r| r.sent_at).min(),
             created_at: batch.created_at,
         };
         Ok(BatchSent { batch, messages: records })

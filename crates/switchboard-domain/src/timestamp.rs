@@ -28,6 +28,39 @@ impl Timestamp {
     pub fn plus_millis(self, ms: i64) -> Self {
         Self(self.0.saturating_add(ms))
     }
+    /// Parses the date-time forms clients send in query strings: RFC 3339, an offset without
+    /// its colon (`+0000`) or minutes (`+01`), a `+` turned into a space by a client that did
+    /// not percent-encode it, no offset at all (UTC), or a bare date (midnight UTC).
+    pub fn parse_lenient(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.len() > 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut text = s.to_owned();
+        if text.len() == 10 {
+            text.push_str("T00:00:00");
+        }
+        // The offset starts after the seconds (index 19), at `Z`, `+`, `-`, or a space that
+        // stands for a `+` a client did not percent-encode.
+        let split = text.get(19..)?.find(['Z', 'z', '+', '-', ' ']).map(|i| i + 19);
+        let (main, offset) = match split {
+            None => (text.as_str(), "Z".to_owned()),
+            Some(i) => {
+                let (main, offset) = text.split_at(i);
+                let offset = offset.replacen(' ', "+", 1);
+                let offset = match offset.len() {
+                    // +HHMM
+                    5 if !offset.contains(':') => format!("{}:{}", &offset[..3], &offset[3..]),
+                    // +HH
+                    3 => format!("{offset}:00"),
+                    _ => offset,
+                };
+                (main, offset)
+            }
+        };
+        Self::parse_rfc3339(&format!("{main}{offset}"))
+    }
+
     /// Parses RFC 3339 (`2026-03-15T14:30:05.000Z`, any offset).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
@@ -67,5 +100,26 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2026-03-15T14:30:05Z").unwrap();
         assert_eq!(t.to_string(), "2026-03-15T14:30:05.000Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Some(t));
+    }
+
+    #[test]
+    fn lenient_forms() {
+        let day = Timestamp::parse_rfc3339("2024-01-01T00:00:00Z").unwrap();
+        for s in [
+            "2024-01-01",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.000000",
+            "2024-01-01T00:00:00.000000+0000",
+            "2024-01-01T00:00:00.000000 0000",
+            "2024-01-01T00:00:00+00:00",
+            "2024-01-01T01:00:00+01",
+            "2023-12-31T19:00:00.000-0500",
+            "2024-01-01T00:00:00.000Z",
+        ] {
+            assert_eq!(Timestamp::parse_lenient(s), Some(day), "{s}");
+        }
+        for bad in ["", "yesterday", "2024-13-01", "2024-01-01T25:00:00", "2024-01-01T00:00:00+9999"] {
+            assert_eq!(Timestamp::parse_lenient(bad), None, "{bad}");
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! Field names follow each dialect's document exactly (camelCase for TextingLine).
 //! With the `openapi` feature the types also describe themselves for the OpenAPI document.
 
+pub mod mudbase;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -153,9 +155,22 @@ pub struct Account {
     pub sms_credits: i64,
     /// MMS credits left.
     pub mms_credits: i64,
+    /// Requests per second the account may make to the Mudbase API; absent means the
+    /// server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
     /// Creation time.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+}
+
+/// Admin: change an account's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateAccount {
+    /// Requests per second for the Mudbase API (at least 1); `null` restores the default.
+    pub rate_limit: Option<u32>,
 }
 
 /// Admin: create an API key.
@@ -199,6 +214,8 @@ pub struct ApiKeyCreated {
     pub key: ApiKey,
     /// The secret: the Basic-auth password. Shown once; stored only as a keyed hash.
     pub secret: String,
+    /// The key as one string, `id:secret`, for `X-API-Key` (Mudbase). Shown once.
+    pub api_key: String,
 }
 
 impl std::fmt::Debug for ApiKeyCreated {

@@ -263,12 +263,13 @@ pub(crate) struct BatchRow {
     pub(crate) first_message_id: Uuid,
     pub(crate) sent: i64,
     pub(crate) failed: i64,
+    pub(crate) sent_at: Option<i64>,
     pub(crate) created_at: i64,
 }
 
 /// The columns of [`BatchRow`].
 pub(crate) const BATCH_COLUMNS: &str =
-    "id, account_id, kind, sender, body, recipients, first_message_id, sent, failed, created_at";
+    "id, account_id, kind, sender, body, recipients, first_message_id, sent, failed, sent_at, created_at";
 
 impl TryFrom<BatchRow> for BatchRecord {
     type Error = StorageError;
@@ -283,6 +284,7 @@ impl TryFrom<BatchRow> for BatchRecord {
             first_message_id: MessageId::from_uuid(r.first_message_id),
             sent: u32_of("sent", r.sent)?,
             failed: u32_of("failed", r.failed)?,
+            sent_at: r.sent_at.map(Timestamp::from_millis),
             created_at: Timestamp::from_millis(r.created_at),
         })
     }

@@ -184,8 +184,14 @@ impl PostgresStore {
         for (account, hour, status, n) in tally.count_changes() {
             sqlx::query(tally::UPSERT_COUNT).bind(account).bind(hour).bind(status).bind(n).execute(&mut **tx).await?;
         }
-        for (batch, sent, failed) in tally.batch_changes() {
-            sqlx::query(tally::UPDATE_BATCH).bind(sent).bind(failed).bind(batch).execute(&mut **tx).await?;
+        for (batch, sent, failed, sent_at) in tally.batch_changes() {
+            sqlx::query(tally::UPDATE_BATCH)
+                .bind(sent)
+                .bind(failed)
+                .bind(sent_at)
+                .bind(batch)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -516,17 +522,20 @@ impl Writes for PostgresStore {
             qb.push(
                 ") AS t) AS v WHERE messages.id = v.id AND messages.attempts = v.attempt \
                          AND messages.status = 'queued' \
-                         RETURNING messages.id, messages.account_id, messages.batch_id, messages.created_at",
+                         RETURNING messages.id, messages.account_id, messages.batch_id, messages.created_at, \
+                         messages.sent_at",
             );
-            let updated: Vec<(Uuid, Uuid, Option<Uuid>, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            for (_, account, batch, created_at) in &updated {
+            let updated: Vec<(Uuid, Uuid, Option<Uuid>, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+            for (_, account, batch, created_at, sent_at) in &updated {
+                let batch = batch.map(BatchId::from_uuid);
                 tally.change(
                     AccountId::from_uuid(*account),
-                    batch.map(BatchId::from_uuid),
+                    batch,
                     Timestamp::from_millis(*created_at),
                     MessageStatus::Queued,
                     MessageStatus::Sent,
                 );
+                tally.sent_at(batch, Timestamp::from_millis(*sent_at));
             }
             let updated: std::collections::HashSet<Uuid> = updated.into_iter().map(|(id, ..)| id).collect();
             for (r, _) in chunk {

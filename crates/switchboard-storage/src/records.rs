@@ -293,6 +293,8 @@ pub struct BatchRecord {
     pub sent: u32,
     /// Recipients whose message failed (opted out, refused, undelivered, expired).
     pub failed: u32,
+    /// When the provider took the first recipient's message.
+    pub sent_at: Option<Timestamp>,
     /// Creation time.
     pub created_at: Timestamp,
 }

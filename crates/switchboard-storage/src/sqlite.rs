@@ -318,8 +318,8 @@ fn apply_tally(c: &Connection, tally: &Tally) -> Result<()> {
     for (account, hour, status, n) in tally.count_changes() {
         c.prepare_cached(tally::UPSERT_COUNT)?.execute(params![account.as_bytes().as_slice(), hour, status, n])?;
     }
-    for (batch, sent, failed) in tally.batch_changes() {
-        c.prepare_cached(tally::UPDATE_BATCH)?.execute(params![sent, failed, batch.as_bytes().as_slice()])?;
+    for (batch, sent, failed, sent_at) in tally.batch_changes() {
+        c.prepare_cached(tally::UPDATE_BATCH)?.execute(params![sent, failed, sent_at, batch.as_bytes().as_slice()])?;
     }
     Ok(())
 }
@@ -460,6 +460,7 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
                     .optional()?;
                 if let Some((account, batch, created_at)) = done {
                     tally.change(account, batch, created_at, MessageStatus::Queued, MessageStatus::Sent);
+                    tally.sent_at(batch, r.at);
                     changed.push(r.id);
                     insert_event(
                         &tx,

@@ -20,8 +20,8 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) struct Tally {
     /// (account, hour, status) → change in count.
     pub(crate) counts: BTreeMap<(Uuid, i64, &'static str), i64>,
-    /// batch → (change in sent, change in failed).
-    pub(crate) batches: BTreeMap<Uuid, (i64, i64)>,
+    /// batch → (change in sent, change in failed, earliest send among the changes).
+    pub(crate) batches: BTreeMap<Uuid, (i64, i64, Option<i64>)>,
 }
 
 /// Which batch counter a status falls under, if any: 0 = sent, 1 = failed.
@@ -76,6 +76,13 @@ impl Tally {
         }
     }
 
+    /// A message of a batch was sent at `at`.
+    pub(crate) fn sent_at(&mut self, batch: Option<BatchId>, at: Timestamp) {
+        let Some(b) = batch else { return };
+        let first = &mut self.batches.entry(b.as_uuid()).or_default().2;
+        *first = Some(first.map_or(at.millis(), |t| t.min(at.millis())));
+    }
+
     fn count(&mut self, account: AccountId, created_at: Timestamp, status: MessageStatus, n: i64) {
         let hour = created_at.millis().div_euclid(HOUR_MS);
         *self.counts.entry((account.as_uuid(), hour, status.as_str())).or_default() += n;
@@ -95,9 +102,12 @@ impl Tally {
         self.counts.iter().filter(|(_, n)| **n != 0).map(|((a, h, s), n)| (*a, *h, *s, *n))
     }
 
-    /// The batch changes that are not zero, in key order.
-    pub(crate) fn batch_changes(&self) -> impl Iterator<Item = (Uuid, i64, i64)> + '_ {
-        self.batches.iter().filter(|(_, (s, f))| *s != 0 || *f != 0).map(|(b, (s, f))| (*b, *s, *f))
+    /// The batch changes, in key order.
+    pub(crate) fn batch_changes(&self) -> impl Iterator<Item = (Uuid, i64, i64, Option<i64>)> + '_ {
+        self.batches
+            .iter()
+            .filter(|(_, (s, f, at))| *s != 0 || *f != 0 || at.is_some())
+            .map(|(b, (s, f, at))| (*b, *s, *f, *at))
     }
 }
 
@@ -106,7 +116,8 @@ pub(crate) const UPSERT_COUNT: &str = "INSERT INTO message_counts (account_id, h
      ON CONFLICT (account_id, hour, status) DO UPDATE SET n = message_counts.n + excluded.n";
 
 /// The statement that applies one batch change (the same on both backends).
-pub(crate) const UPDATE_BATCH: &str = "UPDATE batches SET sent = sent + $1, failed = failed + $2 WHERE id = $3";
+pub(crate) const UPDATE_BATCH: &str =
+    "UPDATE batches SET sent = sent + $1, failed = failed + $2, sent_at = COALESCE(sent_at, $3) WHERE id = $4";
 
 #[cfg(test)]
 mod tests {
@@ -126,6 +137,8 @@ mod tests {
         let counts: Vec<_> = tally.count_changes().collect();
         let u = a.as_uuid();
         assert_eq!(counts, vec![(u, 5, "delivered", 1), (u, 5, "failed", 1)]);
-        assert_eq!(tally.batch_changes().collect::<Vec<_>>(), vec![(b.as_uuid(), 1, 1)]);
+        tally.sent_at(Some(b), t.plus_millis(5));
+        tally.sent_at(Some(b), t);
+        assert_eq!(tally.batch_changes().collect::<Vec<_>>(), vec![(b.as_uuid(), 1, 1, Some(t.millis()))]);
     }
 }

@@ -69,8 +69,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
             blocked_terms: settings.blocked_terms.clone(),
+            max_recipients: settings.max_recipients,
             ..Policy::default()
         },
+        default_rate_limit: settings.default_rate_limit,
+        token_ttl: Duration::from_secs(settings.token_ttl_secs),
         sent_wait: Duration::from_millis(settings.sent_wait_ms),
         commit_writers: settings.commit_writers.unwrap_or(match backend {
             Backend::Sqlite => 1,

@@ -53,6 +53,13 @@ pub struct Settings {
     pub provider_timeout_ms: u64,
     /// How long the simulator's slow test number takes, in ms.
     pub simulator_slow_ms: u64,
+    /// Most distinct recipients of one Mudbase send.
+    pub max_recipients: usize,
+    /// Requests per second a project may make to the Mudbase API unless its own limit (set
+    /// through the admin API) says otherwise.
+    pub default_rate_limit: u32,
+    /// How long an access token from `/api/auth/token` lives, in seconds.
+    pub token_ttl_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -90,6 +97,9 @@ impl Default for Settings {
             dispatch_base_backoff_ms: 1_000,
             provider_timeout_ms: 30_000,
             simulator_slow_ms: 2_000,
+            max_recipients: 1_000,
+            default_rate_limit: 100,
+            token_ttl_secs: 900,
         }
     }
 }
@@ -160,6 +170,9 @@ impl Settings {
         env!(dispatch_base_backoff_ms, "SWITCHBOARD_DISPATCH_BASE_BACKOFF_MS");
         env!(provider_timeout_ms, "SWITCHBOARD_PROVIDER_TIMEOUT_MS");
         env!(simulator_slow_ms, "SWITCHBOARD_SIMULATOR_SLOW_MS");
+        env!(max_recipients, "SWITCHBOARD_MAX_RECIPIENTS");
+        env!(default_rate_limit, "SWITCHBOARD_DEFAULT_RATE_LIMIT");
+        env!(token_ttl_secs, "SWITCHBOARD_TOKEN_TTL_SECS");
         Ok(())
     }
 
@@ -192,6 +205,15 @@ impl Settings {
         }
         if self.sent_wait_ms > self.request_timeout_ms {
             bail!("sent_wait_ms must not exceed request_timeout_ms");
+        }
+        if self.max_recipients == 0 || self.max_recipients > 10_000 {
+            bail!("max_recipients must be 1 to 10000");
+        }
+        if self.default_rate_limit == 0 {
+            bail!("default_rate_limit must be at least 1");
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
+            bail!("token_ttl_secs must be 1 to 86400");
         }
         if self.dispatch_max_attempts == 0 {
             bail!("dispatch_max_attempts must be at least 1");

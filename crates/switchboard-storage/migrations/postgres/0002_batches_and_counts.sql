@@ -7,7 +7,8 @@ ALTER TABLE accounts ADD COLUMN rate_limit BIGINT CHECK (rate_limit IS NULL OR r
 ALTER TABLE messages ADD COLUMN batch_id UUID;
 
 -- One row per multi-recipient send request. `sent` and `failed` count its recipients'
--- messages in those states; they change in the same transaction as the messages.
+-- messages in those states, and `sent_at` is when the first was sent; they change in the
+-- same transaction as the messages.
 CREATE TABLE batches (
     id               UUID PRIMARY KEY,
     account_id       UUID NOT NULL REFERENCES accounts (id),
@@ -18,6 +19,7 @@ CREATE TABLE batches (
     first_message_id UUID NOT NULL,
     sent             BIGINT NOT NULL DEFAULT 0 CHECK (sent >= 0),
     failed           BIGINT NOT NULL DEFAULT 0 CHECK (failed >= 0),
+    sent_at          BIGINT,
     created_at       BIGINT NOT NULL,
     CHECK (sent + failed <= recipients)
 );

@@ -490,6 +490,7 @@ async fn requests_are_all_or_nothing_and_tracked(store: Arc<dyn Store>) {
     let id = admitted[0].batch.as_ref().unwrap().id;
     let batch = store.get_batch(id).await.unwrap().unwrap();
     assert_eq!((batch.recipients, batch.sent, batch.failed, batch.state()), (3, 0, 1, BatchState::Pending));
+    assert_eq!(batch.sent_at, None);
     assert_eq!(batch.first_message_id, admitted[0].id);
     let stored = store.get_message(admitted[2].id).await.unwrap().unwrap();
     assert_eq!(stored.batch_id, Some(id));
@@ -505,6 +506,9 @@ async fn requests_are_all_or_nothing_and_tracked(store: Arc<dyn Store>) {
     .await;
     let batch = store.get_batch(id).await.unwrap().unwrap();
     assert_eq!((batch.sent, batch.failed, batch.state()), (1, 2, BatchState::Sent));
+    let first = store.get_message(admitted[0].id).await.unwrap().unwrap();
+    assert_eq!(batch.sent_at, first.sent_at);
+    assert!(batch.sent_at.is_some());
 
     let (page, total) = store.list_batches(a, None, 0, 10).await.unwrap();
     assert_eq!((page.len(), total), (1, 1));

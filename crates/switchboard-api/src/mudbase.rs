@@ -1,0 +1,457 @@
+//! The Mudbase dialect: `/api/messaging/projects/{projectId}/messaging/{sms,history,stats}`
+//! with `X-API-Key: <key id>:<secret>` or `Authorization: Bearer <JWT>` from `/api/auth/token`.
+//!
+//! Responses are envelopes: `{"success": true, "data": …}`, and for every error, whatever its
+//! cause, `{"success": false, "error": {"code": "VALIDATION_ERROR", "message": "…"}}`. Each
+//! project (account) is held to a request rate (100/s unless its own limit says otherwise);
+//! past it the answer is 429 with `Retry-After`.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use switchboard_core::{AccessError, AuthError, BatchSent, MAX_HISTORY_PAGE, SendError};
+use switchboard_domain::wire::mudbase::{
+    MbByStatus, MbByType, MbErrorBody, MbErrorDetail, MbHistory, MbHistoryEntry, MbOk, MbPagination, MbPeriod,
+    MbSmsRequest, MbSmsSent, MbStats, MbStatus, MbToken, MbType,
+};
+use switchboard_domain::{AccountId, MessageStatus, Timestamp};
+use switchboard_storage::{BatchRecord, BatchState};
+use switchboard_validation::{BatchFields, ValidationError};
+
+use crate::AppState;
+use crate::extract::{Body, DialectError, Path, Query};
+use crate::textingline::basic_credentials;
+
+/// The routes of the dialect.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/messaging/projects/{project}/messaging/sms", post(send_sms))
+        .route("/api/messaging/projects/{project}/messaging/history", get(history))
+        .route("/api/messaging/projects/{project}/messaging/stats", get(stats))
+        .route("/api/auth/token", post(issue_token))
+}
+
+/// A Mudbase error.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required: send X-API-Key: <key id>:<secret>, or Authorization: Bearer <token> \
+             from POST /api/auth/token",
+        )
+    }
+
+    fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "access denied: these credentials are not for this project")
+    }
+
+    fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "temporarily unavailable; try again")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            MbErrorBody { success: false, error: MbErrorDetail { code: self.code.into(), message: self.message } };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl DialectError for ApiError {
+    fn request(status: StatusCode, message: String) -> Self {
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::FORBIDDEN => "FORBIDDEN",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+            StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
+            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+            StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+            s if s.is_server_error() => "INTERNAL_ERROR",
+            _ => "VALIDATION_ERROR",
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        match e {
+            ValidationError::Compliance => {
+                Self::new(StatusCode::BAD_REQUEST, "COMPLIANCE_VIOLATION", "message: violates compliance rules")
+            }
+            ValidationError::UnsupportedCharacter(c) => {
+                Self::new(StatusCode::BAD_REQUEST, "INVALID_CONTENT", format!("message: {c}"))
+            }
+            // The core names the fields as TextingLine does; Mudbase calls the text `message`.
+            ValidationError::MissingBody => Self::invalid("message: required, and not only spaces"),
+            ValidationError::BodyTooLong { chars, max } => {
+                Self::invalid(format!("message: {chars} characters is over the limit of {max}"))
+            }
+            other => Self::invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::SenderNotAssigned => Self::new(
+                StatusCode::BAD_REQUEST,
+                "SENDER_NOT_ASSIGNED",
+                "from: the number is not assigned to this project",
+            ),
+            SendError::SenderInactive => {
+                Self::new(StatusCode::BAD_REQUEST, "SENDER_INACTIVE", "from: the number is not in an active state")
+            }
+            SendError::SenderNotCapable => {
+                Self::new(StatusCode::BAD_REQUEST, "SENDER_NOT_CAPABLE", "from: the number is not enabled for SMS")
+            }
+            SendError::NoDefaultSender => Self::new(
+                StatusCode::BAD_REQUEST,
+                "NO_SENDER",
+                "from: required, since the project has no active SMS sender to send from",
+            ),
+            SendError::InsufficientCredits => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_CREDITS",
+                "insufficient credits for every recipient; nothing was sent or charged",
+            ),
+            // Mudbase sends carry no idempotency key, so this cannot happen; answer honestly.
+            SendError::IdempotencyConflict => Self::new(StatusCode::CONFLICT, "CONFLICT", e.to_string()),
+            SendError::Unavailable => Self::unavailable(),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found")),
+            AccessError::Forbidden(_) => Self::forbidden(),
+            AccessError::Invalid(m) | AccessError::Conflict(m) => Self::invalid(m),
+            AccessError::Unavailable => Self::unavailable(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidCredentials => Self::unauthorized(),
+            AuthError::Unavailable => Self::unavailable(),
+        }
+    }
+}
+
+/// `X-API-Key: <id>:<secret>`, if present and well formed.
+fn api_key(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get("x-api-key")?.to_str().ok()?.trim();
+    let (id, secret) = value.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// `Authorization: Bearer <token>`, if present.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The account of the request's credentials (a bearer token, else an API key), counted
+/// against its rate limit.
+pub(crate) struct MbAccount(AccountId);
+
+impl FromRequestParts<AppState> for MbAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let account = if let Some(token) = bearer(&parts.headers) {
+            state.core.authenticate_token(token).await?
+        } else if let Some((id, secret)) = api_key(&parts.headers) {
+            state.core.authenticate(&id, &secret).await?
+        } else {
+            return Err(ApiError::unauthorized());
+        };
+        if let Err(wait) = state.core.check_rate(account).await {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many requests for this project; retry after the time in Retry-After",
+            );
+            e.retry_after = Some(wait.seconds());
+            return Err(e);
+        }
+        Ok(MbAccount(account))
+    }
+}
+
+/// The project in the path, which must be the credentials' account.
+fn project(path: &str, account: AccountId) -> Result<AccountId, ApiError> {
+    match path.parse::<AccountId>() {
+        Ok(p) if p == account => Ok(p),
+        _ => Err(ApiError::forbidden()),
+    }
+}
+
+fn state_word(b: &BatchRecord) -> MbStatus {
+    match b.state() {
+        BatchState::Pending => MbStatus::Pending,
+        BatchState::Sent => MbStatus::Sent,
+        BatchState::Failed => MbStatus::Failed,
+    }
+}
+
+fn sent_wire(sent: &BatchSent) -> MbSmsSent {
+    let b = &sent.batch;
+    MbSmsSent {
+        id: b.id,
+        kind: MbType::Sms,
+        to: sent.messages.iter().map(|m| m.to.as_str()).collect::<Vec<_>>().join(","),
+        status: state_word(b),
+        recipients: b.recipients,
+        success_count: b.recipients - b.failed,
+        failure_count: b.failed,
+        message_id: b.first_message_id,
+        sent_at: b.sent_at,
+        created_at: b.created_at,
+    }
+}
+
+fn history_wire(b: &BatchRecord) -> MbHistoryEntry {
+    MbHistoryEntry {
+        id: b.id,
+        kind: MbType::Sms,
+        body: b.body.clone(),
+        recipients: b.recipients,
+        success_count: b.recipients - b.failed,
+        failure_count: b.failed,
+        status: state_word(b),
+        sent_at: b.sent_at,
+        created_at: b.created_at,
+    }
+}
+
+/// Send an SMS to one or more recipients. `client.messaging.sendSms({projectId, to, message,
+/// from})` in Mudbase's JavaScript SDK.
+#[utoipa::path(
+    post,
+    path = "/api/messaging/projects/{projectId}/messaging/sms",
+    tag = "Mudbase",
+    params(("projectId" = String, Path, description = "The project (account) id")),
+    request_body = MbSmsRequest,
+    security(("apiKey" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Admitted: every recipient stored and charged, or opted out", body = MbOk<MbSmsSent>),
+        (status = 400, description = "Validation error naming the field", body = MbErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = MbErrorBody),
+        (status = 402, description = "The balance cannot pay for every recipient; nothing sent", body = MbErrorBody),
+        (status = 403, description = "The credentials are for another project", body = MbErrorBody),
+        (status = 413, description = "Body over the size limit", body = MbErrorBody),
+        (status = 429, description = "Over the project's request rate; see Retry-After", body = MbErrorBody),
+    )
+)]
+pub(crate) async fn send_sms(
+    State(state): State<AppState>,
+    MbAccount(account): MbAccount,
+    Path(path, ..): Path<String, ApiError>,
+    Body(req, ..): Body<MbSmsRequest, ApiError>,
+) -> Result<Response, ApiError> {
+    let account = project(&path, account)?;
+    let cmd = state.core.policy().check_batch(BatchFields {
+        to: req.to.entries(),
+        from: req.from.as_deref(),
+        body: Some(&req.message),
+    })?;
+    let sent = state.core.send_batch(account, cmd).await?;
+    Ok((StatusCode::CREATED, Json(MbOk { success: true, data: sent_wire(&sent) })).into_response())
+}
+
+/// History filters and paging.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct HistoryParams {
+    /// `push`, `email` or `sms`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// `sent`, `failed` or `pending`.
+    status: Option<String>,
+    /// Page, from 1 (default 1).
+    page: Option<u32>,
+    /// Entries per page, 1 to 100 (default 20; larger values are capped at 100).
+    limit: Option<u32>,
+}
+
+/// The project's send requests, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/messaging/projects/{projectId}/messaging/history",
+    tag = "Mudbase",
+    params(("projectId" = String, Path, description = "The project (account) id"), HistoryParams),
+    security(("apiKey" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = MbOk<MbHistory>),
+        (status = 400, body = MbErrorBody),
+        (status = 401, body = MbErrorBody),
+        (status = 403, body = MbErrorBody),
+        (status = 429, body = MbErrorBody),
+    )
+)]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    MbAccount(account): MbAccount,
+    Path(path, ..): Path<String, ApiError>,
+    Query(params, ..): Query<HistoryParams, ApiError>,
+) -> Result<Json<MbOk<MbHistory>>, ApiError> {
+    let account = project(&path, account)?;
+    let only_sms = match params.kind.as_deref() {
+        None | Some("") | Some("sms") => true,
+        Some("push" | "email") => false,
+        Some(other) => return Err(ApiError::invalid(format!("type: `{other}` is not push, email or sms"))),
+    };
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some("sent") => Some(BatchState::Sent),
+        Some("failed") => Some(BatchState::Failed),
+        Some("pending") => Some(BatchState::Pending),
+        Some(other) => return Err(ApiError::invalid(format!("status: `{other}` is not sent, failed or pending"))),
+    };
+    let page = params.page.unwrap_or(1);
+    if page == 0 {
+        return Err(ApiError::invalid("page: must be 1 or more"));
+    }
+    let limit = params.limit.unwrap_or(20);
+    if limit == 0 {
+        return Err(ApiError::invalid("limit: must be 1 or more"));
+    }
+    let limit = limit.min(MAX_HISTORY_PAGE);
+    let (messages, total) = if only_sms {
+        let found = state.core.history(account, status, page, limit).await?;
+        (found.items.iter().map(history_wire).collect(), found.total)
+    } else {
+        // Switchboard sends no push notifications or email.
+        (Vec::new(), 0)
+    };
+    let pagination = MbPagination { page, limit, total, total_pages: total.div_ceil(u64::from(limit)) };
+    Ok(Json(MbOk { success: true, data: MbHistory { messages, pagination } }))
+}
+
+/// Statistics period.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StatsParams {
+    /// Start (inclusive): ISO 8601, with or without an offset (UTC if none), or a date.
+    /// Default: 30 days before the end.
+    start_date: Option<String>,
+    /// End (exclusive), in the same forms. Default: now.
+    end_date: Option<String>,
+}
+
+const THIRTY_DAYS_MS: i64 = 30 * 24 * 3_600_000;
+
+fn date_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => Timestamp::parse_lenient(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(format!("{name}: `{}` is not an ISO 8601 date-time", short(v)))),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Message counts of the project over a period, from the stored messages of every dialect.
+#[utoipa::path(
+    get,
+    path = "/api/messaging/projects/{projectId}/messaging/stats",
+    tag = "Mudbase",
+    params(("projectId" = String, Path, description = "The project (account) id"), StatsParams),
+    security(("apiKey" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = MbOk<MbStats>),
+        (status = 400, body = MbErrorBody),
+        (status = 401, body = MbErrorBody),
+        (status = 403, body = MbErrorBody),
+        (status = 429, body = MbErrorBody),
+    )
+)]
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    MbAccount(account): MbAccount,
+    Path(path, ..): Path<String, ApiError>,
+    Query(params, ..): Query<StatsParams, ApiError>,
+) -> Result<Json<MbOk<MbStats>>, ApiError> {
+    let account = project(&path, account)?;
+    let end = date_param("endDate", params.end_date.as_deref())?.unwrap_or_else(Timestamp::now);
+    let start = date_param("startDate", params.start_date.as_deref())?.unwrap_or(end.plus_millis(-THIRTY_DAYS_MS));
+    let found = state.core.message_stats(account, start, end).await?;
+    let c = &found.counts;
+    let sent = c.count(&[MessageStatus::Sent, MessageStatus::Delivered]);
+    let failed =
+        c.count(&[MessageStatus::Failed, MessageStatus::Undelivered, MessageStatus::Expired, MessageStatus::Canceled]);
+    let total = c.total();
+    let success_rate = if total == 0 { 0.0 } else { (sent as f64 * 10_000.0 / total as f64).round() / 100.0 };
+    Ok(Json(MbOk {
+        success: true,
+        data: MbStats {
+            total_messages: total,
+            by_type: MbByType { push: 0, email: 0, sms: total },
+            by_status: MbByStatus { sent, failed, pending: total - sent - failed },
+            success_rate,
+            period: MbPeriod { start_date: found.from, end_date: found.to },
+        },
+    }))
+}
+
+/// Exchange an API key (`X-API-Key: <id>:<secret>`, or HTTP Basic) for a short-lived access
+/// token for `Authorization: Bearer …`.
+#[utoipa::path(
+    post,
+    path = "/api/auth/token",
+    tag = "Mudbase",
+    security(("apiKey" = []), ("basic" = [])),
+    responses(
+        (status = 201, body = MbOk<MbToken>),
+        (status = 401, body = MbErrorBody),
+        (status = 429, body = MbErrorBody),
+    )
+)]
+pub(crate) async fn issue_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or_else(ApiError::unauthorized)?;
+    let token = state.core.issue_token(&id, &secret).await?;
+    let data = MbToken {
+        access_token: token.token,
+        token_type: "Bearer".into(),
+        expires_in: token.expires_in.as_secs(),
+        expires_at: token.expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(MbOk { success: true, data })).into_response())
+}
