@@ -5,4 +5,5 @@ mod bad_input;
 mod cluster;
 mod concurrency;
 mod mudbase;
+mod mudbase_sdk;
 mod textingline;

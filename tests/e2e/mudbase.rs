@@ -188,6 +188,8 @@ async fn tokens_and_api_keys(backend: Backend) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(mb.get("history").await.0, StatusCode::OK);
     assert_eq!(mb.get("stats").await.0, StatusCode::OK);
+    // The API key itself is a bearer token too.
+    assert_eq!(Mb::with_token(&app, &t, &t.api_key).get("history").await.0, StatusCode::OK);
 
     // Wrong secrets, tampered and forged tokens.
     let (status, body) = token(&app, &[("x-api-key", format!("{}:sk_wrong", t.key_id))]).await;

@@ -59,15 +59,55 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     if std::env::var_os("CI").is_some() && std::env::var_os("TEST_POSTGRES_URL").is_none() {
         bail!("CI is set but TEST_POSTGRES_URL is not: the PostgreSQL tests must run under CI");
     }
+    let python = match mudbase_python(root) {
+        Ok(p) => Some(p),
+        Err(e) if std::env::var_os("CI").is_some() => return Err(e.context("preparing the Mudbase SDK environment")),
+        Err(e) => {
+            eprintln!("warning: the Mudbase SDK tests will be skipped: {e:#}");
+            None
+        }
+    };
     let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
+    let mut tests = cargo();
     if nextest {
-        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))
+        tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {
-        run(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+        tests.args(["test", "--workspace", "--no-fail-fast"]);
     }
+    if let Some(python) = python {
+        tests.env("SWITCHBOARD_TEST_PYTHON", python);
+    }
+    run(&mut tests)
+}
+
+/// The pinned version of Mudbase's Python SDK the compatibility tests drive.
+const MUDBASE_SDK: &str = "mudbase==1.3.17";
+
+/// A Python virtual environment in `target/` with Mudbase's published SDK, made on first use.
+fn mudbase_python(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target/mudbase-sdk-venv");
+    let python = venv.join("bin/python");
+    let installed = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import importlib.metadata as m; assert m.version('mudbase') == '1.3.17'"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !installed {
+        let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&system).arg("-m").arg("venv").arg("--clear").arg(&venv))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            MUDBASE_SDK,
+        ]))?;
+    }
+    Ok(python)
 }
 
 fn openapi(root: &Path, check: bool) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The Mudbase dialect: `/api/messaging/projects/{projectId}/messaging/{sms,history,stats}`
-//! with `X-API-Key: <key id>:<secret>` or `Authorization: Bearer <JWT>` from `/api/auth/token`.
+//! with `X-API-Key: <key id>:<secret>` or `Authorization: Bearer <JWT>` from `/api/auth/token`
+//! (or `Bearer <key id>:<secret>`, the API key itself).
 //!
 //! Responses are envelopes: `{"success": true, "data": …}`, and for every error, whatever its
 //! cause, `{"success": false, "error": {"code": "VALIDATION_ERROR", "message": "…"}}`. Each
@@ -194,7 +195,12 @@ impl FromRequestParts<AppState> for MbAccount {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let account = if let Some(token) = bearer(&parts.headers) {
-            state.core.authenticate_token(token).await?
+            // A JWT never holds a `:`; an API key (`id:secret`) is accepted as a bearer too,
+            // since Mudbase's SDK sends only its bearer token on some calls.
+            match token.split_once(':') {
+                Some((id, secret)) => state.core.authenticate(id, secret).await?,
+                None => state.core.authenticate_token(token).await?,
+            }
         } else if let Some((id, secret)) = api_key(&parts.headers) {
             state.core.authenticate(&id, &secret).await?
         } else {

@@ -1,0 +1,48 @@
+//! Mudbase's own published Python SDK (`mudbase==1.3.17`), unchanged, against a spawned
+//! server: `tests/python/test_mudbase_sdk.py` run by the Python in `SWITCHBOARD_TEST_PYTHON`
+//! (a virtual environment with the pinned SDK, which `cargo xtask ci` prepares).
+
+use std::path::PathBuf;
+
+use switchboard_tests::{Backend, TestApp, TestDb, on_both_backends};
+
+on_both_backends!(mudbase_python_sdk_works_unchanged);
+
+/// The Python to run, or `None` (outside CI) to skip.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("SWITCHBOARD_TEST_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("SWITCHBOARD_TEST_PYTHON must name a Python with mudbase==1.3.17 under CI (cargo xtask ci sets it)")
+        }
+        None => {
+            eprintln!("skipped: SWITCHBOARD_TEST_PYTHON is not set (cargo xtask ci sets it)");
+            None
+        }
+    }
+}
+
+async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
+    let Some(python) = python() else { return };
+    let Some(db) = TestDb::new(backend, "mb_python_sdk").await else { return };
+    let app = TestApp::start(db.settings()).await;
+    let tenant = app.provision(10_000, 0).await;
+    let other = app.provision(100, 0).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_mudbase_sdk.py");
+    let url = app.url.clone();
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("SWITCHBOARD_URL", &url)
+        .env("MB_PROJECT", tenant.account.to_string())
+        .env("MB_API_KEY", &tenant.api_key)
+        .env("MB_FROM", &tenant.from)
+        .env("MB_OTHER_PROJECT", other.account.to_string())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the Mudbase SDK tests failed:\n{report}");
+    assert!(report.contains("OK"), "{report}");
+    app.stop().await;
+    db.remove().await;
+}
