@@ -23,10 +23,63 @@ const DEADLINE: Duration = Duration::from_secs(300);
 struct Options {
     requests: usize,
     concurrency: Vec<usize>,
+    batch: usize,
+}
+
+/// What the load sends.
+#[derive(Clone)]
+enum Dialect {
+    /// TextingLine: one SMS per request, HTTP Basic.
+    TextingLine,
+    /// Mudbase: `batch` recipients per request, `X-API-Key`.
+    Mudbase { project: String, batch: usize },
+}
+
+impl Dialect {
+    fn recipients(&self) -> usize {
+        match self {
+            Dialect::TextingLine => 1,
+            Dialect::Mudbase { batch, .. } => *batch,
+        }
+    }
+
+    /// The whole HTTP/1.1 request number `i`.
+    fn request(&self, addr: &std::net::SocketAddr, key_id: &str, secret: &str, i: usize, tag: &str) -> String {
+        use base64::Engine;
+        match self {
+            Dialect::TextingLine => {
+                let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key_id}:{secret}"));
+                let body = format!(
+                    r#"{{"to":"+1800{:07}","from":"+18005559876","body":"Your verification code is {:06} ({tag})"}}"#,
+                    i % 10_000_000,
+                    i % 1_000_000
+                );
+                format!(
+                    "POST /api/v1/messaging/message HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            Dialect::Mudbase { project, batch } => {
+                let to: Vec<String> =
+                    (0..*batch).map(|j| format!("\"+1800{:07}\"", (i * batch + j) % 10_000_000)).collect();
+                let body = format!(
+                    r#"{{"to":[{}],"message":"Your order {:06} has shipped ({tag})","from":"+18005559876"}}"#,
+                    to.join(","),
+                    i % 1_000_000
+                );
+                format!(
+                    "POST /api/messaging/projects/{project}/messaging/sms HTTP/1.1\r\nHost: {addr}\r\n\
+                     X-API-Key: {key_id}:{secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+        }
+    }
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options { requests: 20_000, concurrency: vec![16, 64] };
+    let mut o = Options { requests: 20_000, concurrency: vec![16, 64], batch: 100 };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -35,11 +88,15 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
                 o.concurrency =
                     it.next().context("--concurrency 16,64")?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
+            "--batch" => o.batch = it.next().context("--batch N")?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
     if o.requests == 0 || o.requests > 1_000_000 || o.concurrency.iter().any(|&c| c == 0 || c > 1024) {
         bail!("requests must be 1..=1000000 and concurrency 1..=1024");
+    }
+    if o.batch == 0 || o.batch > 1000 {
+        bail!("batch must be 1..=1000");
     }
     Ok(o)
 }
@@ -119,7 +176,8 @@ pub(crate) fn load(args: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let start = Instant::now();
-        let (mut lat, errors) = drive(url, key_id, secret, requests, concurrency, "load").await?;
+        let (mut lat, errors) =
+            drive(url, key_id, secret, &Dialect::TextingLine, requests, concurrency, "load").await?;
         let secs = start.elapsed().as_secs_f64();
         lat.sort_unstable();
         println!(
@@ -147,20 +205,27 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for sent_wait_ms in [0u64, 50] {
         for &c in &o.concurrency {
-            results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms))?);
+            results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms, None))?);
         }
+    }
+    // Mudbase sends of `batch` recipients each: five times as many recipients as the other
+    // scenarios send messages (so a run lasts seconds), from a quarter of the connections.
+    let batch_requests = (5 * o.requests / o.batch).max(1);
+    for &c in &o.concurrency {
+        let c = (c / 4).max(1);
+        results.push(rt.block_on(scenario(root, batch_requests, c, 50, Some(o.batch)))?);
     }
     println!();
     println!(
-        "{:<28} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14}",
-        "scenario", "conc", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s"
+        "{:<34} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14}",
+        "scenario", "conc", "messages/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s"
     );
     for r in &results {
         println!(
-            "{:<28} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0}",
+            "{:<34} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0}",
             r["scenario"].as_str().unwrap_or(""),
             r["concurrency"],
-            r["accepted_per_sec"].as_f64().unwrap_or(0.0),
+            r["accepted_messages_per_sec"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
@@ -185,14 +250,19 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One scenario on a fresh server: TextingLine sends, or Mudbase sends of `batch` recipients.
 async fn scenario(
     root: &Path,
     requests: usize,
     concurrency: usize,
     sent_wait_ms: u64,
+    batch: Option<usize>,
 ) -> anyhow::Result<serde_json::Value> {
-    let data =
-        std::env::temp_dir().join(format!("switchboard-bench-{}-{concurrency}-{sent_wait_ms}", std::process::id()));
+    let data = std::env::temp_dir().join(format!(
+        "switchboard-bench-{}-{concurrency}-{sent_wait_ms}-{}",
+        std::process::id(),
+        batch.unwrap_or(1)
+    ));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let server = start_server(root, &data, sent_wait_ms)?;
@@ -204,37 +274,54 @@ async fn scenario(
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
         .await?;
-    admin
-        .top_up(account.id, &TopUp { sms: 2 * (requests + 200) as i64, mms: 0, reference: Some("bench".into()) })
-        .await?;
+    let dialect = match batch {
+        None => Dialect::TextingLine,
+        Some(batch) => {
+            // The load is one project's, far above the default of 100 requests/s.
+            admin.set_rate_limit(account.id, Some(1_000_000)).await?;
+            Dialect::Mudbase { project: account.id.to_string(), batch }
+        }
+    };
+    let per_request = dialect.recipients();
+    let warm = (200 / per_request).clamp(1, requests);
+    let credits = 2 * ((requests + warm) * per_request) as i64;
+    admin.top_up(account.id, &TopUp { sms: credits, mms: 0, reference: Some("bench".into()) }).await?;
     let key = admin.create_key(account.id, Some("bench")).await?;
 
     // Warm up connections and caches; these messages are not counted.
-    let warm = 200.min(requests);
-    drive(&server.url, &key.key.id, &key.secret, warm, concurrency.min(warm), "warm").await?;
-    let sent_before = wait_sent(&http, &server.url, warm as u64, Instant::now()).await?.0;
+    let (warmed, _) =
+        drive(&server.url, &key.key.id, &key.secret, &dialect, warm, concurrency.min(warm), "warm").await?;
+    let sent_before = wait_sent(&http, &server.url, (warmed.len() * per_request) as u64, Instant::now()).await?.0;
 
     let started = Instant::now();
-    let (mut latencies, errors) = drive(&server.url, &key.key.id, &key.secret, requests, concurrency, "load").await?;
+    let (mut latencies, errors) =
+        drive(&server.url, &key.key.id, &key.secret, &dialect, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
-    let accepted = latencies.len();
+    let accepted = latencies.len() * per_request;
     let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
     latencies.sort_unstable();
     let commits = metric(&http, &server.url, "switchboard_commit_group_size_count").await?;
     let committed = metric(&http, &server.url, "switchboard_commit_group_size_sum").await?;
     let commit_p50 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.5\"}").await? * 1000.0;
     let commit_p99 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.99\"}").await? * 1000.0;
-    let scenario = if sent_wait_ms == 0 { "accept (sent_wait_ms=0)" } else { "accept+dispatch (wait 50ms)" };
+    let scenario = match batch {
+        Some(b) => format!("mudbase batch x{b} (wait 50ms)"),
+        None if sent_wait_ms == 0 => "accept (sent_wait_ms=0)".into(),
+        None => "accept+dispatch (wait 50ms)".into(),
+    };
     let dispatched = sent_after.saturating_sub(sent_before);
     let result = json!({
         "scenario": scenario,
         "sent_wait_ms": sent_wait_ms,
         "concurrency": concurrency,
         "requests": requests,
+        "recipients_per_request": per_request,
+        "accepted_requests": latencies.len(),
         "accepted": accepted,
         "errors": errors,
         "seconds": elapsed.as_secs_f64(),
-        "accepted_per_sec": accepted as f64 / elapsed.as_secs_f64(),
+        "accepted_requests_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "accepted_messages_per_sec": accepted as f64 / elapsed.as_secs_f64(),
         "latency_ms": {
             "p50": percentile(&latencies, 0.50),
             "p90": percentile(&latencies, 0.90),
@@ -269,25 +356,25 @@ async fn wait_sent(http: &reqwest::Client, url: &str, target: u64, since: Instan
     }
 }
 
-/// Sends `requests` SMS from `concurrency` connections; returns each success's latency in
+/// Sends `requests` requests from `concurrency` connections; returns each success's latency in
 /// µs and the number of failures. Speaks plain HTTP/1.1 with keep-alive over its own TCP
 /// connections so that the load generator takes as little of the machine's CPU as it can.
 async fn drive(
     url: &str,
     key_id: &str,
     secret: &str,
+    dialect: &Dialect,
     requests: usize,
     concurrency: usize,
     tag: &str,
 ) -> anyhow::Result<(Vec<u32>, usize)> {
-    use base64::Engine;
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().context("a http://IP:PORT url")?;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key_id}:{secret}"));
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + DEADLINE;
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let (next, auth, tag) = (next.clone(), auth.clone(), tag.to_owned());
+        let (next, tag, dialect) = (next.clone(), format!("{tag} {w}"), dialect.clone());
+        let (key_id, secret) = (key_id.to_owned(), secret.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(requests / concurrency + 1);
             let mut errors = 0usize;
@@ -298,16 +385,7 @@ async fn drive(
                 if i >= requests || Instant::now() > deadline {
                     break;
                 }
-                let body = format!(
-                    r#"{{"to":"+1800{:07}","from":"+18005559876","body":"Your verification code is {:06} ({tag} {w})"}}"#,
-                    i % 10_000_000,
-                    i % 1_000_000
-                );
-                let request = format!(
-                    "POST /api/v1/messaging/message HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let request = dialect.request(&addr, &key_id, &secret, i, &tag);
                 let t = Instant::now();
                 if conn.is_none() {
                     conn = tokio::net::TcpStream::connect(addr).await.ok();

@@ -150,6 +150,14 @@ fn uuid_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
+fn opt_uuid_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
+    row.get_ref(i)?
+        .as_blob_or_null()?
+        .map(Uuid::from_slice)
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
         id: uuid_at(r, 0)?,
@@ -175,12 +183,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         created_at: r.get(20)?,
         updated_at: r.get(21)?,
         sent_at: r.get(22)?,
-        batch_id: r
-            .get_ref(23)?
-            .as_blob_or_null()?
-            .map(Uuid::from_slice)
-            .transpose()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(23, rusqlite::types::Type::Blob, Box::new(e)))?,
+        batch_id: opt_uuid_at(r, 23)?,
     })
 }
 
@@ -327,12 +330,7 @@ fn apply_tally(c: &Connection, tally: &Tally) -> Result<()> {
 /// What a status change needs to know of the message to keep the counts.
 fn counted(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<(AccountId, Option<BatchId>, Timestamp)> {
     let account = AccountId::from_uuid(uuid_at(r, first)?);
-    let batch = match r.get_ref(first + 1)?.as_blob_or_null()? {
-        Some(bytes) => Some(BatchId::from_uuid(Uuid::from_slice(bytes).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(first + 1, rusqlite::types::Type::Blob, Box::new(e))
-        })?)),
-        None => None,
-    };
+    let batch = opt_uuid_at(r, first + 1)?.map(BatchId::from_uuid);
     Ok((account, batch, Timestamp::from_millis(r.get(first + 2)?)))
 }
 

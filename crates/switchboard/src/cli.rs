@@ -104,6 +104,17 @@ pub enum AccountsCmd {
         /// Account id.
         account: Uuid,
     },
+    /// Set an account's Mudbase request rate limit (requests per second).
+    SetRateLimit {
+        /// Account id.
+        account: Uuid,
+        /// Requests per second (at least 1).
+        #[arg(long, conflicts_with = "default", required_unless_present = "default")]
+        rate: Option<u32>,
+        /// Go back to the server's default.
+        #[arg(long)]
+        default: bool,
+    },
 }
 
 /// API key operations.
@@ -281,6 +292,9 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Accounts(AccountsCmd::Create { name }) => print(&c.create_account(&name).await?),
         AdminCommand::Accounts(AccountsCmd::List { limit }) => print(&c.accounts(limit, None).await?),
         AdminCommand::Accounts(AccountsCmd::Get { account }) => print(&c.account(account).await?),
+        AdminCommand::Accounts(AccountsCmd::SetRateLimit { account, rate, .. }) => {
+            print(&c.set_rate_limit(account, rate).await?)
+        }
         AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
         AdminCommand::Keys(KeysCmd::Revoke { account, key }) => print(&c.revoke_key(account, &key).await?),

@@ -144,6 +144,12 @@ async fn the_admin_cli_operates_a_server() {
     let id = account["id"].as_str().unwrap().to_owned();
     let key = cli(&url, &["keys", "create", &id, "--name", "app"]);
     assert!(key["secret"].as_str().unwrap().starts_with("sk_"));
+    assert_eq!(
+        key["apiKey"].as_str().unwrap(),
+        format!("{}:{}", key["id"].as_str().unwrap(), key["secret"].as_str().unwrap())
+    );
+    assert_eq!(cli(&url, &["accounts", "set-rate-limit", &id, "--rate", "250"])["rateLimit"], 250);
+    assert!(cli(&url, &["accounts", "set-rate-limit", &id, "--default"]).get("rateLimit").is_none());
     cli(&url, &["senders", "add", &id, "+18005559876", "--mms"]);
     let entry = cli(&url, &["credits", "top-up", &id, "--sms", "10", "--mms", "2", "--reference", "inv-1"]);
     assert_eq!(entry["smsBalance"], 10);
