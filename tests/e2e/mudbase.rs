@@ -247,6 +247,17 @@ async fn other_projects_are_forbidden(backend: Backend) {
         }
     }
     assert_eq!(sms_balance(&app, &b).await, 100);
+    // The project is checked before the body is read.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/messaging/projects/{}/messaging/sms", app.url, b.account))
+        .header("x-api-key", &a.api_key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert_error(status, &resp.json().await.unwrap(), StatusCode::FORBIDDEN, "FORBIDDEN");
     let anonymous = Mb { auth: ("x-nothing".into(), "1".into()), ..Mb::with_key(&app, &a) };
     let (status, body) = anonymous.get("history").await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
@@ -455,10 +466,13 @@ async fn bad_input_gets_the_mudbase_shape(backend: Backend) {
     let status = resp.status();
     assert_error(status, &resp.json().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
 
-    // A project without credits for the request.
+    // A project without credits for the request; a sender refusal comes before the balance.
     let poor = app.provision(0, 0).await;
     let (status, body) = Mb::with_key(&app, &poor).send(json!({"to": "+18005550001", "message": "x"})).await;
     assert_error(status, &body, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS");
+    let (status, body) =
+        Mb::with_key(&app, &poor).send(json!({"to": "+18005550001", "message": "x", "from": t.from})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "SENDER_NOT_ASSIGNED");
     app.admin.top_up(poor.account, &TopUp { sms: 2, mms: 0, reference: None }).await.unwrap();
     let (status, _) = Mb::with_key(&app, &poor).send(json!({"to": "+18005550001", "message": "x"})).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -493,6 +507,18 @@ async fn rate_limit_answers_429(backend: Backend) {
     // Another project has its own budget, and lifting the limit restores the default.
     let other = app.provision(0, 0).await;
     assert_eq!(Mb::with_key(&app, &other).get("history").await.0, StatusCode::OK);
+    // A PATCH without the field changes nothing.
+    let unchanged: Value = reqwest::Client::new()
+        .patch(format!("{}/admin/v1/accounts/{}", app.url, t.account))
+        .bearer_auth(switchboard_tests::OPERATOR_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["rateLimit"], json!(1));
     app.admin.set_rate_limit(t.account, None).await.expect("lift the limit");
     assert_eq!(mb.get("history").await.0, StatusCode::OK);
     app.stop().await;

@@ -286,7 +286,12 @@ pub(crate) async fn update_account(
     Path(account, ..): Path<String, ApiError>,
     Body(req, ..): Body<UpdateAccount, ApiError>,
 ) -> AdminResult<Json<Account>> {
-    Ok(Json(account_wire(&s.core.set_rate_limit(account_id(&account)?, req.rate_limit).await?)))
+    let account = account_id(&account)?;
+    let record = match req.rate_limit {
+        Some(limit) => s.core.set_rate_limit(account, limit).await?,
+        None => s.core.account(account).await?,
+    };
+    Ok(Json(account_wire(&record)))
 }
 
 /// Create an API key. The secret is in this response only.

@@ -206,24 +206,39 @@ impl FromRequestParts<AppState> for MbAccount {
         } else {
             return Err(ApiError::unauthorized());
         };
-        if let Err(wait) = state.core.check_rate(account).await {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "too many requests for this project; retry after the time in Retry-After",
-            );
-            e.retry_after = Some(wait.seconds());
-            return Err(e);
-        }
+        rate_limit(state, account).await?;
         Ok(MbAccount(account))
     }
 }
 
-/// The project in the path, which must be the credentials' account.
-fn project(path: &str, account: AccountId) -> Result<AccountId, ApiError> {
-    match path.parse::<AccountId>() {
-        Ok(p) if p == account => Ok(p),
-        _ => Err(ApiError::forbidden()),
+/// Counts one request against the project's rate limit.
+async fn rate_limit(state: &AppState, account: AccountId) -> Result<(), ApiError> {
+    state.core.check_rate(account).await.map_err(|wait| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests for this project; retry after the time in Retry-After",
+        );
+        e.retry_after = Some(wait.seconds());
+        e
+    })
+}
+
+/// The project in the path, checked against the credentials (and their rate limit) before
+/// anything else of the request is read: another project's id, or one that is not a project,
+/// is 403.
+pub(crate) struct MbProject(AccountId);
+
+impl FromRequestParts<AppState> for MbProject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let MbAccount(account) = MbAccount::from_request_parts(parts, state).await?;
+        let Path(project, ..) = Path::<String, ApiError>::from_request_parts(parts, state).await?;
+        match project.parse::<AccountId>() {
+            Ok(p) if p == account => Ok(MbProject(p)),
+            _ => Err(ApiError::forbidden()),
+        }
     }
 }
 
@@ -286,11 +301,9 @@ fn history_wire(b: &BatchRecord) -> MbHistoryEntry {
 )]
 pub(crate) async fn send_sms(
     State(state): State<AppState>,
-    MbAccount(account): MbAccount,
-    Path(path, ..): Path<String, ApiError>,
+    MbProject(account): MbProject,
     Body(req, ..): Body<MbSmsRequest, ApiError>,
 ) -> Result<Response, ApiError> {
-    let account = project(&path, account)?;
     let cmd = state.core.policy().check_batch(BatchFields {
         to: req.to.entries(),
         from: req.from.as_deref(),
@@ -331,11 +344,9 @@ pub(crate) struct HistoryParams {
 )]
 pub(crate) async fn history(
     State(state): State<AppState>,
-    MbAccount(account): MbAccount,
-    Path(path, ..): Path<String, ApiError>,
+    MbProject(account): MbProject,
     Query(params, ..): Query<HistoryParams, ApiError>,
 ) -> Result<Json<MbOk<MbHistory>>, ApiError> {
-    let account = project(&path, account)?;
     let only_sms = match params.kind.as_deref() {
         None | Some("") | Some("sms") => true,
         Some("push" | "email") => false,
@@ -411,11 +422,9 @@ fn short(s: &str) -> String {
 )]
 pub(crate) async fn stats(
     State(state): State<AppState>,
-    MbAccount(account): MbAccount,
-    Path(path, ..): Path<String, ApiError>,
+    MbProject(account): MbProject,
     Query(params, ..): Query<StatsParams, ApiError>,
 ) -> Result<Json<MbOk<MbStats>>, ApiError> {
-    let account = project(&path, account)?;
     let end = date_param("endDate", params.end_date.as_deref())?.unwrap_or_else(Timestamp::now);
     let start = date_param("startDate", params.start_date.as_deref())?.unwrap_or(end.plus_millis(-THIRTY_DAYS_MS));
     let found = state.core.message_stats(account, start, end).await?;
@@ -452,6 +461,8 @@ pub(crate) async fn stats(
 )]
 pub(crate) async fn issue_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or_else(ApiError::unauthorized)?;
+    let account = state.core.authenticate(&id, &secret).await?;
+    rate_limit(&state, account).await?;
     let token = state.core.issue_token(&id, &secret).await?;
     let data = MbToken {
         access_token: token.token,

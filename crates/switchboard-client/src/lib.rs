@@ -197,7 +197,12 @@ impl AdminClient {
 
     /// Sets an account's Mudbase request rate limit (`None`: the server's default).
     pub async fn set_rate_limit(&self, id: Uuid, rate_limit: Option<u32>) -> Result<Account> {
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&UpdateAccount { rate_limit })).await
+        self.call(
+            Method::PATCH,
+            &format!("/admin/v1/accounts/{id}"),
+            Some(&UpdateAccount { rate_limit: Some(rate_limit) }),
+        )
+        .await
     }
 
     /// Creates an API key; the only time its secret is shown.

@@ -169,8 +169,21 @@ pub struct Account {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAccount {
-    /// Requests per second for the Mudbase API (at least 1); `null` restores the default.
-    pub rate_limit: Option<u32>,
+    /// Requests per second for the Mudbase API (at least 1); `null` restores the default;
+    /// absent leaves it as it is.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    pub rate_limit: Option<Option<u32>>,
+}
+
+/// Reads a field that is present (a value or `null`) as `Some`, so that an absent field, which
+/// `#[serde(default)]` makes `None`, can be told apart from `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Admin: create an API key.

@@ -75,7 +75,11 @@ pub fn plan(batch: &[NewMessage], facts: &mut Facts) -> Vec<Step> {
         };
         let run = batch[i..].iter().take_while(|m| m.batch.as_ref().is_some_and(|b| b.id == request.id)).count();
         let members = &batch[i..i + run];
-        if !affordable(members, facts) {
+        // The sender rules come before the balance, as for a single message; the members of one
+        // request share their account and sender.
+        if let Some(refusal) = sender_refusal(&members[0], facts) {
+            steps.extend(members.iter().map(|_| Step::Answer(refusal.clone())));
+        } else if !affordable(members, facts) {
             steps.extend(members.iter().map(|_| Step::Answer(AcceptOutcome::InsufficientCredits)));
         } else {
             for (n, m) in members.iter().enumerate() {
@@ -91,6 +95,17 @@ pub fn plan(batch: &[NewMessage], facts: &mut Facts) -> Vec<Step> {
         i += run;
     }
     steps
+}
+
+/// Why the message's sender may not send it, if it may not.
+fn sender_refusal(m: &NewMessage, facts: &Facts) -> Option<AcceptOutcome> {
+    match facts.senders.get(&m.from) {
+        Some(s) if s.account_id != m.account_id => Some(AcceptOutcome::SenderNotAssigned),
+        None => Some(AcceptOutcome::SenderNotAssigned),
+        Some(s) if !s.active => Some(AcceptOutcome::SenderInactive),
+        Some(s) if !s.can_send(m.kind) => Some(AcceptOutcome::SenderNotCapable),
+        Some(_) => None,
+    }
 }
 
 /// Whether the account can pay for every member of a request that would be charged.
@@ -114,15 +129,8 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
             AcceptOutcome::IdempotencyConflict
         });
     }
-    let sender = match facts.senders.get(&m.from) {
-        Some(s) if s.account_id == m.account_id => s,
-        _ => return Step::Answer(AcceptOutcome::SenderNotAssigned),
-    };
-    if !sender.active {
-        return Step::Answer(AcceptOutcome::SenderInactive);
-    }
-    if !sender.can_send(m.kind) {
-        return Step::Answer(AcceptOutcome::SenderNotCapable);
+    if let Some(refusal) = sender_refusal(m, facts) {
+        return Step::Answer(refusal);
     }
 
     let mut record = MessageRecord {
@@ -278,6 +286,12 @@ mod tests {
             m
         };
         let members = [member("+18005550001"), member("+18005550002"), member("+18005550003")];
+
+        // A sender refusal comes first, whatever the balance.
+        let mut f = facts(a, 0);
+        f.senders.get_mut("+18005559876").unwrap().active = false;
+        let steps = plan(&members, &mut f);
+        assert!(steps.iter().all(|s| s.outcome() == AcceptOutcome::SenderInactive));
 
         // 5 credits cannot pay for three messages at 2: nothing is charged.
         let mut f = facts(a, 5);

@@ -116,8 +116,9 @@ pub(crate) const UPSERT_COUNT: &str = "INSERT INTO message_counts (account_id, h
      ON CONFLICT (account_id, hour, status) DO UPDATE SET n = message_counts.n + excluded.n";
 
 /// The statement that applies one batch change (the same on both backends).
-pub(crate) const UPDATE_BATCH: &str =
-    "UPDATE batches SET sent = sent + $1, failed = failed + $2, sent_at = COALESCE(sent_at, $3) WHERE id = $4";
+/// `sent_at` keeps the earliest send, whichever result commits first.
+pub(crate) const UPDATE_BATCH: &str = "UPDATE batches SET sent = sent + $1, failed = failed + $2, \
+     sent_at = CASE WHEN $3 IS NOT NULL AND (sent_at IS NULL OR $3 < sent_at) THEN $3 ELSE sent_at END WHERE id = $4";
 
 #[cfg(test)]
 mod tests {
