@@ -17,6 +17,7 @@ on_both_backends!(
     stats_count_every_status_over_a_range,
     bad_input_gets_the_mudbase_shape,
     rate_limit_answers_429,
+    the_rust_client_speaks_mudbase,
 );
 
 /// A minimal Mudbase client over raw HTTP.
@@ -521,6 +522,28 @@ async fn rate_limit_answers_429(backend: Backend) {
     assert_eq!(unchanged["rateLimit"], json!(1));
     app.admin.set_rate_limit(t.account, None).await.expect("lift the limit");
     assert_eq!(mb.get("history").await.0, StatusCode::OK);
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn the_rust_client_speaks_mudbase(backend: Backend) {
+    use switchboard_client::{MudbaseAuth, MudbaseClient};
+    let Some((db, app)) = start(backend, "mb_rust_client").await else { return };
+    let t = app.provision(100, 0).await;
+    let by_key = MudbaseClient::new(&app.url, t.account, MudbaseAuth::ApiKey(t.api_key.clone()));
+    let sent = by_key.send_sms(&["+18005550401", "+18005550402"], "from Rust", None).await.expect("send");
+    assert_eq!((sent.recipients, sent.success_count, sent.failure_count), (2, 2, 0));
+    let token = by_key.issue_token().await.expect("token");
+    let by_token = by_key.with_auth(MudbaseAuth::Bearer(token.access_token.clone()));
+    assert!(!format!("{by_token:?} {token:?}").contains(&token.access_token), "tokens stay out of Debug");
+    let history = by_token.history(None, 1, 10).await.expect("history");
+    assert_eq!(history.messages[0].id, sent.id);
+    let stats = by_token.stats(None, None).await.expect("stats");
+    assert_eq!(stats.total_messages, 2);
+    let other = app.provision(0, 0).await;
+    let wrong = MudbaseClient::new(&app.url, other.account, MudbaseAuth::ApiKey(t.api_key.clone()));
+    let err = wrong.history(None, 1, 10).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(StatusCode::FORBIDDEN), Some(&json!("FORBIDDEN"))));
     app.stop().await;
     db.remove().await;
 }

@@ -1,5 +1,5 @@
-//! A Rust client for a Switchboard server: the TextingLine dialect ([`Client`]) and the admin
-//! API ([`AdminClient`]). It speaks exactly the JSON the server does, through the shared shapes
+//! A Rust client for a Switchboard server: the TextingLine dialect ([`Client`]), the Mudbase
+//! dialect ([`MudbaseClient`]) and the admin API ([`AdminClient`]). It speaks exactly the JSON the server does, through the shared shapes
 //! in `switchboard_domain::wire`, and the end-to-end tests drive the server through it.
 
 use std::fmt;
@@ -14,6 +14,9 @@ use switchboard_domain::wire::{
     OptOutRequest, Page, Sender, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateSender,
 };
 use uuid::Uuid;
+
+mod mudbase;
+pub use mudbase::{MudbaseAuth, MudbaseClient};
 
 /// What went wrong with a call.
 #[derive(Debug, thiserror::Error)]
