@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_core::Core;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -84,8 +85,9 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     let api = Router::new()
         .merge(textingline::routes())
-        .merge(mudbase::routes())
-        .merge(admin::routes())
+        // A panic in a handler is answered in the shape of the dialect whose route it was.
+        .merge(mudbase::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/api/messaging/"))))
+        .merge(admin::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -96,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| internal_error()))
+        .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::debug_span!("request", method = %req.method(), path = %masked_path(req.uri().path()))
         }))
@@ -144,9 +146,14 @@ async fn method_not_allowed(req: Request) -> Response {
     error_for(req.uri().path(), StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
 }
 
-fn internal_error() -> Response {
-    textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")
-        .into_response()
+/// The answer to a panic in a handler, in the shape of the dialect of `path`.
+fn internal_error_on(path: &str) -> Response {
+    if path.starts_with("/admin/") || path.starts_with("/api/messaging/") {
+        error_for(path, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    } else {
+        textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")
+            .into_response()
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -162,6 +169,36 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a handler fault")
+    }
+
+    async fn panic_answer(path: &'static str, layer_for: &'static str) -> (StatusCode, serde_json::Value) {
+        let app: Router =
+            Router::new().route(path, get(boom)).layer(CatchPanicLayer::custom(move |_| internal_error_on(layer_for)));
+        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_answered_in_the_dialect_of_its_route() {
+        let (status, body) = panic_answer("/api/messaging/x", "/api/messaging/").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!((body["success"].clone(), body["error"]["code"].clone()), (false.into(), "INTERNAL_ERROR".into()));
+        let (_, body) = panic_answer("/admin/v1/x", "/admin/").await;
+        assert!(body["error"]["code"].is_string() && body.get("success").is_none(), "{body}");
+        let (_, body) = panic_answer("/api/v1/x", "/").await;
+        assert_eq!(body["error"]["code"], 30500);
+    }
+
     #[test]
     fn phone_numbers_are_masked_in_logged_paths() {
         let p = super::masked_path("/admin/v1/accounts/abc/opt-outs/+18005559876/%2B18005551234");
