@@ -463,7 +463,7 @@ pub(crate) async fn issue_token(State(state): State<AppState>, headers: HeaderMa
     let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or_else(ApiError::unauthorized)?;
     let account = state.core.authenticate(&id, &secret).await?;
     rate_limit(&state, account).await?;
-    let token = state.core.issue_token(&id, &secret).await?;
+    let token = state.core.issue_token(&id, account);
     let data = MbToken {
         access_token: token.token,
         token_type: "Bearer".into(),
