@@ -445,7 +445,9 @@ async fn admitted_already_claimed(store: Arc<dyn Store>) {
     let out = store.accept(&[claimed, message(a, None, "anyone's")]).await.unwrap();
     let AcceptOutcome::Queued(mine) = &out[0] else { panic!("{out:?}") };
     assert_eq!((mine.attempts, mine.next_attempt_at), (1, lease_until));
-    let due = store.claim_due(now, now.plus_millis(1_000), 10).await.unwrap();
+    // Claimed at a time after both were created (the other is due from its creation).
+    let later = Timestamp::now();
+    let due = store.claim_due(later, later.plus_millis(1_000), 10).await.unwrap();
     assert_eq!(due.iter().map(|m| m.body.as_deref()).collect::<Vec<_>>(), vec![Some("anyone's")]);
     // Its first attempt's result applies as for any claim.
     let sent = DispatchResult {
