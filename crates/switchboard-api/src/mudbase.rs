@@ -19,7 +19,7 @@ use switchboard_domain::wire::mudbase::{
     MbByStatus, MbByType, MbErrorBody, MbErrorDetail, MbHistory, MbHistoryEntry, MbOk, MbPagination, MbPeriod,
     MbSmsRequest, MbSmsSent, MbStats, MbStatus, MbToken, MbType,
 };
-use switchboard_domain::{AccountId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, StatusGroup, Timestamp};
 use switchboard_storage::{BatchRecord, BatchState};
 use switchboard_validation::{BatchFields, ValidationError};
 
@@ -429,9 +429,7 @@ pub(crate) async fn stats(
     let start = date_param("startDate", params.start_date.as_deref())?.unwrap_or(end.plus_millis(-THIRTY_DAYS_MS));
     let found = state.core.message_stats(account, start, end).await?;
     let c = &found.counts;
-    let sent = c.count(&[MessageStatus::Sent, MessageStatus::Delivered]);
-    let failed =
-        c.count(&[MessageStatus::Failed, MessageStatus::Undelivered, MessageStatus::Expired, MessageStatus::Canceled]);
+    let (sent, failed) = (c.in_group(StatusGroup::Sent), c.in_group(StatusGroup::Failed));
     let total = c.total();
     let success_rate = if total == 0 { 0.0 } else { (sent as f64 * 10_000.0 / total as f64).round() / 100.0 };
     Ok(Json(MbOk {

@@ -250,9 +250,4 @@ impl Core {
         self.inner.limiter.forget(account);
         Ok(record)
     }
-
-    /// The default request rate limit.
-    pub fn default_rate_limit(&self) -> u32 {
-        self.inner.config.default_rate_limit
-    }
 }

@@ -14,6 +14,6 @@ pub mod wire;
 
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
 pub use ids::{AccountId, BatchId, IdError, MessageId};
-pub use message::{Direction, ErrorType, MessageKind, MessageStatus};
+pub use message::{Direction, ErrorType, MessageKind, MessageStatus, StatusGroup};
 pub use phone::{Msisdn, PhoneError};
 pub use timestamp::Timestamp;

@@ -93,6 +93,29 @@ impl MessageStatus {
                 | MessageStatus::Received
         )
     }
+
+    /// Where an outbound message in this status stands: on its way, taken by the provider, or
+    /// failed for good.
+    pub fn group(self) -> StatusGroup {
+        match self {
+            MessageStatus::Sent | MessageStatus::Delivered => StatusGroup::Sent,
+            MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired | MessageStatus::Canceled => {
+                StatusGroup::Failed
+            }
+            _ => StatusGroup::Pending,
+        }
+    }
+}
+
+/// The three ways an outbound message can stand, as request counts and statistics see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusGroup {
+    /// Not yet taken by the provider (accepted, scheduled, queued).
+    Pending,
+    /// Taken by the provider (sent, delivered).
+    Sent,
+    /// Failed for good (failed, undelivered, expired, canceled).
+    Failed,
 }
 
 string_enum! {

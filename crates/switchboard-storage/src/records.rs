@@ -345,6 +345,11 @@ impl MessageCounts {
     pub fn count(&self, statuses: &[MessageStatus]) -> i64 {
         self.by_status.iter().filter(|(s, _)| statuses.contains(s)).map(|(_, n)| n).sum()
     }
+
+    /// Messages whose status falls in `group`.
+    pub fn in_group(&self, group: switchboard_domain::StatusGroup) -> i64 {
+        self.by_status.iter().filter(|(s, _)| s.group() == group).map(|(_, n)| n).sum()
+    }
 }
 
 /// What [`crate::Store::accept`] did with one message.

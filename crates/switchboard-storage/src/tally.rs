@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use switchboard_domain::{AccountId, BatchId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, BatchId, MessageStatus, StatusGroup, Timestamp};
 use uuid::Uuid;
 
 /// Milliseconds in one bucket of `message_counts`.
@@ -26,12 +26,10 @@ pub(crate) struct Tally {
 
 /// Which batch counter a status falls under, if any: 0 = sent, 1 = failed.
 fn batch_slot(status: MessageStatus) -> Option<usize> {
-    match status {
-        MessageStatus::Sent | MessageStatus::Delivered => Some(0),
-        MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired | MessageStatus::Canceled => {
-            Some(1)
-        }
-        _ => None,
+    match status.group() {
+        StatusGroup::Sent => Some(0),
+        StatusGroup::Failed => Some(1),
+        StatusGroup::Pending => None,
     }
 }
 
