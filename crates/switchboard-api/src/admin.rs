@@ -190,7 +190,7 @@ pub(crate) fn message_wire(m: &MessageRecord) -> Message {
         to: m.to.clone(),
         from: m.from.clone(),
         body: m.body.clone(),
-        media_url: m.media_url.clone(),
+        media_url: m.media_url().map(str::to_owned),
         encoding: m.encoding,
         segments: m.segments,
         status: m.status,

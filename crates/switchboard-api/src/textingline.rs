@@ -220,7 +220,7 @@ pub(crate) fn to_wire(m: &MessageRecord) -> TlMessage {
         to: m.to.clone(),
         from: m.from.clone(),
         body: m.body.clone(),
-        media_url: m.media_url.clone(),
+        media_url: m.media_url().map(str::to_owned),
         status,
         error_type: if failed { Some(m.error_type.unwrap_or(switchboard_domain::ErrorType::Unknown)) } else { None },
         error_message: if failed {

@@ -88,7 +88,7 @@ impl Core {
                 to: to.as_str().to_owned(),
                 from: from.clone(),
                 body: Some(cmd.body.clone()),
-                media_url: None,
+                media: Vec::new(),
                 encoding: cmd.text.encoding,
                 segments: cmd.text.segments,
                 price,
@@ -97,6 +97,10 @@ impl Core {
                 created_at: id.created_at(),
                 claim_until: self.inner.config.run_dispatcher.then(|| id.created_at().plus_millis(lease)),
                 batch: Some(batch.clone()),
+                channel_id: None,
+                scheduled_for: None,
+                expires_at: None,
+                details: None,
             })
             .collect();
 

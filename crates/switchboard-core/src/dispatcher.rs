@@ -161,6 +161,11 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         at: Timestamp::now(),
         outcome: DispatchOutcome::Retry { next_attempt_at: Timestamp::now(), error: String::new() },
     };
+    // A message past its validity is not sent at all.
+    if m.expires_at.is_some_and(|e| e <= base.at) {
+        return DispatchResult { outcome: DispatchOutcome::Expired, ..base };
+    }
+    let expires_at = m.expires_at;
     let outbound = match (Msisdn::parse(&m.to), Msisdn::parse(&m.from)) {
         (Ok(to), Ok(from)) => OutboundMessage {
             id: m.id,
@@ -168,7 +173,7 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
             from,
             kind: m.kind,
             body: m.body,
-            media_url: m.media_url,
+            media: m.media,
             encoding: m.encoding,
             segments: m.segments,
             attempt: m.attempts,
@@ -182,9 +187,13 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
     let at = Timestamp::now();
     let outcome = match sent {
         Ok(Ok(submission)) => DispatchOutcome::Sent { provider_message_id: submission.provider_message_id },
-        Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => retry(config, m.attempts, at, e.message),
+        Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => {
+            retry(config, m.attempts, at, expires_at, e.message)
+        }
         Ok(Err(e)) => failed(e),
-        Err(_) if m.attempts < config.max_attempts => retry(config, m.attempts, at, "provider timed out".into()),
+        Err(_) if m.attempts < config.max_attempts => {
+            retry(config, m.attempts, at, expires_at, "provider timed out".into())
+        }
         Err(_) => failed(ProviderError::retryable(switchboard_domain::ErrorType::ProviderError, "provider timed out")),
     };
     DispatchResult { at, outcome, ..base }
@@ -195,9 +204,18 @@ fn failed(e: ProviderError) -> DispatchOutcome {
     DispatchOutcome::Failed { error_type: e.error_type, message: e.message, refund: true }
 }
 
-fn retry(config: &DispatcherConfig, attempt: u32, now: Timestamp, error: String) -> DispatchOutcome {
+/// A retry after the backoff, or at the message's expiry if that comes first (when it is
+/// claimed again and ends expired).
+fn retry(
+    config: &DispatcherConfig,
+    attempt: u32,
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+    error: String,
+) -> DispatchOutcome {
     metrics::counter!("switchboard_dispatch_retries_total").increment(1);
-    DispatchOutcome::Retry { next_attempt_at: now.plus_millis(backoff(config, attempt).as_millis() as i64), error }
+    let next = now.plus_millis(backoff(config, attempt).as_millis() as i64);
+    DispatchOutcome::Retry { next_attempt_at: expires_at.map_or(next, |e| next.min(e)), error }
 }
 
 /// Exponential backoff with full jitter in the upper half: `base * 2^(attempt-1)`, capped.
@@ -253,6 +271,9 @@ async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Dispatc
                                 metrics::counter!("switchboard_messages_failed_total", "error_type" => error_type.as_str())
                                     .increment(1);
                                 waiters.tell(r.id, DispatchNews::Failed { error_type, message, at: r.at })
+                            }
+                            DispatchOutcome::Expired => {
+                                metrics::counter!("switchboard_messages_expired_total").increment(1);
                             }
                             DispatchOutcome::Retry { .. } => {}
                         }

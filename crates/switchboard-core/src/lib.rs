@@ -216,7 +216,7 @@ impl Core {
             to: cmd.to.as_str().to_owned(),
             from: cmd.from.as_str().to_owned(),
             body: cmd.body,
-            media_url: cmd.media_url,
+            media: cmd.media_url.into_iter().collect(),
             encoding: cmd.text.encoding,
             segments: cmd.text.segments,
             price,
@@ -229,6 +229,10 @@ impl Core {
                 .run_dispatcher
                 .then(|| created_at.plus_millis(self.inner.config.dispatcher.lease.as_millis() as i64)),
             batch: None,
+            channel_id: None,
+            scheduled_for: None,
+            expires_at: None,
+            details: None,
         };
         let wait = self.inner.config.sent_wait;
         // Register before committing, so news from a fast dispatcher cannot be missed.

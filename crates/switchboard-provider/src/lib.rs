@@ -30,8 +30,8 @@ pub struct OutboundMessage {
     pub kind: MessageKind,
     /// Text.
     pub body: Option<String>,
-    /// Media URL of an MMS.
-    pub media_url: Option<String>,
+    /// Media URLs of an MMS, in order.
+    pub media: Vec<String>,
     /// Encoding of the text.
     pub encoding: Encoding,
     /// SMS parts.

@@ -120,7 +120,7 @@ mod tests {
             from: Msisdn::parse("+18005559876").unwrap(),
             kind: MessageKind::Sms,
             body: Some("hi".into()),
-            media_url: None,
+            media: Vec::new(),
             encoding: Encoding::Gsm7,
             segments: 1,
             attempt,

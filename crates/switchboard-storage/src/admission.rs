@@ -51,6 +51,7 @@ impl Step {
             Step::Insert { record, .. } if record.status == MessageStatus::Failed => {
                 AcceptOutcome::OptedOut(record.clone())
             }
+            // Queued or scheduled.
             Step::Insert { record, .. } => AcceptOutcome::Queued(record.clone()),
             Step::Answer(outcome) => outcome.clone(),
         }
@@ -141,22 +142,25 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         to: m.to.clone(),
         from: m.from.clone(),
         body: m.body.clone(),
-        media_url: m.media_url.clone(),
+        media: m.media.clone(),
         encoding: m.encoding,
         segments: m.segments,
-        status: MessageStatus::Queued,
+        status: if m.scheduled_for.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued },
         error_type: None,
         error_message: None,
         charged: Credits::ZERO,
         idempotency_key: m.idempotency_key.clone(),
         request_hash: Some(m.request_hash.clone()),
-        attempts: u32::from(m.claim_until.is_some()),
-        next_attempt_at: m.claim_until.unwrap_or(m.created_at),
+        attempts: u32::from(m.claim_until.is_some() && m.scheduled_for.is_none()),
+        next_attempt_at: m.scheduled_for.or(m.claim_until).unwrap_or(m.created_at),
         provider_message_id: None,
         created_at: m.created_at,
         updated_at: m.created_at,
         sent_at: None,
         batch_id: m.batch.as_ref().map(|b| b.id),
+        channel_id: m.channel_id,
+        expires_at: m.expires_at,
+        details: m.details.clone(),
     };
 
     let charge = if facts.opted_out.contains(&(m.from.clone(), m.to.clone())) {
@@ -211,7 +215,7 @@ mod tests {
             to: "+18005551234".into(),
             from: "+18005559876".into(),
             body: Some(body.into()),
-            media_url: None,
+            media: Vec::new(),
             encoding: Encoding::Gsm7,
             segments: 1,
             price: Credits::new(2, 0),
@@ -220,6 +224,10 @@ mod tests {
             created_at: Timestamp::from_millis(1),
             claim_until: None,
             batch: None,
+            channel_id: None,
+            scheduled_for: None,
+            expires_at: None,
+            details: None,
         }
     }
 

@@ -10,18 +10,22 @@ use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::{
-    AccountRecord, ApiKeyRecord, BatchRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderRecord,
-    StorageError,
+    AccountRecord, ApiKeyRecord, BatchRecord, ChannelRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord,
+    SenderRecord, StorageError, TemplateRecord, TemplateVersionRecord,
 };
 
 macro_rules! message_columns {
     () => {
         "id, account_id, direction, kind, recipient, sender, body, media_url, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
-         next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id"
+         next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, media, \
+         expires_at, details"
     };
 }
 pub(crate) use message_columns;
+
+/// Most scheduled messages moved into the queue by one claim.
+pub(crate) const PROMOTE_BATCH: u32 = 1000;
 
 /// Rows per multi-row INSERT: groups are cut into chunks of these sizes so that only a few
 /// statement shapes exist and each stays in the prepared-statement cache.
@@ -216,6 +220,18 @@ pub(crate) struct MessageRow {
     pub(crate) updated_at: i64,
     pub(crate) sent_at: Option<i64>,
     pub(crate) batch_id: Option<Uuid>,
+    pub(crate) channel_id: Option<Uuid>,
+    pub(crate) media: Option<String>,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) details: Option<String>,
+}
+
+/// The `media_url` and `media` columns of a message's media list: the first URL, and the
+/// whole list as JSON when there is more than one.
+pub(crate) fn media_columns(media: &[String]) -> (Option<String>, Option<String>) {
+    let first = media.first().cloned();
+    let all = (media.len() > 1).then(|| serde_json::to_string(media).unwrap_or_default());
+    (first, all)
 }
 
 impl TryFrom<MessageRow> for MessageRecord {
@@ -229,7 +245,10 @@ impl TryFrom<MessageRow> for MessageRecord {
             to: r.recipient,
             from: r.sender,
             body: r.body,
-            media_url: r.media_url,
+            media: match r.media {
+                Some(all) => serde_json::from_str(&all).map_err(|e| corrupt("media", e))?,
+                None => r.media_url.into_iter().collect(),
+            },
             encoding: Encoding::parse(&r.encoding).ok_or_else(|| corrupt("encoding", &r.encoding))?,
             segments: u32_of("segments", r.segments)?,
             status: MessageStatus::parse(&r.status).ok_or_else(|| corrupt("status", &r.status))?,
@@ -248,6 +267,9 @@ impl TryFrom<MessageRow> for MessageRecord {
             updated_at: Timestamp::from_millis(r.updated_at),
             sent_at: r.sent_at.map(Timestamp::from_millis),
             batch_id: r.batch_id.map(BatchId::from_uuid),
+            channel_id: r.channel_id,
+            expires_at: r.expires_at.map(Timestamp::from_millis),
+            details: r.details,
         })
     }
 }
@@ -290,6 +312,92 @@ impl TryFrom<BatchRow> for BatchRecord {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChannelRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) sender: String,
+    pub(crate) active: bool,
+    pub(crate) mms: bool,
+    pub(crate) created_at: i64,
+}
+
+/// Selects [`ChannelRow`]s: channels joined with their senders.
+pub(crate) const CHANNEL_SELECT: &str = "SELECT c.id, c.account_id, c.name, c.sender, c.active, s.mms, c.created_at \
+     FROM channels c JOIN senders s ON s.address = c.sender";
+
+impl From<ChannelRow> for ChannelRecord {
+    fn from(r: ChannelRow) -> Self {
+        ChannelRecord {
+            id: r.id,
+            account_id: AccountId::from_uuid(r.account_id),
+            name: r.name,
+            sender: r.sender,
+            active: r.active,
+            mms: r.mms,
+            created_at: Timestamp::from_millis(r.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TemplateRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct VersionRow {
+    pub(crate) id: Uuid,
+    pub(crate) template_id: Uuid,
+    pub(crate) texts: String,
+    pub(crate) active: bool,
+    pub(crate) created_at: i64,
+}
+
+impl TryFrom<VersionRow> for TemplateVersionRecord {
+    type Error = StorageError;
+    fn try_from(r: VersionRow) -> Result<Self, StorageError> {
+        Ok(TemplateVersionRecord {
+            id: r.id,
+            template_id: r.template_id,
+            texts: serde_json::from_str(&r.texts).map_err(|e| corrupt("template texts", e))?,
+            active: r.active,
+            created_at: Timestamp::from_millis(r.created_at),
+        })
+    }
+}
+
+/// Puts templates and their versions together, keeping the templates' order.
+pub(crate) fn assemble_templates(
+    templates: Vec<TemplateRow>,
+    versions: Vec<VersionRow>,
+) -> Result<Vec<TemplateRecord>, StorageError> {
+    let mut out: Vec<TemplateRecord> = templates
+        .into_iter()
+        .map(|t| TemplateRecord {
+            id: t.id,
+            account_id: AccountId::from_uuid(t.account_id),
+            name: t.name,
+            created_at: Timestamp::from_millis(t.created_at),
+            versions: Vec::new(),
+        })
+        .collect();
+    let index: std::collections::HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    for v in versions {
+        if let Some(&i) = index.get(&v.template_id) {
+            out[i].versions.push(v.try_into()?);
+        }
+    }
+    for t in &mut out {
+        t.versions.sort_by_key(|v| v.id);
+    }
+    Ok(out)
+}
+
 /// The SQL condition on `batches` that selects requests in a state.
 pub(crate) fn batch_state_condition(state: Option<crate::BatchState>) -> &'static str {
     match state {
@@ -324,11 +432,25 @@ macro_rules! store_impl {
         use $crate::tally::HOUR_MS;
         use switchboard_domain::BatchId;
         use $crate::{BatchRecord, BatchState, MessageCounts};
-        use $crate::writes::Writes;
+        use $crate::writes::{Param, Writes};
+        use $crate::common::{CHANNEL_SELECT, ChannelRow, TemplateRow, VersionRow, assemble_templates};
+        use $crate::{ChannelChange, ChannelRecord, TemplateRecord, TemplateVersionRecord};
         use $crate::{
             AcceptOutcome, AccountRecord, ApiKeyRecord, DispatchResult, EventRecord, LedgerRecord, MessageRecord,
             NewMessage, OptOutRecord, PageRequest, Result, SenderChange, SenderRecord, Store,
         };
+
+        impl $store {
+            async fn template_version(&self, id: Uuid) -> Result<TemplateVersionRecord> {
+                let row: Option<VersionRow> = sqlx::query_as(
+                    "SELECT id, template_id, texts, active, created_at FROM template_versions WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+                row.ok_or($crate::StorageError::NotFound)?.try_into()
+            }
+        }
 
         #[async_trait::async_trait]
         impl Store for $store {
@@ -556,6 +678,171 @@ macro_rules! store_impl {
 
             async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord> {
                 Writes::set_rate_limit(self, account, limit).await
+            }
+
+            async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<MessageRecord> {
+                Writes::cancel_scheduled(self, account, id, at).await?;
+                self.get_message(id).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn list_channel_messages(&self, channel: Uuid, page: PageRequest<MessageId>) -> Result<Vec<MessageRecord>> {
+                let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE channel_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(channel)
+                .bind(page.before.map_or(Uuid::max(), |m| m.as_uuid()))
+                .bind(i64::from(page.limit))
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn create_channel(&self, c: &ChannelRecord) -> Result<ChannelRecord> {
+                Writes::write(self, vec![(
+                    "INSERT INTO channels (id, account_id, name, sender, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    vec![
+                        Param::Uuid(c.id),
+                        Param::Uuid(c.account_id.as_uuid()),
+                        Param::Text(Some(c.name.clone())),
+                        Param::Text(Some(c.sender.clone())),
+                        Param::Bool(Some(c.active)),
+                        Param::Int(Some(c.created_at.millis())),
+                    ],
+                )]).await?;
+                self.get_channel(c.id).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn get_channel(&self, id: Uuid) -> Result<Option<ChannelRecord>> {
+                let row: Option<ChannelRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("{CHANNEL_SELECT} WHERE c.id = $1")))
+                        .bind(id)
+                        .fetch_optional(&self.read)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_channels(&self, account: AccountId) -> Result<Vec<ChannelRecord>> {
+                let rows: Vec<ChannelRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{CHANNEL_SELECT} WHERE c.account_id = $1 ORDER BY c.id LIMIT 1000"
+                )))
+                .bind(account.as_uuid())
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn update_channel(&self, account: AccountId, id: Uuid, change: &ChannelChange) -> Result<ChannelRecord> {
+                let changed = Writes::write(self, vec![(
+                    "UPDATE channels SET name = COALESCE($1, name), active = COALESCE($2, active) \
+                     WHERE id = $3 AND account_id = $4",
+                    vec![
+                        Param::Text(change.name.clone()),
+                        Param::Bool(change.active),
+                        Param::Uuid(id),
+                        Param::Uuid(account.as_uuid()),
+                    ],
+                )]).await?;
+                if changed.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                self.get_channel(id).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn create_template(&self, account: AccountId, name: &str) -> Result<TemplateRecord> {
+                let id = Uuid::now_v7();
+                Writes::write(self, vec![(
+                    "INSERT INTO templates (id, account_id, name, created_at) VALUES ($1, $2, $3, $4)",
+                    vec![
+                        Param::Uuid(id),
+                        Param::Uuid(account.as_uuid()),
+                        Param::Text(Some(name.to_owned())),
+                        Param::Int(Some(Timestamp::now().millis())),
+                    ],
+                )]).await?;
+                self.get_template(id).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn add_template_version(
+                &self,
+                account: AccountId,
+                template: Uuid,
+                texts: &std::collections::BTreeMap<String, String>,
+                active: bool,
+            ) -> Result<TemplateVersionRecord> {
+                let id = Uuid::now_v7();
+                let texts = serde_json::to_string(texts).map_err(|e| $crate::common::corrupt("template texts", e))?;
+                let added = Writes::write(self, vec![(
+                    "INSERT INTO template_versions (id, template_id, account_id, texts, active, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
+                     (SELECT 1 FROM templates WHERE id = $2 AND account_id = $3)",
+                    vec![
+                        Param::Uuid(id),
+                        Param::Uuid(template),
+                        Param::Uuid(account.as_uuid()),
+                        Param::Text(Some(texts)),
+                        Param::Bool(Some(active)),
+                        Param::Int(Some(Timestamp::now().millis())),
+                    ],
+                )]).await?;
+                if added.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                self.template_version(id).await
+            }
+
+            async fn set_template_version_active(
+                &self,
+                account: AccountId,
+                template: Uuid,
+                version: Uuid,
+                active: bool,
+            ) -> Result<TemplateVersionRecord> {
+                let changed = Writes::write(self, vec![(
+                    "UPDATE template_versions SET active = $1 WHERE id = $2 AND template_id = $3 AND account_id = $4",
+                    vec![
+                        Param::Bool(Some(active)),
+                        Param::Uuid(version),
+                        Param::Uuid(template),
+                        Param::Uuid(account.as_uuid()),
+                    ],
+                )]).await?;
+                if changed.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                self.template_version(version).await
+            }
+
+            async fn get_template(&self, id: Uuid) -> Result<Option<TemplateRecord>> {
+                let templates: Vec<TemplateRow> =
+                    sqlx::query_as("SELECT id, account_id, name, created_at FROM templates WHERE id = $1")
+                        .bind(id)
+                        .fetch_all(&self.read)
+                        .await?;
+                let versions: Vec<VersionRow> = sqlx::query_as(
+                    "SELECT id, template_id, texts, active, created_at FROM template_versions WHERE template_id = $1",
+                )
+                .bind(id)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(assemble_templates(templates, versions)?.pop())
+            }
+
+            async fn list_templates(&self, account: AccountId) -> Result<Vec<TemplateRecord>> {
+                let templates: Vec<TemplateRow> = sqlx::query_as(
+                    "SELECT id, account_id, name, created_at FROM templates WHERE account_id = $1 ORDER BY id LIMIT 1000",
+                )
+                .bind(account.as_uuid())
+                .fetch_all(&self.read)
+                .await?;
+                let versions: Vec<VersionRow> = sqlx::query_as(
+                    "SELECT id, template_id, texts, active, created_at FROM template_versions WHERE account_id = $1",
+                )
+                .bind(account.as_uuid())
+                .fetch_all(&self.read)
+                .await?;
+                assemble_templates(templates, versions)
             }
 
             async fn server_secret(&self) -> Result<Vec<u8>> {

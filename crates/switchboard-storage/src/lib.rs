@@ -20,11 +20,13 @@ mod tally;
 pub mod testing;
 mod writes;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use async_trait::async_trait;
 use switchboard_domain::{AccountId, BatchId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
+use uuid::Uuid;
 
 pub use records::*;
 
@@ -163,6 +165,46 @@ pub trait Store: Send + Sync + 'static {
     /// Counts the account's outbound messages created in `[from, to)`, by current status,
     /// from the hourly running counts and, for partial hours at either end, the messages.
     async fn message_counts(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<MessageCounts>;
+
+    /// Cancels a scheduled message of the account, refunding its charge with a ledger entry,
+    /// and returns it; `NotFound` if the account has no such message, `Conflict` if it is no
+    /// longer scheduled.
+    async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<MessageRecord>;
+    /// Lists a channel's messages, newest first.
+    async fn list_channel_messages(&self, channel: Uuid, page: PageRequest<MessageId>) -> Result<Vec<MessageRecord>>;
+
+    /// Creates a channel (its `mms` is read from its sender); `Conflict` if the id exists.
+    async fn create_channel(&self, channel: &ChannelRecord) -> Result<ChannelRecord>;
+    /// Reads a channel.
+    async fn get_channel(&self, id: Uuid) -> Result<Option<ChannelRecord>>;
+    /// Lists an account's channels (at most 1,000), oldest first.
+    async fn list_channels(&self, account: AccountId) -> Result<Vec<ChannelRecord>>;
+    /// Changes a channel of the account; `NotFound` if the account has no such channel.
+    async fn update_channel(&self, account: AccountId, id: Uuid, change: &ChannelChange) -> Result<ChannelRecord>;
+
+    /// Creates a template without versions; `Conflict` if the account has one of that name.
+    async fn create_template(&self, account: AccountId, name: &str) -> Result<TemplateRecord>;
+    /// Adds a version to a template of the account; `NotFound` if it has no such template.
+    async fn add_template_version(
+        &self,
+        account: AccountId,
+        template: Uuid,
+        texts: &BTreeMap<String, String>,
+        active: bool,
+    ) -> Result<TemplateVersionRecord>;
+    /// Activates or deactivates a template version; `NotFound` if the account has no such
+    /// template version.
+    async fn set_template_version_active(
+        &self,
+        account: AccountId,
+        template: Uuid,
+        version: Uuid,
+        active: bool,
+    ) -> Result<TemplateVersionRecord>;
+    /// Reads a template with its versions.
+    async fn get_template(&self, id: Uuid) -> Result<Option<TemplateRecord>>;
+    /// Lists an account's templates (at most 1,000) with their versions, oldest first.
+    async fn list_templates(&self, account: AccountId) -> Result<Vec<TemplateRecord>>;
 
     /// Counts the account's messages by status (for checks and metrics).
     async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>>;

@@ -16,11 +16,11 @@ use uuid::Uuid;
 
 use crate::admission::{self, Facts, Step};
 use crate::common::{
-    ACCOUNT_COLUMNS, AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, chunked, is_unique_violation,
-    message_columns, store_impl,
+    ACCOUNT_COLUMNS, AccountRow, ApiKeyRow, MessageRow, OptOutRow, PROMOTE_BATCH, SenderRow, chunked,
+    is_unique_violation, media_columns, message_columns, store_impl,
 };
 use crate::tally::{self, Tally};
-use crate::writes::Writes;
+use crate::writes::{Param, Statement, Writes};
 use crate::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
     LedgerRecord, MessageRecord, NewBatch, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
@@ -130,6 +130,7 @@ impl PostgresStore {
         for chunk in chunked(records) {
             let mut qb = QueryBuilder::<Postgres>::new(concat!("INSERT INTO messages (", message_columns!(), ") "));
             qb.push_values(chunk, |mut b, m| {
+                let (media_url, media) = media_columns(&m.media);
                 b.push_bind(m.id.as_uuid())
                     .push_bind(m.account_id.as_uuid())
                     .push_bind(m.direction.as_str())
@@ -137,7 +138,7 @@ impl PostgresStore {
                     .push_bind(m.to.clone())
                     .push_bind(m.from.clone())
                     .push_bind(m.body.clone())
-                    .push_bind(m.media_url.clone())
+                    .push_bind(media_url)
                     .push_bind(m.encoding.as_str())
                     .push_bind(i64::from(m.segments))
                     .push_bind(m.status.as_str())
@@ -153,7 +154,11 @@ impl PostgresStore {
                     .push_bind(m.created_at.millis())
                     .push_bind(m.updated_at.millis())
                     .push_bind(m.sent_at.map(Timestamp::millis))
-                    .push_bind(m.batch_id.map(|b| b.as_uuid()));
+                    .push_bind(m.batch_id.map(|b| b.as_uuid()))
+                    .push_bind(m.channel_id)
+                    .push_bind(media)
+                    .push_bind(m.expires_at.map(Timestamp::millis))
+                    .push_bind(m.details.clone());
             });
             qb.build().execute(&mut **tx).await?;
         }
@@ -480,13 +485,105 @@ impl Writes for PostgresStore {
         Ok(steps.iter().map(Step::outcome).collect())
     }
 
+    async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let canceled: Option<(i64, i64, Option<Uuid>, i64)> = sqlx::query_as(
+            "UPDATE messages SET status = 'canceled', updated_at = $1 \
+             WHERE id = $2 AND account_id = $3 AND status = 'scheduled' \
+             RETURNING sms_charged, mms_charged, batch_id, created_at",
+        )
+        .bind(at.millis())
+        .bind(id.as_uuid())
+        .bind(account.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((sms, mms, batch, created_at)) = canceled else {
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM messages WHERE id = $1 AND account_id = $2")
+                    .bind(id.as_uuid())
+                    .bind(account.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(match status {
+                None => StorageError::NotFound,
+                Some((status,)) => StorageError::Conflict(format!("the message is {status}, not scheduled")),
+            });
+        };
+        let event = EventRecord { message_id: id, status: MessageStatus::Canceled, error_type: None, at };
+        Self::insert_events(&mut tx, &[event]).await?;
+        let charged = Credits::new(sms, mms);
+        if !charged.is_zero() {
+            let after = Self::apply_delta(&mut tx, account, charged).await?;
+            sqlx::query("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = $1")
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+            let entry = LedgerRecord::for_message(EntryKind::Refund, account, id, charged, after, at);
+            Self::insert_ledger(&mut tx, &[entry]).await?;
+        }
+        let mut tally = Tally::default();
+        let (batch, created_at) = (batch.map(BatchId::from_uuid), Timestamp::from_millis(created_at));
+        tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Canceled);
+        Self::apply_tally(&mut tx, &tally).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
+        let mut tx = self.write.begin().await?;
+        let mut counts = Vec::with_capacity(statements.len());
+        for (sql, params) in statements {
+            let mut q = sqlx::query(sql);
+            for p in params {
+                q = match p {
+                    Param::Uuid(u) => q.bind(u),
+                    Param::Text(t) => q.bind(t),
+                    Param::Int(n) => q.bind(n),
+                    Param::Bool(b) => q.bind(b),
+                };
+            }
+            let done = q.execute(&mut *tx).await.map_err(|e| {
+                if is_unique_violation(&e) { StorageError::Conflict("already exists".into()) } else { e.into() }
+            })?;
+            counts.push(done.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
+        let mut tx = self.write.begin().await?;
+        // Scheduled messages whose time has come join the queue first.
+        let promoted: Vec<(Uuid, Uuid, Option<Uuid>, i64)> = sqlx::query_as(
+            "UPDATE messages SET status = 'queued', updated_at = $1 WHERE status = 'scheduled' AND id IN \
+             (SELECT id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, account_id, batch_id, created_at",
+        )
+        .bind(now.millis())
+        .bind(i64::from(PROMOTE_BATCH))
+        .fetch_all(&mut *tx)
+        .await?;
+        if !promoted.is_empty() {
+            let mut tally = Tally::default();
+            let mut events = Vec::with_capacity(promoted.len());
+            for (id, account, batch, created_at) in promoted {
+                let (account, batch) = (AccountId::from_uuid(account), batch.map(BatchId::from_uuid));
+                let created_at = Timestamp::from_millis(created_at);
+                tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Queued);
+                let message_id = MessageId::from_uuid(id);
+                events.push(EventRecord { message_id, status: MessageStatus::Queued, error_type: None, at: now });
+            }
+            Self::insert_events(&mut tx, &events).await?;
+            Self::apply_tally(&mut tx, &tally).await?;
+        }
         let rows: Vec<MessageRow> = sqlx::query_as(CLAIM_DUE)
             .bind(lease_until.millis())
             .bind(now.millis())
             .bind(i64::from(limit))
-            .fetch_all(&self.write)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
@@ -571,17 +668,19 @@ impl Writes for PostgresStore {
                         changed.push(r.id);
                     }
                 }
-                DispatchOutcome::Failed { error_type, message, refund } => {
+                DispatchOutcome::Failed { .. } | DispatchOutcome::Expired => {
+                    let Some((status, error_type, message, refund)) = r.outcome.ending() else { continue };
                     let charged: Option<(i64, i64, Uuid, Option<Uuid>, i64)> = sqlx::query_as(
-                        "UPDATE messages SET status = 'failed', error_type = $1, error_message = $2, updated_at = $3 \
+                        "UPDATE messages SET status = $6, error_type = $1, error_message = $2, updated_at = $3 \
                          WHERE id = $4 AND status = 'queued' AND attempts = $5 \
                          RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
                     )
-                    .bind(error_type.as_str())
-                    .bind(message.as_str())
+                    .bind(error_type.map(|t| t.as_str()))
+                    .bind(message)
                     .bind(r.at.millis())
                     .bind(id)
                     .bind(attempt)
+                    .bind(status.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some((sms, mms, account, batch, created_at)) = charged else { continue };
@@ -590,17 +689,12 @@ impl Writes for PostgresStore {
                         batch.map(BatchId::from_uuid),
                         Timestamp::from_millis(created_at),
                         MessageStatus::Queued,
-                        MessageStatus::Failed,
+                        status,
                     );
                     changed.push(r.id);
-                    events.push(EventRecord {
-                        message_id: r.id,
-                        status: MessageStatus::Failed,
-                        error_type: Some(*error_type),
-                        at: r.at,
-                    });
+                    events.push(EventRecord { message_id: r.id, status, error_type, at: r.at });
                     let amount = Credits::new(sms, mms);
-                    if *refund && !amount.is_zero() {
+                    if refund && !amount.is_zero() {
                         refunds.push((r.account_id, r.id, amount, r.at));
                     }
                 }

@@ -166,8 +166,8 @@ pub struct MessageRecord {
     pub from: String,
     /// Text.
     pub body: Option<String>,
-    /// Media URL.
-    pub media_url: Option<String>,
+    /// Media URLs of an MMS, in order.
+    pub media: Vec<String>,
     /// Encoding of the text.
     pub encoding: Encoding,
     /// Parts.
@@ -198,6 +198,19 @@ pub struct MessageRecord {
     pub sent_at: Option<Timestamp>,
     /// The multi-recipient send request it belongs to.
     pub batch_id: Option<BatchId>,
+    /// The channel it was sent on.
+    pub channel_id: Option<Uuid>,
+    /// When it ends expired if it has not been sent by then.
+    pub expires_at: Option<Timestamp>,
+    /// The dialect's own fields of the request, as a JSON object.
+    pub details: Option<String>,
+}
+
+impl MessageRecord {
+    /// The first media URL, if any.
+    pub fn media_url(&self) -> Option<&str> {
+        self.media.first().map(String::as_str)
+    }
 }
 
 /// One status change.
@@ -228,8 +241,8 @@ pub struct NewMessage {
     pub from: String,
     /// Text.
     pub body: Option<String>,
-    /// Media URL.
-    pub media_url: Option<String>,
+    /// Media URLs of an MMS, in order.
+    pub media: Vec<String>,
     /// Encoding.
     pub encoding: Encoding,
     /// Parts.
@@ -249,6 +262,14 @@ pub struct NewMessage {
     /// The multi-recipient send request it is one recipient of. The messages of one request
     /// are submitted together, in one [`crate::Store::accept`] call, and admitted all or none.
     pub batch: Option<Arc<NewBatch>>,
+    /// The channel it is sent on.
+    pub channel_id: Option<Uuid>,
+    /// If set, the message is stored `scheduled` and becomes due at this time.
+    pub scheduled_for: Option<Timestamp>,
+    /// If set, the message ends `expired` (and is refunded) if it has not been sent by then.
+    pub expires_at: Option<Timestamp>,
+    /// The dialect's own fields of the request, as a JSON object.
+    pub details: Option<String>,
 }
 
 /// A multi-recipient send request to store with its messages.
@@ -355,7 +376,7 @@ impl MessageCounts {
 /// What [`crate::Store::accept`] did with one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptOutcome {
-    /// Stored, charged and queued.
+    /// Stored, charged, and queued (or scheduled, if it has a schedule).
     Queued(MessageRecord),
     /// Stored as failed because the recipient opted out; nothing charged.
     OptedOut(MessageRecord),
@@ -388,6 +409,8 @@ pub enum DispatchOutcome {
         /// The error that caused the retry.
         error: String,
     },
+    /// Not sent within its validity: ends `expired`, refunded.
+    Expired,
     /// Failed for good.
     Failed {
         /// Classification.
@@ -398,6 +421,23 @@ pub enum DispatchOutcome {
         refund: bool,
     },
 }
+
+impl DispatchOutcome {
+    /// For an outcome that ends the message unsent: the status it ends in, its error type,
+    /// the error message, and whether its charge is refunded.
+    pub fn ending(&self) -> Option<(MessageStatus, Option<ErrorType>, &str, bool)> {
+        match self {
+            DispatchOutcome::Failed { error_type, message, refund } => {
+                Some((MessageStatus::Failed, Some(*error_type), message, *refund))
+            }
+            DispatchOutcome::Expired => Some((MessageStatus::Expired, None, EXPIRED_MESSAGE, true)),
+            _ => None,
+        }
+    }
+}
+
+/// The error message of a message that ended expired.
+pub const EXPIRED_MESSAGE: &str = "not sent within its validity period";
 
 /// One dispatch attempt's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,4 +452,62 @@ pub struct DispatchResult {
     pub at: Timestamp,
     /// What happened.
     pub outcome: DispatchOutcome,
+}
+
+/// A sending channel of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// The sender number it sends from.
+    pub sender: String,
+    /// Whether it may send.
+    pub active: bool,
+    /// Whether its sender can send MMS.
+    pub mms: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A change to a channel; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelChange {
+    /// Display name.
+    pub name: Option<String>,
+    /// Active.
+    pub active: Option<bool>,
+}
+
+/// A message template with its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    /// Id (Bird's template `projectId`).
+    pub id: Uuid,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Name, unique in the account.
+    pub name: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Its versions, oldest first.
+    pub versions: Vec<TemplateVersionRecord>,
+}
+
+/// One immutable version of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateVersionRecord {
+    /// Id (Bird's template `version`).
+    pub id: Uuid,
+    /// The template.
+    pub template_id: Uuid,
+    /// Its text per locale, ordered by locale.
+    pub texts: std::collections::BTreeMap<String, String>,
+    /// Whether it may be sent.
+    pub active: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
 }

@@ -22,9 +22,11 @@ use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::admission::{self, Facts, Step};
-use crate::common::{AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, message_columns, store_impl};
+use crate::common::{
+    AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, media_columns, message_columns, store_impl,
+};
 use crate::tally::{self, Tally};
-use crate::writes::Writes;
+use crate::writes::{Param, Statement, Writes};
 use crate::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
     LedgerRecord, MessageRecord, NewBatch, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
@@ -184,6 +186,10 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         updated_at: r.get(21)?,
         sent_at: r.get(22)?,
         batch_id: opt_uuid_at(r, 23)?,
+        channel_id: opt_uuid_at(r, 24)?,
+        media: r.get(25)?,
+        expires_at: r.get(26)?,
+        details: r.get(27)?,
     })
 }
 
@@ -264,12 +270,13 @@ fn insert_event(c: &Connection, e: &EventRecord) -> Result<()> {
 }
 
 fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
-    c.prepare_cached(concat!(
+    let mut stmt = c.prepare_cached(concat!(
         "INSERT INTO messages (",
         message_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
-    ))?
-    .execute(params![
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+    ))?;
+    let (media_url, media) = media_columns(&m.media);
+    stmt.execute(params![
         m.id.as_uuid().as_bytes().as_slice(),
         m.account_id.as_uuid().as_bytes().as_slice(),
         m.direction.as_str(),
@@ -277,7 +284,7 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
         m.to,
         m.from,
         m.body,
-        m.media_url,
+        media_url,
         m.encoding.as_str(),
         i64::from(m.segments),
         m.status.as_str(),
@@ -294,6 +301,10 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
         m.updated_at.millis(),
         m.sent_at.map(Timestamp::millis),
         m.batch_id.map(|b| b.as_uuid().as_bytes().to_vec()),
+        m.channel_id.map(|c| c.as_bytes().to_vec()),
+        media,
+        m.expires_at.map(Timestamp::millis),
+        m.details,
     ])?;
     Ok(())
 }
@@ -477,31 +488,25 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
                     changed.push(r.id);
                 }
             }
-            DispatchOutcome::Failed { error_type, message, refund } => {
+            DispatchOutcome::Failed { .. } | DispatchOutcome::Expired => {
+                let Some((status, error_type, message, refund)) = r.outcome.ending() else { continue };
                 let charged = tx
                     .prepare_cached(
-                        "UPDATE messages SET status = 'failed', error_type = ?1, error_message = ?2, updated_at = ?3 \
+                        "UPDATE messages SET status = ?6, error_type = ?1, error_message = ?2, updated_at = ?3 \
                          WHERE id = ?4 AND status = 'queued' AND attempts = ?5 \
                          RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
                     )?
-                    .query_row(params![error_type.as_str(), message, r.at.millis(), id, attempt], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, counted(row, 2)?))
-                    })
+                    .query_row(
+                        params![error_type.map(|t| t.as_str()), message, r.at.millis(), id, attempt, status.as_str()],
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, counted(row, 2)?)),
+                    )
                     .optional()?;
                 let Some((sms, mms, (account, batch, created_at))) = charged else { continue };
-                tally.change(account, batch, created_at, MessageStatus::Queued, MessageStatus::Failed);
+                tally.change(account, batch, created_at, MessageStatus::Queued, status);
                 changed.push(r.id);
-                insert_event(
-                    &tx,
-                    &EventRecord {
-                        message_id: r.id,
-                        status: MessageStatus::Failed,
-                        error_type: Some(*error_type),
-                        at: r.at,
-                    },
-                )?;
+                insert_event(&tx, &EventRecord { message_id: r.id, status, error_type, at: r.at })?;
                 let amount = Credits::new(sms, mms);
-                if *refund && !amount.is_zero() {
+                if refund && !amount.is_zero() {
                     refunds.push((r.account_id, r.id, amount, r.at));
                 }
             }
@@ -517,6 +522,91 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
     apply_tally(&tx, &tally)?;
     tx.commit()?;
     Ok(changed)
+}
+
+/// Moves scheduled messages whose time has come into the queue, with their `queued` events.
+fn promote_scheduled(tx: &Connection, now: Timestamp) -> Result<()> {
+    let promoted = tx
+        .prepare_cached(
+            "UPDATE messages SET status = 'queued', updated_at = ?1 WHERE id IN \
+             (SELECT id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2) RETURNING id, account_id, batch_id, created_at",
+        )?
+        .query_map(params![now.millis(), i64::from(crate::common::PROMOTE_BATCH)], |r| {
+            Ok((uuid_at(r, 0)?, counted(r, 1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut tally = Tally::default();
+    for (id, (account, batch, created_at)) in promoted {
+        tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Queued);
+        let message_id = MessageId::from_uuid(id);
+        insert_event(tx, &EventRecord { message_id, status: MessageStatus::Queued, error_type: None, at: now })?;
+    }
+    apply_tally(tx, &tally)
+}
+
+fn run_statements(conn: &mut Connection, statements: &[Statement]) -> Result<Vec<u64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut counts = Vec::with_capacity(statements.len());
+    for (sql, params) in statements {
+        let mut stmt = tx.prepare_cached(sql)?;
+        for (i, param) in params.iter().enumerate() {
+            let name = format!("${}", i + 1);
+            let Some(index) = stmt.parameter_index(&name)? else { continue };
+            match param {
+                Param::Uuid(u) => stmt.raw_bind_parameter(index, u.as_bytes().as_slice())?,
+                Param::Text(t) => stmt.raw_bind_parameter(index, t)?,
+                Param::Int(n) => stmt.raw_bind_parameter(index, n)?,
+                Param::Bool(b) => stmt.raw_bind_parameter(index, b)?,
+            }
+        }
+        let n = stmt.raw_execute().map_err(|e| {
+            if unique_violation(&e) { StorageError::Conflict("already exists".into()) } else { e.into() }
+        })?;
+        counts.push(n as u64);
+    }
+    tx.commit()?;
+    Ok(counts)
+}
+
+fn cancel(conn: &mut Connection, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (uuid, account_uuid) = (id.as_uuid(), account.as_uuid());
+    let canceled = tx
+        .prepare_cached(
+            "UPDATE messages SET status = 'canceled', updated_at = ?1 \
+             WHERE id = ?2 AND account_id = ?3 AND status = 'scheduled' \
+             RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
+        )?
+        .query_row(params![at.millis(), uuid.as_bytes().as_slice(), account_uuid.as_bytes().as_slice()], |row| {
+            Ok((Credits::new(row.get(0)?, row.get(1)?), counted(row, 2)?))
+        })
+        .optional()?;
+    let Some((charged, (_, batch, created_at))) = canceled else {
+        let status: Option<String> = tx
+            .query_row(
+                "SELECT status FROM messages WHERE id = ?1 AND account_id = ?2",
+                params![uuid.as_bytes().as_slice(), account_uuid.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        return Err(match status {
+            None => StorageError::NotFound,
+            Some(status) => StorageError::Conflict(format!("the message is {status}, not scheduled")),
+        });
+    };
+    insert_event(&tx, &EventRecord { message_id: id, status: MessageStatus::Canceled, error_type: None, at })?;
+    if !charged.is_zero() {
+        let after = apply_delta(&tx, account, charged)?;
+        tx.prepare_cached("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = ?1")?
+            .execute([uuid.as_bytes().as_slice()])?;
+        insert_ledger(&tx, &LedgerRecord::for_message(EntryKind::Refund, account, id, charged, after, at))?;
+    }
+    let mut tally = Tally::default();
+    tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Canceled);
+    apply_tally(&tx, &tally)?;
+    tx.commit()?;
+    Ok(())
 }
 
 const SECRET_NAME: &str = "key_hash_secret";
@@ -711,18 +801,23 @@ impl Writes for SqliteStore {
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
         self.writer
             .run(move |c| {
-                let mut stmt = c.prepare_cached(concat!(
-                    "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?1, updated_at = ?2 \
-                     WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= ?2 \
-                     ORDER BY next_attempt_at LIMIT ?3) RETURNING ",
-                    message_columns!()
-                ))?;
-                let rows =
-                    stmt.query_map(params![lease_until.millis(), now.millis(), i64::from(limit)], message_row)?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                promote_scheduled(&tx, now)?;
                 let mut out = Vec::new();
-                for row in rows {
-                    out.push(row?.try_into()?);
+                {
+                    let mut stmt = tx.prepare_cached(concat!(
+                        "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?1, updated_at = ?2 \
+                         WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= ?2 \
+                         ORDER BY next_attempt_at LIMIT ?3) RETURNING ",
+                        message_columns!()
+                    ))?;
+                    let rows =
+                        stmt.query_map(params![lease_until.millis(), now.millis(), i64::from(limit)], message_row)?;
+                    for row in rows {
+                        out.push(row?.try_into()?);
+                    }
                 }
+                tx.commit()?;
                 Ok(out)
             })
             .await
@@ -734,5 +829,13 @@ impl Writes for SqliteStore {
         }
         let results = results.to_vec();
         self.writer.run(move |c| record_group(c, &results)).await
+    }
+
+    async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
+        self.writer.run(move |c| cancel(c, account, id, at)).await
+    }
+
+    async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
+        self.writer.run(move |c| run_statements(c, &statements)).await
     }
 }

@@ -25,6 +25,22 @@ pub(crate) trait Writes {
     async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>>;
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>>;
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>>;
+    async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<()>;
+    /// Runs statements in one transaction; returns the rows each changed. A uniqueness
+    /// violation is `Conflict`.
+    async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>>;
+}
+
+/// One SQL statement (`$n` placeholders, valid on both backends) and its parameters.
+pub(crate) type Statement = (&'static str, Vec<Param>);
+
+/// A statement parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Uuid(uuid::Uuid),
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
 }
 
 /// 32 random bytes for the server secret.

@@ -10,6 +10,7 @@ use switchboard_storage::{
     AcceptOutcome, BatchState, ConnectOptions, DispatchOutcome, DispatchResult, NewBatch, NewMessage, PageRequest,
     SenderChange, SenderRecord, Store, connect,
 };
+use switchboard_storage::{ChannelChange, ChannelRecord, StorageError};
 
 const FROM: &str = "+18005559876";
 const TO: &str = "+18005551234";
@@ -64,6 +65,10 @@ contract!(
     concurrent_requests_never_overdraw,
     message_counts_follow_every_change,
     rate_limits_are_stored,
+    channels_and_templates,
+    scheduled_messages_wait_and_cancel_with_a_refund,
+    expiry_ends_expired_with_a_refund,
+    media_and_details_round_trip,
 );
 
 async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId {
@@ -93,7 +98,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         to: TO.into(),
         from: FROM.into(),
         body: Some(body.into()),
-        media_url: None,
+        media: Vec::new(),
         encoding: Encoding::Gsm7,
         segments: 1,
         price: Credits::new(2, 0),
@@ -102,6 +107,10 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         created_at: Timestamp::now(),
         claim_until: None,
         batch: None,
+        channel_id: None,
+        scheduled_for: None,
+        expires_at: None,
+        details: None,
     }
 }
 
@@ -132,6 +141,10 @@ fn request(account: AccountId, recipients: &[&str]) -> Vec<NewMessage> {
             id,
             to: (*to).into(),
             batch: Some(batch.clone()),
+            channel_id: None,
+            scheduled_for: None,
+            expires_at: None,
+            details: None,
             ..message(account, None, "hello")
         })
         .collect()
@@ -220,7 +233,7 @@ async fn accept_charges_and_records_events(store: Arc<dyn Store>) {
     let mut mms = message(a, None, "pic");
     mms.kind = MessageKind::Mms;
     mms.price = Credits::new(2, 1);
-    mms.media_url = Some("https://example.com/a.jpg".into());
+    mms.media = vec!["https://example.com/a.jpg".into()];
     let out = store.accept(&[message(a, None, "one"), mms]).await.unwrap();
     let AcceptOutcome::Queued(sms) = &out[0] else { panic!("{out:?}") };
     let AcceptOutcome::Queued(mms) = &out[1] else { panic!("{out:?}") };
@@ -587,4 +600,134 @@ async fn rate_limits_are_stored(store: Arc<dyn Store>) {
         store.set_rate_limit(AccountId::new(), Some(1)).await,
         Err(switchboard_storage::StorageError::NotFound)
     ));
+}
+
+async fn channels_and_templates(store: Arc<dyn Store>) {
+    let account = funded_account(&store, 0, 0).await;
+    let other = store.create_account("other").await.unwrap().id;
+    let channel = ChannelRecord {
+        id: uuid::Uuid::new_v4(),
+        account_id: account,
+        name: "main".into(),
+        sender: FROM.into(),
+        active: true,
+        mms: false,
+        created_at: Timestamp::now(),
+    };
+    let created = store.create_channel(&channel).await.unwrap();
+    // MMS capability is the sender's.
+    assert!(created.mms);
+    assert!(matches!(store.create_channel(&channel).await, Err(StorageError::Conflict(_))));
+    let change = ChannelChange { name: Some("renamed".into()), active: Some(false) };
+    let changed = store.update_channel(account, channel.id, &change).await.unwrap();
+    assert_eq!((changed.name.as_str(), changed.active), ("renamed", false));
+    assert!(matches!(store.update_channel(other, channel.id, &change).await, Err(StorageError::NotFound)));
+    assert_eq!(store.list_channels(account).await.unwrap(), vec![changed.clone()]);
+    assert!(store.list_channels(other).await.unwrap().is_empty());
+    assert_eq!(store.get_channel(channel.id).await.unwrap(), Some(changed));
+
+    let template = store.create_template(account, "welcome").await.unwrap();
+    assert!(template.versions.is_empty());
+    assert!(matches!(store.create_template(account, "welcome").await, Err(StorageError::Conflict(_))));
+    store.create_template(other, "welcome").await.unwrap();
+    let texts: std::collections::BTreeMap<String, String> =
+        [("en".to_owned(), "Hi {{name}}".to_owned()), ("nl".to_owned(), "Hoi {{name}}".to_owned())].into();
+    let v1 = store.add_template_version(account, template.id, &texts, true).await.unwrap();
+    let v2 = store.add_template_version(account, template.id, &texts, false).await.unwrap();
+    assert!(matches!(store.add_template_version(other, template.id, &texts, true).await, Err(StorageError::NotFound)));
+    let v2 = store.set_template_version_active(account, template.id, v2.id, true).await.unwrap();
+    assert!(v2.active);
+    assert!(matches!(
+        store.set_template_version_active(other, template.id, v1.id, false).await,
+        Err(StorageError::NotFound)
+    ));
+    let read = store.get_template(template.id).await.unwrap().unwrap();
+    assert_eq!(read.versions, vec![v1, v2]);
+    assert_eq!(read.versions[0].texts, texts);
+    let listed = store.list_templates(account).await.unwrap();
+    assert_eq!(listed, vec![read]);
+}
+
+async fn scheduled_messages_wait_and_cancel_with_a_refund(store: Arc<dyn Store>) {
+    let account = funded_account(&store, 10, 0).await;
+    let now = Timestamp::now();
+    let later = now.plus_millis(60_000);
+    let mut first = message(account, None, "later");
+    first.scheduled_for = Some(later);
+    first.claim_until = Some(now.plus_millis(30_000));
+    let mut second = message(account, None, "later too");
+    second.scheduled_for = Some(later);
+    let outcomes = store.accept(&[first.clone(), second.clone()]).await.unwrap();
+    for o in &outcomes {
+        let AcceptOutcome::Queued(m) = o else { panic!("{o:?}") };
+        assert_eq!((m.status, m.attempts, m.next_attempt_at), (MessageStatus::Scheduled, 0, later));
+    }
+    assert_eq!(balance(&store, account).await, Credits::new(6, 0));
+    // Not due before its time, even with a claim asked for.
+    assert!(store.claim_due(now.plus_millis(59_000), now.plus_millis(90_000), 10).await.unwrap().is_empty());
+
+    // Canceled: refunded once, and never claimed.
+    let canceled = store.cancel_scheduled(account, first.id, now).await.unwrap();
+    assert_eq!((canceled.status, canceled.charged), (MessageStatus::Canceled, Credits::ZERO));
+    assert_eq!(balance(&store, account).await, Credits::new(8, 0));
+    assert!(matches!(store.cancel_scheduled(account, first.id, now).await, Err(StorageError::Conflict(_))));
+    let stranger = store.create_account("x").await.unwrap().id;
+    assert!(matches!(store.cancel_scheduled(stranger, second.id, now).await, Err(StorageError::NotFound)));
+    let entries = store.ledger(account, PageRequest { before: None, limit: 10 }).await.unwrap();
+    let refunds: Vec<_> = entries.iter().filter(|e| e.kind == EntryKind::Refund).collect();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!((refunds[0].message_id, refunds[0].delta), (Some(first.id), Credits::new(2, 0)));
+
+    // At its time the other is queued and claimed.
+    let claimed = store.claim_due(later, later.plus_millis(30_000), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), vec![second.id]);
+    assert_eq!((claimed[0].status, claimed[0].attempts), (MessageStatus::Queued, 1));
+    assert!(matches!(store.cancel_scheduled(account, second.id, now).await, Err(StorageError::Conflict(_))));
+    let events: Vec<_> = store.message_events(second.id).await.unwrap().into_iter().map(|e| e.status).collect();
+    assert_eq!(events, [MessageStatus::Accepted, MessageStatus::Scheduled, MessageStatus::Queued]);
+    let counts = store.message_counts(account, now.plus_millis(-3_600_000), later.plus_millis(3_600_000)).await;
+    let counts = counts.unwrap();
+    assert_eq!(counts.count(&[MessageStatus::Canceled]), 1);
+    assert_eq!(counts.count(&[MessageStatus::Queued]), 1);
+    assert_eq!(counts.count(&[MessageStatus::Scheduled]), 0);
+}
+
+async fn expiry_ends_expired_with_a_refund(store: Arc<dyn Store>) {
+    let account = funded_account(&store, 10, 0).await;
+    let now = Timestamp::now();
+    let mut m = message(account, None, "brief");
+    m.expires_at = Some(now.plus_millis(1));
+    let AcceptOutcome::Queued(stored) = store.accept(&[m.clone()]).await.unwrap().remove(0) else { panic!() };
+    assert_eq!(stored.expires_at, Some(now.plus_millis(1)));
+    let claimed = store.claim_due(now.plus_millis(5), now.plus_millis(30_000), 10).await.unwrap();
+    let result = DispatchResult {
+        id: m.id,
+        account_id: account,
+        attempt: claimed[0].attempts,
+        at: now.plus_millis(6),
+        outcome: DispatchOutcome::Expired,
+    };
+    assert_eq!(store.record_results(&[result.clone(), result]).await.unwrap(), vec![m.id]);
+    let read = store.get_message(m.id).await.unwrap().unwrap();
+    assert_eq!((read.status, read.charged), (MessageStatus::Expired, Credits::ZERO));
+    assert_eq!(balance(&store, account).await, Credits::new(10, 0));
+}
+
+async fn media_and_details_round_trip(store: Arc<dyn Store>) {
+    let account = funded_account(&store, 10, 10).await;
+    let channel = uuid::Uuid::new_v4();
+    let mut m = message(account, None, "look");
+    m.kind = MessageKind::Mms;
+    m.media = vec!["https://example.com/a.jpg".into(), "https://example.com/b.mp4".into()];
+    m.channel_id = Some(channel);
+    m.details = Some(r#"{"reference":"r-1","tags":["a"]}"#.into());
+    store.accept(&[m.clone()]).await.unwrap();
+    let read = store.get_message(m.id).await.unwrap().unwrap();
+    assert_eq!(read.media, m.media);
+    assert_eq!(read.media_url(), Some("https://example.com/a.jpg"));
+    assert_eq!((read.channel_id, read.details.as_deref()), (Some(channel), m.details.as_deref()));
+    let page = store.list_channel_messages(channel, PageRequest { before: None, limit: 10 }).await.unwrap();
+    assert_eq!(page, vec![read]);
+    let none = store.list_channel_messages(uuid::Uuid::new_v4(), PageRequest { before: None, limit: 10 }).await;
+    assert!(none.unwrap().is_empty());
 }
