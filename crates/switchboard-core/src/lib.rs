@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod batch;
+mod channels;
 pub mod committer;
 pub mod dispatcher;
 pub mod ratelimit;
@@ -28,6 +29,9 @@ use switchboard_validation::{Policy, SendCommand};
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
 pub use batch::{BatchSent, HistoryPage, MAX_HISTORY_PAGE, MessageStats};
+pub use channels::{
+    ChannelMessage, MAX_LOCALE_CHARS, MAX_SCHEDULE_AHEAD_MS, MAX_TEMPLATE_LOCALES, TemplateError, TemplateRef,
+};
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
 pub use ratelimit::{RateLimiter, RetryAfter};
@@ -265,11 +269,7 @@ impl Core {
                 Ok(SendOutcome::Created(record))
             }
             AcceptOutcome::Replayed(record) => Ok(SendOutcome::Replayed(record)),
-            AcceptOutcome::IdempotencyConflict => Err(SendError::IdempotencyConflict),
-            AcceptOutcome::SenderNotAssigned => Err(SendError::SenderNotAssigned),
-            AcceptOutcome::SenderInactive => Err(SendError::SenderInactive),
-            AcceptOutcome::SenderNotCapable => Err(SendError::SenderNotCapable),
-            AcceptOutcome::InsufficientCredits => Err(SendError::InsufficientCredits),
+            other => Err(refusal(other)),
         }
     }
 
@@ -470,6 +470,18 @@ impl Core {
         } else {
             Err(AccessError::Invalid(format!("sender: {sender} is not assigned to the account")))
         }
+    }
+}
+
+/// The error of an outcome that stored nothing.
+fn refusal(outcome: AcceptOutcome) -> SendError {
+    match outcome {
+        AcceptOutcome::IdempotencyConflict => SendError::IdempotencyConflict,
+        AcceptOutcome::SenderNotAssigned => SendError::SenderNotAssigned,
+        AcceptOutcome::SenderInactive => SendError::SenderInactive,
+        AcceptOutcome::SenderNotCapable => SendError::SenderNotCapable,
+        AcceptOutcome::InsufficientCredits => SendError::InsufficientCredits,
+        AcceptOutcome::Queued(_) | AcceptOutcome::OptedOut(_) | AcceptOutcome::Replayed(_) => SendError::Unavailable,
     }
 }
 

@@ -5,6 +5,10 @@
 //! its encoding and segment count, an absolute http(s) media URL) or a [`ValidationError`] that
 //! the dialect maps onto its own error codes. Nothing here touches storage: whether the sender
 //! belongs to the account, or the balance can pay, is decided where the message is stored.
+//!
+//! [`template`] parses and fills message templates' `{{parameter}}` placeholders.
+
+pub mod template;
 
 use switchboard_domain::encoding::{self, TextInfo, UnsupportedCharacter};
 use switchboard_domain::{MessageKind, Msisdn, PhoneError};
