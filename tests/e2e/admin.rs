@@ -1,11 +1,23 @@
 //! The admin API, the operational endpoints, and the OpenAPI document.
 
-use reqwest::StatusCode;
-use serde_json::Value;
-use switchboard_domain::wire::{CreateSender, UpdateSender};
-use switchboard_tests::{Backend, TestApp, TestDb, on_both_backends};
+use std::collections::BTreeMap;
 
-on_both_backends!(admin_operations, operational_endpoints);
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchboard::cli::{AdminArgs, AdminCommand, ChannelsCmd, TemplatesCmd};
+use switchboard_client::ClientError;
+use switchboard_domain::wire::{CreateChannel, CreateSender, CreateTemplateVersion, UpdateChannel, UpdateSender};
+use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, on_both_backends};
+use uuid::Uuid;
+
+on_both_backends!(
+    admin_operations,
+    operational_endpoints,
+    admin_channels,
+    admin_templates,
+    admin_channels_and_templates_bad_input,
+    admin_cli_channels_and_templates,
+);
 
 async fn admin_operations(backend: Backend) {
     let Some(db) = TestDb::new(backend, "admin_operations").await else {
@@ -103,6 +115,420 @@ async fn operational_endpoints(backend: Backend) {
     let docs = http.get(format!("{}/docs/", app.url)).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
+    app.stop().await;
+    db.remove().await;
+}
+
+/// Asserts an admin error's status and code, and returns its message.
+fn admin_error(e: ClientError, status: StatusCode, code: &str) -> String {
+    assert_eq!(e.status(), Some(status), "{e}");
+    assert_eq!(e.code(), Some(&json!(code)), "{e}");
+    match e {
+        ClientError::Api { body, .. } => body["error"]["message"].as_str().unwrap_or_default().to_owned(),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+fn sender(address: &str, mms: bool) -> CreateSender {
+    CreateSender { address: address.into(), active: true, sms: true, mms }
+}
+
+fn channel(name: &str, sender: &str, active: bool) -> CreateChannel {
+    CreateChannel { name: name.into(), sender: sender.into(), active }
+}
+
+fn texts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(l, t)| ((*l).to_owned(), (*t).to_owned())).collect()
+}
+
+async fn admin_channels(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "admin_channels").await else {
+        return;
+    };
+    let app = TestApp::start(db.settings()).await;
+    let a = app.admin.create_account("Acme").await.unwrap().id;
+    let b = app.admin.create_account("Globex").await.unwrap().id;
+    app.admin.add_sender(a, &sender("+14155550110", false)).await.unwrap();
+    app.admin.add_sender(a, &sender("+14155550111", true)).await.unwrap();
+    app.admin.add_sender(b, &sender("+14155550120", true)).await.unwrap();
+
+    let sms = app.admin.create_channel(a, &channel("Support", "+14155550110", true)).await.unwrap();
+    assert_eq!(
+        (sms.account_id, sms.name.as_str(), sms.sender.as_str(), sms.active, sms.mms),
+        (a, "Support", "+14155550110", true, false)
+    );
+    let mms = app.admin.create_channel(a, &channel("  Promotions ", "+14155550111", false)).await.unwrap();
+    assert_eq!((mms.name.as_str(), mms.active, mms.mms), ("Promotions", false, true), "mms follows the sender");
+
+    // A sender of another account, or one that is no account's, is refused.
+    let e = app.admin.create_channel(a, &channel("Theirs", "+14155550120", true)).await.unwrap_err();
+    assert!(admin_error(e, StatusCode::BAD_REQUEST, "invalid_request").contains("sender"));
+    let e = app.admin.create_channel(a, &channel("Nobody's", "+14155550199", true)).await.unwrap_err();
+    admin_error(e, StatusCode::BAD_REQUEST, "invalid_request");
+    let e = app.admin.create_channel(a, &channel(" ", "+14155550110", true)).await.unwrap_err();
+    assert!(admin_error(e, StatusCode::BAD_REQUEST, "invalid_request").contains("name"));
+    let e = app.admin.create_channel(Uuid::now_v7(), &channel("Ghost", "+14155550110", true)).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+
+    let mut listed = app.admin.channels(a).await.unwrap();
+    listed.data.sort_by_key(|c| c.name.clone());
+    assert_eq!(listed.data, vec![mms.clone(), sms.clone()]);
+    assert_eq!(listed.next_cursor, None);
+    assert!(app.admin.channels(b).await.unwrap().data.is_empty());
+    admin_error(app.admin.channels(Uuid::now_v7()).await.unwrap_err(), StatusCode::NOT_FOUND, "not_found");
+
+    assert_eq!(app.admin.channel(a, sms.id).await.unwrap(), sms);
+    let e = app.admin.channel(b, sms.id).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.channel(a, Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(admin_error(e, StatusCode::NOT_FOUND, "not_found"), "channel not found");
+
+    // PATCH changes what is given and leaves the rest.
+    let renamed = app
+        .admin
+        .update_channel(a, sms.id, &UpdateChannel { name: Some("Help desk".into()), active: None })
+        .await
+        .unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.active), ("Help desk", true));
+    let off = app.admin.update_channel(a, sms.id, &UpdateChannel { name: None, active: Some(false) }).await.unwrap();
+    assert_eq!((off.name.as_str(), off.active), ("Help desk", false));
+    let same = app.admin.update_channel(a, sms.id, &UpdateChannel::default()).await.unwrap();
+    assert_eq!(same, off);
+    let on = app.admin.update_channel(a, mms.id, &UpdateChannel { name: None, active: Some(true) }).await.unwrap();
+    assert!(on.active && on.mms);
+    let e = app.admin.update_channel(b, sms.id, &UpdateChannel { name: None, active: Some(true) }).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.update_channel(a, Uuid::new_v4(), &UpdateChannel::default()).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.update_channel(a, sms.id, &UpdateChannel { name: Some("".into()), active: None }).await;
+    admin_error(e.unwrap_err(), StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(app.admin.channel(a, sms.id).await.unwrap(), off, "a refused change changes nothing");
+
+    // The channel's MMS capability is its sender's, now.
+    app.admin.update_sender(a, "+14155550110", &UpdateSender { mms: Some(true), ..Default::default() }).await.unwrap();
+    assert!(app.admin.channel(a, sms.id).await.unwrap().mms);
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn admin_templates(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "admin_templates").await else {
+        return;
+    };
+    let app = TestApp::start(db.settings()).await;
+    let a = app.admin.create_account("Acme").await.unwrap().id;
+    let b = app.admin.create_account("Globex").await.unwrap().id;
+
+    let welcome = app.admin.create_template(a, "welcome").await.unwrap();
+    assert_eq!((welcome.account_id, welcome.name.as_str()), (a, "welcome"));
+    assert!(welcome.versions.is_empty());
+    let e = app.admin.create_template(a, "welcome").await.unwrap_err();
+    assert!(admin_error(e, StatusCode::CONFLICT, "conflict").contains("welcome"));
+    let elsewhere = app.admin.create_template(b, "welcome").await.unwrap();
+    assert_ne!(elsewhere.id, welcome.id, "names are unique per account");
+    let e = app.admin.create_template(a, "").await.unwrap_err();
+    admin_error(e, StatusCode::BAD_REQUEST, "invalid_request");
+    let e = app.admin.create_template(Uuid::now_v7(), "welcome").await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+
+    let v1 = CreateTemplateVersion { texts: texts(&[("en", "Hi {{name}}"), ("nl", "Hoi {{name}}")]), active: true };
+    let v1 = app.admin.add_template_version(a, welcome.id, &v1).await.unwrap();
+    assert_eq!((v1.template_id, v1.active), (welcome.id, true));
+    assert_eq!(v1.texts, texts(&[("en", "Hi {{name}}"), ("nl", "Hoi {{name}}")]));
+    let v2 = CreateTemplateVersion { texts: texts(&[("en", "Hello {{name}}, code {{code}}")]), active: false };
+    let v2 = app.admin.add_template_version(a, welcome.id, &v2).await.unwrap();
+    assert!(!v2.active);
+
+    // Malformed placeholders are refused, naming the locale.
+    let bad = CreateTemplateVersion { texts: texts(&[("en", "Hi {{name}}"), ("nl", "Hi {{name")]), active: true };
+    let e = app.admin.add_template_version(a, welcome.id, &bad).await.unwrap_err();
+    let message = admin_error(e, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(message.contains("texts.nl"), "{message}");
+    let none = CreateTemplateVersion { texts: BTreeMap::new(), active: true };
+    let e = app.admin.add_template_version(a, welcome.id, &none).await.unwrap_err();
+    admin_error(e, StatusCode::BAD_REQUEST, "invalid_request");
+    let bad_locale = CreateTemplateVersion { texts: texts(&[("e n", "Hi")]), active: true };
+    let e = app.admin.add_template_version(a, welcome.id, &bad_locale).await.unwrap_err();
+    admin_error(e, StatusCode::BAD_REQUEST, "invalid_request");
+    let ok = CreateTemplateVersion { texts: texts(&[("en", "Hi")]), active: true };
+    let e = app.admin.add_template_version(a, Uuid::new_v4(), &ok).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.add_template_version(b, welcome.id, &ok).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+
+    // Activate and deactivate.
+    let on = app.admin.set_template_version_active(a, welcome.id, v2.id, true).await.unwrap();
+    assert_eq!((on.id, on.active), (v2.id, true));
+    let off = app.admin.set_template_version_active(a, welcome.id, v1.id, false).await.unwrap();
+    assert_eq!((off.id, off.active, &off.texts), (v1.id, false, &v1.texts));
+    let e = app.admin.set_template_version_active(a, welcome.id, Uuid::new_v4(), true).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.set_template_version_active(a, elsewhere.id, v1.id, true).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.set_template_version_active(b, welcome.id, v1.id, true).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+
+    // Reading shows the versions oldest first, with their current state.
+    let read = app.admin.template(a, welcome.id).await.unwrap();
+    assert_eq!((read.id, read.name.as_str(), read.created_at), (welcome.id, "welcome", welcome.created_at));
+    assert_eq!(read.versions, vec![off.clone(), on.clone()]);
+    let e = app.admin.template(b, welcome.id).await.unwrap_err();
+    admin_error(e, StatusCode::NOT_FOUND, "not_found");
+    let e = app.admin.template(a, Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(admin_error(e, StatusCode::NOT_FOUND, "not_found"), "template not found");
+
+    let listed = app.admin.templates(a).await.unwrap();
+    assert_eq!(listed.data, vec![read]);
+    assert_eq!(app.admin.templates(b).await.unwrap().data.len(), 1);
+    admin_error(app.admin.templates(Uuid::now_v7()).await.unwrap_err(), StatusCode::NOT_FOUND, "not_found");
+    app.stop().await;
+    db.remove().await;
+}
+
+/// What, method, path, body, status, error code.
+type Case = (&'static str, reqwest::Method, String, Option<Value>, u16, &'static str);
+
+/// The status codes and JSON field names as sent over the wire, and bad input.
+async fn admin_channels_and_templates_bad_input(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "admin_channels_bad_input").await else {
+        return;
+    };
+    let app = TestApp::start(db.settings()).await;
+    let a = app.admin.create_account("Acme").await.unwrap().id;
+    app.admin.add_sender(a, &sender("+14155550130", true)).await.unwrap();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut r = http.request(method, format!("{}{}", app.url, path)).bearer_auth(OPERATOR_TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    use reqwest::Method as M;
+
+    let r = call(
+        M::POST,
+        format!("/admin/v1/accounts/{a}/channels"),
+        Some(json!({"name": "Support", "sender": "+14155550130"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let c: Value = r.json().await.unwrap();
+    let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 7, "{c}");
+    for k in ["id", "accountId", "name", "sender", "active", "mms", "createdAt"] {
+        assert!(c.get(k).is_some(), "{k} missing from {c}");
+    }
+    assert_eq!((&c["active"], &c["mms"]), (&json!(true), &json!(true)));
+    let channel = c["id"].as_str().unwrap().to_owned();
+
+    let r = call(M::POST, format!("/admin/v1/accounts/{a}/templates"), Some(json!({"name": "welcome"}))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["versions"], json!([]), "{t}");
+    assert!(t.get("accountId").is_some() && t.get("createdAt").is_some(), "{t}");
+    let template = t["id"].as_str().unwrap().to_owned();
+    let r = call(
+        M::POST,
+        format!("/admin/v1/accounts/{a}/templates/{template}/versions"),
+        Some(json!({"texts": {"en": "Hi {{name}}"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["templateId"], &v["active"], &v["texts"]),
+        (&json!(template), &json!(true), &json!({"en": "Hi {{name}}"}))
+    );
+    assert!(v.get("createdAt").is_some(), "{v}");
+    let version = v["id"].as_str().unwrap().to_owned();
+
+    let channels = format!("/admin/v1/accounts/{a}/channels");
+    let templates = format!("/admin/v1/accounts/{a}/templates");
+    let versions = format!("{templates}/{template}/versions");
+    let cases: Vec<Case> = vec![
+        ("channel without sender", M::POST, channels.clone(), Some(json!({"name": "x"})), 400, "invalid_request"),
+        (
+            "channel unknown field",
+            M::POST,
+            channels.clone(),
+            Some(json!({"name": "x", "sender": "+14155550130", "mms": true})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "channel active not a bool",
+            M::POST,
+            channels.clone(),
+            Some(json!({"name": "x", "sender": "+14155550130", "active": "yes"})),
+            400,
+            "invalid_request",
+        ),
+        ("channel bad id", M::GET, format!("{channels}/not-a-uuid"), None, 400, "invalid_request"),
+        ("channel patch bad id", M::PATCH, format!("{channels}/42"), Some(json!({})), 400, "invalid_request"),
+        (
+            "channel patch unknown field",
+            M::PATCH,
+            format!("{channels}/{channel}"),
+            Some(json!({"sender": "+14155550130"})),
+            400,
+            "invalid_request",
+        ),
+        ("channel patch not JSON", M::PATCH, format!("{channels}/{channel}"), None, 415, "unsupported_media_type"),
+        ("channel delete", M::DELETE, format!("{channels}/{channel}"), None, 405, "method_not_allowed"),
+        ("channels of bad account", M::GET, "/admin/v1/accounts/nope/channels".into(), None, 404, "not_found"),
+        (
+            "template unknown field",
+            M::POST,
+            templates.clone(),
+            Some(json!({"name": "x", "text": "y"})),
+            400,
+            "invalid_request",
+        ),
+        ("template bad id", M::GET, format!("{templates}/not-a-uuid"), None, 400, "invalid_request"),
+        ("template conflict", M::POST, templates.clone(), Some(json!({"name": "welcome"})), 409, "conflict"),
+        ("version texts not a map", M::POST, versions.clone(), Some(json!({"texts": ["Hi"]})), 400, "invalid_request"),
+        (
+            "version text not a string",
+            M::POST,
+            versions.clone(),
+            Some(json!({"texts": {"en": 5}})),
+            400,
+            "invalid_request",
+        ),
+        ("version without texts", M::POST, versions.clone(), Some(json!({"active": true})), 400, "invalid_request"),
+        (
+            "version bad template id",
+            M::POST,
+            format!("{templates}/x/versions"),
+            Some(json!({"texts": {"en": "Hi"}})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "version patch without active",
+            M::PATCH,
+            format!("{versions}/{version}"),
+            Some(json!({})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "version patch texts",
+            M::PATCH,
+            format!("{versions}/{version}"),
+            Some(json!({"active": true, "texts": {"en": "x"}})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "version patch bad id",
+            M::PATCH,
+            format!("{versions}/zzz"),
+            Some(json!({"active": true})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "version patch unknown",
+            M::PATCH,
+            format!("{versions}/{}", Uuid::new_v4()),
+            Some(json!({"active": true})),
+            404,
+            "not_found",
+        ),
+    ];
+    for (what, method, path, body, status, code) in cases {
+        let r = call(method, path, body).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    }
+    let r = http.get(format!("{}{channels}", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the operator token is required");
+    app.stop().await;
+    db.remove().await;
+}
+
+/// The `switchboard admin channels …` and `templates …` commands, run in process.
+async fn admin_cli_channels_and_templates(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "admin_cli_channels").await else {
+        return;
+    };
+    let app = TestApp::start(db.settings()).await;
+    let a = app.admin.create_account("Acme").await.unwrap().id;
+    app.admin.add_sender(a, &sender("+14155550140", false)).await.unwrap();
+    let run = |command: AdminCommand| {
+        let args = AdminArgs {
+            server: app.url.clone(),
+            token: Some(OPERATOR_TOKEN.into()),
+            data_dir: std::env::temp_dir(),
+            command,
+        };
+        switchboard::cli::run_admin(args)
+    };
+
+    run(AdminCommand::Channels(ChannelsCmd::Create {
+        account: a,
+        name: "Support".into(),
+        sender: "+14155550140".into(),
+        inactive: true,
+    }))
+    .await
+    .unwrap();
+    let [c] = app.admin.channels(a).await.unwrap().data.try_into().unwrap();
+    assert_eq!((c.name.as_str(), c.sender.as_str(), c.active), ("Support", "+14155550140", false));
+    run(AdminCommand::Channels(ChannelsCmd::List { account: a })).await.unwrap();
+    run(AdminCommand::Channels(ChannelsCmd::Update {
+        account: a,
+        channel: c.id,
+        name: Some("Help".into()),
+        active: true,
+        inactive: false,
+    }))
+    .await
+    .unwrap();
+    let c = app.admin.channel(a, c.id).await.unwrap();
+    assert_eq!((c.name.as_str(), c.active), ("Help", true));
+    let e = run(AdminCommand::Channels(ChannelsCmd::Update {
+        account: a,
+        channel: Uuid::new_v4(),
+        name: None,
+        active: false,
+        inactive: true,
+    }))
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("404"), "{e}");
+
+    run(AdminCommand::Templates(TemplatesCmd::Create { account: a, name: "welcome".into() })).await.unwrap();
+    let [t] = app.admin.templates(a).await.unwrap().data.try_into().unwrap();
+    let add = |texts: &[(&str, &str)], inactive: bool| {
+        let texts = texts.iter().map(|(l, t)| ((*l).to_owned(), (*t).to_owned())).collect();
+        run(AdminCommand::Templates(TemplatesCmd::AddVersion { account: a, template: t.id, texts, inactive }))
+    };
+    add(&[("en", "Hi {{name}}"), ("nl", "Hoi {{name}}")], false).await.unwrap();
+    add(&[("en", "Hello {{name}}")], false).await.unwrap();
+    let e = add(&[("en", "Hi {{name")], false).await.unwrap_err();
+    assert!(e.to_string().contains("texts.en"), "{e}");
+    let e = add(&[("en", "a"), ("en", "b")], false).await.unwrap_err();
+    assert!(e.to_string().contains("more than once"), "{e}");
+    let versions = app.admin.template(a, t.id).await.unwrap().versions;
+    assert_eq!(versions.iter().map(|v| v.active).collect::<Vec<_>>(), [true, true]);
+    assert_eq!(versions[0].texts, texts(&[("en", "Hi {{name}}"), ("nl", "Hoi {{name}}")]));
+    run(AdminCommand::Templates(TemplatesCmd::Deactivate { account: a, template: t.id, version: versions[0].id }))
+        .await
+        .unwrap();
+    let read = app.admin.template(a, t.id).await.unwrap();
+    assert_eq!(read.versions.iter().map(|v| v.active).collect::<Vec<_>>(), [false, true]);
+    run(AdminCommand::Templates(TemplatesCmd::Activate { account: a, template: t.id, version: versions[0].id }))
+        .await
+        .unwrap();
+    assert!(app.admin.template(a, t.id).await.unwrap().versions[0].active);
+    run(AdminCommand::Templates(TemplatesCmd::Show { account: a, template: t.id })).await.unwrap();
+    run(AdminCommand::Templates(TemplatesCmd::List { account: a })).await.unwrap();
     app.stop().await;
     db.remove().await;
 }

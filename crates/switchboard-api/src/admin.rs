@@ -14,13 +14,16 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use switchboard_core::AccessError;
 use switchboard_domain::wire::{
-    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender,
-    LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, StatusEvent, TopUp, UpdateAccount, UpdateSender,
+    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey,
+    CreateChannel, CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest,
+    Page, Sender, StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
+    UpdateTemplateVersion,
 };
 use switchboard_domain::{AccountId, MessageId};
 use switchboard_ledger::Credits;
 use switchboard_storage::{
-    AccountRecord, ApiKeyRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange, SenderRecord,
+    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange, SenderRecord,
+    TemplateRecord, TemplateVersionRecord,
 };
 use uuid::Uuid;
 
@@ -42,6 +45,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/accounts/{account}/opt-outs", post(add_opt_out).get(list_opt_outs))
         .route("/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}", delete(remove_opt_out))
         .route("/admin/v1/accounts/{account}/messages", get(list_messages))
+        .route("/admin/v1/accounts/{account}/channels", post(create_channel).get(list_channels))
+        .route("/admin/v1/accounts/{account}/channels/{channel}", get(get_channel).patch(update_channel))
+        .route("/admin/v1/accounts/{account}/templates", post(create_template).get(list_templates))
+        .route("/admin/v1/accounts/{account}/templates/{template}", get(get_template))
+        .route("/admin/v1/accounts/{account}/templates/{template}/versions", post(add_template_version))
+        .route("/admin/v1/accounts/{account}/templates/{template}/versions/{version}", patch(update_template_version))
         .route("/admin/v1/messages/{id}", get(get_message))
 }
 
@@ -174,6 +183,43 @@ fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
         message_id: e.message_id,
         reference: e.reference.clone(),
         created_at: e.created_at,
+    }
+}
+
+/// A UUID path parameter other than the account; one that is not a UUID is a bad request.
+fn uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
+    value.parse().map_err(|_| ApiError::invalid(format!("{name}: not a UUID")))
+}
+
+fn channel_wire(c: &ChannelRecord) -> Channel {
+    Channel {
+        id: c.id,
+        account_id: c.account_id.as_uuid(),
+        name: c.name.clone(),
+        sender: c.sender.clone(),
+        active: c.active,
+        mms: c.mms,
+        created_at: c.created_at,
+    }
+}
+
+fn template_version_wire(v: &TemplateVersionRecord) -> TemplateVersion {
+    TemplateVersion {
+        id: v.id,
+        template_id: v.template_id,
+        texts: v.texts.clone(),
+        active: v.active,
+        created_at: v.created_at,
+    }
+}
+
+fn template_wire(t: &TemplateRecord) -> Template {
+    Template {
+        id: t.id,
+        account_id: t.account_id.as_uuid(),
+        name: t.name.clone(),
+        created_at: t.created_at,
+        versions: t.versions.iter().map(template_version_wire).collect(),
     }
 }
 
@@ -494,4 +540,133 @@ pub(crate) async fn get_message(
         .map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type })
         .collect();
     Ok(Json(message))
+}
+
+/// Create a channel sending from one of the account's senders; it can send MMS when its
+/// sender can.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/channels", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateChannel,
+    security(("operator" = [])), responses((status = 201, body = Channel), (status = 400, description = "Invalid, or the sender is not the account's", body = AdminErrorBody),
+    (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn create_channel(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<CreateChannel, ApiError>,
+) -> AdminResult<(StatusCode, Json<Channel>)> {
+    let channel = s.core.create_channel(account_id(&account)?, &req.name, &req.sender, req.active).await?;
+    Ok((StatusCode::CREATED, Json(channel_wire(&channel))))
+}
+
+/// List an account's channels.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/channels", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Page<Channel>), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_channels(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<Channel>>> {
+    let channels = s.core.channels(account_id(&account)?).await?;
+    Ok(Json(Page { data: channels.iter().map(channel_wire).collect(), next_cursor: None }))
+}
+
+/// Read one of an account's channels.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/channels/{channel}", tag = "Admin", params(("account" = Uuid, Path), ("channel" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = Channel), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn get_channel(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, channel), ..): Path<(String, String), ApiError>,
+) -> AdminResult<Json<Channel>> {
+    let account = account_id(&account)?;
+    let channel = uuid_param("channel", &channel)?;
+    Ok(Json(channel_wire(&s.core.channel(account, channel).await?)))
+}
+
+/// Rename, activate or deactivate a channel.
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}/channels/{channel}", tag = "Admin", params(("account" = Uuid, Path), ("channel" = Uuid, Path)),
+    request_body = UpdateChannel, security(("operator" = [])),
+    responses((status = 200, body = Channel), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn update_channel(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, channel), ..): Path<(String, String), ApiError>,
+    Body(req, ..): Body<UpdateChannel, ApiError>,
+) -> AdminResult<Json<Channel>> {
+    let account = account_id(&account)?;
+    let channel = uuid_param("channel", &channel)?;
+    let record = s.core.update_channel(account, channel, req.name.as_deref(), req.active).await?;
+    Ok(Json(channel_wire(&record)))
+}
+
+/// Create a message template, without versions.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/templates", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateTemplate,
+    security(("operator" = [])), responses((status = 201, body = Template), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody),
+    (status = 404, body = AdminErrorBody), (status = 409, description = "The account has a template with this name", body = AdminErrorBody)))]
+pub(crate) async fn create_template(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<CreateTemplate, ApiError>,
+) -> AdminResult<(StatusCode, Json<Template>)> {
+    let template = s.core.create_template(account_id(&account)?, &req.name).await?;
+    Ok((StatusCode::CREATED, Json(template_wire(&template))))
+}
+
+/// List an account's templates with their versions.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/templates", tag = "Admin", params(("account" = Uuid, Path)), security(("operator" = [])),
+    responses((status = 200, body = Page<Template>), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_templates(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<Template>>> {
+    let templates = s.core.templates(account_id(&account)?).await?;
+    Ok(Json(Page { data: templates.iter().map(template_wire).collect(), next_cursor: None }))
+}
+
+/// Read one of an account's templates with its versions, oldest first.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/templates/{template}", tag = "Admin", params(("account" = Uuid, Path), ("template" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = Template), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn get_template(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, template), ..): Path<(String, String), ApiError>,
+) -> AdminResult<Json<Template>> {
+    let account = account_id(&account)?;
+    let template = uuid_param("template", &template)?;
+    Ok(Json(template_wire(&s.core.template(account, template).await?)))
+}
+
+/// Add a version to a template: a text per locale, whose `{{placeholders}}` must be well formed.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/templates/{template}/versions", tag = "Admin",
+    params(("account" = Uuid, Path), ("template" = Uuid, Path)), request_body = CreateTemplateVersion, security(("operator" = [])),
+    responses((status = 201, body = TemplateVersion), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn add_template_version(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, template), ..): Path<(String, String), ApiError>,
+    Body(req, ..): Body<CreateTemplateVersion, ApiError>,
+) -> AdminResult<(StatusCode, Json<TemplateVersion>)> {
+    let account = account_id(&account)?;
+    let template = uuid_param("template", &template)?;
+    let version = s.core.add_template_version(account, template, req.texts, req.active).await?;
+    Ok((StatusCode::CREATED, Json(template_version_wire(&version))))
+}
+
+/// Activate or deactivate a template version.
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}/templates/{template}/versions/{version}", tag = "Admin",
+    params(("account" = Uuid, Path), ("template" = Uuid, Path), ("version" = Uuid, Path)), request_body = UpdateTemplateVersion,
+    security(("operator" = [])),
+    responses((status = 200, body = TemplateVersion), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn update_template_version(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, template, version), ..): Path<(String, String, String), ApiError>,
+    Body(req, ..): Body<UpdateTemplateVersion, ApiError>,
+) -> AdminResult<Json<TemplateVersion>> {
+    let account = account_id(&account)?;
+    let template = uuid_param("template", &template)?;
+    let version = uuid_param("version", &version)?;
+    let record = s.core.set_template_version_active(account, template, version, req.active).await?;
+    Ok(Json(template_version_wire(&record)))
 }

@@ -10,8 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
-    Account, ApiKey, ApiKeyCreated, Balance, CreateAccount, CreateApiKey, CreateSender, LedgerEntry, Message, OptOut,
-    OptOutRequest, Page, Sender, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateSender,
+    Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
+    CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, Template,
+    TemplateVersion, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
+    UpdateTemplateVersion,
 };
 use uuid::Uuid;
 
@@ -289,6 +291,65 @@ impl AdminClient {
     /// Reads a message with its status history.
     pub async fn message(&self, id: MessageId) -> Result<Message> {
         self.get(&format!("/admin/v1/messages/{id}")).await
+    }
+
+    /// Creates a channel on one of the account's senders.
+    pub async fn create_channel(&self, account: Uuid, channel: &CreateChannel) -> Result<Channel> {
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/channels"), Some(channel)).await
+    }
+
+    /// Lists an account's channels.
+    pub async fn channels(&self, account: Uuid) -> Result<Page<Channel>> {
+        self.get(&format!("/admin/v1/accounts/{account}/channels")).await
+    }
+
+    /// Reads a channel.
+    pub async fn channel(&self, account: Uuid, id: Uuid) -> Result<Channel> {
+        self.get(&format!("/admin/v1/accounts/{account}/channels/{id}")).await
+    }
+
+    /// Renames, activates or deactivates a channel.
+    pub async fn update_channel(&self, account: Uuid, id: Uuid, change: &UpdateChannel) -> Result<Channel> {
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/channels/{id}"), Some(change)).await
+    }
+
+    /// Creates a template without versions.
+    pub async fn create_template(&self, account: Uuid, name: &str) -> Result<Template> {
+        let body = CreateTemplate { name: name.to_owned() };
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/templates"), Some(&body)).await
+    }
+
+    /// Lists an account's templates with their versions.
+    pub async fn templates(&self, account: Uuid) -> Result<Page<Template>> {
+        self.get(&format!("/admin/v1/accounts/{account}/templates")).await
+    }
+
+    /// Reads a template with its versions, oldest first.
+    pub async fn template(&self, account: Uuid, id: Uuid) -> Result<Template> {
+        self.get(&format!("/admin/v1/accounts/{account}/templates/{id}")).await
+    }
+
+    /// Adds a version to a template.
+    pub async fn add_template_version(
+        &self,
+        account: Uuid,
+        template: Uuid,
+        version: &CreateTemplateVersion,
+    ) -> Result<TemplateVersion> {
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/templates/{template}/versions"), Some(version))
+            .await
+    }
+
+    /// Activates or deactivates a template version.
+    pub async fn set_template_version_active(
+        &self,
+        account: Uuid,
+        template: Uuid,
+        version: Uuid,
+        active: bool,
+    ) -> Result<TemplateVersion> {
+        let path = format!("/admin/v1/accounts/{account}/templates/{template}/versions/{version}");
+        self.call(Method::PATCH, &path, Some(&UpdateTemplateVersion { active })).await
     }
 }
 

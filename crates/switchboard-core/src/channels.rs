@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use switchboard_domain::encoding::TextInfo;
 use switchboard_domain::{AccountId, MessageId, MessageKind, Msisdn, Timestamp};
 use switchboard_storage::{
-    AcceptOutcome, ChannelChange, ChannelRecord, MessageRecord, NewMessage, PageRequest, StorageError,
-    TemplateRecord, TemplateVersionRecord,
+    AcceptOutcome, ChannelChange, ChannelRecord, MessageRecord, NewMessage, PageRequest, StorageError, TemplateRecord,
+    TemplateVersionRecord,
 };
 use switchboard_validation::template;
 use uuid::Uuid;
@@ -184,7 +184,8 @@ impl Core {
             locale: r.locale.clone(),
             available: version.texts.keys().cloned().collect(),
         })?;
-        template::render(text, |name| r.parameters.get(name).map(String::as_str)).map_err(TemplateError::MissingParameter)
+        template::render(text, |name| r.parameters.get(name).map(String::as_str))
+            .map_err(TemplateError::MissingParameter)
     }
 
     // ---- admin ----
@@ -200,7 +201,8 @@ impl Core {
         let name = check_name("name", name)?;
         self.owned_sender(account, sender).await?;
         let record = ChannelRecord {
-            id: Uuid::new_v4(),
+            // Time-ordered, so that an account's channels list oldest first.
+            id: Uuid::now_v7(),
             account_id: account,
             name: name.to_owned(),
             sender: sender.to_owned(),

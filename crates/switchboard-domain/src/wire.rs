@@ -3,6 +3,7 @@
 //! Field names follow each dialect's document exactly (camelCase for TextingLine).
 //! With the `openapi` feature the types also describe themselves for the OpenAPI document.
 
+pub mod bird;
 pub mod mudbase;
 
 use serde::{Deserialize, Serialize};
@@ -293,6 +294,123 @@ pub struct Sender {
     /// When it was assigned.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+}
+
+/// Admin: create a channel, which sends from one of the account's senders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    /// A display name, 1 to 200 characters.
+    pub name: String,
+    /// The E.164 sender number it sends from; one of the account's senders.
+    pub sender: String,
+    /// Whether it may send now (default true).
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+/// Admin: change a channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannel {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New active state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// Admin: a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Channel {
+    /// The channel id.
+    pub id: Uuid,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// The sender number it sends from.
+    pub sender: String,
+    /// Whether it may send.
+    pub active: bool,
+    /// Whether it can send MMS: its sender's MMS capability.
+    pub mms: bool,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: create a message template (without versions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    /// A name, 1 to 200 characters, unique in the account.
+    pub name: String,
+}
+
+/// Admin: add a version to a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplateVersion {
+    /// The text per locale code (such as `en` or `pt-BR`), 1 to 100 locales; a text may have
+    /// `{{name}}` placeholders.
+    #[cfg_attr(feature = "openapi", schema(example = json!({"en": "Hi {{name}}", "nl": "Hoi {{name}}"})))]
+    pub texts: std::collections::BTreeMap<String, String>,
+    /// Whether it may be sent now (default true).
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+/// Admin: activate or deactivate a template version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTemplateVersion {
+    /// Whether it may be sent.
+    pub active: bool,
+}
+
+/// Admin: one immutable version of a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateVersion {
+    /// The version id.
+    pub id: Uuid,
+    /// The template.
+    pub template_id: Uuid,
+    /// The text per locale, ordered by locale.
+    pub texts: std::collections::BTreeMap<String, String>,
+    /// Whether it may be sent.
+    pub active: bool,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// Admin: a message template with its versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    /// The template id.
+    pub id: Uuid,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// Name, unique in the account.
+    pub name: String,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// Its versions, oldest first.
+    pub versions: Vec<TemplateVersion>,
 }
 
 /// Admin: add credits.

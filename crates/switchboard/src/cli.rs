@@ -1,11 +1,14 @@
 //! The command line: `serve`, `migrate`, `openapi`, and `admin …` over the admin HTTP API.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use switchboard_client::AdminClient;
-use switchboard_domain::wire::{CreateSender, TopUp, UpdateSender};
+use switchboard_domain::wire::{
+    CreateChannel, CreateSender, CreateTemplateVersion, TopUp, UpdateChannel, UpdateSender,
+};
 use uuid::Uuid;
 
 /// Switchboard: an SMS/MMS messaging gateway.
@@ -82,6 +85,12 @@ pub enum AdminCommand {
     /// Messages.
     #[command(subcommand)]
     Messages(MessagesCmd),
+    /// Channels: named senders of an account.
+    #[command(subcommand)]
+    Channels(ChannelsCmd),
+    /// Message templates and their versions.
+    #[command(subcommand)]
+    Templates(TemplatesCmd),
 }
 
 /// Account operations.
@@ -262,6 +271,121 @@ pub enum MessagesCmd {
     },
 }
 
+/// Channel operations.
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCmd {
+    /// Create a channel that sends from one of the account's senders.
+    Create {
+        /// Account id.
+        account: Uuid,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// The E.164 sender number it sends from.
+        #[arg(long)]
+        sender: String,
+        /// Create it inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List the account's channels.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Rename, activate or deactivate a channel.
+    Update {
+        /// Account id.
+        account: Uuid,
+        /// Channel id.
+        channel: Uuid,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Activate it.
+        #[arg(long, conflicts_with = "inactive")]
+        active: bool,
+        /// Deactivate it.
+        #[arg(long)]
+        inactive: bool,
+    },
+}
+
+/// Template operations.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCmd {
+    /// Create a template, without versions.
+    Create {
+        /// Account id.
+        account: Uuid,
+        /// Name, unique in the account.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the account's templates with their versions.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Show a template with its versions, oldest first.
+    Show {
+        /// Account id.
+        account: Uuid,
+        /// Template id.
+        template: Uuid,
+    },
+    /// Add a version: one text per locale.
+    AddVersion {
+        /// Account id.
+        account: Uuid,
+        /// Template id.
+        template: Uuid,
+        /// A locale's text, as LOCALE=TEXT (`en="Hi {{name}}"`); repeat for more locales.
+        #[arg(long = "text", value_name = "LOCALE=TEXT", required = true, value_parser = locale_text)]
+        texts: Vec<(String, String)>,
+        /// Add it inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Activate a version.
+    Activate {
+        /// Account id.
+        account: Uuid,
+        /// Template id.
+        template: Uuid,
+        /// Version id.
+        version: Uuid,
+    },
+    /// Deactivate a version.
+    Deactivate {
+        /// Account id.
+        account: Uuid,
+        /// Template id.
+        template: Uuid,
+        /// Version id.
+        version: Uuid,
+    },
+}
+
+/// Parses `LOCALE=TEXT`; the text may itself contain `=`.
+fn locale_text(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((locale, text)) if !locale.is_empty() => Ok((locale.to_owned(), text.to_owned())),
+        _ => Err(format!("expected LOCALE=TEXT, got `{s}`")),
+    }
+}
+
+/// The texts of `--text` arguments by locale; a locale given twice is an error.
+fn texts_by_locale(texts: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut by_locale = BTreeMap::new();
+    for (locale, text) in texts {
+        if by_locale.insert(locale.clone(), text).is_some() {
+            anyhow::bail!("--text: locale `{locale}` is given more than once");
+        }
+    }
+    Ok(by_locale)
+}
+
 impl AdminArgs {
     fn client(&self) -> anyhow::Result<AdminClient> {
         let token = match &self.token {
@@ -323,5 +447,81 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
             let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             print(&c.message(id).await?)
         }
+        AdminCommand::Channels(ChannelsCmd::Create { account, name, sender, inactive }) => {
+            print(&c.create_channel(account, &CreateChannel { name, sender, active: !inactive }).await?)
+        }
+        AdminCommand::Channels(ChannelsCmd::List { account }) => print(&c.channels(account).await?),
+        AdminCommand::Channels(ChannelsCmd::Update { account, channel, name, active, inactive }) => {
+            let active = (active || inactive).then_some(active);
+            print(&c.update_channel(account, channel, &UpdateChannel { name, active }).await?)
+        }
+        AdminCommand::Templates(TemplatesCmd::Create { account, name }) => {
+            print(&c.create_template(account, &name).await?)
+        }
+        AdminCommand::Templates(TemplatesCmd::List { account }) => print(&c.templates(account).await?),
+        AdminCommand::Templates(TemplatesCmd::Show { account, template }) => {
+            print(&c.template(account, template).await?)
+        }
+        AdminCommand::Templates(TemplatesCmd::AddVersion { account, template, texts, inactive }) => {
+            let version = CreateTemplateVersion { texts: texts_by_locale(texts)?, active: !inactive };
+            print(&c.add_template_version(account, template, &version).await?)
+        }
+        AdminCommand::Templates(TemplatesCmd::Activate { account, template, version }) => {
+            print(&c.set_template_version_active(account, template, version, true).await?)
+        }
+        AdminCommand::Templates(TemplatesCmd::Deactivate { account, template, version }) => {
+            print(&c.set_template_version_active(account, template, version, false).await?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+        let argv = ["switchboard", "admin", "--token", "t"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Admin(admin) => Ok(admin.command),
+            other => panic!("not an admin command: {other:?}"),
+        }
+    }
+
+    const ACCOUNT: &str = "0190f5a4-7d3c-7b4e-9a1f-2b3c4d5e6f70";
+    const OTHER: &str = "0190f5a4-7d3c-7b4e-9a1f-2b3c4d5e6f71";
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_version_takes_repeated_locale_texts() {
+        let cmd = parse(&["templates", "add-version", ACCOUNT, OTHER, "--text", "en=Hi {{name}}", "--text", "nl=a=b"])
+            .unwrap();
+        let AdminCommand::Templates(TemplatesCmd::AddVersion { texts, inactive, .. }) = cmd else { panic!("{cmd:?}") };
+        assert_eq!(texts, [("en".into(), "Hi {{name}}".into()), ("nl".into(), "a=b".into())]);
+        assert!(!inactive);
+        assert!(parse(&["templates", "add-version", ACCOUNT, OTHER]).is_err(), "at least one --text");
+        assert!(parse(&["templates", "add-version", ACCOUNT, OTHER, "--text", "no-equals"]).is_err());
+        assert!(parse(&["templates", "add-version", ACCOUNT, OTHER, "--text", "=text"]).is_err());
+    }
+
+    #[test]
+    fn a_locale_given_twice_is_refused() {
+        let texts = vec![("en".to_owned(), "a".to_owned()), ("en".to_owned(), "b".to_owned())];
+        assert!(texts_by_locale(texts).is_err());
+    }
+
+    #[test]
+    fn channel_update_takes_active_or_inactive_not_both() {
+        let cmd = parse(&["channels", "update", ACCOUNT, OTHER, "--inactive"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Channels(ChannelsCmd::Update { active: false, inactive: true, .. })));
+        let cmd = parse(&["channels", "update", ACCOUNT, OTHER, "--name", "Support"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Channels(ChannelsCmd::Update { active: false, inactive: false, .. })));
+        assert!(parse(&["channels", "update", ACCOUNT, OTHER, "--active", "--inactive"]).is_err());
+        let cmd = parse(&["channels", "create", ACCOUNT, "--name", "Support", "--sender", "+18005559876"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Channels(ChannelsCmd::Create { inactive: false, .. })));
     }
 }
