@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod bird;
 mod cluster;
 mod concurrency;
 mod mudbase;

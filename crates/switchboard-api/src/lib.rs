@@ -1,5 +1,6 @@
-//! Switchboard's HTTP API on axum: the TextingLine and Mudbase dialects, the admin API, OpenAPI
-//! (`/openapi.json`, Swagger UI at `/docs`), Prometheus metrics (`/metrics`) and `/healthz`.
+//! Switchboard's HTTP API on axum: the TextingLine, Mudbase and Bird channels dialects, the
+//! admin API, OpenAPI (`/openapi.json`, Swagger UI at `/docs`), Prometheus metrics
+//! (`/metrics`) and `/healthz`.
 //!
 //! This is the only crate that knows HTTP status codes. Handlers extract the request, call
 //! `switchboard_core::Core`, and map the result onto their dialect; every error, including a
@@ -7,6 +8,7 @@
 //! shape of the dialect whose path was called.
 
 mod admin;
+mod bird;
 mod extract;
 mod mudbase;
 mod openapi;
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(textingline::routes())
         // A panic in a handler is answered in the shape of the dialect whose route it was.
         .merge(mudbase::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/api/messaging/"))))
+        .merge(bird::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/workspaces/"))))
         .merge(admin::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
@@ -123,6 +126,8 @@ fn masked_path(path: &str) -> String {
 fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
     if path.starts_with("/admin/") {
         admin::ApiError::request(status, message.to_owned()).into_response()
+    } else if path.starts_with("/workspaces/") {
+        bird::ApiError::request(status, message.to_owned()).into_response()
     } else if path.starts_with("/api/messaging/") || path.starts_with("/api/auth/") {
         mudbase::ApiError::request(status, message.to_owned()).into_response()
     } else {
@@ -148,7 +153,7 @@ async fn method_not_allowed(req: Request) -> Response {
 
 /// The answer to a panic in a handler, in the shape of the dialect of `path`.
 fn internal_error_on(path: &str) -> Response {
-    if path.starts_with("/admin/") || path.starts_with("/api/messaging/") {
+    if path.starts_with("/admin/") || path.starts_with("/api/messaging/") || path.starts_with("/workspaces/") {
         error_for(path, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     } else {
         textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")

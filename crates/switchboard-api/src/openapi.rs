@@ -3,12 +3,12 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, mudbase, textingline};
+use crate::{admin, bird, mudbase, textingline};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchboard", description = "SMS/MMS gateway: the TextingLine and Mudbase dialects and the admin API."),
+    info(title = "Switchboard", description = "SMS/MMS gateway: the TextingLine, Mudbase and Bird channels dialects and the admin API."),
     paths(
         textingline::send_message,
         textingline::get_message,
@@ -17,6 +17,10 @@ use crate::{admin, mudbase, textingline};
         mudbase::history,
         mudbase::stats,
         mudbase::issue_token,
+        bird::send,
+        bird::list,
+        bird::read,
+        bird::cancel,
         admin::create_account,
         admin::list_accounts,
         admin::get_account,
@@ -35,9 +39,18 @@ use crate::{admin, mudbase, textingline};
         admin::remove_opt_out,
         admin::list_messages,
         admin::get_message,
+        admin::create_channel,
+        admin::list_channels,
+        admin::get_channel,
+        admin::update_channel,
+        admin::create_template,
+        admin::list_templates,
+        admin::get_template,
+        admin::add_template_version,
+        admin::update_template_version,
     ),
     modifiers(&Security),
-    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Admin", description = "Operator API"))
+    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"))
 )]
 pub struct ApiDoc;
 
@@ -66,6 +79,13 @@ impl Modify for Security {
                     .description(Some("An access token from POST /api/auth/token"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "accessKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "AccessKey <key id>:<secret>",
+            ))),
         );
         components.add_security_scheme(
             "operator",
@@ -98,6 +118,9 @@ mod tests {
         for path in [
             "/api/v1/messaging/message",
             "/api/v1/messaging/message/{id}",
+            "/api/messaging/projects/{projectId}/messaging/sms",
+            "/workspaces/{workspaceId}/channels/{channelId}/messages",
+            "/workspaces/{workspaceId}/channels/{channelId}/messages/{messageId}",
             "/admin/v1/accounts",
             "/admin/v1/accounts/{account}",
             "/admin/v1/accounts/{account}/keys",
@@ -111,6 +134,12 @@ mod tests {
             "/admin/v1/accounts/{account}/opt-outs/{sender}/{recipient}",
             "/admin/v1/accounts/{account}/messages",
             "/admin/v1/messages/{id}",
+            "/admin/v1/accounts/{account}/channels",
+            "/admin/v1/accounts/{account}/channels/{channel}",
+            "/admin/v1/accounts/{account}/templates",
+            "/admin/v1/accounts/{account}/templates/{template}",
+            "/admin/v1/accounts/{account}/templates/{template}/versions",
+            "/admin/v1/accounts/{account}/templates/{template}/versions/{version}",
         ] {
             assert!(doc.paths.paths.contains_key(path), "{path} is not documented");
         }
