@@ -371,38 +371,44 @@ async fn scheduled_messages_wait_and_cancel_with_a_refund(backend: Backend) {
     let text = json!({"type": "text", "text": {"text": "later"}});
     let at = |ms: i64| Timestamp::now().plus_millis(ms).to_string();
 
-    // Due in 1.5 s: scheduled until then, then sent.
-    let soon = bird.accepted(json!({"receiver": to(TO), "body": text, "scheduledFor": at(1_500)})).await;
-    assert_eq!(soon["status"], "scheduled", "{soon}");
+    // Two due in 3 s, one of them canceled before then: the other is scheduled until its
+    // time, then sent; the canceled one never is.
+    let before = balance(&app, &t).await;
+    let soon = bird.accepted(json!({"receiver": to(TO), "body": text, "scheduledFor": at(3_000)})).await;
+    assert_eq!(soon["status"], "accepted", "a send is answered accepted: {soon}");
     assert!(soon["scheduledFor"].is_string(), "{soon}");
     let soon_id = soon["id"].as_str().expect("id").to_owned();
+    let dropped = bird.accepted(json!({"receiver": to(TO), "body": text, "scheduledFor": at(3_000)})).await;
+    let dropped_id = dropped["id"].as_str().expect("id").to_owned();
     let (_, now) = bird.get(&soon_id).await;
     assert_eq!(now["status"], "scheduled", "not sent before its time: {now}");
+    let (status, canceled) = bird.cancel(&dropped_id).await;
+    assert_eq!((status, canceled["status"].as_str()), (StatusCode::OK, Some("canceled")), "{canceled}");
     let sent = bird.until(&soon_id, "sent").await;
     let sent_at = sent["updatedAt"].as_str().expect("updatedAt").to_owned();
     assert!(sent_at.as_str() >= soon["scheduledFor"].as_str().expect("scheduledFor"), "{sent}");
+    let (_, still) = bird.get(&dropped_id).await;
+    assert_eq!((still["status"].as_str(), still["parts"].as_array().map(Vec::len)), (Some("canceled"), Some(0)));
+    assert_eq!(balance(&app, &t).await, (before.0 - 2, before.1), "only the sent one is paid for");
 
     // Due in an hour: canceled, and the balance is exactly as before it.
-    let before = balance(&app, &t).await;
     let mms = bird.accepted(json!({"receiver": to(TO), "body": image(2), "scheduledFor": at(3_600_000)})).await;
-    assert_eq!(balance(&app, &t).await, (before.0 - 2, before.1 - 1));
+    assert_eq!(balance(&app, &t).await, (before.0 - 4, before.1 - 1));
     let id = mms["id"].as_str().expect("id").to_owned();
     let (status, canceled) = bird.cancel(&id).await;
     assert_eq!(status, StatusCode::OK, "{canceled}");
     assert_eq!(canceled["status"], "canceled");
-    assert_eq!(balance(&app, &t).await, before);
+    assert_eq!(balance(&app, &t).await, (before.0 - 2, before.1));
     let (status, body) = bird.cancel(&id).await;
     assert_error(status, &body, StatusCode::CONFLICT, "NotScheduled");
     let (status, body) = bird.cancel(&soon_id).await;
     assert_error(status, &body, StatusCode::CONFLICT, "NotScheduled");
     let ledger = app.admin.ledger(t.account, 100, None).await.expect("ledger");
     let refunds: Vec<_> = ledger.data.iter().filter(|e| e.kind == "refund").collect();
-    assert_eq!(refunds.len(), 1, "one refund: {refunds:?}");
+    assert_eq!(refunds.len(), 2, "one refund per canceled message: {refunds:?}");
     assert_eq!((refunds[0].sms_delta, refunds[0].mms_delta), (2, 1));
     assert_eq!(refunds[0].message_id.map(|m| m.as_uuid().to_string()), Some(id.clone()));
-    // The canceled message stays canceled.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(bird.get(&id).await.1["status"], "canceled");
+    assert_eq!(refunds[1].message_id.map(|m| m.as_uuid().to_string()), Some(dropped_id.clone()));
 
     // At most 35 days ahead.
     let (status, body) =
@@ -414,8 +420,11 @@ async fn scheduled_messages_wait_and_cancel_with_a_refund(backend: Backend) {
 
 async fn validity_expires_with_a_refund(backend: Backend) {
     let Some(db) = TestDb::new(backend, "bird_validity").await else { return };
-    // Retries never run out before the validity does.
-    let app = TestApp::start(switchboard::Settings { dispatch_max_attempts: 1_000, ..db.settings() }).await;
+    // Retries never run out before the validity does, and the backoff (15 to 30 s after the
+    // first attempt) is longer than the wait below: only a retry held to the expiry ends it.
+    let settings =
+        switchboard::Settings { dispatch_max_attempts: 1_000, dispatch_base_backoff_ms: 30_000, ..db.settings() };
+    let app = TestApp::start(settings).await;
     let (t, bird) = tenant(&app, 100, 0).await;
     let m = bird
         .accepted(json!({"receiver": to(ALWAYS_RETRYABLE), "body": {"type": "text", "text": {"text": "brief"}}, "validity": 1}))

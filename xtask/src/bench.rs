@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the release server on embedded SQLite (WAL, fsync on every commit)
-//! with the simulator, under a bounded load at the TextingLine endpoint.
+//! with the simulator, under a bounded load at the TextingLine, Mudbase and Bird endpoints.
 //!
 //! For each scenario it sends a fixed number of requests from a fixed number of concurrent
 //! connections and reports accepted messages/s, latency percentiles, and how fast the
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::json;
 use switchboard_client::AdminClient;
-use switchboard_domain::wire::{CreateSender, TopUp};
+use switchboard_domain::wire::{CreateChannel, CreateSender, TopUp};
 
 const TOKEN: &str = "bench-operator-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -33,12 +33,22 @@ enum Dialect {
     TextingLine,
     /// Mudbase: `batch` recipients per request, `X-API-Key`.
     Mudbase { project: String, batch: usize },
+    /// Bird channels: one text message per request, `Authorization: AccessKey`.
+    Bird { workspace: String, channel: String },
+}
+
+/// Which load a scenario puts on its server.
+#[derive(Clone, Copy)]
+enum Load {
+    TextingLine,
+    Mudbase { batch: usize },
+    Bird,
 }
 
 impl Dialect {
     fn recipients(&self) -> usize {
         match self {
-            Dialect::TextingLine => 1,
+            Dialect::TextingLine | Dialect::Bird { .. } => 1,
             Dialect::Mudbase { batch, .. } => *batch,
         }
     }
@@ -71,6 +81,18 @@ impl Dialect {
                 format!(
                     "POST /api/messaging/projects/{project}/messaging/sms HTTP/1.1\r\nHost: {addr}\r\n\
                      X-API-Key: {key_id}:{secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            Dialect::Bird { workspace, channel } => {
+                let body = format!(
+                    r#"{{"receiver":{{"contacts":[{{"identifierKey":"phonenumber","identifierValue":"+1800{:07}"}}]}},"body":{{"type":"text","text":{{"text":"Your verification code is {:06} ({tag})"}}}},"reference":"bench-{i}"}}"#,
+                    i % 10_000_000,
+                    i % 1_000_000
+                );
+                format!(
+                    "POST /workspaces/{workspace}/channels/{channel}/messages HTTP/1.1\r\nHost: {addr}\r\n\
+                     Authorization: AccessKey {key_id}:{secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
             }
@@ -205,7 +227,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for sent_wait_ms in [0u64, 50] {
         for &c in &o.concurrency {
-            results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms, None))?);
+            results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms, Load::TextingLine))?);
         }
     }
     // Mudbase sends of `batch` recipients each: five times as many recipients as the other
@@ -213,7 +235,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let batch_requests = (5 * o.requests / o.batch).max(1);
     for &c in &o.concurrency {
         let c = (c / 4).max(1);
-        results.push(rt.block_on(scenario(root, batch_requests, c, 50, Some(o.batch)))?);
+        results.push(rt.block_on(scenario(root, batch_requests, c, 50, Load::Mudbase { batch: o.batch }))?);
+    }
+    // Bird channel sends answer 202 at once, without waiting for the dispatcher.
+    for &c in &o.concurrency {
+        results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Bird))?);
     }
     println!();
     println!(
@@ -250,19 +276,22 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One scenario on a fresh server: TextingLine sends, or Mudbase sends of `batch` recipients.
+/// One scenario on a fresh server: TextingLine sends, Mudbase sends of `batch` recipients, or
+/// Bird channel sends.
 async fn scenario(
     root: &Path,
     requests: usize,
     concurrency: usize,
     sent_wait_ms: u64,
-    batch: Option<usize>,
+    load: Load,
 ) -> anyhow::Result<serde_json::Value> {
-    let data = std::env::temp_dir().join(format!(
-        "switchboard-bench-{}-{concurrency}-{sent_wait_ms}-{}",
-        std::process::id(),
-        batch.unwrap_or(1)
-    ));
+    let tag = match load {
+        Load::TextingLine => "tl".to_owned(),
+        Load::Mudbase { batch } => format!("mb{batch}"),
+        Load::Bird => "bird".to_owned(),
+    };
+    let data = std::env::temp_dir()
+        .join(format!("switchboard-bench-{}-{concurrency}-{sent_wait_ms}-{tag}", std::process::id(),));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let server = start_server(root, &data, sent_wait_ms)?;
@@ -274,12 +303,18 @@ async fn scenario(
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
         .await?;
-    let dialect = match batch {
-        None => Dialect::TextingLine,
-        Some(batch) => {
+    let dialect = match load {
+        Load::TextingLine => Dialect::TextingLine,
+        Load::Mudbase { batch } => {
             // The load is one project's, far above the default of 100 requests/s.
             admin.set_rate_limit(account.id, Some(1_000_000)).await?;
             Dialect::Mudbase { project: account.id.to_string(), batch }
+        }
+        Load::Bird => {
+            admin.set_rate_limit(account.id, Some(1_000_000)).await?;
+            let channel = CreateChannel { name: "bench".into(), sender: "+18005559876".into(), active: true };
+            let channel = admin.create_channel(account.id, &channel).await?;
+            Dialect::Bird { workspace: account.id.to_string(), channel: channel.id.to_string() }
         }
     };
     let per_request = dialect.recipients();
@@ -304,10 +339,11 @@ async fn scenario(
     let committed = metric(&http, &server.url, "switchboard_commit_group_size_sum").await?;
     let commit_p50 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.5\"}").await? * 1000.0;
     let commit_p99 = metric(&http, &server.url, "switchboard_commit_seconds{quantile=\"0.99\"}").await? * 1000.0;
-    let scenario = match batch {
-        Some(b) => format!("mudbase batch x{b} (wait 50ms)"),
-        None if sent_wait_ms == 0 => "accept (sent_wait_ms=0)".into(),
-        None => "accept+dispatch (wait 50ms)".into(),
+    let scenario = match load {
+        Load::Mudbase { batch } => format!("mudbase batch x{batch} (wait 50ms)"),
+        Load::Bird => "bird channel text (202)".into(),
+        Load::TextingLine if sent_wait_ms == 0 => "accept (sent_wait_ms=0)".into(),
+        Load::TextingLine => "accept+dispatch (wait 50ms)".into(),
     };
     let dispatched = sent_after.saturating_sub(sent_before);
     let result = json!({
@@ -398,7 +434,7 @@ async fn drive(
                     None => None,
                 };
                 match status {
-                    Some(201) => lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    Some(201 | 202) => lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
                     Some(_) => errors += 1,
                     None => {
                         errors += 1;

@@ -399,6 +399,9 @@ fn check_content(state: &AppState, problems: &mut Problems, req: &BirdSendReques
                 }
                 parameters.entry(p.key.trim().to_owned()).or_insert_with(|| p.value.clone());
             }
+            if t.variables.as_ref().is_some_and(|v| v.len() > MAX_PARAMETERS) {
+                problems.add("template.variables", format!("at most {MAX_PARAMETERS} variables"));
+            }
             for (k, v) in t.variables.iter().flatten() {
                 parameters.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -590,10 +593,9 @@ pub(crate) async fn send(
         ChannelMessage { to, kind, body, text, media, scheduled_for, expires_at, details: Some(details_json) };
     let record = state.core.send_on_channel(&channel, message).await?;
     let mut wire = message_wire(&record, Some(details));
-    // The answer to a send says what happened to it: accepted, scheduled, or failed at once.
-    if record.status == MessageStatus::Queued {
-        wire.status = "accepted".into();
-    }
+    // As Bird documents it, the answer to a send is `accepted`; reading the message back shows
+    // where it is now (scheduled, or failed at once for an opted-out recipient).
+    wire.status = "accepted".into();
     Ok((StatusCode::ACCEPTED, Json(wire)).into_response())
 }
 

@@ -577,6 +577,8 @@ impl Writes for PostgresStore {
             Self::insert_events(&mut tx, &events).await?;
             Self::apply_tally(&mut tx, &tally).await?;
         }
+        // The running counts are locked above, and the claim comes after them: it cannot wait
+        // on another writer (`SKIP LOCKED`), so this order cannot deadlock.
         let rows: Vec<MessageRow> = sqlx::query_as(CLAIM_DUE)
             .bind(lease_until.millis())
             .bind(now.millis())

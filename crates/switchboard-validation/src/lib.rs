@@ -240,6 +240,8 @@ impl Policy {
         let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
         let ok = url.len() as u64 <= self.max_media_url_len
             && (lower.starts_with("http://") || lower.starts_with("https://"))
+            // No whitespace or control characters (a NUL cannot even be stored on PostgreSQL).
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control())
             && url.validate_url();
         if ok { Ok(url) } else { Err(ValidationError::InvalidMediaUrl { max: self.max_media_url_len }) }
     }
@@ -295,7 +297,16 @@ mod tests {
         let f = SendFields { body: None, media_url: Some("https://example.com/a.jpg"), ..sms("") };
         let cmd = p.check_send(f).unwrap();
         assert_eq!((cmd.kind, cmd.body), (MessageKind::Mms, None));
-        for bad in ["ftp://example.com/a.jpg", "/a.jpg", "https://", "not a url", "javascript:alert(1)"] {
+        for bad in [
+            "ftp://example.com/a.jpg",
+            "/a.jpg",
+            "https://",
+            "not a url",
+            "javascript:alert(1)",
+            "https://example.com/a\u{0}b.jpg",
+            "https://example.com/a b.jpg",
+            "https://example.com/a.jpg\n",
+        ] {
             let f = SendFields { media_url: Some(bad), ..sms("x") };
             assert!(matches!(p.check_send(f), Err(ValidationError::InvalidMediaUrl { .. })), "{bad}");
         }
