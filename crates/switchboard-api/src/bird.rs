@@ -235,7 +235,7 @@ impl FromRequestParts<AppState> for BirdChannel {
         let Ok(channel_id) = Uuid::parse_str(&path.channel) else {
             return Err(ApiError::not_found("channel"));
         };
-        let channel = state.core.channel(account, channel_id).await?;
+        let channel = state.core.sending_channel(account, channel_id).await?;
         Ok(BirdChannel { channel, message: path.message })
     }
 }

@@ -91,9 +91,20 @@ impl Core {
     /// Reads one of the account's channels; another account's channel is `NotFound`, so
     /// that ids do not leak across accounts.
     pub async fn channel(&self, account: AccountId, id: Uuid) -> Result<ChannelRecord, AccessError> {
-        match self.inner.store.get_channel(id).await.map_err(AccessError::from_storage("channel"))? {
-            Some(c) if c.account_id == account => Ok(c),
-            _ => Err(AccessError::NotFound("channel")),
+        let read = self.inner.store.get_channel(id).await.map_err(AccessError::from_storage("channel"))?;
+        if let Some(c) = &read {
+            self.inner.channels.put(c.clone());
+        }
+        owned_channel(account, read)
+    }
+
+    /// [`Core::channel`] for the send path: a channel read is trusted for the auth cache's
+    /// period, so a send costs no database read for it (a change made on this node applies
+    /// at once). The sender rules are checked again where the message is stored.
+    pub async fn sending_channel(&self, account: AccountId, id: Uuid) -> Result<ChannelRecord, AccessError> {
+        match self.inner.channels.get(id) {
+            Some(c) => owned_channel(account, Some(c)),
+            None => self.channel(account, id).await,
         }
     }
 
@@ -229,7 +240,10 @@ impl Core {
     ) -> Result<ChannelRecord, AccessError> {
         let name = name.map(|n| check_name("name", n)).transpose()?.map(str::to_owned);
         let change = ChannelChange { name, active };
-        self.inner.store.update_channel(account, id, &change).await.map_err(AccessError::from_storage("channel"))
+        let updated =
+            self.inner.store.update_channel(account, id, &change).await.map_err(AccessError::from_storage("channel"));
+        self.inner.channels.forget(id);
+        updated
     }
 
     /// Creates a template without versions.
@@ -300,6 +314,49 @@ impl Core {
     pub async fn templates(&self, account: AccountId) -> Result<Vec<TemplateRecord>, AccessError> {
         self.account(account).await?;
         self.inner.store.list_templates(account).await.map_err(AccessError::from_storage("template"))
+    }
+}
+
+/// Channels read recently, so that a send costs no database read for its channel.
+#[derive(Debug)]
+pub(crate) struct ChannelCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<HashMap<Uuid, (ChannelRecord, std::time::Instant)>>,
+}
+
+/// Most channels the cache holds before it starts over.
+const CHANNEL_CACHE_MAX: usize = 10_000;
+
+impl ChannelCache {
+    pub(crate) fn new(ttl: std::time::Duration) -> Self {
+        Self { ttl, entries: Default::default() }
+    }
+
+    fn get(&self, id: Uuid) -> Option<ChannelRecord> {
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.get(&id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, channel: ChannelRecord) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= CHANNEL_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(channel.id, (channel, std::time::Instant::now()));
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+    }
+}
+
+fn owned_channel(account: AccountId, channel: Option<ChannelRecord>) -> Result<ChannelRecord, AccessError> {
+    match channel {
+        Some(c) if c.account_id == account => Ok(c),
+        _ => Err(AccessError::NotFound("channel")),
     }
 }
 

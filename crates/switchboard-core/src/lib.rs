@@ -173,6 +173,7 @@ struct Inner {
     waiters: Arc<Waiters>,
     tokens: Tokens,
     limiter: RateLimiter,
+    channels: channels::ChannelCache,
     config: CoreConfig,
 }
 
@@ -194,7 +195,8 @@ impl Core {
             .then(|| dispatcher::start(store.clone(), provider, config.dispatcher.clone(), waiters.clone()));
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
-        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, tokens, limiter, config }) })
+        let channels = channels::ChannelCache::new(config.auth_cache_ttl);
+        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, tokens, limiter, channels, config }) })
     }
 
     /// The request limits.
