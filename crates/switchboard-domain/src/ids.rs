@@ -1,5 +1,5 @@
-//! Identifiers: account ids (UUIDs), message ids (`msg_` + 22 base58 characters) and send
-//! request ids (`req_` + 22 base58 characters).
+//! Identifiers: account ids (UUIDs), message ids (`msg_` + 22 base58 characters), send
+//! request ids (`req_` + 22 base58 characters) and webhook event ids (`evt_` + 22).
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +21,9 @@ pub enum IdError {
     /// The text is not a `req_` id.
     #[error("`{0}` is not a valid request id")]
     NotBatchId(String),
+    /// The text is not an `evt_` id.
+    #[error("`{0}` is not a valid event id")]
+    NotEventId(String),
 }
 
 /// An account (tenant). Also the Mudbase `projectId` and the Bird `workspaceId`.
@@ -176,6 +179,14 @@ base58_id!(
     BatchId,
     "req_",
     NotBatchId
+);
+
+base58_id!(
+    /// A webhook event: one status change of one message, delivered to every endpoint that
+    /// subscribes to it under this same id. Shown as `evt_` and 22 base58 characters.
+    EventId,
+    "evt_",
+    NotEventId
 );
 
 /// Keeps error messages short when the input is long.

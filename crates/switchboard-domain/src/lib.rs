@@ -13,7 +13,7 @@ pub mod timestamp;
 pub mod wire;
 
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
-pub use ids::{AccountId, BatchId, IdError, MessageId};
-pub use message::{Direction, ErrorType, MessageKind, MessageStatus, StatusGroup};
+pub use ids::{AccountId, BatchId, EventId, IdError, MessageId};
+pub use message::{Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
 pub use phone::{Msisdn, PhoneError};
 pub use timestamp::Timestamp;

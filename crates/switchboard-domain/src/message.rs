@@ -119,6 +119,49 @@ pub enum StatusGroup {
 }
 
 string_enum! {
+    /// What a webhook event reports: a message entering a status, or an inbound message.
+    EventType {
+        /// Stored and charged.
+        Accepted = "message.accepted",
+        /// Stored to be sent at its scheduled time.
+        Scheduled = "message.scheduled",
+        /// Taken by the upstream provider.
+        Sent = "message.sent",
+        /// Confirmed delivered to the handset.
+        Delivered = "message.delivered",
+        /// The carrier could not deliver it.
+        Undelivered = "message.undelivered",
+        /// Failed; see its error type.
+        Failed = "message.failed",
+        /// Not sent within its validity.
+        Expired = "message.expired",
+        /// Canceled before it was sent.
+        Canceled = "message.canceled",
+        /// Received from a handset.
+        Inbound = "message.inbound",
+    }
+}
+
+impl EventType {
+    /// The event a message entering `status` raises; none for `queued`, which every message
+    /// passes through on its way out.
+    pub fn for_status(status: MessageStatus) -> Option<Self> {
+        Some(match status {
+            MessageStatus::Accepted => EventType::Accepted,
+            MessageStatus::Scheduled => EventType::Scheduled,
+            MessageStatus::Queued => return None,
+            MessageStatus::Sent => EventType::Sent,
+            MessageStatus::Delivered => EventType::Delivered,
+            MessageStatus::Failed => EventType::Failed,
+            MessageStatus::Undelivered => EventType::Undelivered,
+            MessageStatus::Expired => EventType::Expired,
+            MessageStatus::Canceled => EventType::Canceled,
+            MessageStatus::Received => EventType::Inbound,
+        })
+    }
+}
+
+string_enum! {
     /// Why a message failed: TextingLine's list.
     ErrorType {
         /// An unspecified error occurred during message processing.
@@ -179,5 +222,10 @@ mod tests {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
         }
         assert_eq!(ErrorType::ALL.len(), 11);
+        for e in EventType::ALL {
+            assert_eq!(EventType::parse(e.as_str()), Some(*e));
+        }
+        let raised: Vec<_> = MessageStatus::ALL.iter().filter_map(|s| EventType::for_status(*s)).collect();
+        assert_eq!(raised.len(), EventType::ALL.len());
     }
 }

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{AccountId, BatchId, MessageId, Timestamp};
+use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -208,6 +208,75 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts the account's messages by status (for checks and metrics).
     async fn count_messages(&self, account: AccountId) -> Result<Vec<(String, i64)>>;
+
+    /// Sets whether the account is refunded for messages the carrier reports undelivered or
+    /// failed; `NotFound` if there is no such account.
+    async fn set_refund_carrier_failures(&self, account: AccountId, refund: bool) -> Result<AccountRecord>;
+
+    /// Applies delivery receipts in one transaction, one outcome per receipt, in order.
+    ///
+    /// A part moves from `sent` to `delivered`, `undelivered` or `failed` once; a receipt for a
+    /// part already final is `Ignored`. A receipt whose `provider_ref` no recorded submission
+    /// has is stored (`Unmatched`) and applied when the submission is recorded by
+    /// [`Store::record_results`]. A message in `sent` becomes `undelivered` or `failed` as soon
+    /// as one part does (its error type from that part, its error message naming the part when
+    /// it has several; `unknown` if the receipt gave none), and `delivered` when every one of
+    /// its `segments` parts is. Each change of a message records its event, its webhook
+    /// deliveries and its counts; a failure refunds the charge (with a ledger entry, once) when
+    /// the account has `refund_carrier_failures`. A message never moves backwards.
+    async fn record_receipts(&self, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>>;
+    /// A message's parts, by part number.
+    async fn message_parts(&self, id: MessageId) -> Result<Vec<PartRecord>>;
+
+    /// Stores an inbound message to `inbound.to`, which must be a sender assigned to an
+    /// account (`NotFound` otherwise), in one transaction with: its `received` event and
+    /// `message.inbound` webhook deliveries; the opt-out change; and the reply, if any, stored
+    /// queued, free, from `inbound.to` to `inbound.from`, with its events and deliveries. The
+    /// inbound message belongs to the sender's account and to the account's oldest active
+    /// channel on that sender, if there is one.
+    async fn receive_inbound(
+        &self,
+        inbound: &NewInbound,
+        change: OptOutChange,
+        reply: Option<&NewReply>,
+    ) -> Result<InboundOutcome>;
+
+    /// Creates a webhook endpoint; `Conflict` if the id exists.
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<()>;
+    /// Reads a webhook endpoint.
+    async fn get_webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>>;
+    /// Lists an account's webhook endpoints (at most 1,000), oldest first.
+    async fn list_webhooks(&self, account: AccountId) -> Result<Vec<WebhookRecord>>;
+    /// Changes a webhook endpoint of the account; `NotFound` if it has no such endpoint.
+    async fn update_webhook(&self, account: AccountId, id: Uuid, change: &WebhookChange) -> Result<WebhookRecord>;
+    /// Deletes a webhook endpoint of the account, canceling its pending deliveries;
+    /// `NotFound` if it has no such endpoint.
+    async fn delete_webhook(&self, account: AccountId, id: Uuid) -> Result<()>;
+
+    /// Claims up to `limit` pending deliveries that are due, oldest due first, skipping those
+    /// whose target is in `busy`: leases each until `lease_until` and counts the attempt, like
+    /// [`Store::claim_due`]. On PostgreSQL concurrent claimers never get the same delivery.
+    /// Each claimed endpoint delivery carries its endpoint's sealed secret.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        busy: &[String],
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Stores delivery results in one transaction. A result applies only if the delivery is
+    /// still pending under the attempt that produced it; each applied result other than
+    /// `Release` adds its attempt to the delivery's history.
+    async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<()>;
+    /// Lists an account's deliveries, newest event first (by event id, then target).
+    async fn list_deliveries(
+        &self,
+        account: AccountId,
+        filter: &DeliveryFilter,
+        page: PageRequest<EventId>,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// A delivery's attempts, oldest first.
+    async fn delivery_attempts(&self, event: EventId, target: &str) -> Result<Vec<AttemptRecord>>;
 }
 
 impl std::fmt::Debug for dyn Store {

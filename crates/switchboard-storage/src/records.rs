@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use switchboard_domain::{
-    AccountId, BatchId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+    AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
+    Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
@@ -20,6 +21,8 @@ pub struct AccountRecord {
     pub balance: Credits,
     /// Requests per second it may make to the rate-limited API; `None` means the default.
     pub rate_limit: Option<u32>,
+    /// Whether messages the carrier reports undelivered or failed are refunded.
+    pub refund_carrier_failures: bool,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -204,6 +207,8 @@ pub struct MessageRecord {
     pub expires_at: Option<Timestamp>,
     /// The dialect's own fields of the request, as a JSON object.
     pub details: Option<String>,
+    /// Where this message's own status notifications go.
+    pub notify_url: Option<String>,
 }
 
 impl MessageRecord {
@@ -270,6 +275,8 @@ pub struct NewMessage {
     pub expires_at: Option<Timestamp>,
     /// The dialect's own fields of the request, as a JSON object.
     pub details: Option<String>,
+    /// Where this message's own status notifications go.
+    pub notify_url: Option<String>,
 }
 
 /// A multi-recipient send request to store with its messages.
@@ -401,6 +408,9 @@ pub enum DispatchOutcome {
     Sent {
         /// The provider's id.
         provider_message_id: String,
+        /// The provider's id for each part, in order, when it gives each part its own;
+        /// empty means one part known by `provider_message_id`.
+        parts: Vec<String>,
     },
     /// Try again at this time.
     Retry {
@@ -510,4 +520,297 @@ pub struct TemplateVersionRecord {
     pub active: bool,
     /// Creation time.
     pub created_at: Timestamp,
+}
+
+/// One part (SMS segment) of a sent message, as the upstream knows it, with what its delivery
+/// receipts said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRecord {
+    /// The upstream's id for the part.
+    pub provider_ref: String,
+    /// The message, once its submission is recorded (`None` for a receipt that came first).
+    pub message_id: Option<MessageId>,
+    /// Which part, from 1.
+    pub part: Option<u32>,
+    /// `sent` until a receipt says `delivered`, `undelivered` or `failed`.
+    pub status: MessageStatus,
+    /// The error type a failure receipt gave.
+    pub error_type: Option<ErrorType>,
+    /// The receipt's description of a failure.
+    pub description: Option<String>,
+    /// When the part last changed.
+    pub at: Timestamp,
+}
+
+/// A delivery receipt for one part of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptUpdate {
+    /// The upstream's id for the part (what its submission returned).
+    pub provider_ref: String,
+    /// `Delivered`, `Undelivered` or `Failed`; any other status is ignored.
+    pub status: MessageStatus,
+    /// Why it failed, for a failure.
+    pub error_type: Option<ErrorType>,
+    /// The upstream's description of a failure.
+    pub description: Option<String>,
+    /// When the upstream says it happened.
+    pub at: Timestamp,
+}
+
+/// What [`crate::Store::record_receipts`] did with one receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    /// The part changed. If that settled the message, `message_status` is its new status.
+    Applied {
+        /// The message.
+        message_id: MessageId,
+        /// The status the message entered, if it changed.
+        message_status: Option<MessageStatus>,
+    },
+    /// The part had a final status already (a duplicate or a late receipt): nothing changed.
+    Ignored,
+    /// No submission with this id is recorded yet: the receipt is kept and applied when it is.
+    Unmatched,
+}
+
+/// An inbound message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInbound {
+    /// Id to give it.
+    pub id: MessageId,
+    /// The handset that sent it.
+    pub from: String,
+    /// The number it was sent to: a sender assigned to an account.
+    pub to: String,
+    /// SMS or MMS.
+    pub kind: MessageKind,
+    /// Text.
+    pub body: Option<String>,
+    /// Media URLs of an MMS, in order.
+    pub media: Vec<String>,
+    /// Encoding of the text.
+    pub encoding: Encoding,
+    /// Parts.
+    pub segments: u32,
+    /// The upstream's id for it.
+    pub provider_ref: Option<String>,
+    /// When it was received.
+    pub received_at: Timestamp,
+}
+
+/// What an inbound message asks of the opt-out list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutChange {
+    /// Nothing (an ordinary message, or HELP).
+    Keep,
+    /// Opt the handset out of the number it wrote to (STOP and its synonyms).
+    OptOut,
+    /// Lift that opt-out (START and its synonyms).
+    OptIn,
+}
+
+/// An automatic answer to an inbound message, sent back from the number it was sent to, free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReply {
+    /// Id to give it.
+    pub id: MessageId,
+    /// Text.
+    pub body: String,
+    /// Encoding.
+    pub encoding: Encoding,
+    /// Parts.
+    pub segments: u32,
+}
+
+/// What [`crate::Store::receive_inbound`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundOutcome {
+    /// The inbound message (status `received`).
+    pub message: MessageRecord,
+    /// The automatic answer, queued.
+    pub reply: Option<MessageRecord>,
+    /// Whether the opt-out list changed.
+    pub opt_out_changed: bool,
+}
+
+/// A webhook signing secret as the core sealed (encrypted) it; never clear text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret(pub Vec<u8>);
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealedSecret(<redacted>)")
+    }
+}
+
+/// A webhook endpoint of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub account_id: AccountId,
+    /// Where events are posted.
+    pub url: String,
+    /// The signing secret, sealed.
+    pub secret: SealedSecret,
+    /// The event types it takes; empty for every type.
+    pub events: Vec<EventType>,
+    /// Whether events are delivered to it.
+    pub active: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl WebhookRecord {
+    /// Whether it takes events of this type.
+    pub fn wants(&self, event: EventType) -> bool {
+        self.active && (self.events.is_empty() || self.events.contains(&event))
+    }
+}
+
+/// A change to a webhook endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookChange {
+    /// URL.
+    pub url: Option<String>,
+    /// A new sealed secret.
+    pub secret: Option<SealedSecret>,
+    /// Event types (empty for all).
+    pub events: Option<Vec<EventType>>,
+    /// Active.
+    pub active: Option<bool>,
+}
+
+/// Where one webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Not yet delivered; attempted when due.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up after the longest retry period.
+    Failed,
+    /// Its endpoint was deleted before it was delivered.
+    Canceled,
+}
+
+impl DeliveryState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Canceled => "canceled",
+        }
+    }
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            "canceled" => DeliveryState::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+/// One event on its way to one target: a row of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The event (shared by every target of the event).
+    pub event_id: EventId,
+    /// The target: the endpoint's id as text, or, for the message's own URL, the URL.
+    pub target: String,
+    /// Owner.
+    pub account_id: AccountId,
+    /// The endpoint, or `None` for the message's own URL (`notify_url`).
+    pub endpoint_id: Option<Uuid>,
+    /// Where it is posted.
+    pub url: String,
+    /// The endpoint's sealed secret (filled by `claim_deliveries`; `None` in lists and for a
+    /// message's own URL).
+    pub secret: Option<SealedSecret>,
+    /// What happened.
+    pub event_type: EventType,
+    /// The message it is about.
+    pub message_id: MessageId,
+    /// The status the message entered.
+    pub status: MessageStatus,
+    /// The error type, for a failure.
+    pub error_type: Option<ErrorType>,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// Where the delivery stands.
+    pub state: DeliveryState,
+    /// Attempts made (counting a claimed one).
+    pub attempts: u32,
+    /// When it is next due (while pending), or how long the current claim lasts.
+    pub next_attempt_at: Timestamp,
+    /// The HTTP status of the last attempt, if one answered.
+    pub last_status: Option<u16>,
+    /// What went wrong with the last attempt.
+    pub last_error: Option<String>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// One attempt to deliver a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// When it started.
+    pub at: Timestamp,
+    /// The HTTP status, if the receiver answered.
+    pub status_code: Option<u16>,
+    /// What went wrong (a non-2xx answer, a timeout, a connection error).
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u32,
+}
+
+/// What came of a claimed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx: done.
+    Delivered,
+    /// It failed; try again at this time.
+    Retry {
+        /// When.
+        next_attempt_at: Timestamp,
+    },
+    /// It failed and the retry period is over: give up.
+    Failed,
+    /// It was not attempted (the claim could not be served in time): hand it back, due now,
+    /// without counting the attempt.
+    Release,
+}
+
+/// The result of one claimed delivery, for [`crate::Store::record_deliveries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryResult {
+    /// The event.
+    pub event_id: EventId,
+    /// The target.
+    pub target: String,
+    /// The attempt number the claim gave.
+    pub attempt: u32,
+    /// The attempt as made (ignored for `Release`).
+    pub record: AttemptRecord,
+    /// What it came to.
+    pub outcome: DeliveryOutcome,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// Only those to this endpoint.
+    pub endpoint: Option<Uuid>,
+    /// Only those about this message.
+    pub message: Option<MessageId>,
+    /// Only those in this state.
+    pub state: Option<DeliveryState>,
 }
