@@ -161,6 +161,7 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         channel_id: m.channel_id,
         expires_at: m.expires_at,
         details: m.details.clone(),
+        notify_url: m.notify_url.clone(),
     };
 
     let charge = if facts.opted_out.contains(&(m.from.clone(), m.to.clone())) {
@@ -228,6 +229,7 @@ mod tests {
             scheduled_for: None,
             expires_at: None,
             details: None,
+            notify_url: None,
         }
     }
 

@@ -4,14 +4,16 @@
 //! `opted_out_among`, which binds a list its own way.
 
 use switchboard_domain::{
-    AccountId, BatchId, Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp,
+    AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
+    Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::{
-    AccountRecord, ApiKeyRecord, BatchRecord, ChannelRecord, EventRecord, LedgerRecord, MessageRecord, OptOutRecord,
-    SenderRecord, StorageError, TemplateRecord, TemplateVersionRecord,
+    AccountRecord, ApiKeyRecord, AttemptRecord, BatchRecord, ChannelRecord, DeliveryRecord, DeliveryState, EventRecord,
+    LedgerRecord, MessageRecord, OptOutRecord, PartRecord, SealedSecret, SenderRecord, StorageError, TemplateRecord,
+    TemplateVersionRecord, WebhookRecord,
 };
 
 macro_rules! message_columns {
@@ -19,7 +21,7 @@ macro_rules! message_columns {
         "id, account_id, direction, kind, recipient, sender, body, media_url, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
          next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, media, \
-         expires_at, details"
+         expires_at, details, notify_url"
     };
 }
 pub(crate) use message_columns;
@@ -59,10 +61,12 @@ pub(crate) struct AccountRow {
     pub(crate) mms_credits: i64,
     pub(crate) rate_limit: Option<i64>,
     pub(crate) created_at: i64,
+    pub(crate) refund_carrier_failures: bool,
 }
 
 /// The columns of [`AccountRow`].
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, mms_credits, rate_limit, created_at";
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, name, sms_credits, mms_credits, rate_limit, created_at, refund_carrier_failures";
 
 impl From<AccountRow> for AccountRecord {
     fn from(r: AccountRow) -> Self {
@@ -71,6 +75,7 @@ impl From<AccountRow> for AccountRecord {
             name: r.name,
             balance: Credits::new(r.sms_credits, r.mms_credits),
             rate_limit: r.rate_limit.and_then(|n| u32::try_from(n).ok()),
+            refund_carrier_failures: r.refund_carrier_failures,
             created_at: Timestamp::from_millis(r.created_at),
         }
     }
@@ -224,6 +229,7 @@ pub(crate) struct MessageRow {
     pub(crate) media: Option<String>,
     pub(crate) expires_at: Option<i64>,
     pub(crate) details: Option<String>,
+    pub(crate) notify_url: Option<String>,
 }
 
 /// The `media_url` and `media` columns of a message's media list: the first URL, and the
@@ -270,6 +276,7 @@ impl TryFrom<MessageRow> for MessageRecord {
             channel_id: r.channel_id,
             expires_at: r.expires_at.map(Timestamp::from_millis),
             details: r.details,
+            notify_url: r.notify_url,
         })
     }
 }
@@ -408,6 +415,153 @@ pub(crate) fn batch_state_condition(state: Option<crate::BatchState>) -> &'stati
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct PartRow {
+    pub(crate) provider_ref: String,
+    pub(crate) message_id: Option<Uuid>,
+    pub(crate) part: Option<i64>,
+    pub(crate) status: String,
+    pub(crate) error_type: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) at: i64,
+}
+
+/// The columns of [`PartRow`].
+pub(crate) const PART_COLUMNS: &str = "provider_ref, message_id, part, status, error_type, description, at";
+
+impl TryFrom<PartRow> for PartRecord {
+    type Error = StorageError;
+    fn try_from(r: PartRow) -> Result<Self, StorageError> {
+        Ok(PartRecord {
+            provider_ref: r.provider_ref,
+            message_id: r.message_id.map(MessageId::from_uuid),
+            part: r.part.map(|p| u32_of("part", p)).transpose()?,
+            status: MessageStatus::parse(&r.status).ok_or_else(|| corrupt("part status", &r.status))?,
+            error_type: error_type_of(r.error_type)?,
+            description: r.description,
+            at: Timestamp::from_millis(r.at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WebhookRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) url: String,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) events: String,
+    pub(crate) active: bool,
+    pub(crate) created_at: i64,
+}
+
+/// The columns of [`WebhookRow`].
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, secret, events, active, created_at";
+
+/// The stored form of an endpoint's event types: space-separated, empty for all.
+pub(crate) fn events_column(events: &[EventType]) -> String {
+    events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+impl TryFrom<WebhookRow> for WebhookRecord {
+    type Error = StorageError;
+    fn try_from(r: WebhookRow) -> Result<Self, StorageError> {
+        Ok(WebhookRecord {
+            id: r.id,
+            account_id: AccountId::from_uuid(r.account_id),
+            url: r.url,
+            secret: SealedSecret(r.secret),
+            events: r
+                .events
+                .split_whitespace()
+                .map(|e| EventType::parse(e).ok_or_else(|| corrupt("event type", e)))
+                .collect::<Result<_, _>>()?,
+            active: r.active,
+            created_at: Timestamp::from_millis(r.created_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub(crate) event_id: Uuid,
+    pub(crate) target: String,
+    pub(crate) account_id: Uuid,
+    pub(crate) endpoint_id: Option<Uuid>,
+    pub(crate) url: String,
+    pub(crate) event_type: String,
+    pub(crate) message_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) error_type: Option<String>,
+    pub(crate) occurred_at: i64,
+    pub(crate) state: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) last_status: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) updated_at: i64,
+}
+
+/// The columns of [`DeliveryRow`], in order.
+macro_rules! delivery_columns {
+    () => {
+        "event_id, target, account_id, endpoint_id, url, event_type, message_id, status, error_type, occurred_at, \
+         state, attempts, next_attempt_at, last_status, last_error, updated_at"
+    };
+}
+pub(crate) use delivery_columns;
+
+impl TryFrom<DeliveryRow> for DeliveryRecord {
+    type Error = StorageError;
+    fn try_from(r: DeliveryRow) -> Result<Self, StorageError> {
+        Ok(DeliveryRecord {
+            event_id: EventId::from_uuid(r.event_id),
+            target: r.target,
+            account_id: AccountId::from_uuid(r.account_id),
+            endpoint_id: r.endpoint_id,
+            url: r.url,
+            secret: None,
+            event_type: EventType::parse(&r.event_type).ok_or_else(|| corrupt("event type", &r.event_type))?,
+            message_id: MessageId::from_uuid(r.message_id),
+            status: MessageStatus::parse(&r.status).ok_or_else(|| corrupt("event status", &r.status))?,
+            error_type: error_type_of(r.error_type)?,
+            occurred_at: Timestamp::from_millis(r.occurred_at),
+            state: DeliveryState::parse(&r.state).ok_or_else(|| corrupt("delivery state", &r.state))?,
+            attempts: u32_of("attempts", r.attempts)?,
+            next_attempt_at: Timestamp::from_millis(r.next_attempt_at),
+            last_status: r.last_status.map(|s| u16::try_from(s).map_err(|_| corrupt("HTTP status", s))).transpose()?,
+            last_error: r.last_error,
+            updated_at: Timestamp::from_millis(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    pub(crate) attempt: i64,
+    pub(crate) at: i64,
+    pub(crate) status_code: Option<i64>,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: i64,
+}
+
+impl TryFrom<AttemptRow> for AttemptRecord {
+    type Error = StorageError;
+    fn try_from(r: AttemptRow) -> Result<Self, StorageError> {
+        Ok(AttemptRecord {
+            attempt: u32_of("attempt", r.attempt)?,
+            at: Timestamp::from_millis(r.at),
+            status_code: r.status_code.map(|s| u16::try_from(s).map_err(|_| corrupt("HTTP status", s))).transpose()?,
+            error: r.error,
+            duration_ms: u32_of("duration", r.duration_ms)?,
+        })
+    }
+}
+
+fn error_type_of(stored: Option<String>) -> Result<Option<ErrorType>, StorageError> {
+    stored.map(|e| ErrorType::parse(&e).ok_or_else(|| corrupt("error type", e))).transpose()
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -439,6 +593,14 @@ macro_rules! store_impl {
             AcceptOutcome, AccountRecord, ApiKeyRecord, DispatchResult, EventRecord, LedgerRecord, MessageRecord,
             NewMessage, OptOutRecord, PageRequest, Result, SenderChange, SenderRecord, Store,
         };
+        use $crate::common::{
+            AttemptRow, DeliveryRow, PART_COLUMNS, PartRow, WEBHOOK_COLUMNS, WebhookRow, delivery_columns, events_column,
+        };
+        use $crate::{
+            AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryResult, InboundOutcome, NewInbound, NewReply,
+            OptOutChange, PartRecord, ReceiptOutcome, ReceiptUpdate, WebhookChange, WebhookRecord,
+        };
+        use switchboard_domain::EventId;
 
         impl $store {
             async fn template_version(&self, id: Uuid) -> Result<TemplateVersionRecord> {
@@ -891,6 +1053,182 @@ macro_rules! store_impl {
 
             async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
                 Writes::record_results(self, results).await
+            }
+
+            async fn set_refund_carrier_failures(&self, account: AccountId, refund: bool) -> Result<AccountRecord> {
+                let changed = Writes::write(self, vec![(
+                    "UPDATE accounts SET refund_carrier_failures = $1 WHERE id = $2",
+                    vec![Param::Bool(Some(refund)), Param::Uuid(account.as_uuid())],
+                )]).await?;
+                if changed.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                self.get_account(account).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn record_receipts(&self, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
+                if receipts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Writes::record_receipts(self, receipts).await
+            }
+
+            async fn message_parts(&self, id: MessageId) -> Result<Vec<PartRecord>> {
+                let rows: Vec<PartRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {PART_COLUMNS} FROM message_parts WHERE message_id = $1 ORDER BY part"
+                )))
+                .bind(id.as_uuid())
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn receive_inbound(
+                &self,
+                inbound: &NewInbound,
+                change: OptOutChange,
+                reply: Option<&NewReply>,
+            ) -> Result<InboundOutcome> {
+                let opt_out_changed = Writes::receive_inbound(self, inbound, change, reply).await?;
+                let message = self.get_message(inbound.id).await?.ok_or($crate::StorageError::NotFound)?;
+                let reply = match reply {
+                    Some(r) => Some(self.get_message(r.id).await?.ok_or($crate::StorageError::NotFound)?),
+                    None => None,
+                };
+                Ok(InboundOutcome { message, reply, opt_out_changed })
+            }
+
+            async fn create_webhook(&self, w: &WebhookRecord) -> Result<()> {
+                Writes::write(self, vec![(
+                    "INSERT INTO webhook_endpoints (id, account_id, url, secret, events, active, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    vec![
+                        Param::Uuid(w.id),
+                        Param::Uuid(w.account_id.as_uuid()),
+                        Param::Text(Some(w.url.clone())),
+                        Param::Bytes(Some(w.secret.0.clone())),
+                        Param::Text(Some(events_column(&w.events))),
+                        Param::Bool(Some(w.active)),
+                        Param::Int(Some(w.created_at.millis())),
+                    ],
+                )]).await?;
+                Ok(())
+            }
+
+            async fn get_webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>> {
+                let row: Option<WebhookRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_webhooks(&self, account: AccountId) -> Result<Vec<WebhookRecord>> {
+                let rows: Vec<WebhookRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE account_id = $1 \
+                     ORDER BY created_at, id LIMIT 1000"
+                )))
+                .bind(account.as_uuid())
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn update_webhook(&self, account: AccountId, id: Uuid, change: &WebhookChange) -> Result<WebhookRecord> {
+                let changed = Writes::write(self, vec![(
+                    "UPDATE webhook_endpoints SET url = COALESCE($1, url), secret = COALESCE($2, secret), \
+                     events = COALESCE($3, events), active = COALESCE($4, active) WHERE id = $5 AND account_id = $6",
+                    vec![
+                        Param::Text(change.url.clone()),
+                        Param::Bytes(change.secret.as_ref().map(|s| s.0.clone())),
+                        Param::Text(change.events.as_deref().map(events_column)),
+                        Param::Bool(change.active),
+                        Param::Uuid(id),
+                        Param::Uuid(account.as_uuid()),
+                    ],
+                )]).await?;
+                if changed.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                self.get_webhook(id).await?.ok_or($crate::StorageError::NotFound)
+            }
+
+            async fn delete_webhook(&self, account: AccountId, id: Uuid) -> Result<()> {
+                let ids = vec![Param::Uuid(id), Param::Uuid(account.as_uuid())];
+                let mut cancel = ids.clone();
+                cancel.push(Param::Int(Some(Timestamp::now().millis())));
+                // Deliveries a racing transaction adds for the endpoint after this one commits
+                // are canceled when claimed (see `claim_deliveries`).
+                let changed = Writes::write(self, vec![
+                    ("DELETE FROM webhook_endpoints WHERE id = $1 AND account_id = $2", ids),
+                    (
+                        "UPDATE webhook_deliveries SET state = 'canceled', updated_at = $3 \
+                         WHERE endpoint_id = $1 AND account_id = $2 AND state = 'pending'",
+                        cancel,
+                    ),
+                ]).await?;
+                if changed.first() != Some(&1) {
+                    return Err($crate::StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn claim_deliveries(
+                &self,
+                now: Timestamp,
+                lease_until: Timestamp,
+                limit: u32,
+                busy: &[String],
+            ) -> Result<Vec<DeliveryRecord>> {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                Writes::claim_deliveries(self, now, lease_until, limit, busy).await
+            }
+
+            async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<()> {
+                if results.is_empty() {
+                    return Ok(());
+                }
+                Writes::record_deliveries(self, results).await
+            }
+
+            async fn list_deliveries(
+                &self,
+                account: AccountId,
+                filter: &DeliveryFilter,
+                page: PageRequest<EventId>,
+            ) -> Result<Vec<DeliveryRecord>> {
+                let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM webhook_deliveries WHERE account_id = $1 AND event_id < $2 \
+                     AND ($3 IS NULL OR endpoint_id = $3) AND ($4 IS NULL OR message_id = $4) \
+                     AND ($5 IS NULL OR state = $5) ORDER BY event_id DESC, target LIMIT $6"
+                ))
+                .bind(account.as_uuid())
+                .bind(page.before.map_or(Uuid::max(), |e| e.as_uuid()))
+                .bind(filter.endpoint)
+                .bind(filter.message.map(|m| m.as_uuid()))
+                .bind(filter.state.map(|s| s.as_str()))
+                .bind(i64::from(page.limit.min(1000)))
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delivery_attempts(&self, event: EventId, target: &str) -> Result<Vec<AttemptRecord>> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(
+                    "SELECT attempt, at, status_code, error, duration_ms FROM webhook_attempts \
+                     WHERE event_id = $1 AND target = $2 ORDER BY attempt",
+                )
+                .bind(event.as_uuid())
+                .bind(target)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
             }
         }
         }

@@ -9,10 +9,17 @@
 //! and one transaction: [`Store::accept`] stores a whole group of messages with their charges
 //! and status events under one commit (a group commit: one fsync for many requests), and
 //! [`Store::record_results`] stores the dispatcher's outcomes, with refunds, the same way.
+//!
+//! Every status change of a message is written with its event, its running counts (`tally`)
+//! and its webhook deliveries (`outbox`) in the transaction that makes it, so none of them
+//! can be lost or told without the change.
 
 pub mod admission;
 mod common;
+mod inbound;
+mod outbox;
 pub mod postgres;
+mod receipts;
 pub mod records;
 pub mod sqlite;
 mod tally;
@@ -132,7 +139,9 @@ pub trait Store: Send + Sync + 'static {
     /// of [`admission`]: replay or conflict on a known idempotency key; refuse an unassigned,
     /// inactive or incapable sender; store an opted-out recipient's message as failed and
     /// free; refuse what the balance cannot pay; otherwise charge, store queued, and record
-    /// the `accepted` and `queued` events. Returns one outcome per input, in order.
+    /// the `accepted` and `queued` events. Each stored message's events (`accepted`, then
+    /// `scheduled` or the opted-out `failed`) get their webhook deliveries. Returns one outcome
+    /// per input, in order.
     async fn accept(&self, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>>;
 
     /// Reads a message.
@@ -145,10 +154,18 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` queued messages that are due, leasing each until `lease_until`
     /// and counting the attempt. On PostgreSQL concurrent claimers never get the same message
     /// (`FOR UPDATE SKIP LOCKED`); a message whose lease runs out is due again.
+    ///
+    /// First, in the same transaction, scheduled messages whose time has come are queued,
+    /// except those whose recipient has opted out of their sender since they were accepted:
+    /// those end `failed` (`opted_out`), refunded with a ledger entry, with their event and
+    /// webhook deliveries.
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>>;
 
     /// Stores dispatch outcomes in one transaction. An outcome applies only if the message is
-    /// still queued under the attempt that produced it; returns the ids that changed.
+    /// still queued under the attempt that produced it; returns the ids that changed. Each
+    /// change records its event and webhook deliveries. A sent message's parts are recorded
+    /// (see [`Store::record_receipts`]); receipts that came for them before are applied now, so
+    /// the message may settle at once.
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>>;
 
     /// Reads a multi-recipient send request.
@@ -167,8 +184,8 @@ pub trait Store: Send + Sync + 'static {
     async fn message_counts(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<MessageCounts>;
 
     /// Cancels a scheduled message of the account, refunding its charge with a ledger entry,
-    /// and returns it; `NotFound` if the account has no such message, `Conflict` if it is no
-    /// longer scheduled.
+    /// recording its event and webhook deliveries, and returns it; `NotFound` if the account
+    /// has no such message, `Conflict` if it is no longer scheduled.
     async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<MessageRecord>;
     /// Lists a channel's messages, newest first.
     async fn list_channel_messages(&self, channel: Uuid, page: PageRequest<MessageId>) -> Result<Vec<MessageRecord>>;

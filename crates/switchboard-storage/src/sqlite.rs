@@ -17,19 +17,23 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use switchboard_domain::{AccountId, BatchId, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
 use crate::admission::{self, Facts, Step};
 use crate::common::{
-    AccountRow, ApiKeyRow, MessageRow, OptOutRow, SenderRow, media_columns, message_columns, store_impl,
+    ACCOUNT_COLUMNS, AccountRow, ApiKeyRow, DeliveryRow, MessageRow, OptOutRow, SenderRow, WEBHOOK_COLUMNS, WebhookRow,
+    delivery_columns, media_columns, message_columns, store_impl,
 };
+use crate::receipts::{self, NewParts, PartState};
 use crate::tally::{self, Tally};
-use crate::writes::{Param, Statement, Writes};
+use crate::writes::{self, Changed, Effects, Param, Statement, Writes, changed_columns, opted_out};
 use crate::{
-    AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DispatchOutcome, DispatchResult, EventRecord,
-    LedgerRecord, MessageRecord, NewBatch, NewMessage, OptOutRecord, Result, SenderChange, SenderRecord, StorageError,
+    AcceptOutcome, AccountRecord, ApiKeyRecord, Backend, ConnectOptions, DeliveryRecord, DeliveryResult,
+    DispatchOutcome, DispatchResult, EventRecord, LedgerRecord, MessageRecord, NewBatch, NewInbound, NewMessage,
+    NewReply, OptOutChange, OptOutRecord, ReceiptOutcome, ReceiptUpdate, Result, SealedSecret, SenderChange,
+    SenderRecord, StorageError, WebhookRecord,
 };
 
 /// The migrations of the SQLite schema.
@@ -190,7 +194,64 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         media: r.get(25)?,
         expires_at: r.get(26)?,
         details: r.get(27)?,
+        notify_url: r.get(28)?,
     })
+}
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: uuid_at(r, 0)?,
+        name: r.get(1)?,
+        sms_credits: r.get(2)?,
+        mms_credits: r.get(3)?,
+        rate_limit: r.get(4)?,
+        created_at: r.get(5)?,
+        refund_carrier_failures: r.get(6)?,
+    })
+}
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
+    Ok(WebhookRow {
+        id: uuid_at(r, 0)?,
+        account_id: uuid_at(r, 1)?,
+        url: r.get(2)?,
+        secret: r.get(3)?,
+        events: r.get(4)?,
+        active: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        event_id: uuid_at(r, 0)?,
+        target: r.get(1)?,
+        account_id: uuid_at(r, 2)?,
+        endpoint_id: opt_uuid_at(r, 3)?,
+        url: r.get(4)?,
+        event_type: r.get(5)?,
+        message_id: uuid_at(r, 6)?,
+        status: r.get(7)?,
+        error_type: r.get(8)?,
+        occurred_at: r.get(9)?,
+        state: r.get(10)?,
+        attempts: r.get(11)?,
+        next_attempt_at: r.get(12)?,
+        last_status: r.get(13)?,
+        last_error: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+/// The [`changed_columns!`] of a row, from column `first` on.
+fn changed_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Changed> {
+    Ok(Changed::from_row(
+        uuid_at(r, first)?,
+        uuid_at(r, first + 1)?,
+        opt_uuid_at(r, first + 2)?,
+        r.get(first + 3)?,
+        r.get(first + 4)?,
+    ))
 }
 
 fn sender_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SenderRow> {
@@ -273,7 +334,7 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
     let mut stmt = c.prepare_cached(concat!(
         "INSERT INTO messages (",
         message_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"
     ))?;
     let (media_url, media) = media_columns(&m.media);
     stmt.execute(params![
@@ -305,6 +366,7 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
         media,
         m.expires_at.map(Timestamp::millis),
         m.details,
+        m.notify_url,
     ])?;
     Ok(())
 }
@@ -338,11 +400,126 @@ fn apply_tally(c: &Connection, tally: &Tally) -> Result<()> {
     Ok(())
 }
 
-/// What a status change needs to know of the message to keep the counts.
-fn counted(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<(AccountId, Option<BatchId>, Timestamp)> {
-    let account = AccountId::from_uuid(uuid_at(r, first)?);
-    let batch = opt_uuid_at(r, first + 1)?.map(BatchId::from_uuid);
-    Ok((account, batch, Timestamp::from_millis(r.get(first + 2)?)))
+/// Applies what a write noted beside its rows, as its last steps before committing: events,
+/// webhook deliveries, refunds, and the running counts last.
+fn finish(c: &Connection, mut fx: Effects) -> Result<()> {
+    for e in &fx.events {
+        insert_event(c, e)?;
+    }
+    if !fx.outbox.is_empty() {
+        let mut endpoints = Vec::new();
+        for account in fx.outbox.accounts() {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE account_id = ?1 AND active"
+                ))?
+                .query_map([account.as_uuid().as_bytes().as_slice()], webhook_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for row in rows {
+                endpoints.push(WebhookRecord::try_from(row)?);
+            }
+        }
+        for d in fx.outbox.plan(&endpoints, Timestamp::now()) {
+            insert_delivery(c, &d)?;
+        }
+    }
+    for (account, message, amount, at) in fx.sorted_refunds() {
+        let after = apply_delta(c, account, amount)?;
+        c.prepare_cached(writes::ZERO_CHARGE)?.execute([message.as_uuid().as_bytes().as_slice()])?;
+        insert_ledger(c, &LedgerRecord::for_message(EntryKind::Refund, account, message, amount, after, at))?;
+    }
+    apply_tally(c, &fx.tally)
+}
+
+fn insert_delivery(c: &Connection, d: &DeliveryRecord) -> Result<()> {
+    c.prepare_cached(concat!(
+        "INSERT INTO webhook_deliveries (",
+        delivery_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?
+    .execute(params![
+        d.event_id.as_uuid().as_bytes().as_slice(),
+        d.target,
+        d.account_id.as_uuid().as_bytes().as_slice(),
+        d.endpoint_id.map(|e| e.as_bytes().to_vec()),
+        d.url,
+        d.event_type.as_str(),
+        d.message_id.as_uuid().as_bytes().as_slice(),
+        d.status.as_str(),
+        d.error_type.map(|t| t.as_str()),
+        d.occurred_at.millis(),
+        d.state.as_str(),
+        i64::from(d.attempts),
+        d.next_attempt_at.millis(),
+        d.last_status.map(i64::from),
+        d.last_error,
+        d.updated_at.millis(),
+    ])?;
+    Ok(())
+}
+
+/// Settles message `id` from its parts if it is still `sent` and they settle it (see
+/// [`receipts::settle`]); returns the status it entered.
+fn settle_message(
+    c: &Connection,
+    id: MessageId,
+    trigger: Timestamp,
+    fx: &mut Effects,
+) -> Result<Option<MessageStatus>> {
+    let uuid = id.as_uuid();
+    let row = c
+        .prepare_cached(
+            "SELECT m.id, m.account_id, m.batch_id, m.created_at, m.notify_url, m.status, m.sent_at, \
+             m.sms_charged, m.mms_charged, a.refund_carrier_failures \
+             FROM messages m JOIN accounts a ON a.id = m.account_id WHERE m.id = ?1",
+        )?
+        .query_row([uuid.as_bytes().as_slice()], |r| {
+            Ok((
+                changed_row(r, 0)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                Credits::new(r.get(7)?, r.get(8)?),
+                r.get::<_, bool>(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((m, status, sent_at, charged, refund_failures)) = row else { return Ok(None) };
+    if status != MessageStatus::Sent.as_str() {
+        return Ok(None);
+    }
+    let parts = c
+        .prepare_cached(
+            "SELECT part, status, error_type, description FROM message_parts WHERE message_id = ?1 ORDER BY part",
+        )?
+        .query_map([uuid.as_bytes().as_slice()], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(part, status, error_type, description)| PartState::from_row(part, &status, error_type, description))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(s) = receipts::settle(&parts, charged, refund_failures) else { return Ok(None) };
+    let at = receipts::settled_at(trigger, sent_at.map(Timestamp::from_millis));
+    let n = c
+        .prepare_cached(
+            "UPDATE messages SET status = ?1, error_type = ?2, error_message = ?3, updated_at = ?4 \
+             WHERE id = ?5 AND status = 'sent'",
+        )?
+        .execute(params![
+            s.status.as_str(),
+            s.error_type.map(|t| t.as_str()),
+            s.error_message,
+            at.millis(),
+            uuid.as_bytes().as_slice()
+        ])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    fx.moved(&m, MessageStatus::Sent, s.status, s.error_type, at);
+    if let Some(amount) = s.refund {
+        fx.refund(&m, amount, at);
+    }
+    Ok(Some(s.status))
 }
 
 fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
@@ -411,16 +588,17 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
     let mut facts = load_facts(&tx, batch)?;
     let steps = admission::plan(batch, &mut facts);
     let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
-    let mut tally = Tally::default();
+    let mut fx = Effects::default();
     for step in &steps {
         let Step::Insert { record, charge, new_batch } = step else { continue };
         if let Some(b) = new_batch {
             insert_batch(&tx, b)?;
         }
         insert_message(&tx, record)?;
-        tally.insert(record.account_id, record.batch_id, record.created_at, record.status);
+        fx.tally.insert(record.account_id, record.batch_id, record.created_at, record.status);
+        let changed = Changed::of(record);
         for (status, error_type) in admission::initial_events(record) {
-            insert_event(&tx, &EventRecord { message_id: record.id, status, error_type, at: record.created_at })?;
+            fx.event(&changed, status, error_type, record.created_at);
         }
         if let Some((delta, after)) = charge {
             let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
@@ -444,7 +622,7 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
             return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
         }
     }
-    apply_tally(&tx, &tally)?;
+    finish(&tx, fx)?;
     tx.commit()?;
     Ok(steps.iter().map(Step::outcome).collect())
 }
@@ -452,29 +630,39 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
 fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut changed = Vec::with_capacity(results.len());
-    let mut refunds: Vec<(AccountId, MessageId, Credits, Timestamp)> = Vec::new();
-    let mut tally = Tally::default();
+    let mut fx = Effects::default();
+    let mut new_parts = NewParts::default();
     for r in results {
         let id = r.id.as_uuid();
         let (id, attempt) = (id.as_bytes().as_slice(), i64::from(r.attempt));
         match &r.outcome {
-            DispatchOutcome::Sent { provider_message_id } => {
+            DispatchOutcome::Sent { provider_message_id, parts } => {
                 let done = tx
-                    .prepare_cached(
+                    .prepare_cached(concat!(
                         "UPDATE messages SET status = 'sent', sent_at = ?1, updated_at = ?1, provider_message_id = ?2, \
-                         error_message = NULL WHERE id = ?3 AND status = 'queued' AND attempts = ?4 \
-                         RETURNING account_id, batch_id, created_at",
-                    )?
-                    .query_row(params![r.at.millis(), provider_message_id, id, attempt], |row| counted(row, 0))
+                         error_message = NULL WHERE id = ?3 AND status = 'queued' AND attempts = ?4 RETURNING ",
+                        changed_columns!()
+                    ))?
+                    .query_row(params![r.at.millis(), provider_message_id, id, attempt], |row| changed_row(row, 0))
                     .optional()?;
-                if let Some((account, batch, created_at)) = done {
-                    tally.change(account, batch, created_at, MessageStatus::Queued, MessageStatus::Sent);
-                    tally.sent_at(batch, r.at);
-                    changed.push(r.id);
-                    insert_event(
-                        &tx,
-                        &EventRecord { message_id: r.id, status: MessageStatus::Sent, error_type: None, at: r.at },
-                    )?;
+                let Some(m) = done else { continue };
+                fx.moved(&m, MessageStatus::Queued, MessageStatus::Sent, None, r.at);
+                fx.tally.sent_at(m.batch, r.at);
+                changed.push(r.id);
+                // A part that a receipt reached first keeps the receipt's status.
+                let mut early = false;
+                for (part_ref, part) in new_parts.of(provider_message_id, parts) {
+                    let status: String = tx
+                        .prepare_cached(
+                            "INSERT INTO message_parts (provider_ref, message_id, part, status, at) \
+                             VALUES (?1, ?2, ?3, 'sent', ?4) ON CONFLICT (provider_ref) DO UPDATE \
+                             SET message_id = excluded.message_id, part = excluded.part RETURNING status",
+                        )?
+                        .query_row(params![part_ref, id, i64::from(part), r.at.millis()], |row| row.get(0))?;
+                    early |= status != MessageStatus::Sent.as_str();
+                }
+                if early {
+                    settle_message(&tx, r.id, r.at, &mut fx)?;
                 }
             }
             DispatchOutcome::Retry { next_attempt_at, error } => {
@@ -490,59 +678,62 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
             }
             DispatchOutcome::Failed { .. } | DispatchOutcome::Expired => {
                 let Some((status, error_type, message, refund)) = r.outcome.ending() else { continue };
-                let charged = tx
-                    .prepare_cached(
+                let ended = tx
+                    .prepare_cached(concat!(
                         "UPDATE messages SET status = ?6, error_type = ?1, error_message = ?2, updated_at = ?3 \
-                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5 \
-                         RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
-                    )?
+                         WHERE id = ?4 AND status = 'queued' AND attempts = ?5 RETURNING sms_charged, mms_charged, ",
+                        changed_columns!()
+                    ))?
                     .query_row(
                         params![error_type.map(|t| t.as_str()), message, r.at.millis(), id, attempt, status.as_str()],
-                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, counted(row, 2)?)),
+                        |row| Ok((Credits::new(row.get(0)?, row.get(1)?), changed_row(row, 2)?)),
                     )
                     .optional()?;
-                let Some((sms, mms, (account, batch, created_at))) = charged else { continue };
-                tally.change(account, batch, created_at, MessageStatus::Queued, status);
+                let Some((charged, m)) = ended else { continue };
+                fx.moved(&m, MessageStatus::Queued, status, error_type, r.at);
                 changed.push(r.id);
-                insert_event(&tx, &EventRecord { message_id: r.id, status, error_type, at: r.at })?;
-                let amount = Credits::new(sms, mms);
-                if refund && !amount.is_zero() {
-                    refunds.push((r.account_id, r.id, amount, r.at));
+                if refund {
+                    fx.refund(&m, charged, r.at);
                 }
             }
         }
     }
-    refunds.sort_by_key(|(a, m, _, _)| (*a, *m));
-    for (account, message, amount, at) in refunds {
-        let after = apply_delta(&tx, account, amount)?;
-        tx.prepare_cached("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = ?1")?
-            .execute([message.as_uuid().as_bytes().as_slice()])?;
-        insert_ledger(&tx, &LedgerRecord::for_message(EntryKind::Refund, account, message, amount, after, at))?;
-    }
-    apply_tally(&tx, &tally)?;
+    finish(&tx, fx)?;
     tx.commit()?;
     Ok(changed)
 }
 
-/// Moves scheduled messages whose time has come into the queue, with their `queued` events.
+/// Moves scheduled messages whose time has come into the queue, with their `queued` events;
+/// those whose recipient has opted out since end failed, refunded.
 fn promote_scheduled(tx: &Connection, now: Timestamp) -> Result<()> {
     let promoted = tx
-        .prepare_cached(
-            "UPDATE messages SET status = 'queued', updated_at = ?1 WHERE id IN \
+        .prepare_cached(concat!(
+            "UPDATE messages SET status = CASE WHEN ",
+            opted_out!(),
+            " THEN 'failed' ELSE 'queued' END, error_type = CASE WHEN ",
+            opted_out!(),
+            " THEN 'opted_out' ELSE error_type END, error_message = CASE WHEN ",
+            opted_out!(),
+            " THEN ?3 ELSE error_message END, updated_at = ?1 WHERE id IN \
              (SELECT id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at LIMIT ?2) RETURNING id, account_id, batch_id, created_at",
+             ORDER BY next_attempt_at LIMIT ?2) RETURNING status, sms_charged, mms_charged, ",
+            changed_columns!()
+        ))?
+        .query_map(
+            params![now.millis(), i64::from(crate::common::PROMOTE_BATCH), ErrorType::OptedOut.description()],
+            |r| Ok((r.get::<_, String>(0)?, Credits::new(r.get(1)?, r.get(2)?), changed_row(r, 3)?)),
         )?
-        .query_map(params![now.millis(), i64::from(crate::common::PROMOTE_BATCH)], |r| {
-            Ok((uuid_at(r, 0)?, counted(r, 1)?))
-        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut tally = Tally::default();
-    for (id, (account, batch, created_at)) in promoted {
-        tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Queued);
-        let message_id = MessageId::from_uuid(id);
-        insert_event(tx, &EventRecord { message_id, status: MessageStatus::Queued, error_type: None, at: now })?;
+    let mut fx = Effects::default();
+    for (status, charged, m) in promoted {
+        if status == MessageStatus::Failed.as_str() {
+            fx.moved(&m, MessageStatus::Scheduled, MessageStatus::Failed, Some(ErrorType::OptedOut), now);
+            fx.refund(&m, charged, now);
+        } else {
+            fx.moved(&m, MessageStatus::Scheduled, MessageStatus::Queued, None, now);
+        }
     }
-    apply_tally(tx, &tally)
+    finish(tx, fx)
 }
 
 fn run_statements(conn: &mut Connection, statements: &[Statement]) -> Result<Vec<u64>> {
@@ -558,6 +749,7 @@ fn run_statements(conn: &mut Connection, statements: &[Statement]) -> Result<Vec
                 Param::Text(t) => stmt.raw_bind_parameter(index, t)?,
                 Param::Int(n) => stmt.raw_bind_parameter(index, n)?,
                 Param::Bool(b) => stmt.raw_bind_parameter(index, b)?,
+                Param::Bytes(b) => stmt.raw_bind_parameter(index, b)?,
             }
         }
         let n = stmt.raw_execute().map_err(|e| {
@@ -573,16 +765,16 @@ fn cancel(conn: &mut Connection, account: AccountId, id: MessageId, at: Timestam
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (uuid, account_uuid) = (id.as_uuid(), account.as_uuid());
     let canceled = tx
-        .prepare_cached(
+        .prepare_cached(concat!(
             "UPDATE messages SET status = 'canceled', updated_at = ?1 \
-             WHERE id = ?2 AND account_id = ?3 AND status = 'scheduled' \
-             RETURNING sms_charged, mms_charged, account_id, batch_id, created_at",
-        )?
+             WHERE id = ?2 AND account_id = ?3 AND status = 'scheduled' RETURNING sms_charged, mms_charged, ",
+            changed_columns!()
+        ))?
         .query_row(params![at.millis(), uuid.as_bytes().as_slice(), account_uuid.as_bytes().as_slice()], |row| {
-            Ok((Credits::new(row.get(0)?, row.get(1)?), counted(row, 2)?))
+            Ok((Credits::new(row.get(0)?, row.get(1)?), changed_row(row, 2)?))
         })
         .optional()?;
-    let Some((charged, (_, batch, created_at))) = canceled else {
+    let Some((charged, m)) = canceled else {
         let status: Option<String> = tx
             .query_row(
                 "SELECT status FROM messages WHERE id = ?1 AND account_id = ?2",
@@ -595,16 +787,201 @@ fn cancel(conn: &mut Connection, account: AccountId, id: MessageId, at: Timestam
             Some(status) => StorageError::Conflict(format!("the message is {status}, not scheduled")),
         });
     };
-    insert_event(&tx, &EventRecord { message_id: id, status: MessageStatus::Canceled, error_type: None, at })?;
-    if !charged.is_zero() {
-        let after = apply_delta(&tx, account, charged)?;
-        tx.prepare_cached("UPDATE messages SET sms_charged = 0, mms_charged = 0 WHERE id = ?1")?
-            .execute([uuid.as_bytes().as_slice()])?;
-        insert_ledger(&tx, &LedgerRecord::for_message(EntryKind::Refund, account, id, charged, after, at))?;
+    let mut fx = Effects::default();
+    fx.moved(&m, MessageStatus::Scheduled, MessageStatus::Canceled, None, at);
+    fx.refund(&m, charged, at);
+    finish(&tx, fx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply_receipts(conn: &mut Connection, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut fx = Effects::default();
+    let mut out = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        if !receipts::is_receipt_status(r.status) {
+            out.push(ReceiptOutcome::Ignored);
+            continue;
+        }
+        let part = tx
+            .prepare_cached(writes::UPSERT_RECEIPT)?
+            .query_row(
+                params![
+                    r.provider_ref,
+                    r.status.as_str(),
+                    r.error_type.map(|t| t.as_str()),
+                    r.description,
+                    r.at.millis()
+                ],
+                |row| opt_uuid_at(row, 0),
+            )
+            .optional()?;
+        out.push(match part {
+            None => ReceiptOutcome::Ignored,
+            Some(None) => ReceiptOutcome::Unmatched,
+            Some(Some(message)) => {
+                let message = MessageId::from_uuid(message);
+                receipts::applied(message, settle_message(&tx, message, r.at, &mut fx)?)
+            }
+        });
     }
-    let mut tally = Tally::default();
-    tally.change(account, batch, created_at, MessageStatus::Scheduled, MessageStatus::Canceled);
-    apply_tally(&tx, &tally)?;
+    finish(&tx, fx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn receive(
+    conn: &mut Connection,
+    inbound: &NewInbound,
+    change: OptOutChange,
+    reply: Option<&NewReply>,
+) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let account = tx
+        .prepare_cached("SELECT account_id FROM senders WHERE address = ?1")?
+        .query_row([inbound.to.as_str()], |r| uuid_at(r, 0))
+        .optional()?
+        .map(AccountId::from_uuid)
+        .ok_or(StorageError::NotFound)?;
+    let account_bytes = account.as_uuid();
+    let account_bytes = account_bytes.as_bytes().as_slice();
+    let channel = tx
+        .prepare_cached(
+            "SELECT id FROM channels WHERE account_id = ?1 AND sender = ?2 AND active \
+             ORDER BY created_at, id LIMIT 1",
+        )?
+        .query_row(params![account_bytes, inbound.to], |r| uuid_at(r, 0))
+        .optional()?;
+    let conflict = |e: StorageError| match e {
+        StorageError::Embedded(e) if unique_violation(&e) => StorageError::Conflict("message id".into()),
+        e => e,
+    };
+    let message = crate::inbound::inbound_record(inbound, account, channel);
+    insert_message(&tx, &message).map_err(conflict)?;
+    let mut fx = Effects::default();
+    fx.event(&Changed::of(&message), MessageStatus::Received, None, inbound.received_at);
+    let changed = match change {
+        OptOutChange::Keep => 0,
+        OptOutChange::OptOut => tx
+            .prepare_cached(
+                "INSERT INTO opt_outs (sender, recipient, account_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (sender, recipient) DO NOTHING",
+            )?
+            .execute(params![inbound.to, inbound.from, account_bytes, inbound.received_at.millis()])?,
+        OptOutChange::OptIn => tx
+            .prepare_cached("DELETE FROM opt_outs WHERE sender = ?1 AND recipient = ?2 AND account_id = ?3")?
+            .execute(params![inbound.to, inbound.from, account_bytes])?,
+    };
+    if let Some(reply) = reply {
+        let now = Timestamp::now();
+        let record = crate::inbound::reply_record(inbound, reply, account, channel, now);
+        insert_message(&tx, &record).map_err(conflict)?;
+        fx.tally.insert(account, None, now, record.status);
+        let m = Changed::of(&record);
+        for (status, error_type) in admission::initial_events(&record) {
+            fx.event(&m, status, error_type, now);
+        }
+    }
+    finish(&tx, fx)?;
+    tx.commit()?;
+    Ok(changed > 0)
+}
+
+fn claim_webhooks(
+    conn: &mut Connection,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+    busy: &[String],
+) -> Result<Vec<DeliveryRecord>> {
+    let busy = serde_json::to_string(busy).map_err(|e| StorageError::Corrupt(format!("busy targets: {e}")))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let rows = tx
+        .prepare_cached(concat!(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?1, updated_at = ?2 \
+             WHERE (event_id, target) IN (SELECT event_id, target FROM webhook_deliveries \
+             WHERE state = 'pending' AND next_attempt_at <= ?2 AND target NOT IN (SELECT value FROM json_each(?4)) \
+             ORDER BY next_attempt_at LIMIT ?3) RETURNING ",
+            delivery_columns!()
+        ))?
+        .query_map(params![lease_until.millis(), now.millis(), i64::from(limit), busy], delivery_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut secrets: HashMap<Uuid, Option<Vec<u8>>> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut d = DeliveryRecord::try_from(row)?;
+        if let Some(endpoint) = d.endpoint_id {
+            let secret = match secrets.get(&endpoint) {
+                Some(s) => s.clone(),
+                None => {
+                    let s: Option<Vec<u8>> = tx
+                        .prepare_cached("SELECT secret FROM webhook_endpoints WHERE id = ?1")?
+                        .query_row([endpoint.as_bytes().as_slice()], |r| r.get(0))
+                        .optional()?;
+                    secrets.insert(endpoint, s.clone());
+                    s
+                }
+            };
+            let Some(secret) = secret else {
+                // Its endpoint was deleted while the event was being recorded.
+                tx.prepare_cached(
+                    "UPDATE webhook_deliveries SET state = 'canceled', updated_at = ?1 \
+                     WHERE event_id = ?2 AND target = ?3",
+                )?
+                .execute(params![
+                    now.millis(),
+                    d.event_id.as_uuid().as_bytes().as_slice(),
+                    d.target
+                ])?;
+                continue;
+            };
+            d.secret = Some(SealedSecret(secret));
+        }
+        out.push(d);
+    }
+    tx.commit()?;
+    out.sort_by(|a, b| (a.event_id, &a.target).cmp(&(b.event_id, &b.target)));
+    Ok(out)
+}
+
+fn apply_delivery_results(conn: &mut Connection, results: &[DeliveryResult]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for r in writes::sorted_results(results) {
+        let event = r.event_id.as_uuid();
+        let event = event.as_bytes().as_slice();
+        let attempt = i64::from(r.attempt);
+        let Some((state, next)) = writes::delivery_change(&r.outcome) else {
+            tx.prepare_cached(writes::RELEASE_DELIVERY)?.execute(params![
+                r.record.at.millis(),
+                event,
+                r.target,
+                attempt
+            ])?;
+            continue;
+        };
+        let n = tx.prepare_cached(writes::FINISH_DELIVERY)?.execute(params![
+            state.as_str(),
+            next.map(Timestamp::millis),
+            r.record.status_code.map(i64::from),
+            r.record.error,
+            writes::finished_at(r).millis(),
+            event,
+            r.target,
+            attempt,
+        ])?;
+        if n == 1 {
+            tx.prepare_cached(writes::INSERT_ATTEMPT)?.execute(params![
+                event,
+                r.target,
+                attempt,
+                r.record.at.millis(),
+                r.record.status_code.map(i64::from),
+                r.record.error,
+                i64::from(r.record.duration_ms),
+            ])?;
+        }
+    }
     tx.commit()?;
     Ok(())
 }
@@ -631,6 +1008,7 @@ impl Writes for SqliteStore {
             name: name.to_owned(),
             balance: Credits::ZERO,
             rate_limit: None,
+            refund_carrier_failures: false,
             created_at: Timestamp::now(),
         };
         let r = record.clone();
@@ -650,19 +1028,9 @@ impl Writes for SqliteStore {
         self.writer
             .run(move |c| {
                 c.query_row(
-                    "UPDATE accounts SET rate_limit = ?1 WHERE id = ?2 \
-                     RETURNING id, name, sms_credits, mms_credits, rate_limit, created_at",
+                    &format!("UPDATE accounts SET rate_limit = ?1 WHERE id = ?2 RETURNING {ACCOUNT_COLUMNS}"),
                     params![limit.map(i64::from), account.as_uuid().as_bytes().as_slice()],
-                    |r| {
-                        Ok(AccountRow {
-                            id: uuid_at(r, 0)?,
-                            name: r.get(1)?,
-                            sms_credits: r.get(2)?,
-                            mms_credits: r.get(3)?,
-                            rate_limit: r.get(4)?,
-                            created_at: r.get(5)?,
-                        })
-                    },
+                    account_row,
                 )
                 .optional()?
                 .map(AccountRecord::from)
@@ -833,6 +1201,37 @@ impl Writes for SqliteStore {
 
     async fn cancel_scheduled(&self, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
         self.writer.run(move |c| cancel(c, account, id, at)).await
+    }
+
+    async fn record_receipts(&self, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
+        let receipts = receipts.to_vec();
+        self.writer.run(move |c| apply_receipts(c, &receipts)).await
+    }
+
+    async fn receive_inbound(
+        &self,
+        inbound: &NewInbound,
+        change: OptOutChange,
+        reply: Option<&NewReply>,
+    ) -> Result<bool> {
+        let (inbound, reply) = (inbound.clone(), reply.cloned());
+        self.writer.run(move |c| receive(c, &inbound, change, reply.as_ref())).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        busy: &[String],
+    ) -> Result<Vec<DeliveryRecord>> {
+        let busy = busy.to_vec();
+        self.writer.run(move |c| claim_webhooks(c, now, lease_until, limit, &busy)).await
+    }
+
+    async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<()> {
+        let results = results.to_vec();
+        self.writer.run(move |c| apply_delivery_results(c, &results)).await
     }
 
     async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {

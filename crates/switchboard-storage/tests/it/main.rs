@@ -111,6 +111,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         scheduled_for: None,
         expires_at: None,
         details: None,
+        notify_url: None,
     }
 }
 
@@ -398,7 +399,7 @@ async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
         outcome,
     };
     let results = vec![
-        result(0, DispatchOutcome::Sent { provider_message_id: "p-1".into() }),
+        result(0, DispatchOutcome::Sent { provider_message_id: "p-1".into(), parts: Vec::new() }),
         result(
             1,
             DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "bad".into(), refund: true },
@@ -428,8 +429,10 @@ async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
     // A result from a stale attempt is ignored.
     let again = store.claim_due(Timestamp::now(), Timestamp::now().plus_millis(1000), 10).await.unwrap();
     assert_eq!(again.len(), 1);
-    let stale =
-        DispatchResult { attempt: 1, ..result(2, DispatchOutcome::Sent { provider_message_id: "late".into() }) };
+    let stale = DispatchResult {
+        attempt: 1,
+        ..result(2, DispatchOutcome::Sent { provider_message_id: "late".into(), parts: Vec::new() })
+    };
     assert!(store.record_results(&[stale]).await.unwrap().is_empty());
 }
 
@@ -468,7 +471,7 @@ async fn admitted_already_claimed(store: Arc<dyn Store>) {
         account_id: a,
         attempt: 1,
         at: Timestamp::now(),
-        outcome: DispatchOutcome::Sent { provider_message_id: "p".into() },
+        outcome: DispatchOutcome::Sent { provider_message_id: "p".into(), parts: Vec::new() },
     };
     assert_eq!(store.record_results(&[sent]).await.unwrap(), vec![mine.id]);
     // Had the node died, the lease would run out and the message be claimed for attempt 2.
@@ -513,7 +516,7 @@ async fn requests_are_all_or_nothing_and_tracked(store: Arc<dyn Store>) {
     // One is sent, one fails: the request is settled, and counts as sent.
     dispatch_all(&store, |to| {
         if to == "+18005550001" {
-            DispatchOutcome::Sent { provider_message_id: "p".into() }
+            DispatchOutcome::Sent { provider_message_id: "p".into(), parts: Vec::new() }
         } else {
             DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "no".into(), refund: true }
         }
@@ -574,7 +577,7 @@ async fn message_counts_follow_every_change(store: Arc<dyn Store>) {
         if to.ends_with('1') {
             DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "no".into(), refund: true }
         } else {
-            DispatchOutcome::Sent { provider_message_id: "p".into() }
+            DispatchOutcome::Sent { provider_message_id: "p".into(), parts: Vec::new() }
         }
     })
     .await;
