@@ -48,6 +48,8 @@ macro_rules! contract {
     };
 }
 
+mod receipts;
+
 contract!(
     accounts_keys_and_senders,
     top_up_writes_the_ledger,
