@@ -49,6 +49,7 @@ macro_rules! contract {
 }
 
 mod receipts;
+mod webhooks;
 
 contract!(
     accounts_keys_and_senders,
