@@ -1,7 +1,7 @@
 //! What both backends share: row decoding and, through [`store_impl!`], the `Store`
 //! implementation itself. The SQL below runs unchanged on SQLite and PostgreSQL; each backend
-//! module supplies the few statements that differ (`LOCK_ACCOUNT`, `CLAIM_DUE`) and
-//! `opted_out_among`, which binds a list its own way.
+//! implements the writes (`crate::writes::Writes`), with the few statements that differ (row
+//! locks and `SKIP LOCKED` claims on PostgreSQL, lists bound as arrays or as JSON).
 
 use switchboard_domain::{
     AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,

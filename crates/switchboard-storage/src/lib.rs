@@ -238,9 +238,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::record_results`]. A message in `sent` becomes `undelivered` or `failed` as soon
     /// as one part does (its error type from that part, its error message naming the part when
     /// it has several; `unknown` if the receipt gave none), and `delivered` when every one of
-    /// its `segments` parts is. Each change of a message records its event, its webhook
-    /// deliveries and its counts; a failure refunds the charge (with a ledger entry, once) when
-    /// the account has `refund_carrier_failures`. A message never moves backwards.
+    /// its parts is: the parts its submission was recorded with, one per reference the
+    /// provider gave, or the message's own id as its only part (normally its `segments`, but a
+    /// provider that names the whole message once settles it with one receipt). Two receipts
+    /// for one part in one call apply one after the other. Each change of a message records its
+    /// event, its webhook deliveries and its counts; a failure refunds the charge (with a ledger
+    /// entry, once) when the account has `refund_carrier_failures`. A message never moves
+    /// backwards.
     async fn record_receipts(&self, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>>;
     /// A message's parts, by part number.
     async fn message_parts(&self, id: MessageId) -> Result<Vec<PartRecord>>;
