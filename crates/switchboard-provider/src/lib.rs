@@ -1,9 +1,11 @@
 //! The upstream provider trait of Switchboard and its built-in simulator.
 //!
 //! A [`Provider`] takes one outbound message and either accepts it (returning the upstream's
-//! id for it) or refuses it with a [`ProviderError`] that says which TextingLine error type
-//! applies and whether trying again later may succeed. A provider never touches storage or
-//! the ledger: the dispatcher records what it says.
+//! id for it and for each of its parts) or refuses it with a [`ProviderError`] that says which
+//! TextingLine error type applies and whether trying again later may succeed. What the
+//! upstream reports later (a delivery [`Receipt`] for a part, an [`InboundMessage`] from a
+//! handset) it sends as a [`ProviderEvent`] on the [`EventSink`] it was built with. A provider
+//! never touches storage or the ledger: the core records what it says.
 //!
 //! Crates that implement a provider use the re-exported [`async_trait`] so that they agree
 //! with this crate on its version.
@@ -13,7 +15,8 @@ pub mod simulator;
 use std::fmt;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{Encoding, ErrorType, MessageId, MessageKind, Msisdn};
+use switchboard_domain::{Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
+use tokio::sync::mpsc;
 
 pub use simulator::{Simulator, SimulatorConfig};
 
@@ -45,6 +48,69 @@ pub struct OutboundMessage {
 pub struct Submission {
     /// The upstream's id for the message.
     pub provider_message_id: String,
+    /// The upstream's id for each part, in order, when it gives each part its own (receipts
+    /// name these); empty means one part known by `provider_message_id`.
+    pub parts: Vec<String>,
+}
+
+/// What a delivery receipt says of one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// It reached the handset.
+    Delivered,
+    /// The carrier could not deliver it.
+    Undelivered,
+    /// The carrier refused it.
+    Failed,
+}
+
+/// A delivery receipt for one part of a sent message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The upstream's id for the part, as the submission gave it.
+    pub provider_ref: String,
+    /// What happened.
+    pub status: ReceiptStatus,
+    /// Why it failed, for a failure.
+    pub error_type: Option<ErrorType>,
+    /// The upstream's description of a failure.
+    pub description: Option<String>,
+    /// When it happened, as the upstream says.
+    pub at: Timestamp,
+}
+
+/// A message from a handset to one of the gateway's numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The handset.
+    pub from: Msisdn,
+    /// The gateway's number it was sent to.
+    pub to: Msisdn,
+    /// Text.
+    pub body: Option<String>,
+    /// Media URLs (an MMS).
+    pub media: Vec<String>,
+    /// The upstream's id for it.
+    pub provider_ref: Option<String>,
+    /// When it was received.
+    pub at: Timestamp,
+}
+
+/// Something an upstream reports on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderEvent {
+    /// A delivery receipt.
+    Receipt(Receipt),
+    /// An inbound message.
+    Inbound(InboundMessage),
+}
+
+/// Where a provider sends its events; the core reads the other end.
+pub type EventSink = mpsc::UnboundedSender<ProviderEvent>;
+
+/// A channel for provider events: give the sink to the provider and the receiver to the core.
+pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<ProviderEvent>) {
+    mpsc::unbounded_channel()
 }
 
 /// The upstream refused the message, or could not be reached.

@@ -1,30 +1,39 @@
 //! The built-in simulator: a provider with deterministic outcomes for documented test numbers.
 //!
-//! Every recipient not listed below is accepted at once. The test numbers are:
+//! Every recipient not listed below is accepted at once and, after the configured receipt
+//! delay, each of its parts is reported `delivered`. The test numbers are:
 //!
 //! | recipient      | outcome                                                        |
 //! |----------------|----------------------------------------------------------------|
-//! | `+15550001001` | failed, `invalid_destination`                                  |
-//! | `+15550001002` | failed, `destination_blocked`                                  |
-//! | `+15550001003` | failed, `provider_error`                                       |
-//! | `+15550001004` | failed, `routing_error`                                        |
-//! | `+15550001005` | failed, `geographic_restriction`                               |
-//! | `+15550001006` | failed, `service_restricted`                                   |
-//! | `+15550001007` | failed, `invalid_content`                                      |
-//! | `+15550001008` | failed, `invalid_sender`                                       |
-//! | `+15550001009` | failed, `platform_error`                                       |
-//! | `+15550001010` | failed, `unknown`                                              |
-//! | `+15550001011` | failed, `opted_out` (the carrier reports the opt-out)          |
+//! | `+15550001001` | refused at submission, `invalid_destination`                   |
+//! | `+15550001002` | refused, `destination_blocked`                                 |
+//! | `+15550001003` | refused, `provider_error`                                      |
+//! | `+15550001004` | refused, `routing_error`                                       |
+//! | `+15550001005` | refused, `geographic_restriction`                              |
+//! | `+15550001006` | refused, `service_restricted`                                  |
+//! | `+15550001007` | refused, `invalid_content`                                     |
+//! | `+15550001008` | refused, `invalid_sender`                                      |
+//! | `+15550001009` | refused, `platform_error`                                      |
+//! | `+15550001010` | refused, `unknown`                                             |
+//! | `+15550001011` | refused, `opted_out` (the carrier reports the opt-out)         |
 //! | `+15550002001` | accepted after the configured slow delay (2 s by default)     |
 //! | `+15550002002` | a retryable `provider_error` on the first attempt, then accepted |
 //! | `+15550002003` | a retryable `provider_error` on every attempt                  |
+//! | `+155500030NN` | accepted; its last part's receipt is `failed` with error type NN (01–11, in the order above), the other parts `delivered` |
+//! | `+155500040NN` | accepted; its last part's receipt is `undelivered` with error type NN, the other parts `delivered` |
+//! | `+15550005001` | accepted; no receipt ever comes (the carrier stays silent)     |
+//! | `+15550005002` | accepted; every part `delivered`, each receipt sent twice and the parts in reverse order |
+//!
+//! A submission's id is `sim-<message uuid>` and its parts are `sim-<message uuid>.<n>`, so a
+//! message sent twice (a retry after a lost answer) keeps the same ids.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use switchboard_domain::ErrorType;
+use switchboard_domain::{ErrorType, Timestamp};
 
-use crate::{OutboundMessage, Provider, ProviderError, Submission, async_trait};
+use crate::{
+    EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission, async_trait,
+};
 
 /// Test number: fails with `invalid_destination`.
 pub const INVALID_DESTINATION: &str = "+15550001001";
@@ -34,17 +43,53 @@ pub const SLOW: &str = "+15550002001";
 pub const FLAKY: &str = "+15550002002";
 /// Test number: retryable failure on every attempt.
 pub const ALWAYS_RETRYABLE: &str = "+15550002003";
+/// Test number: accepted, never a receipt.
+pub const SILENT: &str = "+15550005001";
+/// Test number: every receipt twice, parts in reverse order.
+pub const DUPLICATE_RECEIPTS: &str = "+15550005002";
+
+/// The test number whose last part's receipt is `failed` with `error_type`.
+pub fn failed_receipt_number(error_type: ErrorType) -> String {
+    format!("+155500030{:02}", code_of(error_type))
+}
+
+/// The test number whose last part's receipt is `undelivered` with `error_type`.
+pub fn undelivered_receipt_number(error_type: ErrorType) -> String {
+    format!("+155500040{:02}", code_of(error_type))
+}
+
+/// The two-digit code of an error type in the test numbers (its place in the table, from 1).
+fn code_of(error_type: ErrorType) -> usize {
+    ERROR_CODES.iter().position(|e| *e == error_type).map_or(10, |i| i + 1)
+}
+
+/// Error types by two-digit code, from 01.
+const ERROR_CODES: [ErrorType; 11] = [
+    ErrorType::InvalidDestination,
+    ErrorType::DestinationBlocked,
+    ErrorType::ProviderError,
+    ErrorType::RoutingError,
+    ErrorType::GeographicRestriction,
+    ErrorType::ServiceRestricted,
+    ErrorType::InvalidContent,
+    ErrorType::InvalidSender,
+    ErrorType::PlatformError,
+    ErrorType::Unknown,
+    ErrorType::OptedOut,
+];
 
 /// Settings of the simulator.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     /// How long the slow test number takes to answer.
     pub slow_delay: Duration,
+    /// How long after a submission its receipts come.
+    pub receipt_delay: Duration,
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        Self { slow_delay: Duration::from_secs(2) }
+        Self { slow_delay: Duration::from_secs(2), receipt_delay: Duration::from_secs(1) }
     }
 }
 
@@ -52,34 +97,100 @@ impl Default for SimulatorConfig {
 #[derive(Debug, Default)]
 pub struct Simulator {
     config: SimulatorConfig,
-    counter: AtomicU64,
+    events: Option<EventSink>,
+}
+
+/// What the simulator's receipts say of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receipts {
+    /// Every part delivered.
+    Delivered,
+    /// The last part ends this way; the others are delivered.
+    LastPart(ReceiptStatus, ErrorType),
+    /// None at all.
+    Silent,
+    /// Every part delivered, each twice, last part first.
+    Duplicated,
 }
 
 impl Simulator {
-    /// A simulator with these settings.
+    /// A simulator with these settings that sends no receipts.
     pub fn new(config: SimulatorConfig) -> Self {
-        Self { config, counter: AtomicU64::new(0) }
+        Self { config, events: None }
     }
 
-    /// The fixed outcome of a failing test number, if the number is one.
+    /// A simulator with these settings that sends its receipts to `events`.
+    pub fn with_events(config: SimulatorConfig, events: EventSink) -> Self {
+        Self { config, events: Some(events) }
+    }
+
+    /// The fixed outcome of a number refused at submission, if the number is one.
     pub fn failure_for(recipient: &str) -> Option<ErrorType> {
         let code = recipient.strip_prefix("+155500010").filter(|c| c.len() == 2)?;
-        let n: u32 = code.parse().ok()?;
-        Some(match n {
-            1 => ErrorType::InvalidDestination,
-            2 => ErrorType::DestinationBlocked,
-            3 => ErrorType::ProviderError,
-            4 => ErrorType::RoutingError,
-            5 => ErrorType::GeographicRestriction,
-            6 => ErrorType::ServiceRestricted,
-            7 => ErrorType::InvalidContent,
-            8 => ErrorType::InvalidSender,
-            9 => ErrorType::PlatformError,
-            10 => ErrorType::Unknown,
-            11 => ErrorType::OptedOut,
-            _ => return None,
-        })
+        error_for_code(code)
     }
+
+    fn receipts_for(recipient: &str) -> Receipts {
+        let receipt = |prefix: &str, status| {
+            let code = recipient.strip_prefix(prefix).filter(|c| c.len() == 2)?;
+            Some(Receipts::LastPart(status, error_for_code(code)?))
+        };
+        if let Some(r) = receipt("+155500030", ReceiptStatus::Failed) {
+            return r;
+        }
+        if let Some(r) = receipt("+155500040", ReceiptStatus::Undelivered) {
+            return r;
+        }
+        match recipient {
+            SILENT => Receipts::Silent,
+            DUPLICATE_RECEIPTS => Receipts::Duplicated,
+            _ => Receipts::Delivered,
+        }
+    }
+
+    /// Sends the receipts of a submission after the receipt delay.
+    fn report(&self, to: &str, submission: &Submission) {
+        let Some(events) = self.events.clone() else { return };
+        let plan = Self::receipts_for(to);
+        if plan == Receipts::Silent {
+            return;
+        }
+        let parts = submission.parts.clone();
+        let delay = self.config.receipt_delay;
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let at = Timestamp::now();
+            let last = parts.len().saturating_sub(1);
+            let mut receipts: Vec<Receipt> = parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, provider_ref)| {
+                    let (status, error_type) = match plan {
+                        Receipts::LastPart(status, error_type) if i == last => (status, Some(error_type)),
+                        _ => (ReceiptStatus::Delivered, None),
+                    };
+                    let description = error_type.map(|e| e.description().to_owned());
+                    Receipt { provider_ref, status, error_type, description, at }
+                })
+                .collect();
+            if plan == Receipts::Duplicated {
+                receipts.reverse();
+                receipts = receipts.into_iter().flat_map(|r| [r.clone(), r]).collect();
+            }
+            for r in receipts {
+                // A closed channel means the server is stopping: the receipts are lost, as a
+                // carrier's would be if nobody were listening.
+                let _ = events.send(ProviderEvent::Receipt(r));
+            }
+        });
+    }
+}
+
+fn error_for_code(code: &str) -> Option<ErrorType> {
+    let n: usize = code.parse().ok()?;
+    ERROR_CODES.get(n.checked_sub(1)?).copied()
 }
 
 #[async_trait]
@@ -103,8 +214,11 @@ impl Provider for Simulator {
             }
             _ => {}
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Submission { provider_message_id: format!("sim-{}-{n}", message.id.as_uuid().simple()) })
+        let id = format!("sim-{}", message.id.as_uuid().simple());
+        let parts = (1..=message.segments.max(1)).map(|n| format!("{id}.{n}")).collect();
+        let submission = Submission { provider_message_id: id, parts };
+        self.report(to, &submission);
+        Ok(submission)
     }
 }
 
@@ -114,6 +228,10 @@ mod tests {
     use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn};
 
     fn msg(to: &str, attempt: u32) -> OutboundMessage {
+        msg_of(to, attempt, 1)
+    }
+
+    fn msg_of(to: &str, attempt: u32, segments: u32) -> OutboundMessage {
         OutboundMessage {
             id: MessageId::new(),
             to: Msisdn::parse(to).unwrap(),
@@ -122,7 +240,7 @@ mod tests {
             body: Some("hi".into()),
             media: Vec::new(),
             encoding: Encoding::Gsm7,
-            segments: 1,
+            segments,
             attempt,
         }
     }
@@ -155,9 +273,63 @@ mod tests {
 
     #[tokio::test]
     async fn slow_number_waits() {
-        let sim = Simulator::new(SimulatorConfig { slow_delay: Duration::from_millis(50) });
+        let sim = Simulator::new(SimulatorConfig { slow_delay: Duration::from_millis(50), ..Default::default() });
         let start = std::time::Instant::now();
         assert!(sim.send(&msg(SLOW, 1)).await.is_ok());
         assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    async fn receipts_of(to: &str, segments: u32) -> (Submission, Vec<Receipt>) {
+        let (sink, mut rx) = crate::event_channel();
+        let config = SimulatorConfig { receipt_delay: Duration::ZERO, ..Default::default() };
+        let sim = Simulator::with_events(config, sink);
+        let submission = sim.send(&msg_of(to, 1, segments)).await.unwrap();
+        drop(sim);
+        let mut out = Vec::new();
+        while let Some(ProviderEvent::Receipt(r)) = rx.recv().await {
+            out.push(r);
+        }
+        (submission, out)
+    }
+
+    #[tokio::test]
+    async fn every_part_is_reported_delivered() {
+        let (submission, receipts) = receipts_of("+18005551234", 3).await;
+        assert_eq!(submission.parts.len(), 3);
+        let refs: Vec<_> = receipts.iter().map(|r| r.provider_ref.clone()).collect();
+        assert_eq!(refs, submission.parts);
+        assert!(receipts.iter().all(|r| r.status == ReceiptStatus::Delivered && r.error_type.is_none()));
+    }
+
+    #[tokio::test]
+    async fn failure_numbers_fail_the_last_part_with_each_error_type() {
+        for e in ErrorType::ALL {
+            for (number, status) in [
+                (failed_receipt_number(*e), ReceiptStatus::Failed),
+                (undelivered_receipt_number(*e), ReceiptStatus::Undelivered),
+            ] {
+                let (_, receipts) = receipts_of(&number, 2).await;
+                assert_eq!(receipts.len(), 2, "{number}");
+                assert_eq!(receipts[0].status, ReceiptStatus::Delivered);
+                assert_eq!((receipts[1].status, receipts[1].error_type), (status, Some(*e)), "{number}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_and_duplicate_numbers() {
+        assert!(receipts_of(SILENT, 2).await.1.is_empty());
+        let (submission, receipts) = receipts_of(DUPLICATE_RECEIPTS, 2).await;
+        let refs: Vec<_> = receipts.iter().map(|r| r.provider_ref.as_str()).collect();
+        let p = &submission.parts;
+        assert_eq!(refs, [p[1].as_str(), p[1].as_str(), p[0].as_str(), p[0].as_str()]);
+    }
+
+    #[tokio::test]
+    async fn ids_are_stable_across_attempts() {
+        let sim = Simulator::default();
+        let m = msg("+18005551234", 1);
+        let again = OutboundMessage { attempt: 2, ..m.clone() };
+        assert_eq!(sim.send(&m).await.unwrap(), sim.send(&again).await.unwrap());
     }
 }
