@@ -12,6 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("switchboard-ledger", &["switchboard-domain"]),
     ("switchboard-provider", &["switchboard-domain"]),
     ("switchboard-storage", &["switchboard-domain", "switchboard-ledger"]),
+    ("switchboard-webhooks", &["switchboard-domain", "switchboard-storage"]),
     (
         "switchboard-core",
         &[
@@ -20,6 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-ledger",
             "switchboard-provider",
             "switchboard-storage",
+            "switchboard-webhooks",
         ],
     ),
     (
@@ -29,6 +31,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-validation",
             "switchboard-ledger",
             "switchboard-storage",
+            "switchboard-provider",
+            "switchboard-webhooks",
             "switchboard-core",
         ],
     ),

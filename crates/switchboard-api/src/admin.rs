@@ -27,8 +27,8 @@ use switchboard_storage::{
 };
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::extract::{Body, DialectError, OptionalBody, Path, Query};
+use crate::{AppState, lifecycle};
 
 /// The routes of the admin API.
 pub(crate) fn routes() -> Router<AppState> {
@@ -52,6 +52,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/accounts/{account}/templates/{template}/versions", post(add_template_version))
         .route("/admin/v1/accounts/{account}/templates/{template}/versions/{version}", patch(update_template_version))
         .route("/admin/v1/messages/{id}", get(get_message))
+        .route("/admin/v1/accounts/{account}/webhooks", post(lifecycle::create_webhook).get(lifecycle::list_webhooks))
+        .route(
+            "/admin/v1/accounts/{account}/webhooks/{webhook}",
+            get(lifecycle::get_webhook).patch(lifecycle::update_webhook).delete(lifecycle::delete_webhook),
+        )
+        .route("/admin/v1/accounts/{account}/notification-secret", get(lifecycle::notification_secret))
+        .route("/admin/v1/accounts/{account}/webhook-deliveries", get(lifecycle::list_deliveries))
+        .route("/admin/v1/simulator/inbound", post(lifecycle::inject_inbound))
+        .route("/admin/v1/simulator/receipts", post(lifecycle::inject_receipts))
 }
 
 /// An admin API error.
@@ -66,7 +75,7 @@ impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 }
@@ -136,7 +145,7 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-fn account_id(s: &str) -> Result<AccountId, ApiError> {
+pub(crate) fn account_id(s: &str) -> Result<AccountId, ApiError> {
     s.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "account not found"))
 }
 
@@ -147,6 +156,7 @@ pub(crate) fn account_wire(a: &AccountRecord) -> Account {
         sms_credits: a.balance.sms,
         mms_credits: a.balance.mms,
         rate_limit: a.rate_limit,
+        refund_carrier_failures: a.refund_carrier_failures,
         created_at: a.created_at,
     }
 }
@@ -187,7 +197,7 @@ fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
 }
 
 /// A UUID path parameter other than the account; one that is not a UUID is a bad request.
-fn uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
     value.parse().map_err(|_| ApiError::invalid(format!("{name}: not a UUID")))
 }
 
@@ -250,6 +260,7 @@ pub(crate) fn message_wire(m: &MessageRecord) -> Message {
         created_at: m.created_at,
         sent_at: m.sent_at,
         events: Vec::new(),
+        parts: Vec::new(),
     }
 }
 
@@ -285,7 +296,7 @@ fn page<R, W>(mut items: Vec<R>, limit: u32, cursor: impl Fn(&R) -> String, wire
     Page { data: items.iter().map(wire).collect(), next_cursor }
 }
 
-type AdminResult<T> = Result<T, ApiError>;
+pub(crate) type AdminResult<T> = Result<T, ApiError>;
 
 /// Create an account.
 #[utoipa::path(post, path = "/admin/v1/accounts", tag = "Admin", request_body = CreateAccount, security(("operator" = [])),
@@ -323,7 +334,8 @@ pub(crate) async fn get_account(
     Ok(Json(account_wire(&s.core.account(account_id(&account)?).await?)))
 }
 
-/// Change an account's settings (its Mudbase request rate limit).
+/// Change an account's settings: its Mudbase request rate limit, and whether messages the
+/// carrier reports undelivered or failed are refunded.
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body = UpdateAccount,
     security(("operator" = [])), responses((status = 200, body = Account), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_account(
@@ -333,10 +345,13 @@ pub(crate) async fn update_account(
     Body(req, ..): Body<UpdateAccount, ApiError>,
 ) -> AdminResult<Json<Account>> {
     let account = account_id(&account)?;
-    let record = match req.rate_limit {
+    let mut record = match req.rate_limit {
         Some(limit) => s.core.set_rate_limit(account, limit).await?,
         None => s.core.account(account).await?,
     };
+    if let Some(refund) = req.refund_carrier_failures {
+        record = s.core.set_refund_carrier_failures(account, refund).await?;
+    }
     Ok(Json(account_wire(&record)))
 }
 
@@ -539,6 +554,7 @@ pub(crate) async fn get_message(
         .into_iter()
         .map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type })
         .collect();
+    message.parts = s.core.message_parts(id).await?.iter().map(lifecycle::part_wire).collect();
     Ok(Json(message))
 }
 

@@ -483,10 +483,8 @@ fn check_envelope(
         match notification.get("url") {
             None | Some(serde_json::Value::Null) => {}
             Some(url) => {
-                let ok = url.as_str().is_some_and(|u| {
-                    let lower = u.get(..8).unwrap_or(u).to_ascii_lowercase();
-                    (lower.starts_with("http://") || lower.starts_with("https://")) && u.len() <= 2048
-                });
+                let ok =
+                    url.as_str().is_some_and(|u| switchboard_validation::Policy::default().check_media_url(u).is_ok());
                 if !ok {
                     problems.add("notification.url", "must be an absolute http or https URL");
                 }
@@ -589,8 +587,19 @@ pub(crate) async fn send(
         contact.identifier_value = Some(to.as_str().to_owned());
     }
     let details_json = serde_json::to_string(&details).map_err(|_| ApiError::unavailable())?;
-    let message =
-        ChannelMessage { to, kind, body, text, media, scheduled_for, expires_at, details: Some(details_json) };
+    let notify_url =
+        details.notification.as_ref().and_then(|n| n.get("url")).and_then(|u| u.as_str()).map(str::to_owned);
+    let message = ChannelMessage {
+        to,
+        kind,
+        body,
+        text,
+        media,
+        scheduled_for,
+        expires_at,
+        details: Some(details_json),
+        notify_url,
+    };
     let record = state.core.send_on_channel(&channel, message).await?;
     let mut wire = message_wire(&record, Some(details));
     // As Bird documents it, the answer to a send is `accepted`; reading the message back shows
@@ -613,15 +622,22 @@ fn parse_request(raw: serde_json::Value) -> Result<BirdSendRequest, ApiError> {
     })
 }
 
-/// Bird's word for a status.
+/// Bird's word for a message's status.
 fn status_word(m: &MessageRecord) -> &'static str {
-    match m.status {
+    status_word_of(m.status, m.attempts, m.sent_at.is_some())
+}
+
+/// Bird's word for a status: a failure after the upstream took the message is a delivery
+/// failure, one before it a sending failure.
+pub(crate) fn status_word_of(status: MessageStatus, attempts: u32, was_sent: bool) -> &'static str {
+    match status {
         MessageStatus::Accepted => "accepted",
-        MessageStatus::Queued if m.attempts == 0 => "accepted",
+        MessageStatus::Queued if attempts == 0 => "accepted",
         MessageStatus::Queued => "processing",
         MessageStatus::Scheduled => "scheduled",
         MessageStatus::Sent => "sent",
         MessageStatus::Delivered => "delivered",
+        MessageStatus::Failed if was_sent => "delivery_failed",
         MessageStatus::Failed => "sending_failed",
         MessageStatus::Undelivered => "delivery_failed",
         MessageStatus::Expired => "expired",
@@ -635,7 +651,7 @@ fn failure_code(t: ErrorType) -> u32 {
     ErrorType::ALL.iter().position(|x| *x == t).map_or(0, |i| i as u32 + 1)
 }
 
-fn message_wire(m: &MessageRecord, details: Option<BirdSendRequest>) -> BirdMessage {
+pub(crate) fn message_wire(m: &MessageRecord, details: Option<BirdSendRequest>) -> BirdMessage {
     let d = details
         .or_else(|| m.details.as_deref().and_then(|d| serde_json::from_str::<BirdSendRequest>(d).ok()))
         .unwrap_or_default();
@@ -651,9 +667,9 @@ fn message_wire(m: &MessageRecord, details: Option<BirdSendRequest>) -> BirdMess
             },
         }
     });
-    // A template message shows the text it rendered to.
+    // A template message shows the text it rendered to; an incoming message, its text.
     let body = d.body.clone().or_else(|| {
-        d.template.as_ref().map(|_| BirdBody {
+        (d.template.is_some() || m.direction == Direction::Inbound).then(|| BirdBody {
             kind: "text".into(),
             text: Some(BirdTextBody { text: m.body.clone().unwrap_or_default(), ..Default::default() }),
             ..Default::default()
@@ -741,7 +757,13 @@ pub(crate) async fn read(
     BirdChannel { channel, message }: BirdChannel,
 ) -> Result<Json<BirdMessage>, ApiError> {
     let m = channel_message(&state, &channel, message.as_deref()).await?;
-    Ok(Json(message_wire(&m, None)))
+    let mut wire = message_wire(&m, None);
+    // Each SMS part under the upstream's own id for it, when the upstream gave each its own.
+    let parts = state.core.message_parts(m.id).await?;
+    if !parts.is_empty() {
+        wire.parts = parts.into_iter().map(|p| BirdPart { platform_reference: p.provider_ref }).collect();
+    }
+    Ok(Json(wire))
 }
 
 /// Cancel a scheduled message; its credits are refunded.

@@ -10,6 +10,7 @@
 mod admin;
 mod bird;
 mod extract;
+mod lifecycle;
 mod mudbase;
 mod openapi;
 mod textingline;
@@ -31,6 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::extract::DialectError;
 
+pub use lifecycle::WebhookRender;
 pub use openapi::ApiDoc;
 
 /// A secret string that never shows in `Debug` output or logs.

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, bird, mudbase, textingline};
+use crate::{admin, bird, lifecycle, mudbase, textingline};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -39,6 +39,15 @@ use crate::{admin, bird, mudbase, textingline};
         admin::remove_opt_out,
         admin::list_messages,
         admin::get_message,
+        lifecycle::create_webhook,
+        lifecycle::list_webhooks,
+        lifecycle::get_webhook,
+        lifecycle::update_webhook,
+        lifecycle::delete_webhook,
+        lifecycle::notification_secret,
+        lifecycle::list_deliveries,
+        lifecycle::inject_inbound,
+        lifecycle::inject_receipts,
         admin::create_channel,
         admin::list_channels,
         admin::get_channel,
@@ -50,7 +59,7 @@ use crate::{admin, bird, mudbase, textingline};
         admin::update_template_version,
     ),
     modifiers(&Security),
-    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"))
+    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"))
 )]
 pub struct ApiDoc;
 

@@ -9,6 +9,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_domain::MessageId;
+use switchboard_domain::wire::webhooks::{
+    CreateWebhook, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults, UpdateWebhook,
+    Webhook, WebhookDelivery,
+};
 use switchboard_domain::wire::{
     Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
     CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, Template,
@@ -154,6 +158,27 @@ impl Client {
     }
 }
 
+/// Filters and paging of [`AdminClient::webhook_deliveries`]; `None` leaves a filter out (and
+/// the page size to the server's default, 50).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryQuery {
+    /// Items per page, 1 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Only deliveries to this webhook endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Uuid>,
+    /// Only deliveries about this message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageId>,
+    /// Only deliveries in this state: `pending`, `delivered`, `failed` or `canceled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
 /// An admin API client authenticated with the operator token.
 #[derive(Clone)]
 pub struct AdminClient {
@@ -185,6 +210,19 @@ impl AdminClient {
         self.call(Method::GET, path, None::<&()>).await
     }
 
+    async fn get_with_query<T: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<T> {
+        decode(self.http.request(Method::GET, path).bearer_auth(&self.token).query(query).send().await?).await
+    }
+
+    /// Makes a call whose success has no body (such as a 204).
+    async fn call_no_content(&self, method: Method, path: &str) -> Result<()> {
+        let response = self.http.request(method, path).bearer_auth(&self.token).send().await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(response).await.map(|_| ())
+    }
+
     /// Creates an account.
     pub async fn create_account(&self, name: &str) -> Result<Account> {
         self.call(Method::POST, "/admin/v1/accounts", Some(&CreateAccount { name: name.to_owned() })).await
@@ -205,9 +243,16 @@ impl AdminClient {
         self.call(
             Method::PATCH,
             &format!("/admin/v1/accounts/{id}"),
-            Some(&UpdateAccount { rate_limit: Some(rate_limit) }),
+            Some(&UpdateAccount { rate_limit: Some(rate_limit), ..UpdateAccount::default() }),
         )
         .await
+    }
+
+    /// Sets whether the account's messages that the carrier reports undelivered or failed are
+    /// refunded.
+    pub async fn set_refund_carrier_failures(&self, id: Uuid, refund: bool) -> Result<Account> {
+        let change = UpdateAccount { refund_carrier_failures: Some(refund), ..UpdateAccount::default() };
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&change)).await
     }
 
     /// Creates an API key; the only time its secret is shown.
@@ -266,16 +311,7 @@ impl AdminClient {
     /// Lifts an opt-out.
     pub async fn remove_opt_out(&self, account: Uuid, sender: &str, recipient: &str) -> Result<()> {
         let (s, r) = (sender.replace('+', "%2B"), recipient.replace('+', "%2B"));
-        let response = self
-            .http
-            .request(Method::DELETE, &format!("/admin/v1/accounts/{account}/opt-outs/{s}/{r}"))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        decode::<serde_json::Value>(response).await.map(|_| ())
+        self.call_no_content(Method::DELETE, &format!("/admin/v1/accounts/{account}/opt-outs/{s}/{r}")).await
     }
 
     /// Lists opt-outs.
@@ -351,11 +387,84 @@ impl AdminClient {
         let path = format!("/admin/v1/accounts/{account}/templates/{template}/versions/{version}");
         self.call(Method::PATCH, &path, Some(&UpdateTemplateVersion { active })).await
     }
+
+    /// Creates a webhook endpoint; the answer is the only one, besides a change of secret,
+    /// that shows its signing secret.
+    pub async fn create_webhook(&self, account: Uuid, webhook: &CreateWebhook) -> Result<Webhook> {
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/webhooks"), Some(webhook)).await
+    }
+
+    /// Lists an account's webhook endpoints.
+    pub async fn webhooks(&self, account: Uuid) -> Result<Page<Webhook>> {
+        self.get(&format!("/admin/v1/accounts/{account}/webhooks")).await
+    }
+
+    /// Reads a webhook endpoint.
+    pub async fn webhook(&self, account: Uuid, id: Uuid) -> Result<Webhook> {
+        self.get(&format!("/admin/v1/accounts/{account}/webhooks/{id}")).await
+    }
+
+    /// Changes a webhook endpoint's URL, event types, activity or signing secret; the answer
+    /// shows the secret when it changed.
+    pub async fn update_webhook(&self, account: Uuid, id: Uuid, change: &UpdateWebhook) -> Result<Webhook> {
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/webhooks/{id}"), Some(change)).await
+    }
+
+    /// Deletes a webhook endpoint; its pending deliveries are canceled.
+    pub async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<()> {
+        self.call_no_content(Method::DELETE, &format!("/admin/v1/accounts/{account}/webhooks/{id}")).await
+    }
+
+    /// Reads the secret that signs deliveries to the account's messages' own notification URLs.
+    pub async fn notification_secret(&self, account: Uuid) -> Result<NotificationSecret> {
+        self.get(&format!("/admin/v1/accounts/{account}/notification-secret")).await
+    }
+
+    /// Lists an account's webhook deliveries with their attempts, newest event first.
+    pub async fn webhook_deliveries(&self, account: Uuid, query: &DeliveryQuery) -> Result<Page<WebhookDelivery>> {
+        self.get_with_query(&format!("/admin/v1/accounts/{account}/webhook-deliveries"), query).await
+    }
+
+    /// Simulator: receives a message from a handset, as a carrier would deliver it.
+    pub async fn inject_inbound(&self, inbound: &InjectInbound) -> Result<InboundResult> {
+        self.call(Method::POST, "/admin/v1/simulator/inbound", Some(inbound)).await
+    }
+
+    /// Simulator: applies delivery receipts, as a carrier would send them; one result per
+    /// receipt, in order.
+    pub async fn inject_receipts(&self, receipts: &InjectReceipts) -> Result<ReceiptResults> {
+        self.call(Method::POST, "/admin/v1/simulator/receipts", Some(receipts)).await
+    }
 }
 
 fn page_path(path: &str, limit: u32, cursor: Option<&str>) -> String {
     match cursor {
         Some(c) => format!("{path}?limit={limit}&cursor={c}"),
         None => format!("{path}?limit={limit}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_of(query: &DeliveryQuery) -> Option<String> {
+        let request = reqwest::Client::new().get("http://localhost/d").query(query).build().unwrap();
+        request.url().query().map(str::to_owned)
+    }
+
+    #[test]
+    fn a_delivery_query_leaves_out_what_is_not_given() {
+        assert_eq!(query_of(&DeliveryQuery::default()), None);
+        let webhook = Uuid::nil();
+        let message = MessageId::from_uuid(Uuid::from_u128(1));
+        let query = DeliveryQuery {
+            limit: Some(10),
+            cursor: None,
+            webhook: Some(webhook),
+            message: Some(message),
+            state: Some("failed".into()),
+        };
+        assert_eq!(query_of(&query).unwrap(), format!("limit=10&webhook={webhook}&message={message}&state=failed"),);
     }
 }

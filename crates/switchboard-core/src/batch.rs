@@ -101,6 +101,7 @@ impl Core {
                 scheduled_for: None,
                 expires_at: None,
                 details: None,
+                notify_url: None,
             })
             .collect();
 

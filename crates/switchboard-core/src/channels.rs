@@ -41,6 +41,8 @@ pub struct ChannelMessage {
     pub expires_at: Option<Timestamp>,
     /// The dialect's own fields of the request, as a JSON object, kept with the message.
     pub details: Option<String>,
+    /// Where this message's own status notifications go (an absolute http(s) URL).
+    pub notify_url: Option<String>,
 }
 
 /// Which template to render, and with what.
@@ -141,6 +143,7 @@ impl Core {
             scheduled_for,
             expires_at: message.expires_at,
             details: message.details,
+            notify_url: message.notify_url,
         };
         match self.inner.committer.submit(new).await.map_err(|_| SendError::Unavailable)? {
             AcceptOutcome::Queued(record) => {

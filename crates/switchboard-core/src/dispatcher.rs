@@ -186,7 +186,9 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
     let sent = tokio::time::timeout(config.send_timeout, provider.send(&outbound)).await;
     let at = Timestamp::now();
     let outcome = match sent {
-        Ok(Ok(submission)) => DispatchOutcome::Sent { provider_message_id: submission.provider_message_id },
+        Ok(Ok(submission)) => {
+            DispatchOutcome::Sent { provider_message_id: submission.provider_message_id, parts: submission.parts }
+        }
         Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => {
             retry(config, m.attempts, at, expires_at, e.message)
         }
@@ -263,7 +265,7 @@ async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Dispatc
                             continue;
                         }
                         match r.outcome {
-                            DispatchOutcome::Sent { provider_message_id } => {
+                            DispatchOutcome::Sent { provider_message_id, .. } => {
                                 metrics::counter!("switchboard_messages_sent_total").increment(1);
                                 waiters.tell(r.id, DispatchNews::Sent { at: r.at, provider_message_id })
                             }

@@ -10,9 +10,11 @@ mod batch;
 mod channels;
 pub mod committer;
 pub mod dispatcher;
+pub mod lifecycle;
 pub mod ratelimit;
 pub mod tokens;
 pub mod waiters;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +22,14 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Credits, Tariff};
-use switchboard_provider::Provider;
+use switchboard_provider::{Provider, ProviderEvent};
 use switchboard_storage::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
     PageRequest, SenderChange, SenderRecord, StorageError, Store,
 };
 use switchboard_validation::{Policy, SendCommand};
+use switchboard_webhooks::Sealer;
+use tokio::sync::mpsc;
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
 pub use batch::{BatchSent, HistoryPage, MAX_HISTORY_PAGE, MessageStats};
@@ -34,9 +38,11 @@ pub use channels::{
 };
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
+pub use lifecycle::{Inbound, Keyword, KeywordReplies};
 pub use ratelimit::{RateLimiter, RetryAfter};
 pub use tokens::{AccessToken, Tokens};
 pub use waiters::{DispatchNews, Waiters};
+pub use webhooks::{NewWebhook, WebhookUpdate};
 
 /// Settings of the core.
 #[derive(Debug, Clone)]
@@ -65,6 +71,8 @@ pub struct CoreConfig {
     pub default_rate_limit: u32,
     /// How long an access token lives.
     pub token_ttl: Duration,
+    /// The answers to STOP, START and HELP.
+    pub replies: KeywordReplies,
 }
 
 impl Default for CoreConfig {
@@ -81,6 +89,7 @@ impl Default for CoreConfig {
             dispatcher: DispatcherConfig::default(),
             default_rate_limit: 100,
             token_ttl: Duration::from_secs(900),
+            replies: KeywordReplies::default(),
         }
     }
 }
@@ -174,18 +183,23 @@ struct Inner {
     tokens: Tokens,
     limiter: RateLimiter,
     channels: channels::ChannelCache,
+    receipts: lifecycle::ReceiptRecorder,
+    sealer: Arc<Sealer>,
     config: CoreConfig,
 }
 
 impl Core {
-    /// Starts the core over a store and a provider: the committer, and the dispatcher if
-    /// configured. Must run inside a Tokio runtime.
+    /// Starts the core over a store and a provider: the committer, the dispatcher if
+    /// configured, and the reader of the provider's `events` (receipts and inbound messages)
+    /// if given. Must run inside a Tokio runtime.
     pub async fn start(
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
+        events: Option<mpsc::UnboundedReceiver<ProviderEvent>>,
         config: CoreConfig,
     ) -> Result<Self, StorageError> {
         let secret = store.server_secret().await?;
+        let sealer = Arc::new(Sealer::new(&secret));
         let tokens = Tokens::new(&secret, config.token_ttl);
         let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(KeyHasher::new(secret), config.auth_cache_ttl);
@@ -196,7 +210,24 @@ impl Core {
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         let channels = channels::ChannelCache::new(config.auth_cache_ttl);
-        Ok(Self { inner: Arc::new(Inner { store, auth, committer, waiters, tokens, limiter, channels, config }) })
+        let receipts = lifecycle::ReceiptRecorder::start(store.clone());
+        let inner = Inner { store, auth, committer, waiters, tokens, limiter, channels, receipts, sealer, config };
+        let core = Self { inner: Arc::new(inner) };
+        if let Some(events) = events {
+            tokio::spawn(lifecycle::provider_events(core.clone(), events));
+        }
+        Ok(core)
+    }
+
+    /// The store, for the services that run beside the core (the webhook worker).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    /// What seals the webhook signing secrets the store keeps, and derives the notification
+    /// secrets.
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.inner.sealer.clone()
     }
 
     /// The request limits.
@@ -239,6 +270,7 @@ impl Core {
             scheduled_for: None,
             expires_at: None,
             details: None,
+            notify_url: None,
         };
         let wait = self.inner.config.sent_wait;
         // Register before committing, so news from a fast dispatcher cannot be missed.
@@ -333,6 +365,12 @@ impl Core {
     pub async fn accounts(&self, before: Option<AccountId>, limit: u32) -> Result<Vec<AccountRecord>, AccessError> {
         let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
         self.inner.store.list_accounts(page).await.map_err(AccessError::from_storage("account"))
+    }
+
+    /// Sets whether the account is refunded for messages the carrier reports undelivered or
+    /// failed.
+    pub async fn set_refund_carrier_failures(&self, id: AccountId, refund: bool) -> Result<AccountRecord, AccessError> {
+        self.inner.store.set_refund_carrier_failures(id, refund).await.map_err(AccessError::from_storage("account"))
     }
 
     /// Creates an API key for an account; the returned secret is never stored.

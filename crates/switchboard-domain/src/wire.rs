@@ -5,6 +5,7 @@
 
 pub mod bird;
 pub mod mudbase;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -160,6 +161,9 @@ pub struct Account {
     /// server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
+    /// Whether messages the carrier reports undelivered or failed are refunded.
+    #[serde(default)]
+    pub refund_carrier_failures: bool,
     /// Creation time.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
@@ -175,6 +179,10 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
     pub rate_limit: Option<Option<u32>>,
+    /// Whether messages the carrier reports undelivered or failed are refunded; absent
+    /// leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_carrier_failures: Option<bool>,
 }
 
 /// Reads a field that is present (a value or `null`) as `Some`, so that an absent field, which
@@ -567,6 +575,10 @@ pub struct Message {
     /// Every status it went through, oldest first (only when one message is read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<StatusEvent>,
+    /// Its parts as the upstream knows them, with their receipts (only when one message is
+    /// read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<webhooks::MessagePart>,
 }
 
 /// Admin: a page of items, newest first.

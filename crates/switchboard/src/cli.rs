@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use switchboard_client::AdminClient;
+use switchboard_client::{AdminClient, DeliveryQuery};
+use switchboard_domain::wire::webhooks::{CreateWebhook, InjectInbound, InjectReceipt, InjectReceipts, UpdateWebhook};
 use switchboard_domain::wire::{
     CreateChannel, CreateSender, CreateTemplateVersion, TopUp, UpdateChannel, UpdateSender,
 };
+use switchboard_domain::{ErrorType, MessageId};
 use uuid::Uuid;
 
 /// Switchboard: an SMS/MMS messaging gateway.
@@ -91,6 +94,12 @@ pub enum AdminCommand {
     /// Message templates and their versions.
     #[command(subcommand)]
     Templates(TemplatesCmd),
+    /// Webhook endpoints, their deliveries and the notification secret.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
+    /// Stand in for a carrier: inbound messages and delivery receipts.
+    #[command(subcommand)]
+    Simulator(SimulatorCmd),
 }
 
 /// Account operations.
@@ -123,6 +132,17 @@ pub enum AccountsCmd {
         /// Go back to the server's default.
         #[arg(long)]
         default: bool,
+    },
+    /// Set whether messages the carrier reports undelivered or failed are refunded.
+    SetRefundCarrierFailures {
+        /// Account id.
+        account: Uuid,
+        /// Refund them.
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        on: bool,
+        /// Do not refund them.
+        #[arg(long)]
+        off: bool,
     },
 }
 
@@ -367,6 +387,149 @@ pub enum TemplatesCmd {
     },
 }
 
+/// Webhook operations.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCmd {
+    /// Create a webhook endpoint; its signing secret is printed once.
+    Create {
+        /// Account id.
+        account: Uuid,
+        /// Where events are posted: an absolute http(s) URL.
+        #[arg(long)]
+        url: String,
+        /// An event type to send, such as `message.delivered`; repeat for more; none for every type.
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+        /// The signing secret (`whsec_…`); generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Create it inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List the account's webhook endpoints.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Show a webhook endpoint.
+    Show {
+        /// Account id.
+        account: Uuid,
+        /// Webhook id.
+        webhook: Uuid,
+    },
+    /// Change a webhook endpoint; a new signing secret is printed once.
+    Update {
+        /// Account id.
+        account: Uuid,
+        /// Webhook id.
+        webhook: Uuid,
+        /// New URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// The event types to send from now on; repeat for more.
+        #[arg(long = "event", value_name = "EVENT", conflicts_with = "all_events")]
+        events: Vec<String>,
+        /// Send every event type from now on.
+        #[arg(long)]
+        all_events: bool,
+        /// Activate it.
+        #[arg(long, conflicts_with = "inactive")]
+        active: bool,
+        /// Deactivate it.
+        #[arg(long)]
+        inactive: bool,
+        /// Generate a new signing secret.
+        #[arg(long, conflicts_with = "secret")]
+        rotate_secret: bool,
+        /// Use this signing secret (`whsec_…`) from now on.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Delete a webhook endpoint; its pending deliveries are canceled.
+    Delete {
+        /// Account id.
+        account: Uuid,
+        /// Webhook id.
+        webhook: Uuid,
+    },
+    /// List the account's webhook deliveries with their attempts, newest event first.
+    Deliveries {
+        /// Account id.
+        account: Uuid,
+        /// Only deliveries to this webhook endpoint.
+        #[arg(long)]
+        webhook: Option<Uuid>,
+        /// Only deliveries about this message (msg_…).
+        #[arg(long)]
+        message: Option<MessageId>,
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = ["pending", "delivered", "failed", "canceled"])]
+        state: Option<String>,
+        /// Most to show (1 to 100).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show the secret that signs deliveries to the account's messages' own notification URLs.
+    NotificationSecret {
+        /// Account id.
+        account: Uuid,
+    },
+}
+
+/// Simulator operations: what a carrier would send.
+#[derive(Debug, Subcommand)]
+pub enum SimulatorCmd {
+    /// Receive a message from a handset on one of the gateway's numbers.
+    Inbound {
+        /// The handset, E.164.
+        #[arg(long)]
+        from: String,
+        /// The number it was sent to: a sender assigned to an account.
+        #[arg(long)]
+        to: String,
+        /// Text.
+        #[arg(long)]
+        body: Option<String>,
+        /// A media URL (an MMS); repeat for more.
+        #[arg(long = "media-url", value_name = "URL")]
+        media_urls: Vec<String>,
+        /// The carrier's id for it.
+        #[arg(long)]
+        provider_ref: Option<String>,
+    },
+    /// Deliver one delivery receipt for a message part.
+    Receipt {
+        /// The upstream's id for the part (a message's `parts` list it).
+        #[arg(long = "ref", value_name = "PROVIDER_REF")]
+        provider_ref: String,
+        /// What became of the part.
+        #[arg(long, value_parser = ["delivered", "undelivered", "failed"])]
+        status: String,
+        /// Why it failed.
+        #[arg(long, value_parser = error_type_parser())]
+        error_type: Option<ErrorType>,
+        /// The carrier's description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+/// Parses an error type by its name (`invalid_destination`), listing the names in `--help`.
+fn error_type_parser() -> impl TypedValueParser<Value = ErrorType> {
+    PossibleValuesParser::new(ErrorType::ALL.iter().map(|e| e.as_str()))
+        .try_map(|s| ErrorType::parse(&s).ok_or_else(|| format!("unknown error type `{s}`")))
+}
+
+/// What `webhooks update` sets the event types to: every type, the given ones, or unchanged.
+fn events_update(events: Vec<String>, all_events: bool) -> Option<Vec<String>> {
+    if all_events { Some(Vec::new()) } else { (!events.is_empty()).then_some(events) }
+}
+
 /// Parses `LOCALE=TEXT`; the text may itself contain `=`.
 fn locale_text(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -418,6 +581,9 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Accounts(AccountsCmd::Get { account }) => print(&c.account(account).await?),
         AdminCommand::Accounts(AccountsCmd::SetRateLimit { account, rate, .. }) => {
             print(&c.set_rate_limit(account, rate).await?)
+        }
+        AdminCommand::Accounts(AccountsCmd::SetRefundCarrierFailures { account, on, .. }) => {
+            print(&c.set_refund_carrier_failures(account, on).await?)
         }
         AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
@@ -472,6 +638,56 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Templates(TemplatesCmd::Deactivate { account, template, version }) => {
             print(&c.set_template_version_active(account, template, version, false).await?)
         }
+        AdminCommand::Webhooks(WebhooksCmd::Create { account, url, events, secret, inactive }) => {
+            let webhook = CreateWebhook {
+                url,
+                secret,
+                events: (!events.is_empty()).then_some(events),
+                active: inactive.then_some(false),
+            };
+            print(&c.create_webhook(account, &webhook).await?)
+        }
+        AdminCommand::Webhooks(WebhooksCmd::List { account }) => print(&c.webhooks(account).await?),
+        AdminCommand::Webhooks(WebhooksCmd::Show { account, webhook }) => print(&c.webhook(account, webhook).await?),
+        AdminCommand::Webhooks(WebhooksCmd::Update {
+            account,
+            webhook,
+            url,
+            events,
+            all_events,
+            active,
+            inactive,
+            rotate_secret,
+            secret,
+        }) => {
+            let change = UpdateWebhook {
+                url,
+                events: events_update(events, all_events),
+                active: (active || inactive).then_some(active),
+                secret,
+                rotate_secret,
+            };
+            print(&c.update_webhook(account, webhook, &change).await?)
+        }
+        AdminCommand::Webhooks(WebhooksCmd::Delete { account, webhook }) => {
+            c.delete_webhook(account, webhook).await?;
+            print(&serde_json::json!({"deleted": true}))
+        }
+        AdminCommand::Webhooks(WebhooksCmd::Deliveries { account, webhook, message, state, limit, cursor }) => {
+            let query = DeliveryQuery { limit: Some(limit), cursor, webhook, message, state };
+            print(&c.webhook_deliveries(account, &query).await?)
+        }
+        AdminCommand::Webhooks(WebhooksCmd::NotificationSecret { account }) => {
+            print(&c.notification_secret(account).await?)
+        }
+        AdminCommand::Simulator(SimulatorCmd::Inbound { from, to, body, media_urls, provider_ref }) => {
+            print(&c.inject_inbound(&InjectInbound { from, to, body, media_urls, provider_ref }).await?)
+        }
+        AdminCommand::Simulator(SimulatorCmd::Receipt { provider_ref, status, error_type, description }) => {
+            let receipts =
+                InjectReceipts { receipts: vec![InjectReceipt { provider_ref, status, error_type, description }] };
+            print(&c.inject_receipts(&receipts).await?)
+        }
     }
 }
 
@@ -523,5 +739,155 @@ mod tests {
         assert!(parse(&["channels", "update", ACCOUNT, OTHER, "--active", "--inactive"]).is_err());
         let cmd = parse(&["channels", "create", ACCOUNT, "--name", "Support", "--sender", "+18005559876"]).unwrap();
         assert!(matches!(cmd, AdminCommand::Channels(ChannelsCmd::Create { inactive: false, .. })));
+    }
+
+    #[test]
+    fn set_refund_carrier_failures_takes_exactly_one_of_on_and_off() {
+        let cmd = parse(&["accounts", "set-refund-carrier-failures", ACCOUNT, "--on"]).unwrap();
+        assert!(matches!(
+            cmd,
+            AdminCommand::Accounts(AccountsCmd::SetRefundCarrierFailures { on: true, off: false, .. })
+        ));
+        let cmd = parse(&["accounts", "set-refund-carrier-failures", ACCOUNT, "--off"]).unwrap();
+        assert!(matches!(
+            cmd,
+            AdminCommand::Accounts(AccountsCmd::SetRefundCarrierFailures { on: false, off: true, .. })
+        ));
+        assert!(parse(&["accounts", "set-refund-carrier-failures", ACCOUNT]).is_err(), "one is required");
+        assert!(parse(&["accounts", "set-refund-carrier-failures", ACCOUNT, "--on", "--off"]).is_err());
+    }
+
+    #[test]
+    fn webhook_create_takes_repeated_events() {
+        let cmd = parse(&[
+            "webhooks",
+            "create",
+            ACCOUNT,
+            "--url",
+            "https://example.com/hook",
+            "--event",
+            "message.delivered",
+            "--event",
+            "message.failed",
+        ])
+        .unwrap();
+        let AdminCommand::Webhooks(WebhooksCmd::Create { url, events, secret, inactive, .. }) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(url, "https://example.com/hook");
+        assert_eq!(events, ["message.delivered", "message.failed"]);
+        assert_eq!(secret, None);
+        assert!(!inactive);
+        let cmd = parse(&["webhooks", "create", ACCOUNT, "--url", "https://example.com/hook", "--inactive"]).unwrap();
+        assert!(
+            matches!(cmd, AdminCommand::Webhooks(WebhooksCmd::Create { ref events, inactive: true, .. }) if events.is_empty())
+        );
+        assert!(parse(&["webhooks", "create", ACCOUNT]).is_err(), "--url is required");
+    }
+
+    #[test]
+    fn webhook_update_refuses_contradictions() {
+        let update = ["webhooks", "update", ACCOUNT, OTHER];
+        let with = |extra: &[&'static str]| parse(&[&update[..], extra].concat());
+        assert!(with(&["--active", "--inactive"]).is_err());
+        assert!(with(&["--rotate-secret", "--secret", "whsec_abc"]).is_err());
+        assert!(with(&["--all-events", "--event", "message.sent"]).is_err());
+        let cmd = with(&["--inactive", "--rotate-secret"]).unwrap();
+        assert!(matches!(
+            cmd,
+            AdminCommand::Webhooks(WebhooksCmd::Update { active: false, inactive: true, rotate_secret: true, .. })
+        ));
+        let cmd =
+            with(&["--event", "message.sent", "--event", "message.inbound", "--url", "https://example.com/2"]).unwrap();
+        let AdminCommand::Webhooks(WebhooksCmd::Update { url, events, all_events, secret, .. }) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(url.as_deref(), Some("https://example.com/2"));
+        assert_eq!(secret, None);
+        assert_eq!(events_update(events, all_events), Some(vec!["message.sent".into(), "message.inbound".into()]));
+    }
+
+    #[test]
+    fn webhook_update_events_are_kept_replaced_or_cleared() {
+        assert_eq!(events_update(Vec::new(), false), None);
+        assert_eq!(events_update(Vec::new(), true), Some(Vec::new()));
+        assert_eq!(events_update(vec!["message.sent".into()], false), Some(vec!["message.sent".into()]));
+    }
+
+    #[test]
+    fn webhook_deliveries_takes_filters() {
+        let message = MessageId::new().to_string();
+        let cmd =
+            parse(&["webhooks", "deliveries", ACCOUNT, "--webhook", OTHER, "--message", &message, "--state", "failed"])
+                .unwrap();
+        let AdminCommand::Webhooks(WebhooksCmd::Deliveries { webhook, message: m, state, limit, cursor, .. }) = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(webhook, Some(OTHER.parse().unwrap()));
+        assert_eq!(m.map(|m| m.to_string()), Some(message));
+        assert_eq!(state.as_deref(), Some("failed"));
+        assert_eq!(limit, 50);
+        assert_eq!(cursor, None);
+        assert!(parse(&["webhooks", "deliveries", ACCOUNT, "--state", "lost"]).is_err());
+        assert!(parse(&["webhooks", "deliveries", ACCOUNT, "--limit", "0"]).is_err());
+        assert!(parse(&["webhooks", "deliveries", ACCOUNT, "--limit", "101"]).is_err());
+        assert!(parse(&["webhooks", "deliveries", ACCOUNT, "--message", "not-an-id"]).is_err());
+        assert!(parse(&["webhooks", "deliveries", ACCOUNT, "--webhook", "not-a-uuid"]).is_err());
+    }
+
+    #[test]
+    fn simulator_inbound_takes_repeated_media_urls() {
+        let cmd = parse(&[
+            "simulator",
+            "inbound",
+            "--from",
+            "+15551230000",
+            "--to",
+            "+18005559876",
+            "--media-url",
+            "https://example.com/a.jpg",
+            "--media-url",
+            "https://example.com/b.jpg",
+        ])
+        .unwrap();
+        let AdminCommand::Simulator(SimulatorCmd::Inbound { from, to, body, media_urls, provider_ref }) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!((from.as_str(), to.as_str()), ("+15551230000", "+18005559876"));
+        assert_eq!(body, None);
+        assert_eq!(media_urls, ["https://example.com/a.jpg", "https://example.com/b.jpg"]);
+        assert_eq!(provider_ref, None);
+        assert!(parse(&["simulator", "inbound", "--from", "+15551230000"]).is_err(), "--to is required");
+    }
+
+    #[test]
+    fn simulator_receipt_takes_a_known_status_and_error_type() {
+        let cmd = parse(&[
+            "simulator",
+            "receipt",
+            "--ref",
+            "sim-1",
+            "--status",
+            "failed",
+            "--error-type",
+            "invalid_destination",
+            "--description",
+            "no such number",
+        ])
+        .unwrap();
+        let AdminCommand::Simulator(SimulatorCmd::Receipt { provider_ref, status, error_type, description }) = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(provider_ref, "sim-1");
+        assert_eq!(status, "failed");
+        assert_eq!(error_type, Some(ErrorType::InvalidDestination));
+        assert_eq!(description.as_deref(), Some("no such number"));
+        let cmd = parse(&["simulator", "receipt", "--ref", "sim-1", "--status", "delivered"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Simulator(SimulatorCmd::Receipt { error_type: None, .. })));
+        assert!(parse(&["simulator", "receipt", "--ref", "sim-1", "--status", "sent"]).is_err());
+        assert!(parse(&["simulator", "receipt", "--ref", "sim-1", "--status", "failed", "--error-type", "x"]).is_err());
+        assert!(parse(&["simulator", "receipt", "--status", "delivered"]).is_err(), "--ref is required");
     }
 }

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_api::{AppState, HttpLimits, Secret};
-use switchboard_core::{Core, CoreConfig, DispatcherConfig};
+use switchboard_core::{Core, CoreConfig, DispatcherConfig, KeywordReplies};
 use switchboard_provider::{Simulator, SimulatorConfig};
 use switchboard_storage::{Backend, ConnectOptions};
 use switchboard_validation::Policy;
+use switchboard_webhooks::WorkerConfig;
 use tokio::net::TcpListener;
 
 pub use settings::Settings;
@@ -27,6 +28,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     core: Core,
+    webhooks: Option<switchboard_webhooks::Worker>,
 }
 
 impl App {
@@ -45,7 +47,11 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        // Deliveries in flight are left to their leases: the next start (or another node)
+        // delivers them.
+        drop(self.webhooks);
+        served
     }
 }
 
@@ -63,8 +69,12 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     .with_context(|| format!("opening the database {}", settings::redact_url(&database_url)))?;
     let backend = store.backend();
 
-    let provider =
-        Arc::new(Simulator::new(SimulatorConfig { slow_delay: Duration::from_millis(settings.simulator_slow_ms) }));
+    let (events, events_rx) = switchboard_provider::event_channel();
+    let simulator = SimulatorConfig {
+        slow_delay: Duration::from_millis(settings.simulator_slow_ms),
+        receipt_delay: Duration::from_millis(settings.simulator_receipt_delay_ms),
+    };
+    let provider = Arc::new(Simulator::with_events(simulator, events));
     let config = CoreConfig {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
@@ -74,6 +84,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         },
         default_rate_limit: settings.default_rate_limit,
         token_ttl: Duration::from_secs(settings.token_ttl_secs),
+        replies: KeywordReplies {
+            stop: settings.stop_reply.clone(),
+            start: settings.start_reply.clone(),
+            help: settings.help_reply.clone(),
+        },
         sent_wait: Duration::from_millis(settings.sent_wait_ms),
         commit_writers: settings.commit_writers.unwrap_or(match backend {
             Backend::Sqlite => 1,
@@ -94,7 +109,22 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         },
         ..CoreConfig::default()
     };
-    let core = Core::start(store, provider, config).await.context("starting the core")?;
+    let core = Core::start(store, provider, Some(events_rx), config).await.context("starting the core")?;
+    let webhooks = settings.webhooks.then(|| {
+        let config = WorkerConfig {
+            max_in_flight: settings.webhook_max_in_flight,
+            per_target: settings.webhook_per_endpoint,
+            timeout: Duration::from_millis(settings.webhook_timeout_ms),
+            // A claim outlives the request it covers, so no two nodes deliver one event at once.
+            lease: Duration::from_millis(settings.webhook_timeout_ms.saturating_mul(3).max(10_000)),
+            poll_interval: Duration::from_millis(settings.webhook_poll_ms),
+            base_backoff: Duration::from_millis(settings.webhook_base_backoff_ms),
+            max_backoff: Duration::from_millis(settings.webhook_max_backoff_ms),
+            max_age: Duration::from_secs(settings.webhook_max_age_secs),
+            ..WorkerConfig::default()
+        };
+        switchboard_webhooks::start(core.store(), core.sealer(), Arc::new(switchboard_api::WebhookRender), config)
+    });
 
     let operator_token = match &settings.operator_token {
         Some(t) => t.clone(),
@@ -117,7 +147,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), core })
+    Ok(App { listener, router: switchboard_api::router(state), core, webhooks })
 }
 
 /// Creates or upgrades the database schema.

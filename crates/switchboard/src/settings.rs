@@ -60,6 +60,30 @@ pub struct Settings {
     pub default_rate_limit: u32,
     /// How long an access token from `/api/auth/token` lives, in seconds.
     pub token_ttl_secs: u64,
+    /// How long after a submission the simulator's delivery receipts come, in ms.
+    pub simulator_receipt_delay_ms: u64,
+    /// Whether this node delivers webhooks.
+    pub webhooks: bool,
+    /// How long one webhook request may take, in ms.
+    pub webhook_timeout_ms: u64,
+    /// First webhook retry delay, in ms (doubles each attempt, with jitter).
+    pub webhook_base_backoff_ms: u64,
+    /// Longest webhook retry delay, in ms.
+    pub webhook_max_backoff_ms: u64,
+    /// How long an event is retried before it is given up, in seconds.
+    pub webhook_max_age_secs: u64,
+    /// Webhook requests in flight at once to one endpoint.
+    pub webhook_per_endpoint: usize,
+    /// Webhook requests in flight at once in all.
+    pub webhook_max_in_flight: usize,
+    /// How often the webhook worker looks for due deliveries, in ms.
+    pub webhook_poll_ms: u64,
+    /// The answer to STOP (and UNSUBSCRIBE, CANCEL, …); empty for none.
+    pub stop_reply: String,
+    /// The answer to START (and UNSTOP, YES); empty for none.
+    pub start_reply: String,
+    /// The answer to HELP; empty for none.
+    pub help_reply: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -75,6 +99,7 @@ impl std::fmt::Debug for Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let replies = switchboard_core::KeywordReplies::default();
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: String::new(),
@@ -100,6 +125,18 @@ impl Default for Settings {
             max_recipients: 1_000,
             default_rate_limit: 100,
             token_ttl_secs: 900,
+            simulator_receipt_delay_ms: 1_000,
+            webhooks: true,
+            webhook_timeout_ms: 10_000,
+            webhook_base_backoff_ms: 5_000,
+            webhook_max_backoff_ms: 3_600_000,
+            webhook_max_age_secs: 86_400,
+            webhook_per_endpoint: 16,
+            webhook_max_in_flight: 256,
+            webhook_poll_ms: 250,
+            stop_reply: replies.stop,
+            start_reply: replies.start,
+            help_reply: replies.help,
         }
     }
 }
@@ -173,6 +210,18 @@ impl Settings {
         env!(max_recipients, "SWITCHBOARD_MAX_RECIPIENTS");
         env!(default_rate_limit, "SWITCHBOARD_DEFAULT_RATE_LIMIT");
         env!(token_ttl_secs, "SWITCHBOARD_TOKEN_TTL_SECS");
+        env!(simulator_receipt_delay_ms, "SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS");
+        env!(webhooks, "SWITCHBOARD_WEBHOOKS");
+        env!(webhook_timeout_ms, "SWITCHBOARD_WEBHOOK_TIMEOUT_MS");
+        env!(webhook_base_backoff_ms, "SWITCHBOARD_WEBHOOK_BASE_BACKOFF_MS");
+        env!(webhook_max_backoff_ms, "SWITCHBOARD_WEBHOOK_MAX_BACKOFF_MS");
+        env!(webhook_max_age_secs, "SWITCHBOARD_WEBHOOK_MAX_AGE_SECS");
+        env!(webhook_per_endpoint, "SWITCHBOARD_WEBHOOK_PER_ENDPOINT");
+        env!(webhook_max_in_flight, "SWITCHBOARD_WEBHOOK_MAX_IN_FLIGHT");
+        env!(webhook_poll_ms, "SWITCHBOARD_WEBHOOK_POLL_MS");
+        env!(stop_reply, "SWITCHBOARD_STOP_REPLY", string);
+        env!(start_reply, "SWITCHBOARD_START_REPLY", string);
+        env!(help_reply, "SWITCHBOARD_HELP_REPLY", string);
         Ok(())
     }
 
@@ -217,6 +266,25 @@ impl Settings {
         }
         if self.dispatch_max_attempts == 0 {
             bail!("dispatch_max_attempts must be at least 1");
+        }
+        if self.webhook_timeout_ms == 0 || self.webhook_timeout_ms > 120_000 {
+            bail!("webhook_timeout_ms must be 1 to 120000");
+        }
+        if self.webhook_base_backoff_ms == 0 || self.webhook_max_backoff_ms < self.webhook_base_backoff_ms {
+            bail!("webhook_base_backoff_ms must be above zero and at most webhook_max_backoff_ms");
+        }
+        if self.webhook_max_age_secs == 0 || self.webhook_max_age_secs > 30 * 86_400 {
+            bail!("webhook_max_age_secs must be 1 to 2592000 (30 days)");
+        }
+        if self.webhook_per_endpoint == 0 || self.webhook_max_in_flight == 0 || self.webhook_poll_ms == 0 {
+            bail!("webhook_per_endpoint, webhook_max_in_flight and webhook_poll_ms must be above zero");
+        }
+        for (name, text) in
+            [("stop_reply", &self.stop_reply), ("start_reply", &self.start_reply), ("help_reply", &self.help_reply)]
+        {
+            if text.chars().count() > 640 || switchboard_domain::encoding::check_sendable(text).is_err() {
+                bail!("{name} must be at most 640 sendable characters");
+            }
         }
         if matches!(&self.operator_token, Some(t) if t.len() < 16) {
             bail!("operator_token must be at least 16 characters");

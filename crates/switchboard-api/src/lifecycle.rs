@@ -1,0 +1,341 @@
+//! The admin API's delivery-lifecycle endpoints: webhook endpoints, their deliveries and
+//! attempts, the notification secret, and the simulator's stand-ins for a carrier (inbound
+//! messages and delivery receipts). Also [`WebhookRender`], the body of each webhook event.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use switchboard_core::{Inbound, NewWebhook, WebhookUpdate};
+use switchboard_domain::wire::webhooks::{
+    CreateWebhook, InboundResult, InjectInbound, InjectReceipts, MessagePart, NotificationSecret, ReceiptResults,
+    UpdateWebhook, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+};
+use switchboard_domain::wire::{AdminErrorBody, Page};
+use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
+use switchboard_provider::{Receipt, ReceiptStatus};
+use switchboard_storage::{
+    DeliveryFilter, DeliveryRecord, DeliveryState, MessageRecord, PartRecord, ReceiptOutcome, WebhookRecord,
+};
+use switchboard_webhooks::Render;
+
+use crate::AppState;
+use crate::admin::{AdminResult, ApiError, Operator, account_id, message_wire, uuid_param};
+use crate::extract::{Body, Path, Query};
+
+fn webhook_wire(w: &WebhookRecord, secret: Option<String>) -> Webhook {
+    Webhook {
+        id: w.id,
+        account_id: w.account_id.as_uuid(),
+        url: w.url.clone(),
+        events: w.events.clone(),
+        active: w.active,
+        secret,
+        created_at: w.created_at,
+    }
+}
+
+pub(crate) fn part_wire(p: &PartRecord) -> MessagePart {
+    MessagePart {
+        part: p.part.unwrap_or(0),
+        provider_ref: p.provider_ref.clone(),
+        status: p.status,
+        error_type: p.error_type,
+        at: p.at,
+    }
+}
+
+/// Create a webhook endpoint. The signing secret is in this response and in the response
+/// that rotates it, nowhere else.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/webhooks", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateWebhook,
+    security(("operator" = [])), responses((status = 201, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody),
+    (status = 409, description = "The account has the most endpoints it may", body = AdminErrorBody)))]
+pub(crate) async fn create_webhook(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(req, ..): Body<CreateWebhook, ApiError>,
+) -> AdminResult<(StatusCode, Json<Webhook>)> {
+    let new = NewWebhook {
+        url: req.url,
+        secret: req.secret,
+        events: req.events.unwrap_or_default(),
+        active: req.active.unwrap_or(true),
+    };
+    let (record, secret) = s.core.create_webhook(account_id(&account)?, new).await?;
+    Ok((StatusCode::CREATED, Json(webhook_wire(&record, Some(secret.expose())))))
+}
+
+/// List an account's webhook endpoints.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/webhooks", tag = "Admin", params(("account" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = Page<Webhook>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_webhooks(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<Webhook>>> {
+    let hooks = s.core.webhooks(account_id(&account)?).await?;
+    Ok(Json(Page { data: hooks.iter().map(|w| webhook_wire(w, None)).collect(), next_cursor: None }))
+}
+
+/// Read a webhook endpoint.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/webhooks/{webhook}", tag = "Admin", params(("account" = Uuid, Path), ("webhook" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = Webhook), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn get_webhook(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, webhook), ..): Path<(String, String), ApiError>,
+) -> AdminResult<Json<Webhook>> {
+    let record = s.core.webhook(account_id(&account)?, uuid_param("webhook", &webhook)?).await?;
+    Ok(Json(webhook_wire(&record, None)))
+}
+
+/// Change a webhook endpoint: URL, event types, active, or its secret (given, or rotated).
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}/webhooks/{webhook}", tag = "Admin", params(("account" = Uuid, Path), ("webhook" = Uuid, Path)),
+    request_body = UpdateWebhook, security(("operator" = [])),
+    responses((status = 200, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn update_webhook(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, webhook), ..): Path<(String, String), ApiError>,
+    Body(req, ..): Body<UpdateWebhook, ApiError>,
+) -> AdminResult<Json<Webhook>> {
+    if req.rotate_secret && req.secret.is_some() {
+        return Err(ApiError::invalid("give either secret or rotateSecret, not both"));
+    }
+    let secret = match (req.secret, req.rotate_secret) {
+        (Some(s), _) => Some(Some(s)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let update = WebhookUpdate { url: req.url, secret, events: req.events, active: req.active };
+    let (record, secret) =
+        s.core.update_webhook(account_id(&account)?, uuid_param("webhook", &webhook)?, update).await?;
+    Ok(Json(webhook_wire(&record, secret.map(|s| s.expose()))))
+}
+
+/// Delete a webhook endpoint; its pending deliveries are canceled.
+#[utoipa::path(delete, path = "/admin/v1/accounts/{account}/webhooks/{webhook}", tag = "Admin", params(("account" = Uuid, Path), ("webhook" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 204, description = "Deleted"), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn delete_webhook(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, webhook), ..): Path<(String, String), ApiError>,
+) -> AdminResult<StatusCode> {
+    s.core.delete_webhook(account_id(&account)?, uuid_param("webhook", &webhook)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The secret that signs deliveries to the account's messages' own notification URLs (Bird's
+/// `notification.url`).
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/notification-secret", tag = "Admin", params(("account" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = NotificationSecret), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn notification_secret(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<NotificationSecret>> {
+    let secret = s.core.notification_secret(account_id(&account)?).await?;
+    Ok(Json(NotificationSecret { secret: secret.expose() }))
+}
+
+/// Filters of the delivery list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct DeliveryParams {
+    /// Items per page, 1 to 100 (default 50).
+    limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+    /// Only deliveries to this endpoint.
+    webhook: Option<String>,
+    /// Only deliveries about this message (`msg_…`).
+    message: Option<String>,
+    /// Only deliveries in this state: pending, delivered, failed, canceled.
+    state: Option<String>,
+}
+
+/// Most deliveries on one page (each carries its attempts).
+const MAX_DELIVERY_PAGE: u32 = 100;
+
+/// List an account's webhook deliveries with their attempts, newest event first.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/webhook-deliveries", tag = "Admin", params(("account" = Uuid, Path), DeliveryParams),
+    security(("operator" = [])), responses((status = 200, body = Page<WebhookDelivery>), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_deliveries(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Query(p, ..): Query<DeliveryParams, ApiError>,
+) -> AdminResult<Json<Page<WebhookDelivery>>> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=MAX_DELIVERY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit: must be 1 to {MAX_DELIVERY_PAGE}")));
+    }
+    let before = p
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<EventId>().map_err(|_| ApiError::invalid("cursor: not a cursor from this API")))
+        .transpose()?;
+    let filter = DeliveryFilter {
+        endpoint: p.webhook.as_deref().map(|w| uuid_param("webhook", w)).transpose()?,
+        message: p
+            .message
+            .as_deref()
+            .map(|m| m.parse::<MessageId>().map_err(|_| ApiError::invalid("message: not a message id")))
+            .transpose()?,
+        state: p
+            .state
+            .as_deref()
+            .map(|st| {
+                DeliveryState::parse(st)
+                    .ok_or_else(|| ApiError::invalid("state: one of pending, delivered, failed, canceled"))
+            })
+            .transpose()?,
+    };
+    let mut items = s.core.deliveries(account_id(&account)?, filter, before, limit + 1).await?;
+    // A page ends at an event boundary, so that the cursor (an event id) loses nothing.
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    if more
+        && let Some(last) = items.last().map(|d| d.event_id)
+        && items.iter().any(|d| d.event_id != last)
+    {
+        items.retain(|d| d.event_id != last);
+    }
+    let next_cursor = if more { items.last().map(|d| d.event_id.to_string()) } else { None };
+    let mut data = Vec::with_capacity(items.len());
+    for d in &items {
+        let attempts = s.core.delivery_attempts(d.event_id, &d.target).await?;
+        data.push(delivery_wire(d, attempts.iter().map(attempt_wire).collect()));
+    }
+    Ok(Json(Page { data, next_cursor }))
+}
+
+fn attempt_wire(a: &switchboard_storage::AttemptRecord) -> WebhookAttempt {
+    WebhookAttempt {
+        attempt: a.attempt,
+        at: a.at,
+        status_code: a.status_code,
+        error: a.error.clone(),
+        duration_ms: a.duration_ms,
+    }
+}
+
+fn delivery_wire(d: &DeliveryRecord, attempt_log: Vec<WebhookAttempt>) -> WebhookDelivery {
+    WebhookDelivery {
+        event_id: d.event_id,
+        endpoint_id: d.endpoint_id,
+        url: d.url.clone(),
+        event_type: d.event_type,
+        message_id: d.message_id,
+        status: d.status,
+        error_type: d.error_type,
+        occurred_at: d.occurred_at,
+        state: d.state.as_str().to_owned(),
+        attempts: d.attempts,
+        next_attempt_at: (d.state == DeliveryState::Pending).then_some(d.next_attempt_at),
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+        attempt_log,
+    }
+}
+
+/// Simulator: receive a message from a handset, as a carrier would deliver it. STOP, START and
+/// HELP (and their synonyms) change the opt-out list and are answered.
+#[utoipa::path(post, path = "/admin/v1/simulator/inbound", tag = "Simulator", request_body = InjectInbound, security(("operator" = [])),
+    responses((status = 201, body = InboundResult), (status = 400, body = AdminErrorBody), (status = 404, description = "The number is no account's sender", body = AdminErrorBody)))]
+pub(crate) async fn inject_inbound(
+    State(s): State<AppState>,
+    _: Operator,
+    Body(req, ..): Body<InjectInbound, ApiError>,
+) -> AdminResult<(StatusCode, Json<InboundResult>)> {
+    let inbound =
+        Inbound { from: req.from, to: req.to, body: req.body, media: req.media_urls, provider_ref: req.provider_ref };
+    let outcome = s.core.receive(inbound).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(InboundResult {
+            message: message_wire(&outcome.message),
+            reply: outcome.reply.as_ref().map(message_wire),
+            opt_out_changed: outcome.opt_out_changed,
+        }),
+    ))
+}
+
+/// Simulator: deliver receipts for message parts, as a carrier would send them. Each part's
+/// id is in the message's `parts` (`GET /admin/v1/messages/{id}`).
+#[utoipa::path(post, path = "/admin/v1/simulator/receipts", tag = "Simulator", request_body = InjectReceipts, security(("operator" = [])),
+    responses((status = 200, body = ReceiptResults), (status = 400, body = AdminErrorBody)))]
+pub(crate) async fn inject_receipts(
+    State(s): State<AppState>,
+    _: Operator,
+    Body(req, ..): Body<InjectReceipts, ApiError>,
+) -> AdminResult<Json<ReceiptResults>> {
+    let mut receipts = Vec::with_capacity(req.receipts.len());
+    for (i, r) in req.receipts.into_iter().enumerate() {
+        let status = match r.status.as_str() {
+            "delivered" => ReceiptStatus::Delivered,
+            "undelivered" => ReceiptStatus::Undelivered,
+            "failed" => ReceiptStatus::Failed,
+            _ => return Err(ApiError::invalid(format!("receipts[{i}].status: one of delivered, undelivered, failed"))),
+        };
+        receipts.push(Receipt {
+            provider_ref: r.provider_ref,
+            status,
+            error_type: r.error_type,
+            description: r.description,
+            at: Timestamp::now(),
+        });
+    }
+    let outcomes = s.core.record_receipts(receipts).await?;
+    let results = outcomes
+        .iter()
+        .map(|o| match o {
+            ReceiptOutcome::Applied { .. } => "applied",
+            ReceiptOutcome::Ignored => "ignored",
+            ReceiptOutcome::Unmatched => "unmatched",
+        })
+        .map(str::to_owned)
+        .collect();
+    Ok(Json(ReceiptResults { results }))
+}
+
+/// The bodies of webhook events: Switchboard's own event for an account's endpoints, and
+/// Bird's `{service, event, payload}` for a message's own notification URL (Bird's
+/// `notification.url`), whose payload is the Bird message object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookRender;
+
+impl Render for WebhookRender {
+    fn render(&self, d: &DeliveryRecord, m: &MessageRecord) -> Vec<u8> {
+        // The message as this event left it, whatever it has become since.
+        let mut at_event = m.clone();
+        at_event.status = d.status;
+        at_event.error_type = d.error_type.or(if d.status.is_final() { m.error_type } else { None });
+        if !matches!(d.status, MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired) {
+            at_event.error_message = None;
+            at_event.error_type = None;
+        }
+        at_event.updated_at = d.occurred_at;
+        let body = if d.endpoint_id.is_some() {
+            serde_json::to_vec(&WebhookEvent {
+                id: d.event_id,
+                kind: d.event_type,
+                created_at: d.occurred_at,
+                data: message_wire(&at_event),
+            })
+        } else {
+            let event = if d.event_type == EventType::Inbound { "sms.inbound" } else { "sms.outbound" };
+            serde_json::to_vec(&serde_json::json!({
+                "service": "channels",
+                "event": event,
+                "eventId": d.event_id.to_string(),
+                "payload": crate::bird::message_wire(&at_event, None),
+            }))
+        };
+        body.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "rendering a webhook event failed");
+            b"{}".to_vec()
+        })
+    }
+}
