@@ -57,6 +57,13 @@ impl TestDb {
             dispatch_base_backoff_ms: 50,
             dispatch_poll_ms: 50,
             simulator_slow_ms: 1_500,
+            // Receipts come only in the tests that ask for them (by setting a short delay), so
+            // that `sent` stays `sent` everywhere else.
+            simulator_receipt_delay_ms: 3_600_000,
+            webhook_base_backoff_ms: 100,
+            webhook_max_backoff_ms: 1_000,
+            webhook_poll_ms: 50,
+            webhook_timeout_ms: 5_000,
             ..Settings::default()
         }
     }
@@ -178,4 +185,112 @@ macro_rules! on_both_backends {
             async fn $name() { super::$name($crate::Backend::Postgres).await })+
         }
     };
+}
+
+/// A webhook receiver on `127.0.0.1:0` that keeps every request it is sent.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// Where it listens, e.g. `http://127.0.0.1:4321/hook`.
+    pub url: String,
+    state: std::sync::Arc<ReceiverState>,
+}
+
+/// One request a [`Receiver`] was sent.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `webhook-id`.
+    pub id: String,
+    /// `webhook-timestamp`.
+    pub timestamp: String,
+    /// `webhook-signature`.
+    pub signature: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The body as JSON.
+    pub json: serde_json::Value,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+#[derive(Debug, Default)]
+struct ReceiverState {
+    requests: std::sync::Mutex<Vec<Received>>,
+    /// Answer 500 to this many requests first.
+    fail_first: std::sync::atomic::AtomicUsize,
+    /// Wait this long (ms) before answering.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Event ids being answered right now, and whether one was ever answered twice at once.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    overlapped: std::sync::atomic::AtomicBool,
+}
+
+impl Receiver {
+    /// Starts a receiver that answers 500 to the first `fail_first` requests, then 204, each
+    /// after `delay`.
+    pub async fn start(fail_first: usize, delay: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let state = std::sync::Arc::new(ReceiverState::default());
+        state.fail_first.store(fail_first, Ordering::SeqCst);
+        state.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("receiver address"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state }
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().expect("receiver lock").clone()
+    }
+
+    /// Requests answered 2xx whose body's `data.id` (or Bird `payload.id`) is `message`.
+    pub fn delivered_for(&self, message: &str) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .filter(|r| r.json["data"]["id"] == message || r.json["payload"]["id"] == message)
+            .collect()
+    }
+
+    /// Whether one event id was ever being answered twice at the same time.
+    pub fn overlapped(&self) -> bool {
+        self.state.overlapped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Changes the delay of later answers.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<ReceiverState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use std::sync::atomic::Ordering;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let id = header("webhook-id");
+    if !state.in_flight.lock().expect("receiver lock").insert(id.clone()) {
+        state.overlapped.store(true, Ordering::SeqCst);
+    }
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let fail = state.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let status = if fail { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::NO_CONTENT };
+    state.in_flight.lock().expect("receiver lock").remove(&id);
+    state.requests.lock().expect("receiver lock").push(Received {
+        id,
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body: body.to_vec(),
+        answered: status.as_u16(),
+    });
+    status
 }
