@@ -3,8 +3,12 @@
 //!
 //! For each scenario it sends a fixed number of requests from a fixed number of concurrent
 //! connections and reports accepted messages/s, latency percentiles, and how fast the
-//! dispatcher handed the accepted messages to the provider (read from `/metrics`). The run
-//! stops by itself: every loop is bounded by the request count and a deadline.
+//! dispatcher handed the accepted messages to the provider (read from `/metrics`).
+//!
+//! The receipt scenario also has the simulator report every message delivered at once and a
+//! webhook endpoint take every `message.delivered` event, and reports how fast messages went
+//! from accepted to delivered and their events reached the receiver. The run stops by itself:
+//! every loop is bounded by the request count and a deadline.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,8 +45,12 @@ enum Dialect {
 #[derive(Clone, Copy)]
 enum Load {
     TextingLine,
-    Mudbase { batch: usize },
+    Mudbase {
+        batch: usize,
+    },
     Bird,
+    /// TextingLine sends followed to `delivered`, with a webhook per delivered message.
+    Receipts,
 }
 
 impl Dialect {
@@ -139,9 +147,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_server(root: &Path, data: &Path, sent_wait_ms: u64) -> anyhow::Result<Server> {
+fn start_server(root: &Path, data: &Path, sent_wait_ms: u64, env: &[(&str, &str)]) -> anyhow::Result<Server> {
     let port = free_port()?;
     let child = Command::new(root.join("target/release/switchboard"))
+        .envs(env.iter().copied())
         .arg("serve")
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_DATABASE_URL", format!("sqlite://{}", data.join("bench.db").display()))
@@ -241,14 +250,19 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     for &c in &o.concurrency {
         results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Bird))?);
     }
+    // Accept to delivered, with a signed webhook per delivered message.
+    for &c in &o.concurrency {
+        results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Receipts))?);
+    }
     println!();
     println!(
-        "{:<34} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14}",
-        "scenario", "conc", "messages/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s"
+        "{:<34} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14} {:>12} {:>12}",
+        "scenario", "conc", "messages/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s", "delivered/s", "webhooks/s"
     );
     for r in &results {
+        let rate = |what: &str| r["lifecycle"][what]["per_sec"].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
         println!(
-            "{:<34} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0}",
+            "{:<34} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0} {:>12} {:>12}",
             r["scenario"].as_str().unwrap_or(""),
             r["concurrency"],
             r["accepted_messages_per_sec"].as_f64().unwrap_or(0.0),
@@ -256,6 +270,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             r["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
             r["dispatched_per_sec"].as_f64().unwrap_or(0.0),
+            rate("delivered"),
+            rate("webhooks"),
         );
     }
     let dir = root.join("target/bench");
@@ -289,12 +305,17 @@ async fn scenario(
         Load::TextingLine => "tl".to_owned(),
         Load::Mudbase { batch } => format!("mb{batch}"),
         Load::Bird => "bird".to_owned(),
+        Load::Receipts => "receipts".to_owned(),
     };
     let data = std::env::temp_dir()
         .join(format!("switchboard-bench-{}-{concurrency}-{sent_wait_ms}-{tag}", std::process::id(),));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    let server = start_server(root, &data, sent_wait_ms)?;
+    let env: &[(&str, &str)] = match load {
+        Load::Receipts => &[("SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS", "0")],
+        _ => &[],
+    };
+    let server = start_server(root, &data, sent_wait_ms, env)?;
     let http = reqwest::Client::new();
     wait_healthy(&http, &server.url).await?;
 
@@ -303,8 +324,24 @@ async fn scenario(
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
         .await?;
+    let mut receiver = None;
     let dialect = match load {
         Load::TextingLine => Dialect::TextingLine,
+        Load::Receipts => {
+            let r = Receiver::start().await?;
+            let hook = json!({"url": r.url, "events": ["message.delivered"]});
+            let created = http
+                .post(format!("{}/admin/v1/accounts/{}/webhooks", server.url, account.id))
+                .bearer_auth(TOKEN)
+                .json(&hook)
+                .send()
+                .await?;
+            if !created.status().is_success() {
+                bail!("creating the webhook endpoint: {}", created.status());
+            }
+            receiver = Some(r);
+            Dialect::TextingLine
+        }
         Load::Mudbase { batch } => {
             // The load is one project's, far above the default of 100 requests/s.
             admin.set_rate_limit(account.id, Some(1_000_000)).await?;
@@ -334,6 +371,24 @@ async fn scenario(
     let elapsed = started.elapsed();
     let accepted = latencies.len() * per_request;
     let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
+    let lifecycle = match &receiver {
+        Some(r) => {
+            let target = (warmed.len() + latencies.len()) as u64;
+            let delivered = wait_counter(target, started, || async {
+                let name = "switchboard_messages_settled_total{status=\"delivered\"}";
+                metric(&http, &server.url, name).await.map(|v| v as u64)
+            })
+            .await?;
+            let hooks = wait_counter(target, started, || async { Ok(r.count()) }).await?;
+            let counted = |(n, t): (u64, Duration)| {
+                let n = n.saturating_sub(warmed.len() as u64);
+                let backlog = (latencies.len() as u64).saturating_sub(n);
+                json!({ "count": n, "per_sec": n as f64 / t.as_secs_f64(), "backlog": backlog })
+            };
+            json!({ "delivered": counted(delivered), "webhooks": counted(hooks) })
+        }
+        None => serde_json::Value::Null,
+    };
     latencies.sort_unstable();
     let commits = metric(&http, &server.url, "switchboard_commit_group_size_count").await?;
     let committed = metric(&http, &server.url, "switchboard_commit_group_size_sum").await?;
@@ -342,6 +397,7 @@ async fn scenario(
     let scenario = match load {
         Load::Mudbase { batch } => format!("mudbase batch x{batch} (wait 50ms)"),
         Load::Bird => "bird channel text (202)".into(),
+        Load::Receipts => "accept to delivered + webhook".into(),
         Load::TextingLine if sent_wait_ms == 0 => "accept (sent_wait_ms=0)".into(),
         Load::TextingLine => "accept+dispatch (wait 50ms)".into(),
     };
@@ -367,12 +423,66 @@ async fn scenario(
         "dispatched": dispatched,
         "dispatched_per_sec": dispatched as f64 / drained.as_secs_f64(),
         "backlog_after_load": (accepted as u64).saturating_sub(dispatched),
+        "lifecycle": lifecycle,
         "commit_groups": { "count": commits, "mean_size": committed / commits.max(1.0), "p50_ms": commit_p50, "p99_ms": commit_p99 },
     });
     eprintln!("{result}");
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
     Ok(result)
+}
+
+/// Waits (bounded) until `count` reaches `target`, or stops moving for 5 s; returns the count
+/// and the time since `since`.
+async fn wait_counter<F, Fut>(target: u64, since: Instant, count: F) -> anyhow::Result<(u64, Duration)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let (mut last, mut moved) = (0, Instant::now());
+    loop {
+        let n = count().await?;
+        if n != last {
+            (last, moved) = (n, Instant::now());
+        }
+        if n >= target || moved.elapsed() > Duration::from_secs(5) || since.elapsed() > DEADLINE {
+            return Ok((n, since.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A webhook receiver in the bench process that counts what it is sent.
+struct Receiver {
+    url: String,
+    count: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Self> {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |_body: axum::body::Bytes| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, count })
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed) as u64
+    }
 }
 
 /// Waits (bounded) until the provider has taken `target` messages; returns the count and the
