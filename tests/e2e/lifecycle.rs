@@ -21,6 +21,7 @@ on_both_backends!(
     out_of_order_and_duplicate_receipts_never_move_a_message_back,
     concurrent_failure_receipts_refund_exactly_once,
     stop_then_send_then_start_then_send,
+    bird_notification_urls_get_signed_bird_events,
 );
 
 /// Never answers with receipts; tests drive them through the simulator endpoint.
@@ -552,5 +553,84 @@ async fn two_nodes_never_deliver_one_event_twice_at_once() {
     assert_eq!(seen.len(), N);
     node1.stop().await;
     node2.stop().await;
+    db.remove().await;
+}
+
+async fn bird_notification_urls_get_signed_bird_events(backend: Backend) {
+    let Some((db, app)) = start_with(backend, "bird_notifications", |s| s.simulator_receipt_delay_ms = 50).await else {
+        return;
+    };
+    let t = app.provision(100, 0).await;
+    let channel = ok(
+        &app,
+        Method::POST,
+        &format!("/accounts/{}/channels", t.account),
+        Some(json!({"name": "sms", "sender": t.from})),
+    )
+    .await;
+    let messages =
+        format!("{}/workspaces/{}/channels/{}/messages", app.url, t.account, channel["id"].as_str().unwrap());
+    let receiver = Receiver::start(0, Duration::ZERO).await;
+    let bird = |to: &str, text: &str| {
+        let body = json!({
+            "receiver": {"contacts": [{"identifierValue": to}]},
+            "body": {"type": "text", "text": {"text": text}},
+            "notification": {"url": receiver.url},
+        });
+        let (messages, auth) = (messages.clone(), format!("AccessKey {}", t.api_key));
+        async move {
+            let resp =
+                reqwest::Client::new().post(&messages).header("authorization", auth).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::ACCEPTED);
+            resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let read = |id: String| {
+        let (url, auth) = (format!("{messages}/{id}"), format!("AccessKey {}", t.api_key));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    // Delivered, in Bird's words, with each part's reference.
+    let id = bird(HANDSET, TWO_PARTS).await;
+    let m = eventually("delivered", LONG, || async {
+        let m = read(id.clone()).await;
+        (m["status"] == "delivered").then_some(m)
+    })
+    .await;
+    assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m}");
+    // A carrier failure after sending is a delivery failure.
+    let failed_id = bird(&switchboard_provider_numbers::undelivered(ErrorType::Unknown), "hi").await;
+    eventually("delivery_failed", LONG, || async {
+        (read(failed_id.clone()).await["status"] == "delivery_failed").then_some(())
+    })
+    .await;
+
+    // The notification URL gets Bird's events, signed with the account's notification secret.
+    let secret = ok(&app, Method::GET, &format!("/accounts/{}/notification-secret", t.account), None).await;
+    let secret = Secret::parse(secret["secret"].as_str().unwrap()).unwrap();
+    let got = eventually("accepted, sent and delivered notifications", LONG, || async {
+        let r = receiver.delivered_for(&id);
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    for r in &got {
+        assert!(verify(&secret, r), "signature of {}", r.id);
+        assert_eq!(r.json["service"], "channels");
+        assert_eq!(r.json["event"], "sms.outbound");
+        assert_eq!(r.json["payload"]["channelId"], channel["id"]);
+    }
+    let statuses: HashSet<&str> = got.iter().map(|r| r.json["payload"]["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains("delivered") && statuses.contains("sent"), "{statuses:?}");
+    app.stop().await;
     db.remove().await;
 }
