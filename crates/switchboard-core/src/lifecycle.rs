@@ -179,9 +179,6 @@ async fn record_receipts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<
                         ReceiptOutcome::Unmatched => "unmatched",
                     };
                     metrics::counter!("switchboard_receipts_total", "outcome" => what).increment(1);
-                    if let ReceiptOutcome::Applied { message_status: Some(s), .. } = o {
-                        metrics::counter!("switchboard_messages_settled_total", "status" => s.as_str()).increment(1);
-                    }
                 }
                 let mut outcomes = outcomes.into_iter();
                 for (r, reply) in jobs.drain(..) {
