@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchboard_domain::ErrorType;
 use switchboard_domain::wire::TlSendRequest;
+use switchboard_provider::simulator::{failed_receipt_number, undelivered_receipt_number};
 use switchboard_tests::{Backend, OPERATOR_TOKEN, Receiver, Tenant, TestApp, TestDb, eventually, on_both_backends};
 use switchboard_webhooks::Secret;
 use uuid::Uuid;
@@ -174,7 +175,7 @@ async fn carrier_failures_are_refunded_only_when_the_account_says_so(backend: Ba
     webhook(&app, t.account, &receiver.url, &["message.undelivered", "message.failed"]).await;
 
     // Off by default: the carrier's failure of part 2 of 2 costs the message's credits.
-    let undelivered = switchboard_provider_numbers::undelivered(ErrorType::DestinationBlocked);
+    let undelivered = undelivered_receipt_number(ErrorType::DestinationBlocked);
     let id = send(&t, &undelivered, TWO_PARTS).await;
     let m = until_status(&app, &id, "undelivered").await;
     assert_eq!(m["errorType"], "destination_blocked");
@@ -191,7 +192,7 @@ async fn carrier_failures_are_refunded_only_when_the_account_says_so(backend: Ba
             .await;
     assert_eq!(status, StatusCode::OK, "{account}");
     assert_eq!(account["refundCarrierFailures"], true);
-    let failed = switchboard_provider_numbers::failed(ErrorType::InvalidDestination);
+    let failed = failed_receipt_number(ErrorType::InvalidDestination);
     let id2 = send(&t, &failed, "hello").await;
     let m2 = until_status(&app, &id2, "failed").await;
     assert_eq!(m2["errorType"], "invalid_destination");
@@ -209,34 +210,6 @@ async fn carrier_failures_are_refunded_only_when_the_account_says_so(backend: Ba
     assert_eq!(types, HashSet::from(["message.undelivered", "message.failed"]));
     app.stop().await;
     db.remove().await;
-}
-
-/// The simulator's documented failure numbers.
-mod switchboard_provider_numbers {
-    use switchboard_domain::ErrorType;
-
-    fn code(e: ErrorType) -> usize {
-        const ORDER: [ErrorType; 11] = [
-            ErrorType::InvalidDestination,
-            ErrorType::DestinationBlocked,
-            ErrorType::ProviderError,
-            ErrorType::RoutingError,
-            ErrorType::GeographicRestriction,
-            ErrorType::ServiceRestricted,
-            ErrorType::InvalidContent,
-            ErrorType::InvalidSender,
-            ErrorType::PlatformError,
-            ErrorType::Unknown,
-            ErrorType::OptedOut,
-        ];
-        ORDER.iter().position(|x| *x == e).unwrap() + 1
-    }
-    pub(super) fn failed(e: ErrorType) -> String {
-        format!("+155500030{:02}", code(e))
-    }
-    pub(super) fn undelivered(e: ErrorType) -> String {
-        format!("+155500040{:02}", code(e))
-    }
 }
 
 async fn a_receiver_failing_three_times_gets_the_fourth_attempt(backend: Backend) {
@@ -281,8 +254,8 @@ async fn a_restart_mid_backoff_still_delivers(backend: Backend) {
     let Some(db) = TestDb::new(backend, "restart_mid_backoff").await else { return };
     let mut settings = db.settings();
     // Long enough that the retry cannot happen before the server stops.
-    settings.webhook_base_backoff_ms = 3_000;
-    settings.webhook_max_backoff_ms = 3_000;
+    settings.webhook_base_backoff_ms = 10_000;
+    settings.webhook_max_backoff_ms = 10_000;
     let app = TestApp::start(settings.clone()).await;
     let t = app.provision(10, 0).await;
     let receiver = Receiver::start(1, Duration::ZERO).await;
@@ -609,7 +582,7 @@ async fn bird_notification_urls_get_signed_bird_events(backend: Backend) {
     .await;
     assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m}");
     // A carrier failure after sending is a delivery failure.
-    let failed_id = bird(&switchboard_provider_numbers::undelivered(ErrorType::Unknown), "hi").await;
+    let failed_id = bird(&undelivered_receipt_number(ErrorType::Unknown), "hi").await;
     eventually("delivery_failed", LONG, || async {
         (read(failed_id.clone()).await["status"] == "delivery_failed").then_some(())
     })

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use switchboard_core::{Inbound, NewWebhook, WebhookUpdate};
 use switchboard_domain::wire::webhooks::{
-    CreateWebhook, InboundResult, InjectInbound, InjectReceipts, MessagePart, NotificationSecret, ReceiptResults,
-    UpdateWebhook, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts, MessagePart, NotificationSecret,
+    ReceiptResults, UpdateWebhook, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
 };
 use switchboard_domain::wire::{AdminErrorBody, Page};
 use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
@@ -308,23 +308,48 @@ pub struct WebhookRender;
 
 impl Render for WebhookRender {
     fn render(&self, d: &DeliveryRecord, m: &MessageRecord) -> Vec<u8> {
-        // The message as this event left it, whatever it has become since.
-        let mut at_event = m.clone();
-        at_event.status = d.status;
-        at_event.error_type = d.error_type.or(if d.status.is_final() { m.error_type } else { None });
-        if !matches!(d.status, MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired) {
-            at_event.error_message = None;
-            at_event.error_type = None;
-        }
-        at_event.updated_at = d.occurred_at;
+        // The message as this event left it, from what cannot have changed since, so that
+        // every retry carries the same body.
+        let failure = matches!(d.status, MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired);
+        let taken = matches!(d.status, MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Undelivered)
+            || (d.status == MessageStatus::Failed && m.sent_at.is_some());
         let body = if d.endpoint_id.is_some() {
             serde_json::to_vec(&WebhookEvent {
                 id: d.event_id,
                 kind: d.event_type,
                 created_at: d.occurred_at,
-                data: message_wire(&at_event),
+                data: EventMessage {
+                    id: m.id,
+                    account_id: m.account_id.as_uuid(),
+                    direction: m.direction,
+                    kind: m.kind,
+                    to: m.to.clone(),
+                    from: m.from.clone(),
+                    body: m.body.clone(),
+                    media_urls: m.media.clone(),
+                    encoding: m.encoding,
+                    segments: m.segments,
+                    status: d.status,
+                    error_type: if failure { d.error_type.or(m.error_type) } else { None },
+                    error_message: if failure { m.error_message.clone() } else { None },
+                    provider_message_id: if taken { m.provider_message_id.clone() } else { None },
+                    created_at: m.created_at,
+                    sent_at: if taken { m.sent_at } else { None },
+                },
             })
         } else {
+            let mut at_event = m.clone();
+            at_event.status = d.status;
+            at_event.error_type = if failure { d.error_type.or(m.error_type) } else { None };
+            if !failure {
+                at_event.error_message = None;
+            }
+            if !taken {
+                at_event.sent_at = None;
+                at_event.provider_message_id = None;
+            }
+            at_event.attempts = u32::from(taken);
+            at_event.updated_at = d.occurred_at;
             let event = if d.event_type == EventType::Inbound { "sms.inbound" } else { "sms.outbound" };
             serde_json::to_vec(&serde_json::json!({
                 "service": "channels",

@@ -228,8 +228,57 @@ pub struct WebhookEvent {
     /// When it happened.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
-    /// The message, with `status` (and `errorType`) as this event left it.
-    pub data: Message,
+    /// The message as this event left it.
+    pub data: EventMessage,
+}
+
+/// The message in a webhook event: what does not change once the event has happened, so that
+/// every retry of an event carries the same body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EventMessage {
+    /// Message id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: MessageId,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// Direction.
+    pub direction: crate::Direction,
+    /// SMS or MMS.
+    pub kind: crate::MessageKind,
+    /// Recipient (for an inbound message, the gateway's number).
+    pub to: String,
+    /// Sender (for an inbound message, the handset).
+    pub from: String,
+    /// Text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Every media URL, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_urls: Vec<String>,
+    /// GSM-7 or UCS-2.
+    pub encoding: crate::Encoding,
+    /// SMS parts.
+    pub segments: u32,
+    /// The status this event reports.
+    pub status: MessageStatus,
+    /// Error type, for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<ErrorType>,
+    /// Error message, for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// The provider's id, once it took the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When the provider took it, for events from `sent` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub sent_at: Option<Timestamp>,
 }
 
 /// One part of a message, as the upstream knows it.
