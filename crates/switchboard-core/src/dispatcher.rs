@@ -35,6 +35,9 @@ pub struct DispatcherConfig {
     pub base_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// How long a message without a validity of its own waits for an unavailable upstream
+    /// before it fails.
+    pub unavailable_limit: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -48,6 +51,7 @@ impl Default for DispatcherConfig {
             max_attempts: 5,
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            unavailable_limit: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -169,6 +173,7 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
     let outbound = match (Msisdn::parse(&m.to), Msisdn::parse(&m.from)) {
         (Ok(to), Ok(from)) => OutboundMessage {
             id: m.id,
+            account_id: m.account_id,
             to,
             from,
             kind: m.kind,
@@ -189,7 +194,14 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         Ok(Ok(submission)) => {
             DispatchOutcome::Sent { provider_message_id: submission.provider_message_id, parts: submission.parts }
         }
-        Ok(Err(e)) if e.retryable && m.attempts < config.max_attempts => {
+        // An upstream that cannot take anything now never saw the message: it waits without
+        // using up its attempts, until its validity (or the unavailable limit) ends.
+        Ok(Err(e))
+            if e.unavailable && at.millis() < m.created_at.millis() + config.unavailable_limit.as_millis() as i64 =>
+        {
+            retry(config, m.attempts.min(12), at, expires_at, e.message)
+        }
+        Ok(Err(e)) if e.retryable && !e.unavailable && m.attempts < config.max_attempts => {
             retry(config, m.attempts, at, expires_at, e.message)
         }
         Ok(Err(e)) => failed(e),

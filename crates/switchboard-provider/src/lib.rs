@@ -15,7 +15,7 @@ pub mod simulator;
 use std::fmt;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
 use tokio::sync::mpsc;
 
 pub use simulator::{Simulator, SimulatorConfig};
@@ -25,6 +25,8 @@ pub use simulator::{Simulator, SimulatorConfig};
 pub struct OutboundMessage {
     /// Switchboard's id for it.
     pub id: MessageId,
+    /// The account sending it (routes can be chosen by account).
+    pub account_id: AccountId,
     /// Recipient.
     pub to: Msisdn,
     /// Sender.
@@ -115,12 +117,16 @@ pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<ProviderEvent>) {
 
 /// The upstream refused the message, or could not be reached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error_type} ({}): {message}", if *retryable { "retryable" } else { "permanent" })]
+#[error("{error_type} ({}): {message}", if *unavailable { "unavailable" } else if *retryable { "retryable" } else { "permanent" })]
 pub struct ProviderError {
     /// TextingLine's classification.
     pub error_type: ErrorType,
     /// Whether a later attempt may succeed.
     pub retryable: bool,
+    /// The upstream could not take any message just now (not bound, not answering): the
+    /// message never reached it, and waits for it without using up its attempts, until its
+    /// validity ends.
+    pub unavailable: bool,
     /// A description for the message's `errorMessage`.
     pub message: String,
 }
@@ -128,12 +134,41 @@ pub struct ProviderError {
 impl ProviderError {
     /// A permanent failure with the type's standard description.
     pub fn permanent(error_type: ErrorType) -> Self {
-        Self { error_type, retryable: false, message: error_type.description().to_owned() }
+        Self { error_type, retryable: false, unavailable: false, message: error_type.description().to_owned() }
+    }
+    /// A permanent failure with a description of its own.
+    pub fn permanent_with(error_type: ErrorType, message: impl Into<String>) -> Self {
+        Self { error_type, retryable: false, unavailable: false, message: message.into() }
     }
     /// A failure that may pass on a later attempt.
     pub fn retryable(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { error_type, retryable: true, message: message.into() }
+        Self { error_type, retryable: true, unavailable: false, message: message.into() }
     }
+    /// The upstream cannot take messages now; see [`ProviderError::unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { error_type: ErrorType::ProviderError, retryable: true, unavailable: true, message: message.into() }
+    }
+}
+
+/// How an upstream stands, for the admin API and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamStatus {
+    /// Its configured name.
+    pub name: String,
+    /// What it is: `simulator`, `smpp`, `http`.
+    pub kind: String,
+    /// Whether it can take messages now (bound, or passing its health checks).
+    pub connected: bool,
+    /// Messages handed to it and not yet answered.
+    pub in_flight: u64,
+    /// Most messages it may have in flight (its window); 0 when unbounded.
+    pub window: u64,
+    /// Messages it took.
+    pub sent: u64,
+    /// Messages it refused or could not be reached for.
+    pub failed: u64,
+    /// A short description of its state (the last error, the peer), if any.
+    pub detail: Option<String>,
 }
 
 /// An upstream that sends messages: a carrier link, another messaging API, or the simulator.
@@ -148,6 +183,11 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Hands one message to the upstream.
     async fn send(&self, message: &OutboundMessage) -> Result<Submission, ProviderError>;
+
+    /// How its upstreams stand (a router reports each of its upstreams).
+    fn status(&self) -> Vec<UpstreamStatus> {
+        Vec::new()
+    }
 }
 
 impl fmt::Debug for dyn Provider {

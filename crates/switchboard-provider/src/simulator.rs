@@ -234,6 +234,7 @@ mod tests {
     fn msg_of(to: &str, attempt: u32, segments: u32) -> OutboundMessage {
         OutboundMessage {
             id: MessageId::new(),
+            account_id: switchboard_domain::AccountId::new(),
             to: Msisdn::parse(to).unwrap(),
             from: Msisdn::parse("+18005559876").unwrap(),
             kind: MessageKind::Sms,
