@@ -59,6 +59,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/admin/v1/accounts/{account}/notification-secret", get(lifecycle::notification_secret))
         .route("/admin/v1/accounts/{account}/webhook-deliveries", get(lifecycle::list_deliveries))
+        .route("/admin/v1/upstreams", get(lifecycle::list_upstreams))
         .route("/admin/v1/simulator/inbound", post(lifecycle::inject_inbound))
         .route("/admin/v1/simulator/receipts", post(lifecycle::inject_receipts))
 }

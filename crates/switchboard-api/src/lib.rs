@@ -169,7 +169,19 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response(),
+        Some(handle) => {
+            // Upstream state is read when it is scraped, not kept up to date on every send.
+            for u in state.core.upstreams() {
+                let name = u.name.clone();
+                metrics::gauge!("switchboard_upstream_connected", "upstream" => name.clone())
+                    .set(if u.connected { 1.0 } else { 0.0 });
+                metrics::gauge!("switchboard_upstream_in_flight", "upstream" => name.clone()).set(u.in_flight as f64);
+                metrics::gauge!("switchboard_upstream_window", "upstream" => name.clone()).set(u.window as f64);
+                metrics::gauge!("switchboard_upstream_sent", "upstream" => name.clone()).set(u.sent as f64);
+                metrics::gauge!("switchboard_upstream_failed", "upstream" => name).set(u.failed as f64);
+            }
+            ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
 }

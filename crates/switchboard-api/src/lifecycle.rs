@@ -9,7 +9,7 @@ use serde::Deserialize;
 use switchboard_core::{Inbound, NewWebhook, WebhookUpdate};
 use switchboard_domain::wire::webhooks::{
     CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts, MessagePart, NotificationSecret,
-    ReceiptResults, UpdateWebhook, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    ReceiptResults, UpdateWebhook, Upstream, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
 };
 use switchboard_domain::wire::{AdminErrorBody, Page};
 use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
@@ -238,6 +238,29 @@ fn delivery_wire(d: &DeliveryRecord, attempt_log: Vec<WebhookAttempt>) -> Webhoo
         last_error: d.last_error.clone(),
         attempt_log,
     }
+}
+
+/// List the upstreams and how each stands: connected (bound, or passing its health checks),
+/// messages in flight against its window, and what it took and failed since the server started.
+#[utoipa::path(get, path = "/admin/v1/upstreams", tag = "Admin", security(("operator" = [])),
+    responses((status = 200, body = Page<Upstream>), (status = 401, body = AdminErrorBody)))]
+pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> AdminResult<Json<Page<Upstream>>> {
+    let data = s
+        .core
+        .upstreams()
+        .into_iter()
+        .map(|u| Upstream {
+            name: u.name,
+            kind: u.kind,
+            connected: u.connected,
+            in_flight: u.in_flight,
+            window: u.window,
+            sent: u.sent,
+            failed: u.failed,
+            detail: u.detail,
+        })
+        .collect();
+    Ok(Json(Page { data, next_cursor: None }))
 }
 
 /// Simulator: receive a message from a handset, as a carrier would deliver it. STOP, START and

@@ -46,6 +46,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         lifecycle::delete_webhook,
         lifecycle::notification_secret,
         lifecycle::list_deliveries,
+        lifecycle::list_upstreams,
         lifecycle::inject_inbound,
         lifecycle::inject_receipts,
         admin::create_channel,

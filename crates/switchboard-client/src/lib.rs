@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::webhooks::{
     CreateWebhook, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults, UpdateWebhook,
-    Webhook, WebhookDelivery,
+    Upstream, Webhook, WebhookDelivery,
 };
 use switchboard_domain::wire::{
     Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
@@ -413,6 +413,11 @@ impl AdminClient {
     /// Deletes a webhook endpoint; its pending deliveries are canceled.
     pub async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<()> {
         self.call_no_content(Method::DELETE, &format!("/admin/v1/accounts/{account}/webhooks/{id}")).await
+    }
+
+    /// Lists the upstreams and how each stands.
+    pub async fn upstreams(&self) -> Result<Page<Upstream>> {
+        self.get("/admin/v1/upstreams").await
     }
 
     /// Reads the secret that signs deliveries to the account's messages' own notification URLs.

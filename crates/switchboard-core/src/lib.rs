@@ -185,6 +185,7 @@ struct Inner {
     channels: channels::ChannelCache,
     receipts: lifecycle::ReceiptRecorder,
     sealer: Arc<Sealer>,
+    provider: Arc<dyn Provider>,
     config: CoreConfig,
 }
 
@@ -206,17 +207,23 @@ impl Core {
         let waiters = Arc::new(Waiters::default());
         let local = config
             .run_dispatcher
-            .then(|| dispatcher::start(store.clone(), provider, config.dispatcher.clone(), waiters.clone()));
+            .then(|| dispatcher::start(store.clone(), provider.clone(), config.dispatcher.clone(), waiters.clone()));
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         let channels = channels::ChannelCache::new(config.auth_cache_ttl);
         let receipts = lifecycle::ReceiptRecorder::start(store.clone());
-        let inner = Inner { store, auth, committer, waiters, tokens, limiter, channels, receipts, sealer, config };
+        let inner =
+            Inner { store, auth, committer, waiters, tokens, limiter, channels, receipts, sealer, provider, config };
         let core = Self { inner: Arc::new(inner) };
         if let Some(events) = events {
             tokio::spawn(lifecycle::provider_events(core.clone(), events));
         }
         Ok(core)
+    }
+
+    /// How each upstream stands.
+    pub fn upstreams(&self) -> Vec<switchboard_provider::UpstreamStatus> {
+        self.inner.provider.status()
     }
 
     /// The store, for the services that run beside the core (the webhook worker).

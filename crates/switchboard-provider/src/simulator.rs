@@ -27,12 +27,14 @@
 //! A submission's id is `sim-<message uuid>` and its parts are `sim-<message uuid>.<n>`, so a
 //! message sent twice (a retry after a lost answer) keeps the same ids.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchboard_domain::{ErrorType, Timestamp};
 
 use crate::{
-    EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission, async_trait,
+    EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission,
+    UpstreamStatus, async_trait,
 };
 
 /// Test number: fails with `invalid_destination`.
@@ -98,6 +100,8 @@ impl Default for SimulatorConfig {
 pub struct Simulator {
     config: SimulatorConfig,
     events: Option<EventSink>,
+    sent: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// What the simulator's receipts say of a message.
@@ -116,12 +120,12 @@ enum Receipts {
 impl Simulator {
     /// A simulator with these settings that sends no receipts.
     pub fn new(config: SimulatorConfig) -> Self {
-        Self { config, events: None }
+        Self { config, events: None, sent: AtomicU64::new(0), failed: AtomicU64::new(0) }
     }
 
     /// A simulator with these settings that sends its receipts to `events`.
     pub fn with_events(config: SimulatorConfig, events: EventSink) -> Self {
-        Self { config, events: Some(events) }
+        Self { config, events: Some(events), sent: AtomicU64::new(0), failed: AtomicU64::new(0) }
     }
 
     /// The fixed outcome of a number refused at submission, if the number is one.
@@ -200,6 +204,26 @@ impl Provider for Simulator {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<Submission, ProviderError> {
+        let result = self.submit(message).await;
+        let counter = if result.is_ok() { &self.sent } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn status(&self) -> Vec<UpstreamStatus> {
+        vec![UpstreamStatus {
+            name: "simulator".into(),
+            kind: "simulator".into(),
+            connected: true,
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            ..UpstreamStatus::default()
+        }]
+    }
+}
+
+impl Simulator {
+    async fn submit(&self, message: &OutboundMessage) -> Result<Submission, ProviderError> {
         let to = message.to.as_str();
         if let Some(error_type) = Self::failure_for(to) {
             return Err(ProviderError::permanent(error_type));

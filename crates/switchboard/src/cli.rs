@@ -100,6 +100,9 @@ pub enum AdminCommand {
     /// Stand in for a carrier: inbound messages and delivery receipts.
     #[command(subcommand)]
     Simulator(SimulatorCmd),
+    /// Upstreams (carrier links and relays) and how each stands.
+    #[command(subcommand)]
+    Upstreams(UpstreamsCmd),
 }
 
 /// Account operations.
@@ -329,6 +332,14 @@ pub enum ChannelsCmd {
         #[arg(long)]
         inactive: bool,
     },
+}
+
+/// Upstream operations.
+#[derive(Debug, Subcommand)]
+pub enum UpstreamsCmd {
+    /// List the upstreams: connected or not, messages in flight against the window, sent and
+    /// failed counts.
+    List,
 }
 
 /// Template operations.
@@ -680,6 +691,7 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Webhooks(WebhooksCmd::NotificationSecret { account }) => {
             print(&c.notification_secret(account).await?)
         }
+        AdminCommand::Upstreams(UpstreamsCmd::List) => print(&c.upstreams().await?),
         AdminCommand::Simulator(SimulatorCmd::Inbound { from, to, body, media_urls, provider_ref }) => {
             print(&c.inject_inbound(&InjectInbound { from, to, body, media_urls, provider_ref }).await?)
         }

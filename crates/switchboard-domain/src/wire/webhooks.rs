@@ -281,6 +281,30 @@ pub struct EventMessage {
     pub sent_at: Option<Timestamp>,
 }
 
+/// Admin: how one upstream stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    /// Its configured name.
+    pub name: String,
+    /// `simulator`, `smpp` or `http`.
+    pub kind: String,
+    /// Whether it can take messages now (bound, or passing its health checks).
+    pub connected: bool,
+    /// Messages handed to it and not yet answered.
+    pub in_flight: u64,
+    /// Most messages it may have in flight; 0 when unbounded.
+    pub window: u64,
+    /// Messages it took since the server started.
+    pub sent: u64,
+    /// Messages it refused or could not be reached for since the server started.
+    pub failed: u64,
+    /// Its last error, or its peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// One part of a message, as the upstream knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
