@@ -9,3 +9,4 @@ mod lifecycle;
 mod mudbase;
 mod mudbase_sdk;
 mod textingline;
+mod upstreams;

@@ -13,6 +13,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("switchboard-provider", &["switchboard-domain"]),
     ("switchboard-storage", &["switchboard-domain", "switchboard-ledger"]),
     ("switchboard-webhooks", &["switchboard-domain", "switchboard-storage"]),
+    ("switchboard-smpp", &["switchboard-domain", "switchboard-provider"]),
+    ("switchboard-http-upstream", &["switchboard-domain", "switchboard-provider", "switchboard-webhooks"]),
     (
         "switchboard-core",
         &[
@@ -33,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-storage",
             "switchboard-provider",
             "switchboard-webhooks",
+            "switchboard-http-upstream",
             "switchboard-core",
         ],
     ),

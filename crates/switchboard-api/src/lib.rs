@@ -16,6 +16,7 @@ mod openapi;
 mod textingline;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -82,7 +83,13 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Limits.
     pub limits: HttpLimits,
+    /// The HTTP upstreams by name, whose delivery outcomes come back to
+    /// `POST /upstreams/{name}/events`.
+    pub upstream_callbacks: Arc<UpstreamCallbacks>,
 }
+
+/// The HTTP upstreams by name.
+pub type UpstreamCallbacks = std::collections::HashMap<String, Arc<switchboard_http_upstream::HttpUpstream>>;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
@@ -95,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .route("/upstreams/{name}/events", axum::routing::post(lifecycle::upstream_callback))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -173,8 +181,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             // Upstream state is read when it is scraped, not kept up to date on every send.
             for u in state.core.upstreams() {
                 let name = u.name.clone();
-                metrics::gauge!("switchboard_upstream_connected", "upstream" => name.clone())
-                    .set(if u.connected { 1.0 } else { 0.0 });
+                metrics::gauge!("switchboard_upstream_connected", "upstream" => name.clone()).set(if u.connected {
+                    1.0
+                } else {
+                    0.0
+                });
                 metrics::gauge!("switchboard_upstream_in_flight", "upstream" => name.clone()).set(u.in_flight as f64);
                 metrics::gauge!("switchboard_upstream_window", "upstream" => name.clone()).set(u.window as f64);
                 metrics::gauge!("switchboard_upstream_sent", "upstream" => name.clone()).set(u.sent as f64);

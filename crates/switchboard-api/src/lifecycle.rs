@@ -13,6 +13,7 @@ use switchboard_domain::wire::webhooks::{
 };
 use switchboard_domain::wire::{AdminErrorBody, Page};
 use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
+use switchboard_http_upstream::CallbackError;
 use switchboard_provider::{Receipt, ReceiptStatus};
 use switchboard_storage::{
     DeliveryFilter, DeliveryRecord, DeliveryState, MessageRecord, PartRecord, ReceiptOutcome, WebhookRecord,
@@ -261,6 +262,27 @@ pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> Ad
         })
         .collect();
     Ok(Json(Page { data, next_cursor: None }))
+}
+
+/// An HTTP upstream's delivery outcomes: the other server's webhooks, signed with the secret of
+/// the endpoint registered there. Answers 204, 401 for a bad signature, 400 for a body that is
+/// not an event, 404 for an unknown upstream.
+pub(crate) async fn upstream_callback(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let Some(upstream) = s.upstream_callbacks.get(&name) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such upstream"));
+    };
+    match upstream.handle_callback(&headers, &body) {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(CallbackError::BadSignature) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the webhook signature does not verify"))
+        }
+        Err(CallbackError::BadBody(e)) => Err(ApiError::invalid(format!("not a webhook event: {e}"))),
+    }
 }
 
 /// Simulator: receive a message from a handset, as a carrier would deliver it. STOP, START and

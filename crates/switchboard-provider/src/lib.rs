@@ -10,6 +10,7 @@
 //! Crates that implement a provider use the re-exported [`async_trait`] so that they agree
 //! with this crate on its version.
 
+pub mod router;
 pub mod simulator;
 
 use std::fmt;
@@ -18,6 +19,7 @@ pub use async_trait::async_trait;
 use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
 use tokio::sync::mpsc;
 
+pub use router::{RouteConfig, Router, RouterError, UpstreamLimits};
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// A message handed to a provider.

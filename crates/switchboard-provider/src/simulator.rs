@@ -102,6 +102,7 @@ pub struct Simulator {
     events: Option<EventSink>,
     sent: AtomicU64,
     failed: AtomicU64,
+    name: Option<String>,
 }
 
 /// What the simulator's receipts say of a message.
@@ -120,12 +121,18 @@ enum Receipts {
 impl Simulator {
     /// A simulator with these settings that sends no receipts.
     pub fn new(config: SimulatorConfig) -> Self {
-        Self { config, events: None, sent: AtomicU64::new(0), failed: AtomicU64::new(0) }
+        Self { config, events: None, sent: AtomicU64::new(0), failed: AtomicU64::new(0), name: None }
     }
 
     /// A simulator with these settings that sends its receipts to `events`.
     pub fn with_events(config: SimulatorConfig, events: EventSink) -> Self {
-        Self { config, events: Some(events), sent: AtomicU64::new(0), failed: AtomicU64::new(0) }
+        Self { config, events: Some(events), sent: AtomicU64::new(0), failed: AtomicU64::new(0), name: None }
+    }
+
+    /// The same simulator under another name (its name in routes and status).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// The fixed outcome of a number refused at submission, if the number is one.
@@ -200,7 +207,7 @@ fn error_for_code(code: &str) -> Option<ErrorType> {
 #[async_trait]
 impl Provider for Simulator {
     fn name(&self) -> &str {
-        "simulator"
+        self.name.as_deref().unwrap_or("simulator")
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<Submission, ProviderError> {
@@ -212,7 +219,7 @@ impl Provider for Simulator {
 
     fn status(&self) -> Vec<UpstreamStatus> {
         vec![UpstreamStatus {
-            name: "simulator".into(),
+            name: self.name().to_owned(),
             kind: "simulator".into(),
             connected: true,
             sent: self.sent.load(Ordering::Relaxed),

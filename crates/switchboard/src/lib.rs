@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use settings::UpstreamSettings;
+use switchboard_api::UpstreamCallbacks;
 use switchboard_api::{AppState, HttpLimits, Secret};
 use switchboard_core::{Core, CoreConfig, DispatcherConfig, KeywordReplies};
-use switchboard_provider::{Simulator, SimulatorConfig};
+use switchboard_http_upstream::HttpUpstream;
+use switchboard_provider::{EventSink, Provider, RouteConfig, Router, Simulator, SimulatorConfig, UpstreamLimits};
 use switchboard_storage::{Backend, ConnectOptions};
 use switchboard_validation::Policy;
 use switchboard_webhooks::WorkerConfig;
@@ -70,11 +73,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     let backend = store.backend();
 
     let (events, events_rx) = switchboard_provider::event_channel();
-    let simulator = SimulatorConfig {
-        slow_delay: Duration::from_millis(settings.simulator_slow_ms),
-        receipt_delay: Duration::from_millis(settings.simulator_receipt_delay_ms),
-    };
-    let provider = Arc::new(Simulator::with_events(simulator, events));
+    let (provider, callbacks) = upstreams(settings, events)?;
     let config = CoreConfig {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
@@ -134,6 +133,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         core: core.clone(),
         operator_token: Secret::new(operator_token),
         metrics: telemetry::metrics_handle(),
+        upstream_callbacks: Arc::new(callbacks),
         limits: HttpLimits {
             max_body_bytes: settings.max_body_bytes,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
@@ -148,6 +148,43 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         "switchboard listening"
     );
     Ok(App { listener, router: switchboard_api::router(state), core, webhooks })
+}
+
+/// The provider messages go to: the simulator alone, or a router over the configured
+/// upstreams; and the HTTP upstreams by name, whose callbacks the API takes.
+fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn Provider>, UpstreamCallbacks)> {
+    let simulator = |name: &str| {
+        let config = SimulatorConfig {
+            slow_delay: Duration::from_millis(settings.simulator_slow_ms),
+            receipt_delay: Duration::from_millis(settings.simulator_receipt_delay_ms),
+        };
+        Arc::new(Simulator::with_events(config, events.clone()).named(name))
+    };
+    let mut callbacks = UpstreamCallbacks::new();
+    if settings.upstreams.is_empty() {
+        return Ok((simulator("simulator"), callbacks));
+    }
+    let mut upstreams: Vec<(String, Arc<dyn Provider>, UpstreamLimits)> = Vec::new();
+    for u in &settings.upstreams {
+        let (provider, limits): (Arc<dyn Provider>, _) = match u {
+            UpstreamSettings::Simulator { name, limits } => (simulator(name), *limits),
+            UpstreamSettings::Http(h) => {
+                let upstream = HttpUpstream::new(h.config.clone(), events.clone())
+                    .with_context(|| format!("upstream {}", h.config.name))?;
+                callbacks.insert(h.config.name.clone(), upstream.clone());
+                (upstream, h.limits)
+            }
+        };
+        upstreams.push((u.name().to_owned(), provider, limits));
+    }
+    let routes = if settings.routes.is_empty() {
+        let names = upstreams.iter().map(|(n, ..)| n.clone()).collect();
+        vec![RouteConfig { prefix: String::new(), accounts: Vec::new(), senders: Vec::new(), upstreams: names }]
+    } else {
+        settings.routes.clone()
+    };
+    let router = Router::new(upstreams, routes, settings.sender_max_per_second).context("routes")?;
+    Ok((Arc::new(router), callbacks))
 }
 
 /// Creates or upgrades the database schema.

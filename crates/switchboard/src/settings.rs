@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use switchboard_http_upstream::HttpUpstreamConfig;
+use switchboard_provider::{RouteConfig, UpstreamLimits};
 
 /// Everything the server can be told.
 #[derive(Clone, Deserialize)]
@@ -84,6 +86,49 @@ pub struct Settings {
     pub start_reply: String,
     /// The answer to HELP; empty for none.
     pub help_reply: String,
+    /// Most messages per second from one sender number, across every upstream.
+    pub sender_max_per_second: Option<u32>,
+    /// The upstreams messages go to; none means the built-in simulator alone.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Which upstreams take which messages; none sends everything to the upstreams in order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One upstream, as the settings file names it (`kind = "smpp" | "http" | "simulator"`).
+#[derive(Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum UpstreamSettings {
+    /// The built-in simulator.
+    Simulator {
+        /// Its name in routes.
+        name: String,
+        /// Its rate limit.
+        #[serde(flatten)]
+        limits: UpstreamLimits,
+    },
+    /// Another Switchboard, through its TextingLine dialect.
+    Http(HttpUpstreamSettings),
+}
+
+/// An HTTP upstream's settings with its rate limit.
+#[derive(Clone, Deserialize)]
+pub struct HttpUpstreamSettings {
+    /// The upstream itself.
+    #[serde(flatten)]
+    pub config: HttpUpstreamConfig,
+    /// Its rate limit.
+    #[serde(flatten)]
+    pub limits: UpstreamLimits,
+}
+
+impl UpstreamSettings {
+    /// Its name in routes.
+    pub fn name(&self) -> &str {
+        match self {
+            UpstreamSettings::Simulator { name, .. } => name,
+            UpstreamSettings::Http(h) => &h.config.name,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -137,6 +182,9 @@ impl Default for Settings {
             stop_reply: replies.stop,
             start_reply: replies.start,
             help_reply: replies.help,
+            sender_max_per_second: None,
+            upstreams: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
