@@ -14,7 +14,7 @@ use switchboard_provider::{RouteConfig, UpstreamLimits};
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on_both_backends};
 use switchboard_webhooks::Secret;
 
-on_both_backends!(one_switchboard_relays_to_another_and_hears_back, failover_and_no_route);
+on_both_backends!(one_switchboard_relays_to_another_and_hears_back, failover_and_no_route, smpp_upstream_end_to_end);
 
 const HANDSET: &str = "+18005551234";
 const LONG: Duration = Duration::from_secs(20);
@@ -203,6 +203,58 @@ async fn failover_and_no_route(backend: Backend) {
     let ups = admin(&app, Method::GET, "/upstreams", None).await;
     let names: Vec<&str> = ups["data"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["dead", "sim"]);
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn smpp_upstream_end_to_end(backend: Backend) {
+    use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions, ReceiptOptions};
+    let Some(db) = TestDb::new(backend, "smpp_upstream").await else { return };
+    let smsc =
+        FakeSmsc::start(FakeSmscOptions { receipts: Some(ReceiptOptions::default()), ..Default::default() }).await;
+    let options = FakeSmscOptions::default();
+    let config = serde_json::from_value(json!({
+        "name": "smsc",
+        "host": "127.0.0.1",
+        "port": smsc.port(),
+        "system_id": options.system_id,
+        "password": options.password,
+        "window": 4,
+    }))
+    .expect("an SMPP upstream");
+    let mut settings = db.settings();
+    settings.upstreams = vec![UpstreamSettings::Smpp(config)];
+    let app = TestApp::start(settings).await;
+    let t = app.provision(100, 0).await;
+    eventually("the bind", LONG, || async {
+        let ups = admin(&app, Method::GET, "/upstreams", None).await;
+        (ups["data"][0]["connected"] == true).then_some(())
+    })
+    .await;
+
+    // A two-part text goes out as two submit_sm, and both parts' receipts deliver it.
+    let text = "x".repeat(200);
+    let sent = t
+        .client
+        .send(&TlSendRequest { to: HANDSET.into(), from: t.from.clone(), body: Some(text), ..Default::default() })
+        .await
+        .unwrap();
+    let id = sent.message.id.to_string();
+    let m = eventually("delivered over SMPP", LONG, || async {
+        let m = admin(&app, Method::GET, &format!("/messages/{id}"), None).await;
+        (m["status"] == "delivered").then_some(m)
+    })
+    .await;
+    assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m}");
+    let submits = smsc.submits();
+    assert_eq!(submits.len(), 2);
+    assert!(submits.iter().all(|s| s.destination.trim_start_matches('+') == HANDSET.trim_start_matches('+')));
+    let ups = admin(&app, Method::GET, "/upstreams", None).await;
+    let u = &ups["data"][0];
+    assert_eq!((u["name"].as_str(), u["kind"].as_str(), u["window"].as_u64()), (Some("smsc"), Some("smpp"), Some(4)));
+    assert!(u["sent"].as_u64().unwrap() >= 1, "{u}");
+    let metrics = reqwest::get(format!("{}/metrics", app.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchboard_upstream_connected{upstream=\"smsc\"} 1"), "{metrics}");
     app.stop().await;
     db.remove().await;
 }

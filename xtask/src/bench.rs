@@ -28,6 +28,14 @@ struct Options {
     requests: usize,
     concurrency: Vec<usize>,
     batch: usize,
+    /// Only these scenarios (`tl`, `mudbase`, `bird`, `receipts`, `smpp`); all when empty.
+    only: Vec<String>,
+}
+
+impl Options {
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 /// What the load sends.
@@ -51,6 +59,8 @@ enum Load {
     Bird,
     /// TextingLine sends followed to `delivered`, with a webhook per delivered message.
     Receipts,
+    /// TextingLine sends relayed over SMPP to a fake SMSC on loopback.
+    Smpp,
 }
 
 impl Dialect {
@@ -109,7 +119,7 @@ impl Dialect {
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options { requests: 20_000, concurrency: vec![16, 64], batch: 100 };
+    let mut o = Options { requests: 20_000, concurrency: vec![16, 64], batch: 100, only: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -119,6 +129,10 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
                     it.next().context("--concurrency 16,64")?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
             "--batch" => o.batch = it.next().context("--batch N")?.parse()?,
+            "--only" => {
+                o.only =
+                    it.next().context("--only tl,mudbase,bird,receipts,smpp")?.split(',').map(str::to_owned).collect()
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -147,10 +161,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_server(root: &Path, data: &Path, sent_wait_ms: u64, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+fn start_server(root: &Path, data: &Path, sent_wait_ms: u64, env: &[(String, String)]) -> anyhow::Result<Server> {
     let port = free_port()?;
     let child = Command::new(root.join("target/release/switchboard"))
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_DATABASE_URL", format!("sqlite://{}", data.join("bench.db").display()))
@@ -234,7 +248,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     ]))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
-    for sent_wait_ms in [0u64, 50] {
+    for sent_wait_ms in [0u64, 50].into_iter().filter(|_| o.runs("tl")) {
         for &c in &o.concurrency {
             results.push(rt.block_on(scenario(root, o.requests, c, sent_wait_ms, Load::TextingLine))?);
         }
@@ -242,27 +256,39 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // Mudbase sends of `batch` recipients each: five times as many recipients as the other
     // scenarios send messages (so a run lasts seconds), from a quarter of the connections.
     let batch_requests = (5 * o.requests / o.batch).max(1);
-    for &c in &o.concurrency {
+    for &c in o.concurrency.iter().filter(|_| o.runs("mudbase")) {
         let c = (c / 4).max(1);
         results.push(rt.block_on(scenario(root, batch_requests, c, 50, Load::Mudbase { batch: o.batch }))?);
     }
     // Bird channel sends answer 202 at once, without waiting for the dispatcher.
-    for &c in &o.concurrency {
+    for &c in o.concurrency.iter().filter(|_| o.runs("bird")) {
         results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Bird))?);
     }
     // Accept to delivered, with a signed webhook per delivered message.
-    for &c in &o.concurrency {
+    for &c in o.concurrency.iter().filter(|_| o.runs("receipts")) {
         results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Receipts))?);
+    }
+    // HTTP in, SMPP out to a fake SMSC on loopback, with the default window.
+    for &c in o.concurrency.iter().filter(|_| o.runs("smpp")) {
+        results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Smpp))?);
     }
     println!();
     println!(
-        "{:<34} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14} {:>20}",
-        "scenario", "conc", "messages/s", "p50 ms", "p90 ms", "p99 ms", "dispatched/s", "delivered+webhook/s"
+        "{:<38} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14} {:>20} {:>12}",
+        "scenario",
+        "conc",
+        "messages/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "dispatched/s",
+        "delivered+webhook/s",
+        "submitted/s"
     );
     for r in &results {
         let rate = |what: &str| r["lifecycle"][what]["per_sec"].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
         println!(
-            "{:<34} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0} {:>20}",
+            "{:<38} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0} {:>20} {:>12}",
             r["scenario"].as_str().unwrap_or(""),
             r["concurrency"],
             r["accepted_messages_per_sec"].as_f64().unwrap_or(0.0),
@@ -271,6 +297,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
             r["dispatched_per_sec"].as_f64().unwrap_or(0.0),
             rate("delivered_with_webhook"),
+            rate("submitted"),
         );
     }
     let dir = root.join("target/bench");
@@ -305,16 +332,35 @@ async fn scenario(
         Load::Mudbase { batch } => format!("mb{batch}"),
         Load::Bird => "bird".to_owned(),
         Load::Receipts => "receipts".to_owned(),
+        Load::Smpp => "smpp".to_owned(),
     };
     let data = std::env::temp_dir()
         .join(format!("switchboard-bench-{}-{concurrency}-{sent_wait_ms}-{tag}", std::process::id(),));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    let env: &[(&str, &str)] = match load {
-        Load::Receipts => &[("SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS", "0")],
-        _ => &[],
+    let mut smsc = None;
+    let env: Vec<(String, String)> = match load {
+        Load::Receipts => vec![("SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS".into(), "0".into())],
+        Load::Smpp => {
+            let fake = switchboard_smpp::testing::FakeSmsc::start(Default::default()).await;
+            let config = data.join("smpp.toml");
+            let options = switchboard_smpp::testing::FakeSmscOptions::default();
+            std::fs::write(
+                &config,
+                format!(
+                    "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                     system_id = \"{}\"\npassword = \"{}\"\n",
+                    fake.port(),
+                    options.system_id,
+                    options.password
+                ),
+            )?;
+            smsc = Some(fake);
+            vec![("SWITCHBOARD_CONFIG".into(), config.display().to_string())]
+        }
+        _ => Vec::new(),
     };
-    let server = start_server(root, &data, sent_wait_ms, env)?;
+    let server = start_server(root, &data, sent_wait_ms, &env)?;
     let http = reqwest::Client::new();
     wait_healthy(&http, &server.url).await?;
 
@@ -326,6 +372,7 @@ async fn scenario(
     let mut receiver = None;
     let dialect = match load {
         Load::TextingLine => Dialect::TextingLine,
+        Load::Smpp => Dialect::TextingLine,
         Load::Receipts => {
             let r = Receiver::start().await?;
             let hook = json!({"url": r.url, "events": ["message.delivered"]});
@@ -381,7 +428,17 @@ async fn scenario(
             let backlog = (latencies.len() as u64).saturating_sub(n);
             json!({ "delivered_with_webhook": { "count": n, "per_sec": n as f64 / t.as_secs_f64(), "backlog": backlog } })
         }
-        None => serde_json::Value::Null,
+        None => match &smsc {
+            // What reached the SMSC: every part of every message, as submit_sm.
+            Some(fake) => {
+                let target = (warmed.len() + latencies.len()) as u64;
+                let (n, t) = wait_counter(target, started, || async { Ok(fake.submit_count() as u64) }).await?;
+                let n = n.saturating_sub(warmed.len() as u64);
+                let backlog = (latencies.len() as u64).saturating_sub(n);
+                json!({ "submitted": { "count": n, "per_sec": n as f64 / t.as_secs_f64(), "backlog": backlog } })
+            }
+            None => serde_json::Value::Null,
+        },
     };
     latencies.sort_unstable();
     let commits = metric(&http, &server.url, "switchboard_commit_group_size_count").await?;
@@ -392,6 +449,7 @@ async fn scenario(
         Load::Mudbase { batch } => format!("mudbase batch x{batch} (wait 50ms)"),
         Load::Bird => "bird channel text (202)".into(),
         Load::Receipts => "accept to delivered + webhook".into(),
+        Load::Smpp => "accept to submit_sm (SMPP, fake SMSC)".into(),
         Load::TextingLine if sent_wait_ms == 0 => "accept (sent_wait_ms=0)".into(),
         Load::TextingLine => "accept+dispatch (wait 50ms)".into(),
     };

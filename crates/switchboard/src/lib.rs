@@ -18,6 +18,7 @@ use switchboard_api::{AppState, HttpLimits, Secret};
 use switchboard_core::{Core, CoreConfig, DispatcherConfig, KeywordReplies};
 use switchboard_http_upstream::HttpUpstream;
 use switchboard_provider::{EventSink, Provider, RouteConfig, Router, Simulator, SimulatorConfig, UpstreamLimits};
+use switchboard_smpp::SmppUpstream;
 use switchboard_storage::{Backend, ConnectOptions};
 use switchboard_validation::Policy;
 use switchboard_webhooks::WorkerConfig;
@@ -173,6 +174,11 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
                     .with_context(|| format!("upstream {}", h.config.name))?;
                 callbacks.insert(h.config.name.clone(), upstream.clone());
                 (upstream, h.limits)
+            }
+            UpstreamSettings::Smpp(config) => {
+                config.validate().with_context(|| format!("upstream {}", config.name))?;
+                // The SMPP upstream caps its own rate (`max_per_second`), per bind.
+                (SmppUpstream::start(config.clone(), events.clone()), UpstreamLimits::default())
             }
         };
         upstreams.push((u.name().to_owned(), provider, limits));

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchboard_http_upstream::HttpUpstreamConfig;
 use switchboard_provider::{RouteConfig, UpstreamLimits};
+use switchboard_smpp::SmppConfig;
 
 /// Everything the server can be told.
 #[derive(Clone, Deserialize)]
@@ -108,6 +109,8 @@ pub enum UpstreamSettings {
     },
     /// Another Switchboard, through its TextingLine dialect.
     Http(HttpUpstreamSettings),
+    /// An SMSC over SMPP 3.4 (its own `max_per_second` caps it).
+    Smpp(SmppConfig),
 }
 
 /// An HTTP upstream's settings with its rate limit.
@@ -127,6 +130,7 @@ impl UpstreamSettings {
         match self {
             UpstreamSettings::Simulator { name, .. } => name,
             UpstreamSettings::Http(h) => &h.config.name,
+            UpstreamSettings::Smpp(s) => &s.name,
         }
     }
 }

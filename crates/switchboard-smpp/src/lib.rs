@@ -1,0 +1,43 @@
+//! An SMPP 3.4 upstream for Switchboard: a [`Provider`](switchboard_provider::Provider) that
+//! sends through an SMSC.
+//!
+//! [`SmppUpstream::start`] spawns tasks that connect (TCP or TLS), bind (one transceiver
+//! session, or a transmitter and a receiver), keep each bind alive with `enquire_link`, and
+//! after any drop (the SMSC closing or unbinding, no answer to `enquire_link`, a bind refused)
+//! bind again, waiting `reconnect_min_ms` doubled per failed attempt up to `reconnect_max_ms`,
+//! with some randomness. While the session that sends is not bound, `send` answers
+//! [`ProviderError::unavailable`](switchboard_provider::ProviderError::unavailable) at once, so
+//! the core keeps the message queued.
+//!
+//! Sending:
+//! - at most `window` `submit_sm` wait for their answer at once on a bind, and with
+//!   `max_per_second` set, sends are spaced evenly over all sends of the upstream;
+//! - a text longer than one SMS goes in concatenated parts with an 8-bit reference header,
+//!   GSM-7 (`data_coding` 0) or UCS-2 (`data_coding` 8) as the message's encoding says (see
+//!   [`text`]); the reference comes from the message id, so a retry reuses it;
+//! - an alphanumeric sender (one with letters) uses the alphanumeric TON/NPI;
+//! - the [`Submission`](switchboard_provider::Submission) names the first part's id and every
+//!   part's id, in the canonical form of [`MsgIdFormat`].
+//!
+//! Every `deliver_sm` is answered. A delivery receipt becomes a
+//! [`ProviderEvent::Receipt`](switchboard_provider::ProviderEvent::Receipt) naming the part by
+//! the same canonical id; other `deliver_sm` become
+//! [`ProviderEvent::Inbound`](switchboard_provider::ProviderEvent::Inbound) (see
+//! [`pdu::read_deliver_sm`]). A receipt may come before the answer to its `submit_sm`; it is sent
+//! on as it comes, and the core keeps it until the submission is recorded.
+//!
+//! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC for tests and
+//! benchmarks.
+
+pub mod config;
+pub mod pdu;
+pub mod receipt;
+pub mod text;
+mod upstream;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{BindMode, ConfigError, MsgIdFormat, SmppConfig};
+pub use receipt::{ReceiptText, parse_receipt_text};
+pub use upstream::SmppUpstream;

@@ -1,0 +1,583 @@
+//! A fake SMSC for tests and benchmarks: an SMPP server on `127.0.0.1` built on rusmpp's codec.
+//!
+//! It accepts binds with one set of credentials, answers every `submit_sm` (at once, or after a
+//! delay, or with `ESME_RTHROTTLED` for the first few), can send a `DELIVRD` receipt for each
+//! accepted part before or after its answer, and records what it saw: every `submit_sm`, the
+//! most submissions waiting for their answer at once on one connection, and the number of
+//! binds. A test can also send an inbound `deliver_sm`, and drop every connection.
+//!
+//! Without a delay it answers each `submit_sm` as it reads it and writes answers in batches, so
+//! it keeps up with tens of thousands of submissions a second on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rusmpp::command::CommandParts;
+use rusmpp::pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSm, SubmitSmResp};
+use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
+use rusmpp::tokio_codec::CommandCodec;
+use rusmpp::types::{COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, Npi, Ton};
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use switchboard_domain::Encoding;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use crate::text;
+
+/// How the fake SMSC writes a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdFormat {
+    /// Decimal digits.
+    #[default]
+    Decimal,
+    /// Upper-case hex digits.
+    Hex,
+}
+
+impl IdFormat {
+    /// `n` written in this form.
+    pub fn write(self, n: u64) -> String {
+        match self {
+            IdFormat::Decimal => n.to_string(),
+            IdFormat::Hex => format!("{n:X}"),
+        }
+    }
+}
+
+/// When a part's receipt is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiptTiming {
+    /// Right after the `submit_sm_resp`.
+    #[default]
+    AfterResponse,
+    /// Just before the `submit_sm_resp` (a race some SMSCs show).
+    BeforeResponse,
+}
+
+/// The receipts the fake SMSC sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReceiptOptions {
+    /// Before or after the answer.
+    pub timing: ReceiptTiming,
+    /// How the receipt text's `id:` is written.
+    pub id_format: IdFormat,
+    /// Whether to add the `receipted_message_id` TLV (holding the id as the `submit_sm_resp`
+    /// gave it).
+    pub with_tlv: bool,
+}
+
+/// How the fake SMSC behaves.
+#[derive(Debug, Clone)]
+pub struct FakeSmscOptions {
+    /// The `system_id` it accepts.
+    pub system_id: String,
+    /// The password it accepts.
+    pub password: String,
+    /// How `submit_sm_resp` writes message ids.
+    pub id_format: IdFormat,
+    /// Answer this many first submissions (over all connections) with `ESME_RTHROTTLED`.
+    pub throttle_first: usize,
+    /// Wait this long before answering each submission (submissions wait side by side).
+    pub answer_delay: Duration,
+    /// Send a `DELIVRD` receipt for each accepted part, to a session bound to receive.
+    pub receipts: Option<ReceiptOptions>,
+    /// Answer this many submissions (over all connections), then close the connection that
+    /// brings the next one, without answering it. Happens once.
+    pub drop_after_submits: Option<usize>,
+    /// Whether to answer `enquire_link` (on by default; off, the client's keep-alive times out).
+    pub answer_enquire_link: bool,
+}
+
+impl Default for FakeSmscOptions {
+    fn default() -> Self {
+        Self {
+            system_id: "switchboard".to_owned(),
+            password: "secret".to_owned(),
+            id_format: IdFormat::Decimal,
+            throttle_first: 0,
+            answer_delay: Duration::ZERO,
+            receipts: None,
+            drop_after_submits: None,
+            answer_enquire_link: true,
+        }
+    }
+}
+
+/// A `submit_sm` the fake SMSC received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSubmit {
+    /// `destination_addr`.
+    pub destination: String,
+    /// `source_addr`.
+    pub source: String,
+    /// `source_addr_ton`.
+    pub source_ton: u8,
+    /// `source_addr_npi`.
+    pub source_npi: u8,
+    /// `esm_class`.
+    pub esm_class: u8,
+    /// `data_coding`.
+    pub data_coding: u8,
+    /// `registered_delivery`.
+    pub registered_delivery: u8,
+    /// `short_message`.
+    pub short_message: Vec<u8>,
+    /// The id it was given, as written in the answer; `None` if refused or never answered.
+    pub message_id: Option<String>,
+}
+
+/// One client connection.
+struct Conn {
+    out: mpsc::UnboundedSender<Command>,
+    bound: Arc<AtomicBool>,
+    receives: Arc<AtomicBool>,
+    sequence: Arc<AtomicU32>,
+    tasks: Vec<AbortHandle>,
+}
+
+struct Shared {
+    options: FakeSmscOptions,
+    submits: Mutex<Vec<RecordedSubmit>>,
+    submit_count: AtomicUsize,
+    next_id: AtomicU64,
+    max_in_flight: AtomicUsize,
+    binds: AtomicUsize,
+    unbinds: AtomicUsize,
+    dropped_once: AtomicBool,
+    connections: Mutex<HashMap<u64, Conn>>,
+}
+
+impl Shared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes one connection at once, without flushing what it still had to write.
+    fn kill(&self, id: u64) {
+        if let Some(conn) = self.conns().remove(&id) {
+            for task in conn.tasks {
+                task.abort();
+            }
+        }
+    }
+
+    /// Where to send a `deliver_sm` for connection `id`: itself if it receives, else any
+    /// connection that does.
+    fn receiver_for(&self, id: u64) -> Option<(mpsc::UnboundedSender<Command>, Arc<AtomicU32>)> {
+        let conns = self.conns();
+        let own = conns.get(&id).filter(|c| c.receives.load(Ordering::Relaxed));
+        own.or_else(|| conns.values().find(|c| c.receives.load(Ordering::Relaxed)))
+            .map(|c| (c.out.clone(), c.sequence.clone()))
+    }
+}
+
+/// The fake SMSC. Dropping it closes the listener and every connection.
+pub struct FakeSmsc {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeSmsc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSmsc").field("addr", &self.addr).field("options", &self.shared.options).finish()
+    }
+}
+
+impl FakeSmsc {
+    /// Starts listening on `127.0.0.1` on a free port.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start(options: FakeSmscOptions) -> FakeSmsc {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared {
+            options,
+            submits: Mutex::new(Vec::new()),
+            submit_count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0xA000_0000),
+            max_in_flight: AtomicUsize::new(0),
+            binds: AtomicUsize::new(0),
+            unbinds: AtomicUsize::new(0),
+            dropped_once: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        FakeSmsc { addr, shared, accept }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every `submit_sm` received so far, in order of arrival.
+    pub fn submits(&self) -> Vec<RecordedSubmit> {
+        self.shared.submits.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many `submit_sm` it received.
+    pub fn submit_count(&self) -> usize {
+        self.shared.submit_count.load(Ordering::Relaxed)
+    }
+
+    /// The most `submit_sm` it has seen waiting for their answer at once on one connection.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// How many binds it accepted.
+    pub fn bind_count(&self) -> usize {
+        self.shared.binds.load(Ordering::Relaxed)
+    }
+
+    /// How many `unbind` it received (and answered).
+    pub fn unbind_count(&self) -> usize {
+        self.shared.unbinds.load(Ordering::Relaxed)
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns().len()
+    }
+
+    /// Sends an inbound text message (GSM-7 if it can, else UCS-2; concatenated if long) to a
+    /// session bound to receive. Returns whether one was bound.
+    pub fn inject_text(&self, from: &str, to: &str, text: &str) -> bool {
+        let Ok(encoded) = text::encode_text(text, Encoding::Gsm7, 1) else { return false };
+        let parts: Vec<DeliverSm> = encoded
+            .parts
+            .into_iter()
+            .map(|part| {
+                DeliverSm::builder()
+                    .source_addr_ton(Ton::International)
+                    .source_addr_npi(Npi::Isdn)
+                    .source_addr(COctetString::from_string(from.trim_start_matches('+').to_owned()).unwrap_or_default())
+                    .dest_addr_ton(Ton::International)
+                    .dest_addr_npi(Npi::Isdn)
+                    .destination_addr(
+                        COctetString::from_string(to.trim_start_matches('+').to_owned()).unwrap_or_default(),
+                    )
+                    .esm_class(EsmClass::from(if encoded.udhi { text::ESM_CLASS_UDHI } else { 0 }))
+                    .data_coding(DataCoding::from(encoded.data_coding))
+                    .short_message(OctetString::from_vec(part).unwrap_or_default())
+                    .build()
+            })
+            .collect();
+        parts.into_iter().all(|pdu| self.inject(pdu))
+    }
+
+    /// Sends a `deliver_sm` as is to a session bound to receive. Returns whether one was bound.
+    pub fn inject(&self, pdu: DeliverSm) -> bool {
+        let Some((out, sequence)) = self.shared.receiver_for(u64::MAX) else { return false };
+        out.send(Command::new(CommandStatus::EsmeRok, next_sequence(&sequence), pdu)).is_ok()
+    }
+
+    /// Sends `unbind` to every bound session, as an SMSC going down for maintenance does.
+    /// Returns how many it was sent to.
+    pub fn unbind_sessions(&self) -> usize {
+        let conns = self.shared.conns();
+        conns
+            .values()
+            .filter(|c| c.bound.load(Ordering::Relaxed))
+            .filter(|c| {
+                c.out.send(Command::new(CommandStatus::EsmeRok, next_sequence(&c.sequence), Pdu::Unbind)).is_ok()
+            })
+            .count()
+    }
+
+    /// Closes every connection at once, without an unbind.
+    pub fn drop_connections(&self) {
+        let ids: Vec<u64> = self.shared.conns().keys().copied().collect();
+        for id in ids {
+            self.shared.kill(id);
+        }
+    }
+}
+
+impl Drop for FakeSmsc {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.drop_connections();
+    }
+}
+
+fn next_sequence(sequence: &AtomicU32) -> u32 {
+    sequence.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut next_conn: u64 = 0;
+    while let Ok((stream, _)) = listener.accept().await {
+        next_conn += 1;
+        let id = next_conn;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (out, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_loop(write, rx));
+        let bound = Arc::new(AtomicBool::new(false));
+        let receives = Arc::new(AtomicBool::new(false));
+        let sequence = Arc::new(AtomicU32::new(1));
+        let conn = Conn {
+            out: out.clone(),
+            bound: bound.clone(),
+            receives: receives.clone(),
+            sequence: sequence.clone(),
+            tasks: vec![writer.abort_handle()],
+        };
+        shared.conns().insert(id, conn);
+        let connection =
+            Connection { id, shared: shared.clone(), out, bound, receives, sequence, in_flight: Arc::default() };
+        let reader = tokio::spawn(connection.serve(read));
+        if let Some(conn) = shared.conns().get_mut(&id) {
+            conn.tasks.push(reader.abort_handle());
+        }
+    }
+}
+
+/// Writes what the connection sends, many commands per write when they queue up.
+async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut codec = CommandCodec::new();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(command) = rx.recv().await {
+        if codec.encode(&command, &mut buf).is_err() {
+            break;
+        }
+        while buf.len() < 64 * 1024 {
+            let Ok(command) = rx.try_recv() else { break };
+            if codec.encode(&command, &mut buf).is_err() {
+                break;
+            }
+        }
+        if write.write_all(&buf).await.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    let _ = write.shutdown().await;
+}
+
+struct Connection {
+    id: u64,
+    shared: Arc<Shared>,
+    out: mpsc::UnboundedSender<Command>,
+    bound: Arc<AtomicBool>,
+    receives: Arc<AtomicBool>,
+    sequence: Arc<AtomicU32>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    async fn serve(self, read: tokio::net::tcp::OwnedReadHalf) {
+        let mut frames = FramedRead::new(read, CommandCodec::new());
+        while let Some(Ok(command)) = frames.next().await {
+            let sequence = command.sequence_number();
+            let bound = self.bound.load(Ordering::Relaxed);
+            let keep_going = match command.pdu() {
+                Some(Pdu::BindTransceiver(b)) => self.bind(sequence, &b.system_id, &b.password, BindKind::Transceiver),
+                Some(Pdu::BindTransmitter(b)) => self.bind(sequence, &b.system_id, &b.password, BindKind::Transmitter),
+                Some(Pdu::BindReceiver(b)) => self.bind(sequence, &b.system_id, &b.password, BindKind::Receiver),
+                Some(Pdu::SubmitSm(sm)) if bound => self.submit(sequence, sm),
+                Some(Pdu::EnquireLink) => {
+                    if self.shared.options.answer_enquire_link {
+                        self.send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::EnquireLinkResp));
+                    }
+                    true
+                }
+                Some(Pdu::Unbind) => {
+                    self.shared.unbinds.fetch_add(1, Ordering::Relaxed);
+                    self.send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::UnbindResp));
+                    false
+                }
+                // The answer to an unbind this side sent: the session is over.
+                _ if command.id() == CommandId::UnbindResp => false,
+                _ if command.id().is_response() => true,
+                _ => {
+                    let status = if bound { CommandStatus::EsmeRinvcmdid } else { CommandStatus::EsmeRinvbndsts };
+                    self.send(bodiless(CommandId::GenericNack, status, sequence));
+                    true
+                }
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        // Let the writer flush what is queued, then close: dropping the last senders ends it.
+        self.shared.conns().remove(&self.id);
+    }
+
+    fn send(&self, command: Command) {
+        let _ = self.out.send(command);
+    }
+
+    fn bind(
+        &self,
+        sequence: u32,
+        system_id: &COctetString<1, 16>,
+        password: &COctetString<1, 9>,
+        kind: BindKind,
+    ) -> bool {
+        let options = &self.shared.options;
+        let ok = system_id.as_str() == options.system_id && password.as_str() == options.password;
+        let status = if ok { CommandStatus::EsmeRok } else { CommandStatus::EsmeRinvpaswd };
+        if !ok {
+            let id = match kind {
+                BindKind::Transceiver => CommandId::BindTransceiverResp,
+                BindKind::Transmitter => CommandId::BindTransmitterResp,
+                BindKind::Receiver => CommandId::BindReceiverResp,
+            };
+            self.send(bodiless(id, status, sequence));
+            return false;
+        }
+        let name = COctetString::from_string("fakesmsc".to_owned()).unwrap_or_default();
+        let resp: Pdu = match kind {
+            BindKind::Transceiver => BindTransceiverResp::builder().system_id(name).build().into(),
+            BindKind::Transmitter => BindTransmitterResp::builder().system_id(name).build().into(),
+            BindKind::Receiver => BindReceiverResp::builder().system_id(name).build().into(),
+        };
+        self.send(Command::new(status, sequence, resp));
+        self.bound.store(true, Ordering::Relaxed);
+        self.receives.store(kind != BindKind::Transmitter, Ordering::Relaxed);
+        self.shared.binds.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Records and answers a `submit_sm`. Returns false when the connection is to close.
+    fn submit(&self, sequence: u32, sm: &SubmitSm) -> bool {
+        let shared = &self.shared;
+        let options = &shared.options;
+        let n = shared.submit_count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut record = RecordedSubmit {
+            destination: sm.destination_addr.as_str().to_owned(),
+            source: sm.source_addr.as_str().to_owned(),
+            source_ton: u8::from(sm.source_addr_ton),
+            source_npi: u8::from(sm.source_addr_npi),
+            esm_class: u8::from(sm.esm_class),
+            data_coding: u8::from(sm.data_coding),
+            registered_delivery: u8::from(sm.registered_delivery),
+            short_message: sm.short_message().as_ref().to_vec(),
+            message_id: None,
+        };
+        if let Some(limit) = options.drop_after_submits
+            && n > limit
+            && !shared.dropped_once.swap(true, Ordering::Relaxed)
+        {
+            shared.submits.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+            shared.kill(self.id);
+            return false;
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
+
+        let mut commands = Vec::with_capacity(2);
+        if n <= options.throttle_first {
+            commands.push(bodiless(CommandId::SubmitSmResp, CommandStatus::EsmeRthrottled, sequence));
+        } else {
+            let number = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = options.id_format.write(number);
+            record.message_id = Some(id.clone());
+            let message_id = COctetString::from_string(id.clone()).unwrap_or_default();
+            commands.push(Command::new(
+                CommandStatus::EsmeRok,
+                sequence,
+                SubmitSmResp::builder().message_id(message_id).build(),
+            ));
+            if let Some(receipts) = options.receipts {
+                let receipt = receipt_pdu(&record, number, &id, receipts);
+                let at = if receipts.timing == ReceiptTiming::BeforeResponse { 0 } else { 1 };
+                commands.insert(at, Command::new(CommandStatus::EsmeRok, 0, receipt));
+            }
+        }
+        shared.submits.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+
+        let delay = options.answer_delay;
+        if delay.is_zero() {
+            self.answer(commands);
+        } else {
+            let this = self.handle();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                this.answer(commands);
+            });
+        }
+        true
+    }
+
+    /// Sends the answer (and the receipt, to a session that receives), in order.
+    fn answer(&self, commands: Vec<Command>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        for mut command in commands {
+            if command.id() == CommandId::DeliverSm {
+                if let Some((out, sequence)) = self.shared.receiver_for(self.id) {
+                    command.sequence_number = next_sequence(&sequence);
+                    let _ = out.send(command);
+                }
+            } else {
+                self.send(command);
+            }
+        }
+    }
+
+    fn handle(&self) -> Connection {
+        Connection {
+            id: self.id,
+            shared: self.shared.clone(),
+            out: self.out.clone(),
+            bound: self.bound.clone(),
+            receives: self.receives.clone(),
+            sequence: self.sequence.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindKind {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+/// A response with no body (as SMPP 3.4 sends on errors).
+fn bodiless(id: CommandId, status: CommandStatus, sequence: u32) -> Command {
+    Command::from_parts(CommandParts::new(id, status, sequence, None))
+}
+
+/// The `DELIVRD` receipt of an accepted part.
+fn receipt_pdu(submit: &RecordedSubmit, number: u64, submit_id: &str, options: ReceiptOptions) -> DeliverSm {
+    let text = format!(
+        "id:{} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:",
+        options.id_format.write(number)
+    );
+    let mut pdu = DeliverSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr_npi(Npi::Isdn)
+        .source_addr(COctetString::from_string(submit.destination.clone()).unwrap_or_default())
+        .dest_addr_ton(Ton::from(submit.source_ton))
+        .dest_addr_npi(Npi::from(submit.source_npi))
+        .destination_addr(COctetString::from_string(submit.source.clone()).unwrap_or_default())
+        .esm_class(EsmClass::from(0x04))
+        .short_message(OctetString::from_vec(text.into_bytes()).unwrap_or_default())
+        .build();
+    if options.with_tlv {
+        let id = COctetString::from_string(submit_id.to_owned()).unwrap_or_default();
+        pdu.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(id));
+    }
+    pdu
+}

@@ -1,0 +1,624 @@
+//! The SMPP upstream: sessions kept bound by supervisor tasks, and sends through them within a
+//! window and a rate cap.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
+use rusmpp::types::COctetString;
+use rusmpp::values::{InterfaceVersion, Npi, Ton};
+use rusmpp::{CommandId, CommandStatus, Pdu};
+use rusmppc::error::Error as ClientError;
+use rusmppc::{Client, ConnectionBuilder, Event};
+use switchboard_provider::{
+    EventSink, OutboundMessage, Provider, ProviderError, Submission, UpstreamStatus, async_trait,
+};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{BindMode, SmppConfig};
+use crate::pdu::{self, Delivery};
+
+/// One kind of session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+impl Role {
+    fn sends(self) -> bool {
+        matches!(self, Role::Transceiver | Role::Transmitter)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Transceiver => "transceiver",
+            Role::Transmitter => "transmitter",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+/// A bound session that sends, with its window.
+struct TxSession {
+    client: Client,
+    window: Arc<Semaphore>,
+}
+
+/// How one session stands, for [`Provider::status`].
+#[derive(Debug, Clone, Default)]
+struct LinkState {
+    bound: bool,
+    error: Option<String>,
+}
+
+/// Spaces sends evenly, at most `rate` a second over all sends of the upstream (a token bucket
+/// holding one token).
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> Self {
+        Self { interval: Duration::from_secs(1) / per_second.max(1), next: Mutex::new(Instant::now()) }
+    }
+
+    async fn until_ready(&self) {
+        let wait = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// What the upstream's tasks share.
+struct Inner {
+    config: SmppConfig,
+    events: EventSink,
+    roles: Vec<Role>,
+    tx: RwLock<Option<Arc<TxSession>>>,
+    links: Mutex<Vec<LinkState>>,
+    in_flight: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    rate: Option<RateLimiter>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// An upstream that sends through an SMSC over SMPP 3.4. See the crate documentation.
+pub struct SmppUpstream {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SmppUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmppUpstream").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl SmppUpstream {
+    /// Starts the upstream: spawns the tasks that connect, bind, keep the binds alive and bind
+    /// again after any drop, and sends receipts and inbound messages to `events`. Must be
+    /// called within a tokio runtime.
+    ///
+    /// Returns at once, before the first bind; until a bind succeeds, [`Provider::send`] answers
+    /// `unavailable`. A configuration that fails [`SmppConfig::validate`] never connects, and
+    /// [`Provider::status`] says why.
+    pub fn start(config: SmppConfig, events: EventSink) -> Arc<SmppUpstream> {
+        let roles = match config.bind {
+            BindMode::Transceiver => vec![Role::Transceiver],
+            BindMode::TransmitterReceiver => vec![Role::Transmitter, Role::Receiver],
+        };
+        let invalid = config.validate().err();
+        let links = roles
+            .iter()
+            .map(|_| LinkState { bound: false, error: invalid.as_ref().map(|e| format!("invalid configuration: {e}")) })
+            .collect();
+        let inner = Arc::new(Inner {
+            rate: config.max_per_second.map(RateLimiter::new),
+            config,
+            events,
+            roles: roles.clone(),
+            tx: RwLock::new(None),
+            links: Mutex::new(links),
+            in_flight: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            shutdown: watch::Sender::new(false),
+        });
+        let tasks = match invalid {
+            Some(e) => {
+                tracing::error!(upstream = %inner.config.name, error = %e, "invalid SMPP settings; not connecting");
+                Vec::new()
+            }
+            None => roles
+                .into_iter()
+                .enumerate()
+                .map(|(slot, role)| tokio::spawn(supervise(inner.clone(), slot, role)))
+                .collect(),
+        };
+        Arc::new(SmppUpstream { inner, tasks: Mutex::new(tasks) })
+    }
+
+    /// Stops the upstream: new sends answer `unavailable`, each bound session is unbound
+    /// (waiting at most the response timeout for `unbind_resp`) and closed, and the tasks end.
+    /// Sends already waiting for their answer get it if it comes before the connection closes.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Whether the session that sends is bound now.
+    pub fn is_bound(&self) -> bool {
+        self.inner.current().is_some()
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &SmppConfig {
+        &self.inner.config
+    }
+}
+
+impl Drop for SmppUpstream {
+    fn drop(&mut self) {
+        // The tasks see this, unbind and end.
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Option<Arc<TxSession>> {
+        self.tx.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_link(&self, slot: usize, bound: bool, error: Option<String>) {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(link) = links.get_mut(slot) {
+            link.bound = bound;
+            if error.is_some() || bound {
+                link.error = error;
+            }
+        }
+    }
+
+    fn unavailable_now(&self) -> ProviderError {
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let why = links
+            .iter()
+            .zip(&self.roles)
+            .find_map(|(l, role)| l.error.clone().filter(|_| role.sends()))
+            .unwrap_or_else(|| "binding".to_owned());
+        ProviderError::unavailable(format!("not bound to the SMSC at {}: {why}", self.config.peer()))
+    }
+
+    /// Sends every part of `message`, one after the other.
+    async fn send(self: &Arc<Self>, message: &OutboundMessage) -> Result<Submission, ProviderError> {
+        let parts = pdu::build_submits(message, &self.config)?;
+        let Some(session) = self.current() else {
+            return Err(self.unavailable_now());
+        };
+        let mut ids = Vec::with_capacity(parts.len());
+        for sm in parts {
+            // A later part that fails leaves the earlier ones with the SMSC: the error goes back
+            // as is, and a retry sends every part again.
+            ids.push(self.submit(&session, sm).await?);
+        }
+        let provider_message_id = ids.first().cloned().unwrap_or_default();
+        Ok(Submission { provider_message_id, parts: ids })
+    }
+
+    /// Sends one `submit_sm` within the window and the rate cap, and reads its answer.
+    ///
+    /// The submission runs in its own task holding the window permit, so that a caller that
+    /// gives up early does not free the slot while the SMSC still owes the answer.
+    async fn submit(self: &Arc<Self>, session: &Arc<TxSession>, sm: SubmitSm) -> Result<String, ProviderError> {
+        let lost = || {
+            ProviderError::unavailable(format!(
+                "the bind to {} was lost before the message went out",
+                self.config.peer()
+            ))
+        };
+        let permit = session.window.clone().acquire_owned().await.map_err(|_| lost())?;
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        if session.window.is_closed() {
+            return Err(lost());
+        }
+        let client = session.client.clone();
+        let inner = self.clone();
+        let task = tokio::spawn(async move {
+            inner.in_flight.fetch_add(1, Ordering::Relaxed);
+            let answer = client.submit_sm(sm).await;
+            inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            answer
+        });
+        match task.await {
+            Ok(Ok(resp)) => Ok(self.config.msg_id_format.submit_id(resp.message_id().as_str())),
+            Ok(Err(e)) => Err(self.submit_error(e)),
+            Err(e) => Err(ProviderError::unavailable(format!("the submission task failed: {e}"))),
+        }
+    }
+
+    fn submit_error(&self, error: ClientError) -> ProviderError {
+        match error {
+            ClientError::UnexpectedResponse { response } if response.status() != CommandStatus::EsmeRok => {
+                pdu::submit_status_error(response.status())
+            }
+            ClientError::ResponseTimeout { timeout, .. } => ProviderError::unavailable(format!(
+                "no submit_sm_resp from {} within {} ms; the SMSC may or may not have taken the message",
+                self.config.peer(),
+                timeout.as_millis()
+            )),
+            ClientError::UnexpectedResponse { response } => ProviderError::permanent_with(
+                switchboard_domain::ErrorType::ProviderError,
+                format!("the SMSC answered submit_sm with {:?}", response.id()),
+            ),
+            other => ProviderError::unavailable(format!(
+                "the connection to {} failed before the answer ({other}); {}",
+                self.config.peer(),
+                "the SMSC may or may not have taken the message"
+            )),
+        }
+    }
+
+    /// Handles a command the SMSC sent on its own. Returns why the session ends, if it does.
+    async fn incoming(&self, client: &Client, command: rusmpp::Command) -> Option<String> {
+        let sequence = command.sequence_number();
+        match command.pdu() {
+            Some(Pdu::DeliverSm(deliver)) => {
+                let status = match pdu::read_deliver_sm(deliver, self.config.msg_id_format) {
+                    Delivery::Event(event) => match self.events.send(event) {
+                        Ok(()) => CommandStatus::EsmeRok,
+                        // Nobody reads events any more (the server is stopping): ask the SMSC to
+                        // deliver it again later.
+                        Err(_) => CommandStatus::EsmeRxTAppn,
+                    },
+                    Delivery::Pending { provider_ref, stat } => {
+                        let name = &self.config.name;
+                        tracing::debug!(upstream = %name, %provider_ref, %stat, "receipt of a state that is not final");
+                        CommandStatus::EsmeRok
+                    }
+                    Delivery::Skipped(why) => {
+                        tracing::warn!(upstream = %self.config.name, "deliver_sm not reported: {why}");
+                        CommandStatus::EsmeRok
+                    }
+                };
+                let answer = client.status(status).deliver_sm_resp(sequence, DeliverSmResp::default()).await;
+                if let Err(e) = answer {
+                    tracing::warn!(upstream = %self.config.name, error = %e, "could not answer deliver_sm");
+                }
+                None
+            }
+            Some(Pdu::Unbind) => {
+                let _ = client.unbind_resp(sequence).await;
+                Some("the SMSC unbound the session".to_owned())
+            }
+            _ if command.id().is_response() => {
+                let id = command.id();
+                tracing::debug!(upstream = %self.config.name, ?id, sequence, "late or unexpected response ignored");
+                None
+            }
+            _ if command.id() == CommandId::AlertNotification || command.id() == CommandId::Outbind => None,
+            _ => {
+                let _ = client.status(CommandStatus::EsmeRinvcmdid).generic_nack(sequence).await;
+                None
+            }
+        }
+    }
+}
+
+/// Connects and binds `role`, keeps the session while it lives, and binds again after a drop
+/// or a failure, waiting longer after each failure, until shutdown.
+async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut failures: u32 = 0;
+    let name = inner.config.name.clone();
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        let bound = tokio::select! {
+            bound = connect_and_bind(&inner.config, role) => bound,
+            _ = shutdown.changed() => break,
+        };
+        match bound {
+            Ok((client, events)) => {
+                failures = 0;
+                tracing::info!(upstream = %name, role = role.name(), peer = %inner.config.peer(), "SMPP bound");
+                let session = role.sends().then(|| {
+                    Arc::new(TxSession {
+                        client: client.clone(),
+                        window: Arc::new(Semaphore::new(inner.config.window as usize)),
+                    })
+                });
+                if let Some(session) = &session {
+                    *inner.tx.write().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
+                }
+                inner.set_link(slot, true, None);
+                let ended = run_session(&inner, &client, events, &mut shutdown).await;
+                if let Some(session) = &session {
+                    let mut tx = inner.tx.write().unwrap_or_else(PoisonError::into_inner);
+                    if tx.as_ref().is_some_and(|t| Arc::ptr_eq(t, session)) {
+                        *tx = None;
+                    }
+                    drop(tx);
+                    session.window.close();
+                }
+                match ended {
+                    Some(reason) => {
+                        tracing::warn!(upstream = %name, role = role.name(), %reason, "SMPP session dropped");
+                        inner.set_link(slot, false, Some(format!("{} session dropped: {reason}", role.name())));
+                        let _ = client.close().await;
+                    }
+                    None => {
+                        inner.set_link(slot, false, Some("shut down".to_owned()));
+                        unbind(&inner.config, &client).await;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(upstream = %name, role = role.name(), error = %e, "SMPP bind failed");
+                inner.set_link(slot, false, Some(e));
+            }
+        }
+        let delay = backoff(&inner.config, failures);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Unbinds cleanly, waiting at most the response timeout, and closes the connection.
+async fn unbind(config: &SmppConfig, client: &Client) {
+    let timeout = config.response_timeout();
+    if let Err(e) = tokio::time::timeout(timeout, client.unbind()).await.unwrap_or(Err(ClientError::ConnectionClosed)) {
+        tracing::debug!(upstream = %config.name, error = %e, "unbind not acknowledged");
+    }
+    let _ = client.close().await;
+    let _ = tokio::time::timeout(timeout, client.closed()).await;
+}
+
+/// Reads the session's events until the connection ends (returning why) or shutdown (`None`).
+async fn run_session(
+    inner: &Inner,
+    client: &Client,
+    mut events: BoxStream<'static, Event>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                None => return Some(last_error.unwrap_or_else(|| "the connection closed".to_owned())),
+                Some(Event::Error(e)) => {
+                    last_error = Some(match e {
+                        ClientError::ConnectionClosedByPeer => "the SMSC closed the connection".to_owned(),
+                        ClientError::EnquireLinkTimeout { .. } => "no answer to enquire_link".to_owned(),
+                        other => other.to_string(),
+                    });
+                }
+                Some(Event::Incoming(command)) => {
+                    if let Some(reason) = inner.incoming(client, command).await {
+                        return Some(reason);
+                    }
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow_and_update() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Opens the connection (TCP, or TLS when configured) and binds as `role`.
+async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<(Client, BoxStream<'static, Event>), String> {
+    let timeout = config.response_timeout();
+    let builder = ConnectionBuilder::new()
+        .enquire_link_interval(Duration::from_secs(config.enquire_link_secs.max(1)))
+        .enquire_link_response_timeout(timeout)
+        .response_timeout(timeout)
+        // SMPP 3.4 binds: rusmppc otherwise refuses any interface version but 5.0.
+        .disable_interface_version_check();
+    let peer = config.peer();
+    let (client, events) = if config.tls {
+        let url = format!("smpps://{peer}");
+        let connected = tokio::time::timeout(timeout, builder.connect(url))
+            .await
+            .map_err(|_| format!("no TLS connection to {peer} within {} ms", timeout.as_millis()))?;
+        let (client, events) = connected.map_err(|e| format!("cannot connect to {peer}: {e}"))?;
+        (client, events.boxed())
+    } else {
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((config.host.as_str(), config.port)))
+            .await
+            .map_err(|_| format!("no TCP connection to {peer} within {} ms", timeout.as_millis()))?
+            .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (client, events) = builder.connected(stream);
+        (client, events.boxed())
+    };
+    let field = |name: &str, value: &str| format!("{name} `{value}` cannot go in a bind");
+    let system_id =
+        COctetString::from_string(config.system_id.clone()).map_err(|_| field("system_id", &config.system_id))?;
+    let password = COctetString::from_string(config.password.clone()).map_err(|_| field("password", "***"))?;
+    let system_type =
+        COctetString::from_string(config.system_type.clone()).map_err(|_| field("system_type", &config.system_type))?;
+    let bound = match role {
+        Role::Transceiver => client
+            .bind_transceiver(
+                BindTransceiver::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(drop),
+        Role::Transmitter => client
+            .bind_transmitter(
+                BindTransmitter::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(drop),
+        Role::Receiver => client
+            .bind_receiver(
+                BindReceiver::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(drop),
+    };
+    match bound {
+        Ok(()) => Ok((client, events)),
+        Err(e) => {
+            let _ = client.close().await;
+            Err(match e {
+                ClientError::UnexpectedResponse { response } => {
+                    format!("{} bind refused by {peer}: {}", role.name(), pdu::status_text(response.status()))
+                }
+                ClientError::ResponseTimeout { .. } => format!("no answer to the {} bind from {peer}", role.name()),
+                other => format!("{} bind to {peer} failed: {other}", role.name()),
+            })
+        }
+    }
+}
+
+/// The wait before bind attempt number `failures + 1`: `reconnect_min_ms` doubled per failure
+/// up to `reconnect_max_ms`, give or take a quarter at random.
+fn backoff(config: &SmppConfig, failures: u32) -> Duration {
+    let min = config.reconnect_min_ms.max(1);
+    let max = config.reconnect_max_ms.max(min);
+    let base = min.saturating_mul(1u64 << failures.saturating_sub(1).min(20)).min(max);
+    // A random factor in [0.75, 1.25).
+    let random = RandomState::new().hash_one(failures) % 500;
+    let jittered = base * (750 + random) / 1000;
+    Duration::from_millis(jittered.clamp(min, max))
+}
+
+#[async_trait]
+impl Provider for SmppUpstream {
+    fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Sends the message as one `submit_sm` per part, waiting for a free slot in the window
+    /// and for the rate cap.
+    ///
+    /// Errors:
+    /// - not bound: `unavailable`, at once;
+    /// - the connection lost, or no `submit_sm_resp` within `response_timeout_ms`:
+    ///   `unavailable` — the SMSC may or may not have taken the part, so a retry may send it
+    ///   twice;
+    /// - a refusal: see [`crate::pdu::submit_status_error`];
+    /// - a later part refused after earlier parts were accepted: that part's error, and a retry
+    ///   sends the earlier parts again.
+    async fn send(&self, message: &OutboundMessage) -> Result<Submission, ProviderError> {
+        let result = self.inner.send(message).await;
+        let counter = if result.is_ok() { &self.inner.sent } else { &self.inner.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn status(&self) -> Vec<UpstreamStatus> {
+        let inner = &self.inner;
+        let links = inner.links.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let connected = inner.current().is_some();
+        let trouble: Vec<String> = links
+            .iter()
+            .zip(&inner.roles)
+            .filter(|(l, _)| !l.bound)
+            .map(|(l, role)| {
+                l.error.clone().unwrap_or_else(|| format!("{} binding to {}", role.name(), inner.config.peer()))
+            })
+            .collect();
+        let detail = if trouble.is_empty() {
+            format!("bound to {}", inner.config.peer())
+        } else if connected {
+            format!("bound to {}; {}", inner.config.peer(), trouble.join("; "))
+        } else {
+            trouble.join("; ")
+        };
+        vec![UpstreamStatus {
+            name: inner.config.name.clone(),
+            kind: "smpp".to_owned(),
+            connected,
+            in_flight: inner.in_flight.load(Ordering::Relaxed),
+            window: u64::from(inner.config.window),
+            sent: inner.sent.load(Ordering::Relaxed),
+            failed: inner.failed.load(Ordering::Relaxed),
+            detail: Some(detail),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let config =
+            SmppConfig { reconnect_min_ms: 100, reconnect_max_ms: 1000, ..SmppConfig::new("a", "h", 1, "s", "p") };
+        for _ in 0..50 {
+            let first = backoff(&config, 0).as_millis();
+            assert!((100..=125).contains(&first), "{first}");
+            let third = backoff(&config, 3).as_millis();
+            assert!((300..=500).contains(&third), "{third}");
+            let late = backoff(&config, 40).as_millis();
+            assert!((750..=1000).contains(&late), "{late}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_sends() {
+        let limiter = RateLimiter::new(10);
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.until_ready().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+}
