@@ -170,15 +170,20 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
         let (provider, limits): (Arc<dyn Provider>, _) = match u {
             UpstreamSettings::Simulator { name, limits } => (simulator(name), *limits),
             UpstreamSettings::Http(h) => {
-                let upstream = HttpUpstream::new(h.config.clone(), events.clone())
+                let mut config = h.config.clone();
+                config.key_secret = secret_value(&config.key_secret)?;
+                config.webhook_secret = secret_value(&config.webhook_secret)?;
+                let upstream = HttpUpstream::new(config, events.clone())
                     .with_context(|| format!("upstream {}", h.config.name))?;
                 callbacks.insert(h.config.name.clone(), upstream.clone());
                 (upstream, h.limits)
             }
             UpstreamSettings::Smpp(config) => {
+                let mut config = config.clone();
+                config.password = secret_value(&config.password)?;
                 config.validate().with_context(|| format!("upstream {}", config.name))?;
                 // The SMPP upstream caps its own rate (`max_per_second`), per bind.
-                (SmppUpstream::start(config.clone(), events.clone()), UpstreamLimits::default())
+                (SmppUpstream::start(config, events.clone()), UpstreamLimits::default())
             }
         };
         upstreams.push((u.name().to_owned(), provider, limits));
@@ -191,6 +196,15 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
     };
     let router = Router::new(upstreams, routes, settings.sender_max_per_second).context("routes")?;
     Ok((Arc::new(router), callbacks))
+}
+
+/// A secret from the settings file: `env:NAME` reads the environment variable `NAME`, so that
+/// the file itself need not hold it; anything else is the secret itself.
+fn secret_value(value: &str) -> anyhow::Result<String> {
+    match value.strip_prefix("env:") {
+        Some(name) => std::env::var(name).with_context(|| format!("the environment variable {name} is not set")),
+        None => Ok(value.to_owned()),
+    }
 }
 
 /// Creates or upgrades the database schema.
@@ -251,4 +265,18 @@ fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_file_or_the_environment() {
+        assert_eq!(secret_value("plain").unwrap(), "plain");
+        let missing = secret_value("env:SWITCHBOARD_TEST_NO_SUCH_VARIABLE").unwrap_err();
+        assert!(missing.to_string().contains("SWITCHBOARD_TEST_NO_SUCH_VARIABLE"));
+        // PATH is set wherever tests run.
+        assert_eq!(secret_value("env:PATH").unwrap(), std::env::var("PATH").unwrap());
+    }
 }
