@@ -134,7 +134,8 @@ fn masked_path(path: &str) -> String {
 
 /// Which dialect a path belongs to, for errors raised before a handler runs.
 fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
-    if path.starts_with("/admin/") {
+    // Upstream callbacks are operator plumbing, answered in the admin shape.
+    if path.starts_with("/admin/") || path.starts_with("/upstreams/") {
         admin::ApiError::request(status, message.to_owned()).into_response()
     } else if path.starts_with("/workspaces/") {
         bird::ApiError::request(status, message.to_owned()).into_response()
@@ -163,7 +164,7 @@ async fn method_not_allowed(req: Request) -> Response {
 
 /// The answer to a panic in a handler, in the shape of the dialect of `path`.
 fn internal_error_on(path: &str) -> Response {
-    if path.starts_with("/admin/") || path.starts_with("/api/messaging/") || path.starts_with("/workspaces/") {
+    if ["/admin/", "/api/messaging/", "/workspaces/", "/upstreams/"].iter().any(|p| path.starts_with(p)) {
         error_for(path, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     } else {
         textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")

@@ -267,6 +267,10 @@ pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> Ad
 /// An HTTP upstream's delivery outcomes: the other server's webhooks, signed with the secret of
 /// the endpoint registered there. Answers 204, 401 for a bad signature, 400 for a body that is
 /// not an event, 404 for an unknown upstream.
+#[utoipa::path(post, path = "/upstreams/{name}/events", tag = "Upstreams", params(("name" = String, Path, description = "The HTTP upstream's name")),
+    request_body(content = WebhookEvent, description = "The other server's webhook event, with its Standard Webhooks signature headers"),
+    responses((status = 204, description = "Taken"), (status = 400, body = AdminErrorBody), (status = 401, description = "The signature does not verify", body = AdminErrorBody),
+    (status = 404, description = "No HTTP upstream of that name", body = AdminErrorBody)))]
 pub(crate) async fn upstream_callback(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,

@@ -47,6 +47,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         lifecycle::notification_secret,
         lifecycle::list_deliveries,
         lifecycle::list_upstreams,
+        lifecycle::upstream_callback,
         lifecycle::inject_inbound,
         lifecycle::inject_receipts,
         admin::create_channel,
@@ -60,7 +61,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         admin::update_template_version,
     ),
     modifiers(&Security),
-    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"))
+    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"), (name = "Upstreams", description = "Delivery outcomes from HTTP upstreams"))
 )]
 pub struct ApiDoc;
 

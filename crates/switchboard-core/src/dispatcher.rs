@@ -195,9 +195,12 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
             DispatchOutcome::Sent { provider_message_id: submission.provider_message_id, parts: submission.parts }
         }
         // An upstream that cannot take anything now never saw the message: it waits without
-        // using up its attempts, until its validity (or the unavailable limit) ends.
+        // using up its attempts until its validity ends (it is claimed once more and ends
+        // expired), or, without a validity, for the unavailable limit.
         Ok(Err(e))
-            if e.unavailable && at.millis() < m.created_at.millis() + config.unavailable_limit.as_millis() as i64 =>
+            if e.unavailable
+                && (expires_at.is_some()
+                    || at.millis() < m.created_at.millis() + config.unavailable_limit.as_millis() as i64) =>
         {
             retry(config, m.attempts.min(12), at, expires_at, e.message)
         }

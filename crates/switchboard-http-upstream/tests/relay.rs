@@ -413,7 +413,6 @@ async fn other_events_are_accepted_and_ignored() {
     for (kind, status) in [
         (EventType::Accepted, MessageStatus::Accepted),
         (EventType::Sent, MessageStatus::Sent),
-        (EventType::Expired, MessageStatus::Expired),
         (EventType::Inbound, MessageStatus::Received),
     ] {
         let (event, body) = event(kind, status, None);
@@ -424,6 +423,15 @@ async fn other_events_are_accepted_and_ignored() {
     let body = br#"{"id": "evt_x", "type": "message.something_new", "data": {}}"#;
     assert_eq!(up.handle_callback(&signed(&secret, "evt_x", now_secs(), body), body), Ok(0));
     assert!(rx.try_recv().is_err());
+
+    // Expired there: never sent within its validity, so it will not be delivered.
+    let (event, body) = event(EventType::Expired, MessageStatus::Expired, None);
+    let headers = signed(&secret, &event.id.to_string(), now_secs(), &body);
+    assert_eq!(up.handle_callback(&headers, &body), Ok(1));
+    match rx.try_recv() {
+        Ok(ProviderEvent::Receipt(r)) => assert_eq!(r.status, ReceiptStatus::Undelivered),
+        other => panic!("expected an undelivered receipt, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -9,6 +9,13 @@
 //! [`ProviderError::unavailable`](switchboard_provider::ProviderError::unavailable) at once, so
 //! the core keeps the message queued.
 //!
+//! Each session's connection is driven by two tasks built on rusmpp's codec: one writes (all
+//! the commands queued at that moment go out in one write) and one reads (each answer goes to
+//! the request waiting for it, found by sequence number; an `enquire_link` or `unbind` from the
+//! SMSC is answered at once). An `enquire_link` goes out every `enquire_link_secs` and must be
+//! answered within `response_timeout_ms`. When a connection ends, every `submit_sm` still
+//! waiting for its answer fails at once, and the session binds again.
+//!
 //! Sending:
 //! - at most `window` `submit_sm` wait for their answer at once on a bind, and with
 //!   `max_per_second` set, sends are spaced evenly over all sends of the upstream;
@@ -29,6 +36,7 @@
 //! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC for tests and
 //! benchmarks.
 
+mod client;
 pub mod config;
 pub mod pdu;
 pub mod receipt;

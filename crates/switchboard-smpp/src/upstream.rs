@@ -6,14 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
-use rusmpp::{CommandId, CommandStatus, Pdu};
-use rusmppc::error::Error as ClientError;
-use rusmppc::{Client, ConnectionBuilder, Event};
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use switchboard_provider::{
     EventSink, OutboundMessage, Provider, ProviderError, Submission, UpstreamStatus, async_trait,
 };
@@ -21,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::client::{Connection, Link, RequestError};
 use crate::config::{BindMode, SmppConfig};
 use crate::pdu::{self, Delivery};
 
@@ -48,7 +45,7 @@ impl Role {
 
 /// A bound session that sends, with its window.
 struct TxSession {
-    client: Client,
+    link: Arc<Link>,
     window: Arc<Semaphore>,
 }
 
@@ -243,46 +240,56 @@ impl Inner {
         if session.window.is_closed() {
             return Err(lost());
         }
-        let client = session.client.clone();
+        let link = session.link.clone();
+        let timeout = self.config.response_timeout();
         let inner = self.clone();
         let task = tokio::spawn(async move {
             inner.in_flight.fetch_add(1, Ordering::Relaxed);
-            let answer = client.submit_sm(sm).await;
+            let answer = link.request(sm, timeout).await;
             inner.in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
             answer
         });
         match task.await {
-            Ok(Ok(resp)) => Ok(self.config.msg_id_format.submit_id(resp.message_id().as_str())),
+            Ok(Ok(resp)) => self.submit_answer(&resp),
+            Ok(Err(RequestError::NotSent(_))) => Err(lost()),
             Ok(Err(e)) => Err(self.submit_error(e)),
             Err(e) => Err(ProviderError::unavailable(format!("the submission task failed: {e}"))),
         }
     }
 
-    fn submit_error(&self, error: ClientError) -> ProviderError {
+    /// The part's id from a `submit_sm_resp`, or the error its status means.
+    fn submit_answer(&self, resp: &Command) -> Result<String, ProviderError> {
+        if resp.status() != CommandStatus::EsmeRok {
+            return Err(pdu::submit_status_error(resp.status()));
+        }
+        match resp.pdu() {
+            Some(Pdu::SubmitSmResp(answer)) => Ok(self.config.msg_id_format.submit_id(answer.message_id().as_str())),
+            _ => Err(ProviderError::permanent_with(
+                switchboard_domain::ErrorType::ProviderError,
+                format!("the SMSC answered submit_sm with {:?}", resp.id()),
+            )),
+        }
+    }
+
+    fn submit_error(&self, error: RequestError) -> ProviderError {
         match error {
-            ClientError::UnexpectedResponse { response } if response.status() != CommandStatus::EsmeRok => {
-                pdu::submit_status_error(response.status())
-            }
-            ClientError::ResponseTimeout { timeout, .. } => ProviderError::unavailable(format!(
+            RequestError::Timeout(timeout) => ProviderError::unavailable(format!(
                 "no submit_sm_resp from {} within {} ms; the SMSC may or may not have taken the message",
                 self.config.peer(),
                 timeout.as_millis()
             )),
-            ClientError::UnexpectedResponse { response } => ProviderError::permanent_with(
-                switchboard_domain::ErrorType::ProviderError,
-                format!("the SMSC answered submit_sm with {:?}", response.id()),
-            ),
-            other => ProviderError::unavailable(format!(
-                "the connection to {} failed before the answer ({other}); {}",
+            RequestError::NotSent(reason) | RequestError::Closed(reason) => ProviderError::unavailable(format!(
+                "the connection to {} failed before the answer ({reason}); {}",
                 self.config.peer(),
                 "the SMSC may or may not have taken the message"
             )),
         }
     }
 
-    /// Handles a command the SMSC sent on its own. Returns why the session ends, if it does.
-    async fn incoming(&self, client: &Client, command: rusmpp::Command) -> Option<String> {
+    /// Handles a request the SMSC sent on its own (`enquire_link` and `unbind` are answered
+    /// as they are read).
+    fn incoming(&self, link: &Link, command: Command) {
         let sequence = command.sequence_number();
         match command.pdu() {
             Some(Pdu::DeliverSm(deliver)) => {
@@ -303,26 +310,10 @@ impl Inner {
                         CommandStatus::EsmeRok
                     }
                 };
-                let answer = client.status(status).deliver_sm_resp(sequence, DeliverSmResp::default()).await;
-                if let Err(e) = answer {
-                    tracing::warn!(upstream = %self.config.name, error = %e, "could not answer deliver_sm");
-                }
-                None
+                link.send(Command::new(status, sequence, DeliverSmResp::default()));
             }
-            Some(Pdu::Unbind) => {
-                let _ = client.unbind_resp(sequence).await;
-                Some("the SMSC unbound the session".to_owned())
-            }
-            _ if command.id().is_response() => {
-                let id = command.id();
-                tracing::debug!(upstream = %self.config.name, ?id, sequence, "late or unexpected response ignored");
-                None
-            }
-            _ if command.id() == CommandId::AlertNotification || command.id() == CommandId::Outbind => None,
-            _ => {
-                let _ = client.status(CommandStatus::EsmeRinvcmdid).generic_nack(sequence).await;
-                None
-            }
+            _ if command.id() == CommandId::AlertNotification || command.id() == CommandId::Outbind => {}
+            _ => link.send(Command::new(CommandStatus::EsmeRinvcmdid, sequence, Pdu::GenericNack)),
         }
     }
 }
@@ -342,12 +333,12 @@ async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
             _ = shutdown.changed() => break,
         };
         match bound {
-            Ok((client, events)) => {
+            Ok(mut connection) => {
                 failures = 0;
                 tracing::info!(upstream = %name, role = role.name(), peer = %inner.config.peer(), "SMPP bound");
                 let session = role.sends().then(|| {
                     Arc::new(TxSession {
-                        client: client.clone(),
+                        link: connection.link().clone(),
                         window: Arc::new(Semaphore::new(inner.config.window as usize)),
                     })
                 });
@@ -355,7 +346,7 @@ async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
                     *inner.tx.write().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
                 }
                 inner.set_link(slot, true, None);
-                let ended = run_session(&inner, &client, events, &mut shutdown).await;
+                let ended = run_session(&inner, &mut connection, &mut shutdown).await;
                 if let Some(session) = &session {
                     let mut tx = inner.tx.write().unwrap_or_else(PoisonError::into_inner);
                     if tx.as_ref().is_some_and(|t| Arc::ptr_eq(t, session)) {
@@ -368,11 +359,11 @@ async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
                     Some(reason) => {
                         tracing::warn!(upstream = %name, role = role.name(), %reason, "SMPP session dropped");
                         inner.set_link(slot, false, Some(format!("{} session dropped: {reason}", role.name())));
-                        let _ = client.close().await;
+                        connection.close().await;
                     }
                     None => {
                         inner.set_link(slot, false, Some("shut down".to_owned()));
-                        unbind(&inner.config, &client).await;
+                        unbind(&inner.config, connection).await;
                         break;
                     }
                 }
@@ -392,39 +383,29 @@ async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
 }
 
 /// Unbinds cleanly, waiting at most the response timeout, and closes the connection.
-async fn unbind(config: &SmppConfig, client: &Client) {
-    let timeout = config.response_timeout();
-    if let Err(e) = tokio::time::timeout(timeout, client.unbind()).await.unwrap_or(Err(ClientError::ConnectionClosed)) {
-        tracing::debug!(upstream = %config.name, error = %e, "unbind not acknowledged");
+async fn unbind(config: &SmppConfig, connection: Connection) {
+    match connection.link().request(Pdu::Unbind, config.response_timeout()).await {
+        Ok(resp) if resp.id() == CommandId::UnbindResp && resp.status() == CommandStatus::EsmeRok => {}
+        Ok(resp) => {
+            let (id, status) = (resp.id(), pdu::status_text(resp.status()));
+            tracing::debug!(upstream = %config.name, ?id, %status, "unbind not acknowledged");
+        }
+        Err(e) => tracing::debug!(upstream = %config.name, error = ?e, "unbind not acknowledged"),
     }
-    let _ = client.close().await;
-    let _ = tokio::time::timeout(timeout, client.closed()).await;
+    connection.close().await;
 }
 
-/// Reads the session's events until the connection ends (returning why) or shutdown (`None`).
+/// Handles what the SMSC sends until the connection ends (returning why) or shutdown (`None`).
 async fn run_session(
     inner: &Inner,
-    client: &Client,
-    mut events: BoxStream<'static, Event>,
+    connection: &mut Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<String> {
-    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                None => return Some(last_error.unwrap_or_else(|| "the connection closed".to_owned())),
-                Some(Event::Error(e)) => {
-                    last_error = Some(match e {
-                        ClientError::ConnectionClosedByPeer => "the SMSC closed the connection".to_owned(),
-                        ClientError::EnquireLinkTimeout { .. } => "no answer to enquire_link".to_owned(),
-                        other => other.to_string(),
-                    });
-                }
-                Some(Event::Incoming(command)) => {
-                    if let Some(reason) = inner.incoming(client, command).await {
-                        return Some(reason);
-                    }
-                }
+            request = connection.next_request() => match request {
+                Ok(command) => inner.incoming(connection.link(), command),
+                Err(reason) => return Some(reason),
             },
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow_and_update() {
@@ -435,31 +416,26 @@ async fn run_session(
     }
 }
 
-/// Opens the connection (TCP, or TLS when configured) and binds as `role`.
-async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<(Client, BoxStream<'static, Event>), String> {
+/// Opens the connection (TCP, or TLS when configured), binds as `role`, and starts the
+/// keep-alive.
+async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<Connection, String> {
     let timeout = config.response_timeout();
-    let builder = ConnectionBuilder::new()
-        .enquire_link_interval(Duration::from_secs(config.enquire_link_secs.max(1)))
-        .enquire_link_response_timeout(timeout)
-        .response_timeout(timeout)
-        // SMPP 3.4 binds: rusmppc otherwise refuses any interface version but 5.0.
-        .disable_interface_version_check();
     let peer = config.peer();
-    let (client, events) = if config.tls {
-        let url = format!("smpps://{peer}");
-        let connected = tokio::time::timeout(timeout, builder.connect(url))
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((config.host.as_str(), config.port)))
+        .await
+        .map_err(|_| format!("no TCP connection to {peer} within {} ms", timeout.as_millis()))?
+        .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let connection = if config.tls {
+        let stream = tokio::time::timeout(timeout, crate::client::start_tls(&config.host, stream))
             .await
-            .map_err(|_| format!("no TLS connection to {peer} within {} ms", timeout.as_millis()))?;
-        let (client, events) = connected.map_err(|e| format!("cannot connect to {peer}: {e}"))?;
-        (client, events.boxed())
-    } else {
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((config.host.as_str(), config.port)))
-            .await
-            .map_err(|_| format!("no TCP connection to {peer} within {} ms", timeout.as_millis()))?
+            .map_err(|_| format!("no TLS connection to {peer} within {} ms", timeout.as_millis()))?
             .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (client, events) = builder.connected(stream);
-        (client, events.boxed())
+        let (read, write) = tokio::io::split(stream);
+        Connection::open(read, write, timeout)
+    } else {
+        let (read, write) = stream.into_split();
+        Connection::open(read, write, timeout)
     };
     let field = |name: &str, value: &str| format!("{name} `{value}` cannot go in a bind");
     let system_id =
@@ -467,61 +443,62 @@ async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<(Client, Bo
     let password = COctetString::from_string(config.password.clone()).map_err(|_| field("password", "***"))?;
     let system_type =
         COctetString::from_string(config.system_type.clone()).map_err(|_| field("system_type", &config.system_type))?;
-    let bound = match role {
-        Role::Transceiver => client
-            .bind_transceiver(
-                BindTransceiver::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(InterfaceVersion::Smpp3_4)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
-            .await
-            .map(drop),
-        Role::Transmitter => client
-            .bind_transmitter(
-                BindTransmitter::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(InterfaceVersion::Smpp3_4)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
-            .await
-            .map(drop),
-        Role::Receiver => client
-            .bind_receiver(
-                BindReceiver::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(InterfaceVersion::Smpp3_4)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
-            .await
-            .map(drop),
+    let (bind, answer_id): (Pdu, CommandId) = match role {
+        Role::Transceiver => (
+            BindTransceiver::builder()
+                .system_id(system_id)
+                .password(password)
+                .system_type(system_type)
+                .interface_version(InterfaceVersion::Smpp3_4)
+                .addr_ton(Ton::Unknown)
+                .addr_npi(Npi::Unknown)
+                .address_range(COctetString::empty())
+                .build()
+                .into(),
+            CommandId::BindTransceiverResp,
+        ),
+        Role::Transmitter => (
+            BindTransmitter::builder()
+                .system_id(system_id)
+                .password(password)
+                .system_type(system_type)
+                .interface_version(InterfaceVersion::Smpp3_4)
+                .addr_ton(Ton::Unknown)
+                .addr_npi(Npi::Unknown)
+                .address_range(COctetString::empty())
+                .build()
+                .into(),
+            CommandId::BindTransmitterResp,
+        ),
+        Role::Receiver => (
+            BindReceiver::builder()
+                .system_id(system_id)
+                .password(password)
+                .system_type(system_type)
+                .interface_version(InterfaceVersion::Smpp3_4)
+                .addr_ton(Ton::Unknown)
+                .addr_npi(Npi::Unknown)
+                .address_range(COctetString::empty())
+                .build()
+                .into(),
+            CommandId::BindReceiverResp,
+        ),
     };
-    match bound {
-        Ok(()) => Ok((client, events)),
-        Err(e) => {
-            let _ = client.close().await;
-            Err(match e {
-                ClientError::UnexpectedResponse { response } => {
-                    format!("{} bind refused by {peer}: {}", role.name(), pdu::status_text(response.status()))
-                }
-                ClientError::ResponseTimeout { .. } => format!("no answer to the {} bind from {peer}", role.name()),
-                other => format!("{} bind to {peer} failed: {other}", role.name()),
-            })
+    // A failed bind drops `connection`, which closes it.
+    match connection.link().request(bind, timeout).await {
+        Ok(resp) if resp.status() != CommandStatus::EsmeRok => {
+            Err(format!("{} bind refused by {peer}: {}", role.name(), pdu::status_text(resp.status())))
+        }
+        Ok(resp) if resp.id() != answer_id => {
+            Err(format!("{} bind to {peer} answered with {:?}", role.name(), resp.id()))
+        }
+        Ok(_) => {
+            connection.keep_alive(Duration::from_secs(config.enquire_link_secs.max(1)), timeout);
+            Ok(connection)
+        }
+        Err(RequestError::Timeout(_)) => Err(format!("no answer to the {} bind from {peer}", role.name())),
+        Err(RequestError::NotSent(reason) | RequestError::Closed(reason)) => {
+            Err(format!("{} bind to {peer} failed: {reason}", role.name()))
         }
     }
 }

@@ -173,8 +173,8 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
                 let mut config = h.config.clone();
                 config.key_secret = secret_value(&config.key_secret)?;
                 config.webhook_secret = secret_value(&config.webhook_secret)?;
-                let upstream = HttpUpstream::new(config, events.clone())
-                    .with_context(|| format!("upstream {}", h.config.name))?;
+                let upstream =
+                    HttpUpstream::new(config, events.clone()).with_context(|| format!("upstream {}", h.config.name))?;
                 callbacks.insert(h.config.name.clone(), upstream.clone());
                 (upstream, h.limits)
             }

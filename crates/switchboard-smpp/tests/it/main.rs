@@ -433,3 +433,61 @@ async fn an_unbind_from_the_smsc_is_answered_and_it_rebinds() {
     upstream.send(&message("after", Encoding::Gsm7)).await.unwrap();
     upstream.shutdown().await;
 }
+
+/// Many callers at once through a small window, with answers as fast as the SMSC can write them:
+/// every send goes through without a stall, and the window holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_load_through_a_small_window_never_stalls() {
+    let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
+    // The default keep-alive (30 s): a send stuck until the next enquire_link would show.
+    let config = SmppConfig { window: 10, ..config_for(&smsc) };
+    assert_eq!(config.enquire_link_secs, 30);
+    let (upstream, _events) = started(config).await;
+    let (total, callers) = (20_000, 512);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most_in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = tokio::spawn({
+        let (upstream, most_in_flight) = (upstream.clone(), most_in_flight.clone());
+        async move {
+            loop {
+                let now = upstream.status()[0].in_flight;
+                most_in_flight.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let start = Instant::now();
+    let workers = (0..callers).map(|_| {
+        let (upstream, next) = (upstream.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                if let Err(e) = upstream.send(&message("load", Encoding::Gsm7)).await {
+                    failures.push(e.to_string());
+                }
+            }
+            failures
+        })
+    });
+    let failures: Vec<String> = tokio::time::timeout(Duration::from_secs(120), futures_join(workers.collect()))
+        .await
+        .expect("20,000 sends within 2 minutes")
+        .into_iter()
+        .flatten()
+        .collect();
+    let elapsed = start.elapsed();
+    watcher.abort();
+    assert!(failures.is_empty(), "{} sends failed, the first: {}", failures.len(), failures[0]);
+    assert_eq!(smsc.submit_count(), total);
+    let status = &upstream.status()[0];
+    assert_eq!((status.sent, status.failed, status.in_flight), (total as u64, 0, 0));
+    let seen = smsc.max_in_flight();
+    assert!(seen <= 10, "the SMSC saw {seen} in flight");
+    let most = most_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most <= 10, "{most} submissions were in flight at once");
+    println!(
+        "{total} sends from {callers} callers through a window of 10 in {elapsed:?} ({:.0}/s)",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    upstream.shutdown().await;
+}
