@@ -3,8 +3,11 @@
 //!
 //! Reads use a pool of read-only sqlx connections. Writes run on one dedicated writer thread
 //! that owns the only writing connection: each write operation (a whole admitted group, a
-//! whole batch of dispatch results) is handed to it once and runs start to finish there, so
-//! a group costs one thread handoff and one fsync however many statements it takes. SQLite
+//! whole batch of dispatch results) is handed to it once and runs start to finish there. The
+//! thread runs every operation waiting for it in one transaction, each in a savepoint of its
+//! own, so admissions, claims, send results and receipts that arrive together share one
+//! commit and one fsync, and a page they all touch is written to the WAL once. An operation
+//! that fails is rolled back alone; the others are answered only after the commit. SQLite
 //! allows one writer at a time anyway; owning it on one thread also means no busy retries.
 
 use std::collections::HashMap;
@@ -14,7 +17,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Timestamp};
@@ -73,19 +76,71 @@ impl SqliteStore {
 
 store_impl!(SqliteStore);
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Most jobs one commit carries: enough to share an fsync among every kind of write that is
+/// waiting, few enough that one commit stays short.
+const JOBS_PER_COMMIT: usize = 64;
+
+/// One write operation handed to the writer thread.
+trait Job: Send {
+    /// Runs the operation inside the writer's open transaction; whether it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: with the operation's own result, or with `failed` when the
+    /// transaction it ran in did not commit.
+    fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>);
+}
+
+struct Task<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Task<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        if let Some(f) = self.f.take() {
+            self.result = Some(f(conn));
+        }
+        matches!(self.result, Some(Ok(_)))
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>) {
+        let result = match (self.result, failed) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(StorageError::Embedded(copy_error(e))),
+            (Some(ok), None) => ok,
+            (None, None) => Err(StorageError::Corrupt("the write panicked and was rolled back".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The same failure again, for each caller whose write it undid.
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    let code = e.sqlite_error().copied().unwrap_or_else(|| rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR));
+    rusqlite::Error::SqliteFailure(code, Some(e.to_string()))
+}
 
 /// The handle of the writer thread (and of the checkpoint thread, which stops when the last
 /// handle is dropped).
 #[derive(Debug, Clone)]
 struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     _checkpoints: std::sync::Arc<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 impl Writer {
     fn start(path: PathBuf, busy_timeout: Duration) -> Result<Self> {
-        let mut conn = Connection::open(&path)?;
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(busy_timeout)?;
         // Checkpoints run on their own thread (below), never inside a write.
         conn.execute_batch(
@@ -94,32 +149,92 @@ impl Writer {
         )?;
         let checkpoints = start_checkpointer(&path, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    // A panicking job loses only itself: its caller sees the writer as gone.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < JOBS_PER_COMMIT
+                        && let Ok(job) = rx.try_recv()
+                    {
+                        group.push(job);
+                    }
+                    commit_together(&conn, group);
                 }
             })
             .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { jobs, _checkpoints: std::sync::Arc::new(checkpoints) })
     }
 
-    /// Runs `f` on the writer thread and waits for its result.
+    /// Runs `f` on the writer thread, inside a transaction it may share with other writes
+    /// (each in a savepoint of its own), and waits until that transaction has committed.
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
-            }))
+            .send(Box::new(Task { f: Some(f), result: None, reply }))
             .map_err(|_| StorageError::Corrupt("the SQLite writer has stopped".into()))?;
         rx.await.map_err(|_| StorageError::Corrupt("the SQLite writer dropped a job".into()))?
+    }
+}
+
+/// Runs waiting writes in one transaction, so that they share one commit and one fsync. Each
+/// runs in a savepoint: one that fails (or panics) is rolled back alone and told at once; the
+/// others are told only once the commit is on disk, or that it failed.
+fn commit_together(conn: &Connection, group: Vec<Box<dyn Job>>) {
+    let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
+    let mut open = false;
+    for mut job in group {
+        if !open {
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                job.answer(Some(&e));
+                continue;
+            }
+            open = true;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            job.answer(Some(&e));
+            continue;
+        }
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or(false);
+        let released = if ok { conn.execute_batch("RELEASE job").err() } else { None };
+        let kept = ok && released.is_none();
+        if !kept && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        }
+        if conn.is_autocommit() {
+            // SQLite ended the transaction itself (an I/O error, a full disk): nothing in it
+            // was kept.
+            let e = released.unwrap_or_else(|| {
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the transaction was rolled back".into()),
+                )
+            });
+            for j in done.drain(..) {
+                j.answer(Some(&e));
+            }
+            job.answer(Some(&e));
+            open = false;
+        } else if kept {
+            done.push(job);
+        } else {
+            job.answer(released.as_ref());
+        }
+    }
+    if !open {
+        return;
+    }
+    let failed = conn.execute_batch("COMMIT").err();
+    if failed.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for job in done {
+        job.answer(failed.as_ref());
     }
 }
 
@@ -583,18 +698,17 @@ fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
     Ok(facts)
 }
 
-fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut facts = load_facts(&tx, batch)?;
+fn accept_group(tx: &Connection, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+    let mut facts = load_facts(tx, batch)?;
     let steps = admission::plan(batch, &mut facts);
     let mut deltas: HashMap<AccountId, Credits> = HashMap::new();
     let mut fx = Effects::default();
     for step in &steps {
         let Step::Insert { record, charge, new_batch } = step else { continue };
         if let Some(b) = new_batch {
-            insert_batch(&tx, b)?;
+            insert_batch(tx, b)?;
         }
-        insert_message(&tx, record)?;
+        insert_message(tx, record)?;
         fx.tally.insert(record.account_id, record.batch_id, record.created_at, record.status);
         let changed = Changed::of(record);
         for (status, error_type) in admission::initial_events(record) {
@@ -604,7 +718,7 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
             let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
             *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
             insert_ledger(
-                &tx,
+                tx,
                 &LedgerRecord::for_message(
                     EntryKind::Charge,
                     record.account_id,
@@ -617,18 +731,16 @@ fn accept_group(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Accep
         }
     }
     for (account, delta) in deltas {
-        let after = apply_delta(&tx, account, delta)?;
+        let after = apply_delta(tx, account, delta)?;
         if Some(after) != facts.balances.get(&account).map(|b| b.credits()) {
             return Err(StorageError::Corrupt(format!("balance of {account} moved during admission")));
         }
     }
-    finish(&tx, fx)?;
-    tx.commit()?;
+    finish(tx, fx)?;
     Ok(steps.iter().map(Step::outcome).collect())
 }
 
-fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn record_group(tx: &Connection, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
     let mut changed = Vec::with_capacity(results.len());
     let mut fx = Effects::default();
     let mut new_parts = NewParts::default();
@@ -662,7 +774,7 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
                     early |= status != MessageStatus::Sent.as_str();
                 }
                 if early {
-                    settle_message(&tx, r.id, r.at, &mut fx)?;
+                    settle_message(tx, r.id, r.at, &mut fx)?;
                 }
             }
             DispatchOutcome::Retry { next_attempt_at, error } => {
@@ -698,8 +810,7 @@ fn record_group(conn: &mut Connection, results: &[DispatchResult]) -> Result<Vec
             }
         }
     }
-    finish(&tx, fx)?;
-    tx.commit()?;
+    finish(tx, fx)?;
     Ok(changed)
 }
 
@@ -736,8 +847,7 @@ fn promote_scheduled(tx: &Connection, now: Timestamp) -> Result<()> {
     finish(tx, fx)
 }
 
-fn run_statements(conn: &mut Connection, statements: &[Statement]) -> Result<Vec<u64>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn run_statements(tx: &Connection, statements: &[Statement]) -> Result<Vec<u64>> {
     let mut counts = Vec::with_capacity(statements.len());
     for (sql, params) in statements {
         let mut stmt = tx.prepare_cached(sql)?;
@@ -757,12 +867,10 @@ fn run_statements(conn: &mut Connection, statements: &[Statement]) -> Result<Vec
         })?;
         counts.push(n as u64);
     }
-    tx.commit()?;
     Ok(counts)
 }
 
-fn cancel(conn: &mut Connection, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn cancel(tx: &Connection, account: AccountId, id: MessageId, at: Timestamp) -> Result<()> {
     let (uuid, account_uuid) = (id.as_uuid(), account.as_uuid());
     let canceled = tx
         .prepare_cached(concat!(
@@ -790,13 +898,11 @@ fn cancel(conn: &mut Connection, account: AccountId, id: MessageId, at: Timestam
     let mut fx = Effects::default();
     fx.moved(&m, MessageStatus::Scheduled, MessageStatus::Canceled, None, at);
     fx.refund(&m, charged, at);
-    finish(&tx, fx)?;
-    tx.commit()?;
+    finish(tx, fx)?;
     Ok(())
 }
 
-fn apply_receipts(conn: &mut Connection, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn apply_receipts(tx: &Connection, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
     let mut fx = Effects::default();
     let mut out = Vec::with_capacity(receipts.len());
     for r in receipts {
@@ -822,22 +928,15 @@ fn apply_receipts(conn: &mut Connection, receipts: &[ReceiptUpdate]) -> Result<V
             Some(None) => ReceiptOutcome::Unmatched,
             Some(Some(message)) => {
                 let message = MessageId::from_uuid(message);
-                receipts::applied(message, settle_message(&tx, message, r.at, &mut fx)?)
+                receipts::applied(message, settle_message(tx, message, r.at, &mut fx)?)
             }
         });
     }
-    finish(&tx, fx)?;
-    tx.commit()?;
+    finish(tx, fx)?;
     Ok(out)
 }
 
-fn receive(
-    conn: &mut Connection,
-    inbound: &NewInbound,
-    change: OptOutChange,
-    reply: Option<&NewReply>,
-) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn receive(tx: &Connection, inbound: &NewInbound, change: OptOutChange, reply: Option<&NewReply>) -> Result<bool> {
     let account = tx
         .prepare_cached("SELECT account_id FROM senders WHERE address = ?1")?
         .query_row([inbound.to.as_str()], |r| uuid_at(r, 0))
@@ -858,7 +957,7 @@ fn receive(
         e => e,
     };
     let message = crate::inbound::inbound_record(inbound, account, channel);
-    insert_message(&tx, &message).map_err(conflict)?;
+    insert_message(tx, &message).map_err(conflict)?;
     let mut fx = Effects::default();
     fx.event(&Changed::of(&message), MessageStatus::Received, None, inbound.received_at);
     let changed = match change {
@@ -876,27 +975,25 @@ fn receive(
     if let Some(reply) = reply {
         let now = Timestamp::now();
         let record = crate::inbound::reply_record(inbound, reply, account, channel, now);
-        insert_message(&tx, &record).map_err(conflict)?;
+        insert_message(tx, &record).map_err(conflict)?;
         fx.tally.insert(account, None, now, record.status);
         let m = Changed::of(&record);
         for (status, error_type) in admission::initial_events(&record) {
             fx.event(&m, status, error_type, now);
         }
     }
-    finish(&tx, fx)?;
-    tx.commit()?;
+    finish(tx, fx)?;
     Ok(changed > 0)
 }
 
 fn claim_webhooks(
-    conn: &mut Connection,
+    tx: &Connection,
     now: Timestamp,
     lease_until: Timestamp,
     limit: u32,
     busy: &[String],
 ) -> Result<Vec<DeliveryRecord>> {
     let busy = serde_json::to_string(busy).map_err(|e| StorageError::Corrupt(format!("busy targets: {e}")))?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rows = tx
         .prepare_cached(concat!(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?1, updated_at = ?2 \
@@ -940,13 +1037,11 @@ fn claim_webhooks(
         }
         out.push(d);
     }
-    tx.commit()?;
     out.sort_by(|a, b| (a.event_id, &a.target).cmp(&(b.event_id, &b.target)));
     Ok(out)
 }
 
-fn apply_delivery_results(conn: &mut Connection, results: &[DeliveryResult]) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn apply_delivery_results(tx: &Connection, results: &[DeliveryResult]) -> Result<()> {
     for r in writes::sorted_results(results) {
         let event = r.event_id.as_uuid();
         let event = event.as_bytes().as_slice();
@@ -982,7 +1077,6 @@ fn apply_delivery_results(conn: &mut Connection, results: &[DeliveryResult]) -> 
             ])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -1105,10 +1199,10 @@ impl Writes for SqliteStore {
         let reference = reference.map(str::to_owned);
         self.writer
             .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let mut balance = lock_balance(&tx, account)?.ok_or(StorageError::NotFound)?;
+                let tx = c;
+                let mut balance = lock_balance(tx, account)?.ok_or(StorageError::NotFound)?;
                 let delta = balance.top_up(amount)?;
-                let after = apply_delta(&tx, account, delta)?;
+                let after = apply_delta(tx, account, delta)?;
                 let entry = LedgerRecord {
                     id: Uuid::now_v7(),
                     account_id: account,
@@ -1119,8 +1213,7 @@ impl Writes for SqliteStore {
                     reference,
                     created_at: Timestamp::now(),
                 };
-                insert_ledger(&tx, &entry)?;
-                tx.commit()?;
+                insert_ledger(tx, &entry)?;
                 Ok(entry)
             })
             .await
@@ -1169,8 +1262,8 @@ impl Writes for SqliteStore {
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
         self.writer
             .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                promote_scheduled(&tx, now)?;
+                let tx = c;
+                promote_scheduled(tx, now)?;
                 let mut out = Vec::new();
                 {
                     let mut stmt = tx.prepare_cached(concat!(
@@ -1185,7 +1278,6 @@ impl Writes for SqliteStore {
                         out.push(row?.try_into()?);
                     }
                 }
-                tx.commit()?;
                 Ok(out)
             })
             .await
@@ -1236,5 +1328,83 @@ impl Writes for SqliteStore {
 
     async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
         self.writer.run(move |c| run_statements(c, &statements)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task<F>(f: F) -> (Box<dyn Job>, tokio::sync::oneshot::Receiver<Result<()>>)
+    where
+        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        (Box::new(Task { f: Some(f), result: None, reply }), rx)
+    }
+
+    fn insert(c: &Connection, name: &str) -> Result<()> {
+        c.execute("INSERT INTO settings (name, value) VALUES (?1, x'00')", [name])?;
+        Ok(())
+    }
+
+    /// Writes that wait together share a transaction, and one that fails or panics undoes
+    /// only its own rows.
+    #[tokio::test]
+    async fn a_failed_write_in_a_shared_commit_undoes_only_itself() {
+        let dir = std::env::temp_dir().join(format!("switchboard-writer-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let store =
+            SqliteStore::open(&format!("sqlite://{}", path.display()), &ConnectOptions::default()).await.unwrap();
+        let writer = store.writer.clone();
+
+        // The first write holds the writer until the others are queued behind it, so that
+        // they are drained as one group.
+        let (open, gate) = mpsc::channel::<()>();
+        let (first, first_done) = task(move |c| {
+            gate.recv().unwrap();
+            insert(c, "a")
+        });
+        writer.jobs.send(first).unwrap();
+        let (ok1, r1) = task(|c| insert(c, "b"));
+        let (failing, r2) = task(|c| {
+            insert(c, "c")?;
+            Err(StorageError::Conflict("refused after writing".into()))
+        });
+        let (panicking, r3) = task(|c| {
+            insert(c, "d").unwrap();
+            panic!("a write that panics");
+        });
+        let (ok2, r4) = task(|c| insert(c, "e"));
+        for job in [ok1, failing, panicking, ok2] {
+            writer.jobs.send(job).unwrap();
+        }
+        open.send(()).unwrap();
+
+        first_done.await.unwrap().unwrap();
+        r1.await.unwrap().unwrap();
+        assert!(matches!(r2.await.unwrap(), Err(StorageError::Conflict(_))));
+        assert!(matches!(r3.await.unwrap(), Err(StorageError::Corrupt(_))));
+        r4.await.unwrap().unwrap();
+
+        let names: Vec<String> = writer
+            .run(|c| {
+                let mut stmt = c.prepare("SELECT name FROM settings WHERE length(name) = 1 ORDER BY name")?;
+                let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["a", "b", "e"]);
+        // Nothing was left open: a reader on another connection sees the same rows.
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM settings WHERE length(name) = 1")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        drop(store);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
