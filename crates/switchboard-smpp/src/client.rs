@@ -350,8 +350,21 @@ async fn keep_alive(link: Arc<Link>, interval: Duration, timeout: Duration) {
     }
 }
 
-/// The TLS settings: the system's root certificates and the webpki roots, loaded once.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// The client settings that check the SMSC's certificate against `roots`, with the aws-lc-rs
+/// provider.
+pub(crate) fn tls_config_with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("no usable TLS settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The default TLS settings, shared by every upstream with no CA file of its own: the
+/// system's root certificates and the webpki roots, loaded once.
+fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
@@ -363,25 +376,26 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
             tracing::debug!(added, ignored, "system root certificates loaded for SMPP over TLS");
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("no usable TLS settings: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Arc::new(config))
+            tls_config_with_roots(roots)
         })
         .clone()
 }
 
-/// Starts TLS on a connected stream, checking the SMSC's certificate against `host`.
+/// Starts TLS on a connected stream, checking the SMSC's certificate against `host` with
+/// `config` (the upstream's own settings, built from its CA file), or with the default
+/// settings when it is `None`.
 pub(crate) async fn start_tls(
     host: &str,
     stream: tokio::net::TcpStream,
+    config: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| format!("`{host}` cannot name a TLS server: {e}"))?;
-    let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+    let config = match config {
+        Some(config) => config.clone(),
+        None => default_tls_config()?,
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
     connector.connect(name, stream).await.map_err(|e| format!("TLS handshake failed: {e}"))
 }
 

@@ -1,7 +1,11 @@
 //! Settings of an SMPP upstream, read from the server's TOML file, and the message-id forms.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use serde::Deserialize;
 
@@ -109,9 +113,15 @@ pub struct SmppConfig {
     #[serde(default)]
     pub bind: BindMode,
     /// Whether to connect with TLS (the SMSC's certificate is checked against the system's and
-    /// the webpki roots). Off by default.
+    /// the webpki roots, or against `tls_ca_file`). Off by default.
     #[serde(default)]
     pub tls: bool,
+    /// A PEM file holding one or more CA certificates (`-----BEGIN CERTIFICATE-----` blocks;
+    /// anything else in it is skipped). When set, the SMSC's certificate is checked against
+    /// these CAs only, instead of the system's and the webpki roots; it needs `tls`. A relative
+    /// path is taken from the working directory. Unset by default.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// TON of numeric senders; 1 (international) by default.
     #[serde(default = "one")]
     pub source_ton: u8,
@@ -213,6 +223,7 @@ impl SmppConfig {
             system_type: String::new(),
             bind: BindMode::default(),
             tls: false,
+            tls_ca_file: None,
             source_ton: 1,
             source_npi: 1,
             alphanumeric_source_ton: 5,
@@ -231,8 +242,16 @@ impl SmppConfig {
     }
 
     /// Checks what SMPP limits: field lengths (ASCII only), a window and a rate of at least 1,
-    /// non-zero timeouts, and `reconnect_min_ms <= reconnect_max_ms`.
+    /// non-zero timeouts, and `reconnect_min_ms <= reconnect_max_ms`; and, with `tls_ca_file`,
+    /// that `tls` is on and that the file reads as PEM holding at least one usable CA
+    /// certificate (so this reads the file).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_values()?;
+        self.tls_ca_roots().map(drop)
+    }
+
+    /// The checks of [`SmppConfig::validate`] that need no file.
+    pub(crate) fn validate_values(&self) -> Result<(), ConfigError> {
         let field = |name: &str, value: &str, max: usize, required: bool| {
             if required && value.is_empty() {
                 return Err(ConfigError(format!("{name} must not be empty")));
@@ -261,7 +280,15 @@ impl SmppConfig {
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
             return Err(ConfigError("reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into()));
         }
+        if self.tls_ca_file.is_some() && !self.tls {
+            return Err(ConfigError("tls_ca_file needs tls = true".into()));
+        }
         Ok(())
+    }
+
+    /// The CAs of `tls_ca_file`, read from the file now; `None` when it is not set.
+    pub(crate) fn tls_ca_roots(&self) -> Result<Option<rustls::RootCertStore>, ConfigError> {
+        self.tls_ca_file.as_deref().map(read_ca_file).transpose()
     }
 
     /// `host:port`.
@@ -272,6 +299,27 @@ impl SmppConfig {
     pub(crate) fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms.max(1))
     }
+}
+
+/// Reads the CA certificates of a PEM file: every `CERTIFICATE` block must be a usable CA
+/// certificate, and there must be at least one.
+fn read_ca_file(path: &Path) -> Result<rustls::RootCertStore, ConfigError> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ConfigError(format!("tls_ca_file `{shown}` does not exist")),
+        _ => ConfigError(format!("tls_ca_file `{shown}` cannot be read: {e}")),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| ConfigError(format!("tls_ca_file `{shown}` is not valid PEM: {e}")))?;
+        roots.add(cert).map_err(|e| {
+            ConfigError(format!("tls_ca_file `{shown}`: certificate {} is not a usable CA certificate: {e}", n + 1))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError(format!("tls_ca_file `{shown}` holds no PEM certificate")));
+    }
+    Ok(roots)
 }
 
 impl fmt::Debug for SmppConfig {
@@ -285,6 +333,7 @@ impl fmt::Debug for SmppConfig {
             .field("system_type", &self.system_type)
             .field("bind", &self.bind)
             .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("source_ton", &self.source_ton)
             .field("source_npi", &self.source_npi)
             .field("alphanumeric_source_ton", &self.alphanumeric_source_ton)
@@ -324,12 +373,31 @@ mod tests {
         assert_eq!((config.window, config.response_timeout_ms, config.enquire_link_secs), (10, 10_000, 30));
         assert_eq!((config.alphanumeric_source_ton, config.alphanumeric_source_npi), (5, 0));
         assert!(config.registered_delivery && !config.tls && config.max_per_second.is_none());
+        assert_eq!(config.tls_ca_file, None);
+        assert!(config.tls_ca_roots().unwrap().is_none());
         config.validate().unwrap();
+    }
+
+    /// The PEM of a new self-signed CA certificate.
+    fn ca_pem(name: &str) -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn file_with(dir: &tempfile::TempDir, name: &str, contents: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
     }
 
     #[test]
     fn toml_every_field() {
-        let config: SmppConfig = toml::from_str(
+        let dir = tempfile::tempdir().unwrap();
+        let ca = file_with(&dir, "ca.pem", &ca_pem("Test CA"));
+        let config: SmppConfig = toml::from_str(&format!(
             r#"
             name = "a"
             host = "smsc"
@@ -339,6 +407,7 @@ mod tests {
             system_type = "VMA"
             bind = "transmitter_receiver"
             tls = true
+            tls_ca_file = '{}'
             source_ton = 2
             source_npi = 8
             alphanumeric_source_ton = 5
@@ -354,9 +423,12 @@ mod tests {
             msg_id_format = "submit_decimal_receipt_hex"
             registered_delivery = false
             "#,
-        )
+            ca.display()
+        ))
         .unwrap();
         assert_eq!(config.bind, BindMode::TransmitterReceiver);
+        assert_eq!(config.tls_ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(config.tls_ca_roots().unwrap().map(|roots| roots.len()), Some(1));
         assert_eq!(config.msg_id_format, MsgIdFormat::SubmitDecimalReceiptHex);
         assert_eq!(config.max_per_second, Some(50));
         assert!(config.tls && !config.registered_delivery);
@@ -368,6 +440,74 @@ mod tests {
         let shown = format!("{:?}", SmppConfig::new("a", "h", 1, "sys", "hunter2"));
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn debug_shows_the_ca_file() {
+        let config = SmppConfig {
+            tls: true,
+            tls_ca_file: Some("/etc/smsc/ca.pem".into()),
+            ..SmppConfig::new("a", "h", 1, "sys", "hunter2")
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains(r#"tls_ca_file: Some("/etc/smsc/ca.pem")"#), "{shown}");
+    }
+
+    #[test]
+    fn a_ca_file_may_hold_several_certificates_and_other_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let both = format!("{}\n{key}\n{}", ca_pem("First CA"), ca_pem("Second CA"));
+        let config = SmppConfig {
+            tls: true,
+            tls_ca_file: Some(file_with(&dir, "cas.pem", &both)),
+            ..SmppConfig::new("a", "h", 1, "sys", "pw")
+        };
+        config.validate().unwrap();
+        assert_eq!(config.tls_ca_roots().unwrap().map(|roots| roots.len()), Some(2));
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_file = |path: PathBuf| SmppConfig {
+            tls: true,
+            tls_ca_file: Some(path),
+            ..SmppConfig::new("a", "h", 1, "sys", "pw")
+        };
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let garbage = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        let cases = [
+            (dir.path().join("missing.pem"), "does not exist"),
+            // A directory cannot be read as a file.
+            (dir.path().to_path_buf(), "cannot be read"),
+            (file_with(&dir, "empty.pem", ""), "holds no PEM certificate"),
+            (file_with(&dir, "text.pem", "not a certificate\n"), "holds no PEM certificate"),
+            (file_with(&dir, "key.pem", &key), "holds no PEM certificate"),
+            (file_with(&dir, "cut.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n"), "is not valid PEM"),
+            (file_with(&dir, "garbage.pem", garbage), "certificate 1 is not a usable CA certificate"),
+        ];
+        for (path, expected) in cases {
+            let config = with_file(path.clone());
+            let ConfigError(message) = config.validate().unwrap_err();
+            assert!(message.starts_with("tls_ca_file `"), "{message}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(expected), "{expected}: {message}");
+            assert!(config.tls_ca_roots().is_err());
+            // The checks that read no file pass.
+            config.validate_values().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_ca_file_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SmppConfig {
+            tls_ca_file: Some(file_with(&dir, "ca.pem", &ca_pem("Test CA"))),
+            ..SmppConfig::new("a", "h", 1, "sys", "pw")
+        };
+        assert_eq!(config.validate(), Err(ConfigError("tls_ca_file needs tls = true".into())));
+        SmppConfig { tls: true, ..config }.validate().unwrap();
     }
 
     #[test]

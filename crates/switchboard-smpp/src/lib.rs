@@ -33,8 +33,8 @@
 //! [`pdu::read_deliver_sm`]). A receipt may come before the answer to its `submit_sm`; it is sent
 //! on as it comes, and the core keeps it until the submission is recorded.
 //!
-//! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC for tests and
-//! benchmarks.
+//! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC (over TCP or TLS) for
+//! tests and benchmarks.
 
 mod client;
 pub mod config;

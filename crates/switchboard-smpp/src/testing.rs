@@ -6,6 +6,9 @@
 //! most submissions waiting for their answer at once on one connection, and the number of
 //! binds. A test can also send an inbound `deliver_sm`, and drop every connection.
 //!
+//! With [`FakeSmscOptions::tls`] set, it serves TLS: each accepted connection goes through a
+//! TLS handshake (see [`tls_server_config`]) before its SMPP session, which runs the same way.
+//!
 //! Without a delay it answers each `submit_sm` as it reads it and writes answers in batches, so
 //! it keeps up with tens of thousands of submissions a second on loopback.
 
@@ -23,16 +26,34 @@ use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use switchboard_domain::Encoding;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::text;
+
+/// How long a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Server settings for [`FakeSmscOptions::tls`] that present `cert_chain` (the server's
+/// certificate first, then any intermediates) with its private `key`, using the aws-lc-rs
+/// provider and asking for no client certificate.
+pub fn tls_server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)?;
+    Ok(Arc::new(config))
+}
 
 /// How the fake SMSC writes a message id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +117,9 @@ pub struct FakeSmscOptions {
     pub drop_after_submits: Option<usize>,
     /// Whether to answer `enquire_link` (on by default; off, the client's keep-alive times out).
     pub answer_enquire_link: bool,
+    /// Serve TLS with these settings (see [`tls_server_config`]): every accepted connection
+    /// completes a TLS handshake before its SMPP session. `None` (the default): plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for FakeSmscOptions {
@@ -109,6 +133,7 @@ impl Default for FakeSmscOptions {
             receipts: None,
             drop_after_submits: None,
             answer_enquire_link: true,
+            tls: None,
         }
     }
 }
@@ -154,6 +179,7 @@ struct Shared {
     binds: AtomicUsize,
     unbinds: AtomicUsize,
     dropped_once: AtomicBool,
+    tls_failures: AtomicUsize,
     connections: Mutex<HashMap<u64, Conn>>,
 }
 
@@ -211,6 +237,7 @@ impl FakeSmsc {
             binds: AtomicUsize::new(0),
             unbinds: AtomicUsize::new(0),
             dropped_once: AtomicBool::new(false),
+            tls_failures: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -252,7 +279,12 @@ impl FakeSmsc {
         self.shared.unbinds.load(Ordering::Relaxed)
     }
 
-    /// How many connections are open.
+    /// How many TLS handshakes failed or did not complete in time (always 0 without TLS).
+    pub fn tls_handshake_failures(&self) -> usize {
+        self.shared.tls_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many connections are open (with TLS, those whose handshake is done).
     pub fn connection_count(&self) -> usize {
         self.shared.conns().len()
     }
@@ -322,37 +354,80 @@ fn next_sequence(sequence: &AtomicU32) -> u32 {
     sequence.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Accepts connections until the listener fails or the task is aborted; with TLS, each
+/// handshake runs in its own task (aborted with this one), so a slow client holds up no other.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut next_conn: u64 = 0;
+    let mut handshakes = JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
+        while handshakes.try_join_next().is_some() {}
         next_conn += 1;
         let id = next_conn;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let (out, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(write, rx));
-        let bound = Arc::new(AtomicBool::new(false));
-        let receives = Arc::new(AtomicBool::new(false));
-        let sequence = Arc::new(AtomicU32::new(1));
-        let conn = Conn {
-            out: out.clone(),
-            bound: bound.clone(),
-            receives: receives.clone(),
-            sequence: sequence.clone(),
-            tasks: vec![writer.abort_handle()],
-        };
-        shared.conns().insert(id, conn);
-        let connection =
-            Connection { id, shared: shared.clone(), out, bound, receives, sequence, in_flight: Arc::default() };
-        let reader = tokio::spawn(connection.serve(read));
-        if let Some(conn) = shared.conns().get_mut(&id) {
-            conn.tasks.push(reader.abort_handle());
+        match shared.options.tls.clone() {
+            None => {
+                let (read, write) = stream.into_split();
+                open_connection(&shared, id, read, write);
+            }
+            Some(config) => {
+                handshakes.spawn(serve_tls(shared.clone(), id, stream, config));
+            }
         }
     }
 }
 
+/// Completes the TLS handshake of connection `id`, then runs its SMPP session.
+async fn serve_tls(shared: Arc<Shared>, id: u64, stream: TcpStream, config: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (read, write) = tokio::io::split(stream);
+            open_connection(&shared, id, read, write);
+        }
+        Ok(Err(e)) => {
+            shared.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(connection = id, error = %e, "fake SMSC: TLS handshake failed");
+        }
+        Err(_) => {
+            shared.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(connection = id, "fake SMSC: TLS handshake timed out");
+        }
+    }
+}
+
+/// Registers connection `id` and starts its writer and its SMPP session on the two halves of
+/// its stream (plain TCP or TLS).
+fn open_connection<R, W>(shared: &Arc<Shared>, id: u64, read: R, write: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(write, rx));
+    let bound = Arc::new(AtomicBool::new(false));
+    let receives = Arc::new(AtomicBool::new(false));
+    let sequence = Arc::new(AtomicU32::new(1));
+    let conn = Conn {
+        out: out.clone(),
+        bound: bound.clone(),
+        receives: receives.clone(),
+        sequence: sequence.clone(),
+        tasks: vec![writer.abort_handle()],
+    };
+    shared.conns().insert(id, conn);
+    let connection =
+        Connection { id, shared: shared.clone(), out, bound, receives, sequence, in_flight: Arc::default() };
+    let reader = tokio::spawn(connection.serve(read));
+    if let Some(conn) = shared.conns().get_mut(&id) {
+        conn.tasks.push(reader.abort_handle());
+    }
+}
+
 /// Writes what the connection sends, many commands per write when they queue up.
-async fn write_loop(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn write_loop<W>(mut write: W, mut rx: mpsc::UnboundedReceiver<Command>)
+where
+    W: AsyncWrite + Unpin,
+{
     let mut codec = CommandCodec::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(command) = rx.recv().await {
@@ -384,7 +459,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, read: tokio::net::tcp::OwnedReadHalf) {
+    async fn serve<R>(self, read: R)
+    where
+        R: AsyncRead + Unpin,
+    {
         let mut frames = FramedRead::new(read, CommandCodec::new());
         while let Some(Ok(command)) = frames.next().await {
             let sequence = command.sequence_number();

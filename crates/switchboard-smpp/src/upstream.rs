@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::{Connection, Link, RequestError};
-use crate::config::{BindMode, SmppConfig};
+use crate::config::{BindMode, ConfigError, SmppConfig};
 use crate::pdu::{self, Delivery};
 
 /// One kind of session.
@@ -85,6 +85,9 @@ impl RateLimiter {
 /// What the upstream's tasks share.
 struct Inner {
     config: SmppConfig,
+    /// The upstream's own TLS client settings, built from `tls_ca_file`; `None` for the shared
+    /// default ones (or no TLS).
+    tls: Option<Arc<rustls::ClientConfig>>,
     events: EventSink,
     roles: Vec<Role>,
     tx: RwLock<Option<Arc<TxSession>>>,
@@ -115,13 +118,16 @@ impl SmppUpstream {
     ///
     /// Returns at once, before the first bind; until a bind succeeds, [`Provider::send`] answers
     /// `unavailable`. A configuration that fails [`SmppConfig::validate`] never connects, and
-    /// [`Provider::status`] says why.
+    /// [`Provider::status`] says why. The `tls_ca_file`, when set, is read here, once.
     pub fn start(config: SmppConfig, events: EventSink) -> Arc<SmppUpstream> {
         let roles = match config.bind {
             BindMode::Transceiver => vec![Role::Transceiver],
             BindMode::TransmitterReceiver => vec![Role::Transmitter, Role::Receiver],
         };
-        let invalid = config.validate().err();
+        let (tls, invalid) = match check_and_build_tls(&config) {
+            Ok(tls) => (tls, None),
+            Err(e) => (None, Some(e)),
+        };
         let links = roles
             .iter()
             .map(|_| LinkState { bound: false, error: invalid.as_ref().map(|e| format!("invalid configuration: {e}")) })
@@ -129,6 +135,7 @@ impl SmppUpstream {
         let inner = Arc::new(Inner {
             rate: config.max_per_second.map(RateLimiter::new),
             config,
+            tls,
             events,
             roles: roles.clone(),
             tx: RwLock::new(None),
@@ -172,6 +179,14 @@ impl SmppUpstream {
     pub fn config(&self) -> &SmppConfig {
         &self.inner.config
     }
+}
+
+/// Checks the settings as [`SmppConfig::validate`] does, reading `tls_ca_file` only once, and
+/// builds the upstream's own TLS client settings when it has a CA file.
+fn check_and_build_tls(config: &SmppConfig) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+    config.validate_values()?;
+    let Some(roots) = config.tls_ca_roots()? else { return Ok(None) };
+    crate::client::tls_config_with_roots(roots).map(Some).map_err(ConfigError)
 }
 
 impl Drop for SmppUpstream {
@@ -329,7 +344,7 @@ async fn supervise(inner: Arc<Inner>, slot: usize, role: Role) {
             break;
         }
         let bound = tokio::select! {
-            bound = connect_and_bind(&inner.config, role) => bound,
+            bound = connect_and_bind(&inner.config, inner.tls.as_ref(), role) => bound,
             _ = shutdown.changed() => break,
         };
         match bound {
@@ -416,9 +431,13 @@ async fn run_session(
     }
 }
 
-/// Opens the connection (TCP, or TLS when configured), binds as `role`, and starts the
-/// keep-alive.
-async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<Connection, String> {
+/// Opens the connection (TCP, or TLS when configured, with `tls` when the upstream has its own
+/// TLS settings), binds as `role`, and starts the keep-alive.
+async fn connect_and_bind(
+    config: &SmppConfig,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    role: Role,
+) -> Result<Connection, String> {
     let timeout = config.response_timeout();
     let peer = config.peer();
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((config.host.as_str(), config.port)))
@@ -427,7 +446,7 @@ async fn connect_and_bind(config: &SmppConfig, role: Role) -> Result<Connection,
         .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let connection = if config.tls {
-        let stream = tokio::time::timeout(timeout, crate::client::start_tls(&config.host, stream))
+        let stream = tokio::time::timeout(timeout, crate::client::start_tls(&config.host, stream, tls))
             .await
             .map_err(|_| format!("no TLS connection to {peer} within {} ms", timeout.as_millis()))?
             .map_err(|e| format!("cannot connect to {peer}: {e}"))?;

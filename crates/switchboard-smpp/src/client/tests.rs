@@ -209,7 +209,7 @@ fn sequence_numbers_stay_within_what_smpp_allows() {
 
 #[tokio::test]
 async fn tls_settings_load_and_a_server_without_tls_fails_the_handshake() {
-    assert!(tls_config().is_ok());
+    assert!(default_tls_config().is_ok());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let plain = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -221,9 +221,9 @@ async fn tls_settings_load_and_a_server_without_tls_fails_the_handshake() {
         CommandCodec::new().encode(&Command::new(CommandStatus::EsmeRok, 1, Pdu::EnquireLink), &mut buf).unwrap();
         let _ = stream.write_all(&buf).await;
     });
-    let error = start_tls("localhost", plain).await.unwrap_err();
+    let error = start_tls("localhost", plain, None).await.unwrap_err();
     assert!(error.starts_with("TLS handshake failed"), "{error}");
-    let error = start_tls("not a host name", unnamed).await.unwrap_err();
+    let error = start_tls("not a host name", unnamed, None).await.unwrap_err();
     assert!(error.contains("cannot name a TLS server"), "{error}");
     server.await.unwrap();
 }

@@ -12,6 +12,8 @@ use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions, IdFormat, ReceiptOpti
 use switchboard_smpp::{BindMode, MsgIdFormat, SmppConfig, SmppUpstream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod tls;
+
 fn config_for(smsc: &FakeSmsc) -> SmppConfig {
     SmppConfig {
         reconnect_min_ms: 50,
