@@ -22,7 +22,7 @@ use switchboard_client::AdminClient;
 use switchboard_domain::wire::{CreateChannel, CreateSender, TopUp};
 
 const TOKEN: &str = "bench-operator-token-0123456789";
-const DEADLINE: Duration = Duration::from_secs(300);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(300);
 
 struct Options {
     requests: usize,
@@ -40,13 +40,16 @@ impl Options {
 
 /// What the load sends.
 #[derive(Clone)]
-enum Dialect {
+pub(crate) enum Dialect {
     /// TextingLine: one SMS per request, HTTP Basic.
     TextingLine,
     /// Mudbase: `batch` recipients per request, `X-API-Key`.
     Mudbase { project: String, batch: usize },
     /// Bird channels: one text message per request, `Authorization: AccessKey`.
     Bird { workspace: String, channel: String },
+    /// Kannel's `sendsms` (for `cargo xtask bench-kannel`): one SMS per `GET`, the user and
+    /// password in the query.
+    Kannel,
 }
 
 /// Which load a scenario puts on its server.
@@ -66,7 +69,7 @@ enum Load {
 impl Dialect {
     fn recipients(&self) -> usize {
         match self {
-            Dialect::TextingLine | Dialect::Bird { .. } => 1,
+            Dialect::TextingLine | Dialect::Bird { .. } | Dialect::Kannel => 1,
             Dialect::Mudbase { batch, .. } => *batch,
         }
     }
@@ -102,6 +105,13 @@ impl Dialect {
                     body.len()
                 )
             }
+            Dialect::Kannel => format!(
+                "GET /cgi-bin/sendsms?username={key_id}&password={secret}&from=18005559876&to=1800{:07}\
+                 &text=Your+verification+code+is+{:06}+({}) HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+                i % 10_000_000,
+                i % 1_000_000,
+                tag.replace(' ', "+")
+            ),
             Dialect::Bird { workspace, channel } => {
                 let body = format!(
                     r#"{{"receiver":{{"contacts":[{{"identifierKey":"phonenumber","identifierValue":"+1800{:07}"}}]}},"body":{{"type":"text","text":{{"text":"Your verification code is {:06} ({tag})"}}}},"reference":"bench-{i}"}}"#,
@@ -157,7 +167,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -203,7 +213,7 @@ async fn sent_total(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
     Ok(metric(http, url, "switchboard_messages_sent_total").await? as u64)
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -486,7 +496,7 @@ async fn scenario(
 
 /// Waits (bounded) until `count` reaches `target`, or stops moving for 5 s; returns the count
 /// and the time since `since`.
-async fn wait_counter<F, Fut>(target: u64, since: Instant, count: F) -> anyhow::Result<(u64, Duration)>
+pub(crate) async fn wait_counter<F, Fut>(target: u64, since: Instant, count: F) -> anyhow::Result<(u64, Duration)>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<u64>>,
@@ -557,7 +567,7 @@ async fn wait_sent(http: &reqwest::Client, url: &str, target: u64, since: Instan
 /// Sends `requests` requests from `concurrency` connections; returns each success's latency in
 /// µs and the number of failures. Speaks plain HTTP/1.1 with keep-alive over its own TCP
 /// connections so that the load generator takes as little of the machine's CPU as it can.
-async fn drive(
+pub(crate) async fn drive(
     url: &str,
     key_id: &str,
     secret: &str,

@@ -4,10 +4,13 @@
 //!   suite (cargo nextest when installed, else cargo test).
 //! - `bench [--requests N] [--concurrency 16,64]`: builds the release server, starts it on
 //!   embedded SQLite with the simulator, drives a bounded load, prints and saves the figures.
+//! - `bench-kannel [--requests N] [--concurrency 16,64]`: the SMPP scenario of `bench` run
+//!   against an installed Kannel, for comparison on the same machine.
 //! - `openapi [--check]`: writes `docs/openapi.json` from the server, or checks it is current.
 //! - `tidy`: source hygiene and the crate layering rules.
 
 mod bench;
+mod kannel;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -22,12 +25,13 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("bench-kannel") => kannel::run(&root, &args[1..]),
         Some("load") => bench::load(&args[1..]),
         Some("openapi") => openapi(&root, args.iter().any(|a| a == "--check")),
         Some("tidy") => tidy::run(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | openapi [--check] | tidy>"
+                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | bench-kannel | openapi [--check] | tidy>"
             );
             bail!("unknown command")
         }
