@@ -34,6 +34,7 @@ fn http_upstream(name: &str, base_url: &str, key_id: &str, key_secret: &str, sec
     UpstreamSettings::Http(HttpUpstreamSettings {
         config: HttpUpstreamConfig::new(name, base_url, key_id, key_secret, secret.expose()),
         limits: UpstreamLimits::default(),
+        unknown: Default::default(),
     })
 }
 
@@ -150,7 +151,11 @@ async fn failover_and_no_route(backend: Backend) {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     settings.upstreams = vec![
         http_upstream("dead", &format!("http://{dead}"), "k", "s", &Secret::generate()),
-        UpstreamSettings::Simulator { name: "sim".into(), limits: UpstreamLimits::default() },
+        UpstreamSettings::Simulator {
+            name: "sim".into(),
+            limits: UpstreamLimits::default(),
+            unknown: Default::default(),
+        },
     ];
     settings.routes = vec![RouteConfig {
         prefix: "+1".into(),
@@ -213,7 +218,7 @@ async fn smpp_upstream_end_to_end(backend: Backend) {
     let smsc =
         FakeSmsc::start(FakeSmscOptions { receipts: Some(ReceiptOptions::default()), ..Default::default() }).await;
     let options = FakeSmscOptions::default();
-    let config = serde_json::from_value(json!({
+    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
         "name": "smsc",
         "host": "127.0.0.1",
         "port": smsc.port(),
@@ -223,7 +228,7 @@ async fn smpp_upstream_end_to_end(backend: Backend) {
     }))
     .expect("an SMPP upstream");
     let mut settings = db.settings();
-    settings.upstreams = vec![UpstreamSettings::Smpp(config)];
+    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
     let app = TestApp::start(settings).await;
     let t = app.provision(100, 0).await;
     eventually("the bind", LONG, || async {

@@ -168,7 +168,7 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
     let mut upstreams: Vec<(String, Arc<dyn Provider>, UpstreamLimits)> = Vec::new();
     for u in &settings.upstreams {
         let (provider, limits): (Arc<dyn Provider>, _) = match u {
-            UpstreamSettings::Simulator { name, limits } => (simulator(name), *limits),
+            UpstreamSettings::Simulator { name, limits, .. } => (simulator(name), *limits),
             UpstreamSettings::Http(h) => {
                 let mut config = h.config.clone();
                 config.key_secret = secret_value(&config.key_secret)?;
@@ -178,8 +178,8 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
                 callbacks.insert(h.config.name.clone(), upstream.clone());
                 (upstream, h.limits)
             }
-            UpstreamSettings::Smpp(config) => {
-                let mut config = config.clone();
+            UpstreamSettings::Smpp(s) => {
+                let mut config = s.config.clone();
                 config.password = secret_value(&config.password)?;
                 config.validate().with_context(|| format!("upstream {}", config.name))?;
                 // The SMPP upstream caps its own rate (`max_per_second`), per bind.

@@ -95,6 +95,11 @@ pub struct Settings {
     pub routes: Vec<RouteConfig>,
 }
 
+/// Keys of an `[[upstreams]]` table that no setting of its kind reads; refused by
+/// [`Settings::validate`], so that a misspelt key (`pasword`, `windw`) is an error rather than
+/// a default silently kept.
+pub type UnknownKeys = std::collections::BTreeMap<String, toml::Value>;
+
 /// One upstream, as the settings file names it (`kind = "smpp" | "http" | "simulator"`).
 #[derive(Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -106,11 +111,14 @@ pub enum UpstreamSettings {
         /// Its rate limit.
         #[serde(flatten)]
         limits: UpstreamLimits,
+        /// Keys nothing reads.
+        #[serde(flatten)]
+        unknown: UnknownKeys,
     },
     /// Another Switchboard, through its TextingLine dialect.
     Http(HttpUpstreamSettings),
     /// An SMSC over SMPP 3.4 (its own `max_per_second` caps it).
-    Smpp(SmppConfig),
+    Smpp(SmppUpstreamSettings),
 }
 
 /// An HTTP upstream's settings with its rate limit.
@@ -122,6 +130,26 @@ pub struct HttpUpstreamSettings {
     /// Its rate limit.
     #[serde(flatten)]
     pub limits: UpstreamLimits,
+    /// Keys nothing reads.
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
+}
+
+/// An SMPP upstream's settings.
+#[derive(Clone, Deserialize)]
+pub struct SmppUpstreamSettings {
+    /// The upstream itself.
+    #[serde(flatten)]
+    pub config: SmppConfig,
+    /// Keys nothing reads.
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
+}
+
+impl From<SmppConfig> for SmppUpstreamSettings {
+    fn from(config: SmppConfig) -> Self {
+        Self { config, unknown: UnknownKeys::new() }
+    }
 }
 
 impl UpstreamSettings {
@@ -130,8 +158,19 @@ impl UpstreamSettings {
         match self {
             UpstreamSettings::Simulator { name, .. } => name,
             UpstreamSettings::Http(h) => &h.config.name,
-            UpstreamSettings::Smpp(s) => &s.name,
+            UpstreamSettings::Smpp(s) => &s.config.name,
         }
+    }
+
+    /// The keys of its table that nothing reads.
+    pub fn unknown_keys(&self) -> impl Iterator<Item = &str> {
+        match self {
+            UpstreamSettings::Simulator { unknown, .. } => unknown,
+            UpstreamSettings::Http(h) => &h.unknown,
+            UpstreamSettings::Smpp(s) => &s.unknown,
+        }
+        .keys()
+        .map(String::as_str)
     }
 }
 
@@ -288,6 +327,12 @@ impl Settings {
 
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
+        for u in &self.upstreams {
+            let unknown: Vec<&str> = u.unknown_keys().collect();
+            if !unknown.is_empty() {
+                bail!("upstream {}: unknown settings: {}", u.name(), unknown.join(", "));
+            }
+        }
         let url = self.database();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             bail!("database_url must start with sqlite: or postgres:");
@@ -386,6 +431,38 @@ mod tests {
     fn files_reject_unknown_keys() {
         assert!(toml::from_str::<Settings>("listen = \"127.0.0.1:1\"\nsent_wait_ms = 0").is_ok());
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn upstream_tables_reject_keys_nothing_reads() {
+        let file = |smpp_extra: &str, http_extra: &str, sim_extra: &str| {
+            format!(
+                "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = 2775\n\
+                 system_id = \"sys\"\npassword = \"env:SMSC_PASSWORD\"\nwindow = 20\n{smpp_extra}\n\
+                 [[upstreams]]\nkind = \"http\"\nname = \"relay\"\nbase_url = \"http://127.0.0.1:1\"\n\
+                 key_id = \"k\"\nkey_secret = \"s\"\nwebhook_secret = \"w\"\nmax_per_second = 5\n{http_extra}\n\
+                 [[upstreams]]\nkind = \"simulator\"\nname = \"sim\"\nmax_per_second = 7\n{sim_extra}\n"
+            )
+        };
+        let good: Settings = toml::from_str(&file("", "", "")).unwrap();
+        good.validate().unwrap();
+        let [UpstreamSettings::Smpp(smpp), UpstreamSettings::Http(http), UpstreamSettings::Simulator { limits, .. }] =
+            good.upstreams.as_slice()
+        else {
+            panic!("three upstreams of the three kinds")
+        };
+        assert_eq!((smpp.config.port, smpp.config.window), (2775, 20));
+        assert_eq!((http.limits.max_per_second, limits.max_per_second), (Some(5), Some(7)));
+
+        for (bad, key, upstream) in [
+            (file("pasword = \"x\"", "", ""), "pasword", "smsc"),
+            (file("", "timeout = 5", ""), "timeout", "relay"),
+            (file("", "", "max_per_sec = 9"), "max_per_sec", "sim"),
+        ] {
+            let settings: Settings = toml::from_str(&bad).unwrap();
+            let e = settings.validate().unwrap_err().to_string();
+            assert_eq!(e, format!("upstream {upstream}: unknown settings: {key}"));
+        }
     }
 
     #[test]
