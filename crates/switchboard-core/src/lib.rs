@@ -39,7 +39,7 @@ pub use channels::{
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
 pub use lifecycle::{Inbound, Keyword, KeywordReplies};
-pub use ratelimit::{RateLimiter, RetryAfter};
+pub use ratelimit::{RateLimiter, RetryAfter, StoreLimits};
 pub use tokens::{AccessToken, Tokens};
 pub use waiters::{DispatchNews, Waiters};
 pub use webhooks::{NewWebhook, WebhookUpdate};

@@ -108,3 +108,33 @@ mod tests {
         assert!(limiter.take(a, 10, t0 + Duration::from_millis(101)).is_err());
     }
 }
+
+/// The router's shared rate-limit buckets ([`switchboard_provider::SharedLimits`]) kept in the
+/// store, so that upstream and sender limits hold across every node on one database.
+#[derive(Clone)]
+pub struct StoreLimits {
+    store: std::sync::Arc<dyn switchboard_storage::Store>,
+}
+
+impl StoreLimits {
+    /// Buckets in `store`.
+    pub fn new(store: std::sync::Arc<dyn switchboard_storage::Store>) -> Self {
+        Self { store }
+    }
+}
+
+impl std::fmt::Debug for StoreLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLimits").field("backend", &self.store.backend()).finish()
+    }
+}
+
+#[switchboard_provider::async_trait]
+impl switchboard_provider::SharedLimits for StoreLimits {
+    async fn take(&self, name: &str, per_second: u32, want: u32) -> Result<u32, String> {
+        self.store
+            .take_rate_tokens(name, per_second, want, switchboard_domain::Timestamp::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

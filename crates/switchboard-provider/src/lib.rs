@@ -19,7 +19,7 @@ pub use async_trait::async_trait;
 use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
 use tokio::sync::mpsc;
 
-pub use router::{RouteConfig, Router, RouterError, UpstreamLimits};
+pub use router::{RouteConfig, Router, RouterError, SharedLimits, UpstreamLimits};
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// A message handed to a provider.

@@ -26,6 +26,12 @@
 //! of this node's traffic through the router. A send waits for its turn, evenly spaced at the
 //! limit; when its turn would come more than five seconds after the send began, it does not
 //! wait but ends with a retryable error (or, for an upstream's limit, tries the next upstream).
+//!
+//! Several nodes on one database hold the limits across all of them with
+//! [`Router::with_shared_limits`]: each send also takes a token from a bucket every node shares
+//! ([`SharedLimits`]), leased a twentieth of a second's worth at a time. Tokens a node has
+//! leased and not used are at most that much; should the shared buckets fail, each node keeps
+//! its own limits alone until they answer again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -148,6 +154,68 @@ impl TokenBucket {
     }
 }
 
+/// Rate-limit buckets every node shares, so that a limit holds across all of them.
+#[async_trait]
+pub trait SharedLimits: Send + Sync {
+    /// Takes `want` tokens from the bucket `name`, which gains `per_second` tokens a second and
+    /// holds at most `per_second`, when it holds that many, all or none; returns how many it
+    /// took.
+    async fn take(&self, name: &str, per_second: u32, want: u32) -> Result<u32, String>;
+}
+
+/// Shared tokens this node has leased and not yet used, by bucket.
+#[derive(Default)]
+struct Leases {
+    shared: Option<Arc<dyn SharedLimits>>,
+    unused: Mutex<HashMap<String, u32>>,
+}
+
+impl Leases {
+    /// Takes one token of the shared bucket `name` (`per_second` a second) by `deadline`: one
+    /// this node leased before, or from a new lease. Err when the bucket stays empty until the
+    /// deadline. Without shared limits, or when they fail, there is nothing to take.
+    async fn take(&self, name: &str, per_second: u32, deadline: Instant) -> Result<(), ()> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let lease = (per_second / 20).max(1);
+        loop {
+            {
+                let mut unused = self.unused.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(n) = unused.get_mut(name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        unused.remove(name);
+                    }
+                    return Ok(());
+                }
+            }
+            match shared.take(name, per_second, lease).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    if n > 1 {
+                        let mut unused = self.unused.lock().unwrap_or_else(PoisonError::into_inner);
+                        if unused.len() >= SENDER_BUCKETS_KEPT {
+                            // Forgetting leased tokens only ever sends less.
+                            unused.clear();
+                        }
+                        *unused.entry(name.to_owned()).or_default() += n - 1;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = name, error = %e, "shared rate limits failed; keeping this node's own");
+                    return Ok(());
+                }
+            }
+            // The bucket refills a lease's worth in this long.
+            let next = Instant::now() + Duration::from_secs_f64(f64::from(lease) / f64::from(per_second));
+            if next > deadline {
+                return Err(());
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
 /// An upstream as the router holds it.
 struct Upstream {
     name: String,
@@ -192,6 +260,7 @@ pub struct Router {
     routes: Vec<Route>,
     sender_limit: Option<u32>,
     senders: Mutex<HashMap<String, Arc<TokenBucket>>>,
+    leases: Leases,
 }
 
 impl std::fmt::Debug for Router {
@@ -265,7 +334,20 @@ impl Router {
                 .collect::<Result<Vec<_>, _>>()?;
             resolved.push(Route { prefix, accounts: route.accounts, senders: route.senders, upstreams });
         }
-        Ok(Router { upstreams: held, routes: resolved, sender_limit: sender_max_per_second, senders: Mutex::default() })
+        Ok(Router {
+            upstreams: held,
+            routes: resolved,
+            sender_limit: sender_max_per_second,
+            senders: Mutex::default(),
+            leases: Leases::default(),
+        })
+    }
+
+    /// Holds the upstream and sender limits across every node that shares `shared`, as well as
+    /// on this node; see the [module documentation](self#rate-limits).
+    pub fn with_shared_limits(mut self, shared: Arc<dyn SharedLimits>) -> Self {
+        self.leases.shared = Some(shared);
+        self
     }
 
     /// The route for `message`: the longest matching prefix, then the most filters, then the
@@ -323,7 +405,12 @@ impl Provider for Router {
         let now = Instant::now();
         let deadline = now + MAX_WAIT;
         if let Some((rate, bucket)) = self.sender_bucket(message.from.as_str(), now) {
-            match bucket.reserve(now, deadline) {
+            let shared = self.leases.take(&format!("sender:{}", message.from), rate, deadline).await;
+            let turn = match shared {
+                Ok(()) => bucket.reserve(Instant::now(), deadline),
+                Err(()) => Err(deadline.saturating_duration_since(Instant::now())),
+            };
+            match turn {
                 Ok(at) => wait_until(at).await,
                 Err(wait) => {
                     return Err(ProviderError::retryable(
@@ -345,7 +432,12 @@ impl Provider for Router {
                 continue;
             }
             if let Some((rate, bucket)) = &upstream.bucket {
-                match bucket.reserve(Instant::now(), deadline) {
+                let shared = self.leases.take(&format!("upstream:{}", upstream.name), *rate, deadline).await;
+                let turn = match shared {
+                    Ok(()) => bucket.reserve(Instant::now(), deadline),
+                    Err(()) => Err(Duration::ZERO),
+                };
+                match turn {
                     Ok(at) => wait_until(at).await,
                     Err(_) => {
                         tracing::debug!(upstream = %upstream.name, "upstream over its rate limit; trying the next");
@@ -713,6 +805,98 @@ mod tests {
         assert_eq!(first[0], 0);
         assert!((249..=251).contains(&first[1]) && (499..=501).contains(&first[2]), "{first:?}");
         assert_eq!(done.load(Ordering::SeqCst), 4);
+    }
+
+    /// Shared buckets in memory, on the (paused) tokio clock; counts the takes.
+    #[derive(Default)]
+    struct MemoryLimits {
+        buckets: Mutex<HashMap<String, (f64, Instant)>>,
+        takes: AtomicUsize,
+        failing: bool,
+    }
+
+    #[async_trait]
+    impl SharedLimits for MemoryLimits {
+        async fn take(&self, name: &str, per_second: u32, want: u32) -> Result<u32, String> {
+            self.takes.fetch_add(1, Ordering::SeqCst);
+            if self.failing {
+                return Err("database unreachable".into());
+            }
+            let (rate, now) = (f64::from(per_second), Instant::now());
+            let mut buckets = self.buckets.lock().unwrap();
+            let (tokens, at) = buckets.entry(name.to_owned()).or_insert((rate, now));
+            *tokens = (*tokens + (now - *at).as_secs_f64() * rate).min(rate);
+            *at = now;
+            if *tokens >= f64::from(want) {
+                *tokens -= f64::from(want);
+                Ok(want)
+            } else {
+                Ok(0)
+            }
+        }
+    }
+
+    /// Two nodes, each sending 20 messages at once through its own router to an upstream
+    /// limited to 10 a second.
+    async fn two_nodes_send(shared: Option<Arc<MemoryLimits>>) -> (Vec<Instant>, Instant) {
+        let node = |fake: &Arc<Fake>| {
+            let upstreams =
+                vec![("a".to_owned(), fake.clone() as Arc<dyn Provider>, UpstreamLimits { max_per_second: Some(10) })];
+            let router = Router::new(upstreams, vec![route("", &["a"])], None).unwrap();
+            Arc::new(match &shared {
+                Some(s) => router.with_shared_limits(s.clone()),
+                None => router,
+            })
+        };
+        let (one, two) = (Fake::ok("a"), Fake::ok("a"));
+        let routers = [node(&one), node(&two)];
+        let start = Instant::now();
+        let sends: Vec<_> = (0..40)
+            .map(|i| {
+                let router = routers[i % 2].clone();
+                tokio::spawn(async move { router.send(&msg("+18005551234")).await })
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().unwrap();
+        }
+        let mut times = one.times();
+        times.extend(two.times());
+        times.sort();
+        (times, start)
+    }
+
+    #[tokio::test]
+    async fn shared_limits_hold_across_nodes() {
+        tokio::time::pause();
+        // Each node alone keeps to 10 a second, so together they send 20 a second.
+        let (times, start) = two_nodes_send(None).await;
+        assert_eq!(times.len(), 40);
+        assert!((times[39] - start).as_millis() <= 1_901, "{:?}", times[39] - start);
+
+        // Sharing the bucket, all 40 take what one node alone may: a second's worth at once,
+        // then 10 a second, so the last goes 3 s after the first.
+        let shared = Arc::new(MemoryLimits::default());
+        let (times, start) = two_nodes_send(Some(shared.clone())).await;
+        assert_eq!(times.len(), 40);
+        for (i, t) in times.iter().enumerate() {
+            let allowed = 10.0 + (*t - start).as_secs_f64() * 10.0 + 1e-6;
+            assert!((i + 1) as f64 <= allowed, "send {} at {:?} is over the shared limit", i + 1, *t - start);
+        }
+        assert!((times[39] - start).as_millis() >= 2_900, "{:?}", times[39] - start);
+        // One lease a send at 10 a second (a twentieth of a second's worth rounds up to one).
+        assert!(shared.takes.load(Ordering::SeqCst) >= 40);
+    }
+
+    #[tokio::test]
+    async fn failing_shared_limits_leave_each_node_its_own() {
+        tokio::time::pause();
+        let failing = Arc::new(MemoryLimits { failing: true, ..MemoryLimits::default() });
+        let (times, start) = two_nodes_send(Some(failing.clone())).await;
+        assert_eq!(times.len(), 40);
+        assert!((times[39] - start).as_millis() <= 1_901, "{:?}", times[39] - start);
+        // Each node still spaces its own sends at 10 a second.
+        assert!(failing.takes.load(Ordering::SeqCst) >= 40);
     }
 
     #[tokio::test]

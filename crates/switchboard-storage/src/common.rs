@@ -1195,6 +1195,43 @@ macro_rules! store_impl {
                 Writes::record_deliveries(self, results).await
             }
 
+            async fn take_rate_tokens(&self, name: &str, per_second: u32, want: u32, now: Timestamp) -> Result<u32> {
+                if want == 0 || per_second == 0 || want > per_second {
+                    return Ok(0);
+                }
+                let (rate, want, now) = (i64::from(per_second), i64::from(want), now.millis());
+                // The bucket's tokens as of now: what it held, plus what it gained since its
+                // last take (never negative, should clocks differ), at most a second's worth.
+                const REFILLED: &str = "(CASE WHEN tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) \
+                    AS DOUBLE PRECISION) * $2 / 1000.0 > $2 THEN CAST($2 AS DOUBLE PRECISION) \
+                    ELSE tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) AS DOUBLE PRECISION) \
+                    * $2 / 1000.0 END)";
+                static TAKE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "UPDATE rate_budgets SET tokens = {REFILLED} - $4, \
+                         at_ms = CASE WHEN $3 > at_ms THEN $3 ELSE at_ms END \
+                         WHERE name = $1 AND {REFILLED} >= $4"
+                    )
+                });
+                let counts = Writes::write(self, vec![
+                    (
+                        "INSERT INTO rate_budgets (name, tokens, at_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                        vec![Param::Text(Some(name.to_owned())), Param::Int(Some(rate)), Param::Int(Some(now))],
+                    ),
+                    (
+                        TAKE.as_str(),
+                        vec![
+                            Param::Text(Some(name.to_owned())),
+                            Param::Int(Some(rate)),
+                            Param::Int(Some(now)),
+                            Param::Int(Some(want)),
+                        ],
+                    ),
+                ])
+                .await?;
+                Ok(if counts.get(1) == Some(&1) { want as u32 } else { 0 })
+            }
+
             async fn list_deliveries(
                 &self,
                 account: AccountId,

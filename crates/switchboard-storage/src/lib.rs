@@ -289,6 +289,12 @@ pub trait Store: Send + Sync + 'static {
     /// still pending under the attempt that produced it; each applied result other than
     /// `Release` adds its attempt to the delivery's history.
     async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<()>;
+    /// Takes `want` tokens from the shared rate-limit bucket `name` when it holds that many,
+    /// all or none; returns how many it took. A bucket gains `per_second` tokens a second
+    /// (counted from `now` against its last take) and holds at most `per_second`; a new one
+    /// starts full. Every node on the database takes from the same buckets, so a limit kept
+    /// through them holds across all of them.
+    async fn take_rate_tokens(&self, name: &str, per_second: u32, want: u32, now: Timestamp) -> Result<u32>;
     /// Lists an account's deliveries, newest event first (by event id, then target).
     async fn list_deliveries(
         &self,

@@ -74,7 +74,13 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     let backend = store.backend();
 
     let (events, events_rx) = switchboard_provider::event_channel();
-    let (provider, callbacks) = upstreams(settings, events)?;
+    // Nodes share a PostgreSQL database, so the router's limits are kept there for all of
+    // them; an embedded database serves one node.
+    let shared: Option<Arc<dyn switchboard_provider::SharedLimits>> = match backend {
+        Backend::Postgres => Some(Arc::new(switchboard_core::StoreLimits::new(store.clone()))),
+        Backend::Sqlite => None,
+    };
+    let (provider, callbacks) = upstreams(settings, events, shared)?;
     let config = CoreConfig {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
@@ -153,7 +159,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
 
 /// The provider messages go to: the simulator alone, or a router over the configured
 /// upstreams; and the HTTP upstreams by name, whose callbacks the API takes.
-fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn Provider>, UpstreamCallbacks)> {
+fn upstreams(
+    settings: &Settings,
+    events: EventSink,
+    shared: Option<Arc<dyn switchboard_provider::SharedLimits>>,
+) -> anyhow::Result<(Arc<dyn Provider>, UpstreamCallbacks)> {
     let simulator = |name: &str| {
         let config = SimulatorConfig {
             slow_delay: Duration::from_millis(settings.simulator_slow_ms),
@@ -195,6 +205,10 @@ fn upstreams(settings: &Settings, events: EventSink) -> anyhow::Result<(Arc<dyn 
         settings.routes.clone()
     };
     let router = Router::new(upstreams, routes, settings.sender_max_per_second).context("routes")?;
+    let router = match shared {
+        Some(shared) => router.with_shared_limits(shared),
+        None => router,
+    };
     Ok((Arc::new(router), callbacks))
 }
 
