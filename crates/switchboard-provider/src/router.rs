@@ -171,11 +171,14 @@ struct Leases {
 }
 
 impl Leases {
-    /// Takes one token of the shared bucket `name` (`per_second` a second) by `deadline`: one
-    /// this node leased before, or from a new lease. Err when the bucket stays empty until the
-    /// deadline. Without shared limits, or when they fail, there is nothing to take.
-    async fn take(&self, name: &str, per_second: u32, deadline: Instant) -> Result<(), ()> {
+    /// Takes one token of the shared bucket `{kind}:{id}` (`per_second` a second) by
+    /// `deadline`: one this node leased before, or from a new lease. Err when the bucket stays
+    /// empty until the deadline. Without shared limits, or when they fail, there is nothing to
+    /// take.
+    async fn take(&self, kind: &str, id: &str, per_second: u32, deadline: Instant) -> Result<(), ()> {
         let Some(shared) = &self.shared else { return Ok(()) };
+        let name = format!("{kind}:{id}");
+        let name = name.as_str();
         let lease = (per_second / 20).max(1);
         loop {
             {
@@ -405,7 +408,7 @@ impl Provider for Router {
         let now = Instant::now();
         let deadline = now + MAX_WAIT;
         if let Some((rate, bucket)) = self.sender_bucket(message.from.as_str(), now) {
-            let shared = self.leases.take(&format!("sender:{}", message.from), rate, deadline).await;
+            let shared = self.leases.take("sender", message.from.as_str(), rate, deadline).await;
             let turn = match shared {
                 Ok(()) => bucket.reserve(Instant::now(), deadline),
                 Err(()) => Err(deadline.saturating_duration_since(Instant::now())),
@@ -432,7 +435,7 @@ impl Provider for Router {
                 continue;
             }
             if let Some((rate, bucket)) = &upstream.bucket {
-                let shared = self.leases.take(&format!("upstream:{}", upstream.name), *rate, deadline).await;
+                let shared = self.leases.take("upstream", &upstream.name, *rate, deadline).await;
                 let turn = match shared {
                     Ok(()) => bucket.reserve(Instant::now(), deadline),
                     Err(()) => Err(Duration::ZERO),
