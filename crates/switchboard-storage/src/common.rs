@@ -1202,24 +1202,28 @@ macro_rules! store_impl {
                 let (rate, want, now) = (i64::from(per_second), i64::from(want), now.millis());
                 // The bucket's tokens as of now: what it held, plus what it gained since its
                 // last take (never negative, should clocks differ), at most a second's worth.
-                const REFILLED: &str = "(CASE WHEN tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) \
-                    AS DOUBLE PRECISION) * $2 / 1000.0 > $2 THEN CAST($2 AS DOUBLE PRECISION) \
-                    ELSE tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) AS DOUBLE PRECISION) \
-                    * $2 / 1000.0 END)";
-                static TAKE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    format!(
-                        "UPDATE rate_budgets SET tokens = {REFILLED} - $4, \
-                         at_ms = CASE WHEN $3 > at_ms THEN $3 ELSE at_ms END \
-                         WHERE name = $1 AND {REFILLED} >= $4"
-                    )
-                });
+                macro_rules! refilled {
+                    () => {
+                        "(CASE WHEN tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) \
+                         AS DOUBLE PRECISION) * $2 / 1000.0 > $2 THEN CAST($2 AS DOUBLE PRECISION) \
+                         ELSE tokens + CAST((CASE WHEN $3 > at_ms THEN $3 - at_ms ELSE 0 END) AS DOUBLE PRECISION) \
+                         * $2 / 1000.0 END)"
+                    };
+                }
+                const TAKE: &str = concat!(
+                    "UPDATE rate_budgets SET tokens = ",
+                    refilled!(),
+                    " - $4, at_ms = CASE WHEN $3 > at_ms THEN $3 ELSE at_ms END WHERE name = $1 AND ",
+                    refilled!(),
+                    " >= $4"
+                );
                 let counts = Writes::write(self, vec![
                     (
                         "INSERT INTO rate_budgets (name, tokens, at_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
                         vec![Param::Text(Some(name.to_owned())), Param::Int(Some(rate)), Param::Int(Some(now))],
                     ),
                     (
-                        TAKE.as_str(),
+                        TAKE,
                         vec![
                             Param::Text(Some(name.to_owned())),
                             Param::Int(Some(rate)),
