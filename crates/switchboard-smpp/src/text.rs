@@ -58,15 +58,62 @@ const UCS2_PART: usize = 134;
 /// Most parts a concatenated message may have (the count is one octet).
 const MAX_PARTS: usize = 255;
 
+/// The septet of each ASCII character in the default alphabet, or `NOT_BASIC`; built from
+/// `GSM_BASIC` so that the two cannot disagree.
+const ASCII_SEPTETS: [u8; 128] = {
+    let mut table = [NOT_BASIC; 128];
+    let mut septet = 0;
+    while septet < GSM_BASIC.len() {
+        let c = GSM_BASIC[septet] as u32;
+        if c < 128 && c != GSM_ESCAPE as u32 {
+            table[c as usize] = septet as u8;
+        }
+        septet += 1;
+    }
+    table
+};
+const NOT_BASIC: u8 = 0xff;
+
+/// The octets of one character on the wire: one or two septets (an escape and one) in GSM-7,
+/// two or four octets (a surrogate pair) in UCS-2. A part never splits one.
+#[derive(Clone, Copy)]
+struct Unit {
+    octets: [u8; 4],
+    len: u8,
+}
+
+impl Unit {
+    fn as_slice(&self) -> &[u8] {
+        &self.octets[..usize::from(self.len)]
+    }
+}
+
 /// The septets of one character in GSM-7 (one, or an escape and one), or `None`.
-fn gsm7_char(c: char) -> Option<Vec<u8>> {
+fn gsm7_unit(c: char) -> Option<Unit> {
+    let one = |s: u8| Unit { octets: [s, 0, 0, 0], len: 1 };
+    if c.is_ascii() {
+        let septet = ASCII_SEPTETS[c as usize];
+        if septet != NOT_BASIC {
+            return Some(one(septet));
+        }
+    } else if let Some(i) = GSM_BASIC.iter().position(|&g| g == c) {
+        return Some(one(i as u8));
+    }
     if c == '\u{1b}' {
         return None;
     }
-    if let Some(i) = GSM_BASIC.iter().position(|&g| g == c) {
-        return Some(vec![i as u8]);
+    GSM_EXTENSION.iter().find(|(_, g)| *g == c).map(|&(code, _)| Unit { octets: [GSM_ESCAPE, code, 0, 0], len: 2 })
+}
+
+/// The UTF-16 big-endian octets of one character.
+fn ucs2_unit(c: char) -> Unit {
+    let mut buf = [0u16; 2];
+    let units = c.encode_utf16(&mut buf);
+    let mut octets = [0u8; 4];
+    for (i, u) in units.iter().enumerate() {
+        octets[2 * i..2 * i + 2].copy_from_slice(&u.to_be_bytes());
     }
-    GSM_EXTENSION.iter().find(|(_, g)| *g == c).map(|(code, _)| vec![GSM_ESCAPE, *code])
+    Unit { octets, len: 2 * units.len() as u8 }
 }
 
 /// A text ready for `submit_sm`: its `data_coding`, and the short message of each part (with
@@ -109,48 +156,49 @@ impl std::error::Error for TextError {}
 /// Encodes `text` in `encoding` (falling back to UCS-2 when GSM-7 cannot carry it) and splits it
 /// into parts whose headers carry `reference`.
 pub fn encode_text(text: &str, encoding: Encoding, reference: u8) -> Result<EncodedText, TextError> {
-    let gsm: Option<Vec<Vec<u8>>> = match encoding {
-        Encoding::Gsm7 => text.chars().map(gsm7_char).collect(),
+    let gsm: Option<Vec<Unit>> = match encoding {
+        Encoding::Gsm7 => text.chars().map(gsm7_unit).collect(),
         Encoding::Ucs2 => None,
     };
     let (data_coding, units, single, per_part) = match gsm {
         Some(units) => (DATA_CODING_GSM7, units, GSM7_SINGLE, GSM7_PART),
-        None => {
-            let units = text
-                .chars()
-                .map(|c| {
-                    let mut buf = [0u16; 2];
-                    c.encode_utf16(&mut buf).iter().flat_map(|u| u.to_be_bytes()).collect()
-                })
-                .collect();
-            (DATA_CODING_UCS2, units, UCS2_SINGLE, UCS2_PART)
-        }
+        None => (DATA_CODING_UCS2, text.chars().map(ucs2_unit).collect(), UCS2_SINGLE, UCS2_PART),
     };
     let fell_back_to_ucs2 = encoding == Encoding::Gsm7 && data_coding == DATA_CODING_UCS2;
-    let total: usize = units.iter().map(Vec::len).sum();
+    let total: usize = units.iter().map(|u| usize::from(u.len)).sum();
     if total <= single {
-        return Ok(EncodedText { data_coding, udhi: false, parts: vec![units.concat()], fell_back_to_ucs2 });
-    }
-    let mut chunks: Vec<Vec<u8>> = vec![Vec::with_capacity(per_part)];
-    for unit in units {
-        let current = chunks.last_mut().expect("never empty");
-        if current.len() + unit.len() > per_part {
-            chunks.push(unit);
-        } else {
-            current.extend_from_slice(&unit);
+        let mut part = Vec::with_capacity(total);
+        for u in &units {
+            part.extend_from_slice(u.as_slice());
         }
+        return Ok(EncodedText { data_coding, udhi: false, parts: vec![part], fell_back_to_ucs2 });
     }
-    if chunks.len() > MAX_PARTS {
-        return Err(TextError::TooLong { parts: chunks.len() });
+    // Where each part ends in `units`: as many whole units as fit.
+    let mut ends = Vec::new();
+    let mut filled = 0;
+    for (i, u) in units.iter().enumerate() {
+        if filled + usize::from(u.len) > per_part {
+            ends.push(i);
+            filled = 0;
+        }
+        filled += usize::from(u.len);
     }
-    let count = chunks.len() as u8;
-    let parts = chunks
+    ends.push(units.len());
+    if ends.len() > MAX_PARTS {
+        return Err(TextError::TooLong { parts: ends.len() });
+    }
+    let count = ends.len() as u8;
+    let mut start = 0;
+    let parts = ends
         .into_iter()
         .enumerate()
-        .map(|(i, chunk)| {
-            let mut part = Vec::with_capacity(6 + chunk.len());
+        .map(|(i, end)| {
+            let mut part = Vec::with_capacity(6 + per_part);
             part.extend_from_slice(&[0x05, 0x00, 0x03, reference, count, i as u8 + 1]);
-            part.extend_from_slice(&chunk);
+            for u in &units[start..end] {
+                part.extend_from_slice(u.as_slice());
+            }
+            start = end;
             part
         })
         .collect();
