@@ -5,6 +5,11 @@ use switchboard::cli::{Cli, Command, ServeArgs};
 use switchboard::{Settings, telemetry};
 use utoipa::OpenApi;
 
+/// mimalloc instead of the system allocator: the request path allocates small, short-lived
+/// values on every thread, where glibc's malloc spends a tenth of the server's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = &args.listen {
