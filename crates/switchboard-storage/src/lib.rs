@@ -1,7 +1,8 @@
 //! Durable storage for Switchboard: the [`Store`] trait and its two implementations.
 //!
-//! [`sqlite::SqliteStore`] is the embedded default (one file, WAL, `synchronous=FULL`, one
-//! writer thread and a pool of readers); [`postgres::PostgresStore`] serves several nodes
+//! [`sqlite::SqliteStore`] is the embedded default (one file in WAL mode, one writer thread
+//! whose commits a sync thread makes durable before they are answered, and a pool of
+//! readers); [`postgres::PostgresStore`] serves several nodes
 //! on one database. Both run the same SQL where the dialects agree, share the admission rules
 //! in [`admission`], and pass the same contract suite (`tests/it`).
 //!

@@ -1,5 +1,5 @@
-//! The embedded SQLite store: one file in WAL mode with `synchronous=FULL`, so a commit is on
-//! disk when it returns.
+//! The embedded SQLite store: one file in WAL mode, where a write is answered only once its
+//! commit is on disk.
 //!
 //! Reads use a pool of read-only sqlx connections. Writes run on one dedicated writer thread
 //! that owns the only writing connection: each write operation (a whole admitted group, a
@@ -7,14 +7,23 @@
 //! thread runs every operation waiting for it in one transaction, each in a savepoint of its
 //! own, so admissions, claims, send results and receipts that arrive together share one
 //! commit and one fsync, and a page they all touch is written to the WAL once. An operation
-//! that fails is rolled back alone; the others are answered only after the commit. SQLite
-//! allows one writer at a time anyway; owning it on one thread also means no busy retries.
+//! that fails is rolled back alone; the others are answered only once the commit is on disk.
+//! SQLite allows one writer at a time anyway; owning it on one thread also means no busy
+//! retries.
+//!
+//! The fsync runs on a thread of its own (`sqlite-sync`), so that the writer runs the next
+//! transaction while the last one goes to disk: the writer commits without syncing
+//! (`synchronous=NORMAL`), and the sync thread `fdatasync`s the WAL file and only then answers
+//! the operations of every commit made before that call. One fsync covers every commit that
+//! came before it, as SQLite's own would with `synchronous=FULL`; the crash recovery of the
+//! WAL keeps the last commit whose frames reached the disk whole.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -138,37 +147,43 @@ impl std::fmt::Debug for dyn Job {
     }
 }
 
+/// Makes what the writer committed durable: `fdatasync` of the WAL file.
+type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
 impl Writer {
     fn start(path: PathBuf, busy_timeout: Duration) -> Result<Self> {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(busy_timeout)?;
-        // Checkpoints run on their own thread (below), never inside a write.
+        // Checkpoints run on their own thread (below), never inside a write. Commits do not
+        // sync: the sync thread does, before any write is answered.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 0;",
         )?;
+        // A read opens the WAL file (creating it if it is missing), so that it can be opened
+        // here too; the file lives as long as this connection.
+        conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
+        let wal = wal_file(&path)?;
         let checkpoints = start_checkpointer(&path, busy_timeout)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < JOBS_PER_COMMIT
-                        && let Ok(job) = rx.try_recv()
-                    {
-                        group.push(job);
-                    }
-                    commit_together(&conn, group);
-                }
-            })
-            .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        let jobs = Self::spawn(conn, Box::new(move || wal.sync_data()))?;
         Ok(Self { jobs, _checkpoints: std::sync::Arc::new(checkpoints) })
     }
 
+    /// Starts the writer thread on `conn`, and the sync thread that makes its commits durable
+    /// with `sync`. The threads end once the returned sender is dropped.
+    fn spawn(conn: Connection, sync: SyncFn) -> Result<mpsc::Sender<Box<dyn Job>>> {
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
+        let durable = Durable::start(sync)?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &rx, &durable))
+            .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(jobs)
+    }
+
     /// Runs `f` on the writer thread, inside a transaction it may share with other writes
-    /// (each in a savepoint of its own), and waits until that transaction has committed.
+    /// (each in a savepoint of its own), and waits until that transaction is on disk.
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -182,23 +197,60 @@ impl Writer {
     }
 }
 
-/// Runs waiting writes in one transaction, so that they share one commit and one fsync. Each
-/// runs in a savepoint: one that fails (or panics) is rolled back alone and told at once; the
-/// others are told only once the commit is on disk, or that it failed.
-fn commit_together(conn: &Connection, group: Vec<Box<dyn Job>>) {
-    let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
-    let mut open = false;
-    for mut job in group {
-        if !open {
+/// Opens the database's WAL file for syncing, and syncs its directory once so that the file
+/// itself is sure to be found after a crash.
+fn wal_file(path: &std::path::Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    let cannot = |e: std::io::Error| StorageError::Corrupt(format!("cannot open the WAL file for syncing: {e}"));
+    let wal = std::fs::File::open(&name).map_err(cannot)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(cannot)?;
+    Ok(wal)
+}
+
+/// The writer thread: it runs every write waiting for it (up to `JOBS_PER_COMMIT`) in one
+/// transaction, each in a savepoint of its own, commits, and hands the commit to the sync
+/// thread; it goes on with the next writes while that commit goes to disk.
+fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Box<dyn Job>>, durable: &Durable) {
+    let mut tx = Transaction::default();
+    while let Ok(first) = rx.recv() {
+        tx.run(conn, first, durable);
+        while tx.jobs.len() < JOBS_PER_COMMIT
+            && let Ok(job) = rx.try_recv()
+        {
+            tx.run(conn, job, durable);
+        }
+        tx.commit(conn, durable);
+    }
+}
+
+/// The writer's open transaction and the writes kept in it, which wait for its commit.
+#[derive(Default)]
+struct Transaction {
+    open: bool,
+    jobs: Vec<Box<dyn Job>>,
+}
+
+impl Transaction {
+    /// Runs `job` in a savepoint of the open transaction (beginning one if none is open): one
+    /// that fails (or panics) is rolled back alone and told at once; one that succeeds waits
+    /// for the commit.
+    fn run(&mut self, conn: &Connection, mut job: Box<dyn Job>, durable: &Durable) {
+        if let Some(e) = durable.failure() {
+            job.answer(Some(&e));
+            return;
+        }
+        if !self.open {
             if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                 job.answer(Some(&e));
-                continue;
+                return;
             }
-            open = true;
+            self.open = true;
         }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             job.answer(Some(&e));
-            continue;
+            return;
         }
         let ok = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or(false);
         let released = if ok { conn.execute_batch("RELEASE job").err() } else { None };
@@ -215,27 +267,105 @@ fn commit_together(conn: &Connection, group: Vec<Box<dyn Job>>) {
                     Some("the transaction was rolled back".into()),
                 )
             });
-            for j in done.drain(..) {
+            for j in self.jobs.drain(..) {
                 j.answer(Some(&e));
             }
             job.answer(Some(&e));
-            open = false;
+            self.open = false;
         } else if kept {
-            done.push(job);
+            self.jobs.push(job);
         } else {
             job.answer(released.as_ref());
         }
     }
-    if !open {
-        return;
+
+    /// Commits the open transaction, if any, and hands its writes to the sync thread, which
+    /// answers them once the commit is on disk.
+    fn commit(&mut self, conn: &Connection, durable: &Durable) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => durable.after_sync(jobs),
+            Err(failed) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                jobs.into_iter().for_each(|job| job.answer(Some(&failed)));
+            }
+        }
     }
-    let failed = conn.execute_batch("COMMIT").err();
-    if failed.is_some() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+}
+
+/// The sync thread's side of the writer: committed writes wait here until an fsync made
+/// after their commit has returned.
+struct Durable {
+    committed: mpsc::Sender<Vec<Box<dyn Job>>>,
+    /// Set once a sync has failed: what was written since may not be on disk, and no later
+    /// sync can say otherwise, so every write fails from then on, until a restart recovers the
+    /// database from what the disk holds.
+    failed: Arc<AtomicBool>,
+}
+
+impl Durable {
+    fn start(mut sync: SyncFn) -> Result<Self> {
+        let failed = Arc::new(AtomicBool::new(false));
+        let (committed, rx) = mpsc::channel::<Vec<Box<dyn Job>>>();
+        let poisoned = failed.clone();
+        std::thread::Builder::new()
+            .name("sqlite-sync".into())
+            .spawn(move || {
+                while let Ok(mut waiting) = rx.recv() {
+                    // Everything committed so far is covered by the one sync below.
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.extend(more);
+                    }
+                    let synced = if poisoned.load(Ordering::Acquire) {
+                        Err(std::io::Error::other("an earlier sync of the WAL failed"))
+                    } else {
+                        sync()
+                    };
+                    match synced {
+                        Ok(()) => waiting.into_iter().for_each(|job| job.answer(None)),
+                        Err(e) => {
+                            if !poisoned.swap(true, Ordering::AcqRel) {
+                                tracing::error!(
+                                    error = %e,
+                                    "the SQLite WAL could not be synced to disk; every write fails until a restart"
+                                );
+                            }
+                            let e = sync_error(&e);
+                            waiting.into_iter().for_each(|job| job.answer(Some(&e)));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Corrupt(format!("cannot start the sync thread: {e}")))?;
+        Ok(Self { committed, failed })
     }
-    for job in done {
-        job.answer(failed.as_ref());
+
+    /// Hands the writes of a commit to the sync thread, which answers them.
+    fn after_sync(&self, done: Vec<Box<dyn Job>>) {
+        if let Err(mpsc::SendError(done)) = self.committed.send(done) {
+            let e = sync_error(&std::io::Error::other("the sync thread has stopped"));
+            done.into_iter().for_each(|job| job.answer(Some(&e)));
+        }
     }
+
+    /// The error every write gets once a sync has failed.
+    fn failure(&self) -> Option<rusqlite::Error> {
+        self.failed
+            .load(Ordering::Acquire)
+            .then(|| sync_error(&std::io::Error::other("an earlier sync of the WAL failed")))
+    }
+}
+
+fn sync_error(e: &std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+        Some(format!("cannot sync the WAL to disk: {e}")),
+    )
 }
 
 /// Copies committed WAL frames into the database file from a connection of its own, so that
@@ -1346,6 +1476,96 @@ mod tests {
     fn insert(c: &Connection, name: &str) -> Result<()> {
         c.execute("INSERT INTO settings (name, value) VALUES (?1, x'00')", [name])?;
         Ok(())
+    }
+
+    /// A fresh database file with the schema's `settings` table, and a second connection to
+    /// read it with.
+    fn scratch(name: &str) -> (std::path::PathBuf, Connection, Connection) {
+        let dir = std::env::temp_dir().join(format!("switchboard-{name}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
+        )
+        .unwrap();
+        let reader = Connection::open(&path).unwrap();
+        (dir, conn, reader)
+    }
+
+    fn count(reader: &Connection) -> i64 {
+        reader.query_row("SELECT count(*) FROM settings", [], |r| r.get(0)).unwrap()
+    }
+
+    /// A write is committed at once but answered only when a sync made after its commit has
+    /// returned.
+    #[tokio::test]
+    async fn a_write_is_answered_only_after_its_sync() {
+        let (dir, conn, reader) = scratch("sync");
+        let (entered, in_sync) = mpsc::channel::<()>();
+        let (release, gate) = mpsc::channel::<()>();
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = syncs.clone();
+        // The first sync is held until the test releases it; later ones return at once.
+        let jobs = Writer::spawn(
+            conn,
+            Box::new(move || {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    entered.send(()).unwrap();
+                    gate.recv().unwrap();
+                }
+                Ok(())
+            }),
+        )
+        .unwrap();
+
+        let (first, mut first_done) = task(|c| insert(c, "a"));
+        jobs.send(first).unwrap();
+        in_sync.recv().unwrap();
+        // Committed, so another connection sees it, but not answered.
+        assert_eq!(count(&reader), 1);
+        assert!(first_done.try_recv().is_err());
+
+        // Writes that come meanwhile are committed at once, and wait for a sync of their own.
+        let (second, mut second_done) = task(|c| insert(c, "b"));
+        let (third, mut third_done) = task(|c| insert(c, "c"));
+        jobs.send(second).unwrap();
+        jobs.send(third).unwrap();
+        while count(&reader) < 3 {
+            std::thread::yield_now();
+        }
+        assert!(first_done.try_recv().is_err());
+        assert!(second_done.try_recv().is_err());
+        assert!(third_done.try_recv().is_err());
+
+        release.send(()).unwrap();
+        first_done.await.unwrap().unwrap();
+        second_done.await.unwrap().unwrap();
+        third_done.await.unwrap().unwrap();
+        assert!(syncs.load(Ordering::SeqCst) >= 2);
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A failed sync fails the writes it covered, and every write after it, which is not even
+    /// committed: nothing is answered as durable that may not be.
+    #[tokio::test]
+    async fn a_failed_sync_fails_every_write_from_then_on() {
+        let (dir, conn, reader) = scratch("sync-fails");
+        let jobs = Writer::spawn(conn, Box::new(|| Err(std::io::Error::other("disk gone")))).unwrap();
+        let (first, first_done) = task(|c| insert(c, "a"));
+        jobs.send(first).unwrap();
+        let failed = first_done.await.unwrap().unwrap_err();
+        assert!(failed.to_string().contains("cannot sync the WAL"), "{failed}");
+        assert_eq!(count(&reader), 1);
+
+        let (second, second_done) = task(|c| insert(c, "b"));
+        jobs.send(second).unwrap();
+        assert!(second_done.await.unwrap().is_err());
+        assert_eq!(count(&reader), 1);
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Writes that wait together share a transaction, and one that fails or panics undoes
