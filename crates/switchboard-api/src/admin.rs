@@ -2,7 +2,7 @@
 //!
 //! Errors: `{"error": {"code": "not_found", "message": "…"}}` with codes `invalid_request`,
 //! `unauthorized`, `not_found`, `conflict`, `payload_too_large`, `unsupported_media_type`,
-//! `service_unavailable`.
+//! `too_many_requests` (with `Retry-After`), `service_unavailable`.
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -12,7 +12,7 @@ use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use switchboard_core::AccessError;
+use switchboard_core::{AccessError, RetryAfter};
 use switchboard_domain::wire::{
     Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey,
     CreateChannel, CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest,
@@ -27,7 +27,7 @@ use switchboard_storage::{
 };
 use uuid::Uuid;
 
-use crate::extract::{Body, DialectError, OptionalBody, Path, Query};
+use crate::extract::{Body, DialectError, OptionalBody, Path, Query, client_ip};
 use crate::{AppState, lifecycle};
 
 /// The routes of the admin API.
@@ -70,11 +70,12 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -89,6 +90,7 @@ impl DialectError for ApiError {
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
             StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
             s if s.is_server_error() => "service_unavailable",
             _ => "invalid_request",
         };
@@ -98,8 +100,15 @@ impl DialectError for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } }))
-            .into_response()
+        let mut response = (
+            self.status,
+            Json(AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } }),
+        )
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -121,7 +130,9 @@ impl From<AccessError> for ApiError {
     }
 }
 
-/// Proof that the request carries the operator token.
+/// Proof that the request carries the operator token. Wrong tokens count against the client
+/// address's failure budget; an address over it is answered 429 with `Retry-After` before its
+/// token is compared.
 pub(crate) struct Operator;
 
 impl FromRequestParts<AppState> for Operator {
@@ -135,15 +146,34 @@ impl FromRequestParts<AppState> for Operator {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        match presented {
-            Some(token) if bool::from(token.as_bytes().ct_eq(state.operator_token.expose().as_bytes())) => Ok(Operator),
-            _ => Err(ApiError::new(
+        let unauthorized = || {
+            ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or invalid operator token (Authorization: Bearer …)",
-            )),
+            )
+        };
+        let Some(token) = presented else { return Err(unauthorized()) };
+        let guard = state.core.operator_guard();
+        let client = client_ip(parts);
+        guard.admit(client).map_err(throttled)?;
+        if bool::from(token.as_bytes().ct_eq(state.operator_token.expose().as_bytes())) {
+            return Ok(Operator);
         }
+        guard.failed(client, None).map_err(throttled)?;
+        Err(unauthorized())
     }
+}
+
+/// Too many wrong operator tokens from this address.
+fn throttled(wait: RetryAfter) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "too many failed authentication attempts; retry after the time in Retry-After",
+    );
+    e.retry_after = Some(wait.seconds());
+    e
 }
 
 pub(crate) fn account_id(s: &str) -> Result<AccountId, ApiError> {

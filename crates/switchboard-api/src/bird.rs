@@ -32,7 +32,7 @@ use switchboard_validation::ValidationError;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::extract::{Body, DialectError, Path, Query};
+use crate::extract::{Body, DialectError, Path, Query, client_ip};
 
 /// Most media in one message.
 const MAX_MEDIA: usize = 10;
@@ -141,6 +141,15 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::InvalidCredentials => Self::unauthorized(),
+            AuthError::Throttled(wait) => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "too many failed authentication attempts; retry after the time in Retry-After",
+                );
+                e.retry_after = Some(wait.seconds());
+                e
+            }
             AuthError::Unavailable => Self::unavailable(),
         }
     }
@@ -213,9 +222,9 @@ impl FromRequestParts<AppState> for BirdChannel {
         let account = match credentials(&parts.headers) {
             Some((_, token)) if token.contains(':') => {
                 let (id, secret) = token.split_once(':').unwrap_or_default();
-                state.core.authenticate(id, secret).await?
+                state.core.authenticate(client_ip(parts), id, secret).await?
             }
-            Some(("bearer", token)) => state.core.authenticate_token(token).await?,
+            Some(("bearer", token)) => state.core.authenticate_token(client_ip(parts), token).await?,
             _ => return Err(ApiError::unauthorized()),
         };
         state.core.check_rate(account).await.map_err(|wait| {

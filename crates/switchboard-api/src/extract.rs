@@ -9,6 +9,24 @@ use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 
+/// The client's address, when the server was started with connection info (the TCP peer;
+/// `X-Forwarded-For` is not trusted). `None` otherwise, and then no per-address failure budget
+/// applies.
+pub(crate) fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The client's address as an extractor ([`client_ip`]); never refuses a request.
+pub(crate) struct ClientIp(pub(crate) Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
 /// How a dialect shows a request-level error.
 pub(crate) trait DialectError: IntoResponse + Sized + Send {
     /// An error with this status and message; the dialect picks its code.

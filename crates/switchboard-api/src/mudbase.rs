@@ -24,7 +24,7 @@ use switchboard_storage::{BatchRecord, BatchState};
 use switchboard_validation::{BatchFields, ValidationError};
 
 use crate::AppState;
-use crate::extract::{Body, DialectError, Path, Query};
+use crate::extract::{Body, ClientIp, DialectError, Path, Query, client_ip};
 use crate::textingline::basic_credentials;
 
 /// The routes of the dialect.
@@ -167,6 +167,15 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::InvalidCredentials => Self::unauthorized(),
+            AuthError::Throttled(wait) => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "too many failed authentication attempts; retry after the time in Retry-After",
+                );
+                e.retry_after = Some(wait.seconds());
+                e
+            }
             AuthError::Unavailable => Self::unavailable(),
         }
     }
@@ -186,23 +195,25 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The account of the request's credentials (a bearer token, else an API key), counted
-/// against its rate limit.
+/// The account of the request's credentials (a bearer token, else an API key), checked within
+/// the failure budgets of the client's address and the key id, and counted against its rate
+/// limit.
 pub(crate) struct MbAccount(AccountId);
 
 impl FromRequestParts<AppState> for MbAccount {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let client = client_ip(parts);
         let account = if let Some(token) = bearer(&parts.headers) {
             // A JWT never holds a `:`; an API key (`id:secret`) is accepted as a bearer too,
             // since Mudbase's SDK sends only its bearer token on some calls.
             match token.split_once(':') {
-                Some((id, secret)) => state.core.authenticate(id, secret).await?,
-                None => state.core.authenticate_token(token).await?,
+                Some((id, secret)) => state.core.authenticate(client, id, secret).await?,
+                None => state.core.authenticate_token(client, token).await?,
             }
         } else if let Some((id, secret)) = api_key(&parts.headers) {
-            state.core.authenticate(&id, &secret).await?
+            state.core.authenticate(client, &id, &secret).await?
         } else {
             return Err(ApiError::unauthorized());
         };
@@ -296,7 +307,7 @@ fn history_wire(b: &BatchRecord) -> MbHistoryEntry {
         (status = 402, description = "The balance cannot pay for every recipient; nothing sent", body = MbErrorBody),
         (status = 403, description = "The credentials are for another project", body = MbErrorBody),
         (status = 413, description = "Body over the size limit", body = MbErrorBody),
-        (status = 429, description = "Over the project's request rate; see Retry-After", body = MbErrorBody),
+        (status = 429, description = "Over the project's request rate, or too many failed authentication attempts; see Retry-After", body = MbErrorBody),
     )
 )]
 pub(crate) async fn send_sms(
@@ -457,9 +468,13 @@ pub(crate) async fn stats(
         (status = 429, body = MbErrorBody),
     )
 )]
-pub(crate) async fn issue_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn issue_token(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or_else(ApiError::unauthorized)?;
-    let account = state.core.authenticate(&id, &secret).await?;
+    let account = state.core.authenticate(client, &id, &secret).await?;
     rate_limit(&state, account).await?;
     let token = state.core.issue_token(&id, account);
     let data = MbToken {

@@ -13,14 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
-use switchboard_core::{AccessError, AuthError, SendError, SendOutcome};
+use switchboard_core::{AccessError, AuthError, RetryAfter, SendError, SendOutcome};
 use switchboard_domain::wire::{TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
 use switchboard_domain::{AccountId, MessageId, MessageStatus};
 use switchboard_storage::MessageRecord;
 use switchboard_validation::{SendFields, ValidationError};
 
 use crate::AppState;
-use crate::extract::{Body, DialectError, Path, Query};
+use crate::extract::{Body, DialectError, Path, Query, client_ip};
 
 /// The routes of the dialect.
 pub(crate) fn routes() -> Router<AppState> {
@@ -36,11 +36,12 @@ pub(crate) struct ApiError {
     code: u32,
     kind: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: u32, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, kind, message: message.into() }
+        Self { status, code, kind, message: message.into(), retry_after: None }
     }
 
     fn unauthorized() -> Self {
@@ -50,6 +51,18 @@ impl ApiError {
             "unauthorized",
             "missing or invalid credentials: use HTTP Basic with your key id and key secret",
         )
+    }
+
+    /// Too many failed credential checks from this address or for this key id.
+    fn throttled(wait: RetryAfter) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            30429,
+            "too_many_requests",
+            "too many failed authentication attempts; retry after the time in Retry-After",
+        );
+        e.retry_after = Some(wait.seconds());
+        e
     }
 
     fn unavailable() -> Self {
@@ -93,6 +106,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"switchboard\""));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
         }
         response
     }
@@ -181,7 +197,8 @@ impl From<AccessError> for ApiError {
     }
 }
 
-/// The account of the request's Basic credentials.
+/// The account of the request's Basic credentials, checked within the failure budgets of the
+/// client's address and the key id (429 with `Retry-After` past them).
 pub(crate) struct BasicAccount(pub(crate) AccountId);
 
 impl FromRequestParts<AppState> for BasicAccount {
@@ -189,9 +206,10 @@ impl FromRequestParts<AppState> for BasicAccount {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (id, secret) = basic_credentials(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        match state.core.authenticate(&id, &secret).await {
+        match state.core.authenticate(client_ip(parts), &id, &secret).await {
             Ok(account) => Ok(BasicAccount(account)),
             Err(AuthError::InvalidCredentials) => Err(ApiError::unauthorized()),
+            Err(AuthError::Throttled(wait)) => Err(ApiError::throttled(wait)),
             Err(AuthError::Unavailable) => Err(ApiError::unavailable()),
         }
     }
@@ -252,6 +270,7 @@ fn failure_text(status: MessageStatus) -> String {
         (status = 409, description = "idempotencyKey reused with a different request", body = TlErrorBody),
         (status = 413, description = "Body over the size limit", body = TlErrorBody),
         (status = 415, description = "Not application/json", body = TlErrorBody),
+        (status = 429, description = "Too many failed authentication attempts; see Retry-After", body = TlErrorBody),
     )
 )]
 pub(crate) async fn send_message(

@@ -3,8 +3,11 @@
 //! A key is an id (`key_…`, the Basic-auth user name) and a secret (the password), shown once.
 //! Only HMAC-SHA256(server secret, key secret) is stored. Verifying costs one HMAC and, at most
 //! once per cache period per key, one indexed read: nothing slow on the request path.
+//!
+//! An unknown key id costs exactly what a wrong secret does, so that timing cannot tell which
+//! key ids exist: its absence is read from the database and cached like a key, and the
+//! presented secret is still hashed and compared, in constant time, with a stand-in hash.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -16,6 +19,9 @@ use subtle::ConstantTimeEq;
 use switchboard_domain::AccountId;
 use switchboard_storage::{ApiKeyRecord, Store};
 
+use crate::RetryAfter;
+use crate::guard::Generations;
+
 /// Why a request's credentials were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -25,6 +31,10 @@ pub enum AuthError {
     /// The key store could not be read.
     #[error("credentials could not be checked")]
     Unavailable,
+    /// Too many failed checks from this client address, or for this key id: try again after
+    /// the wait (see [`crate::guard`]).
+    #[error("too many failed attempts")]
+    Throttled(RetryAfter),
 }
 
 /// The server secret that keys the hashes. Never printed.
@@ -80,20 +90,31 @@ pub fn generate_key() -> NewKey {
     NewKey { id: format!("key_{}", random_hex(8)), secret: format!("sk_{}", random_hex(32)) }
 }
 
+/// Whether `key_id` could name a key at all (1 to 64 bytes); others are refused unread.
+pub fn plausible_key_id(key_id: &str) -> bool {
+    !key_id.is_empty() && key_id.len() <= 64
+}
+
+/// What the store said of a key id: its account and hash, or (`account: None`) that it has
+/// no such key, with a stand-in hash to compare against all the same.
 #[derive(Clone)]
 struct Cached {
-    account: AccountId,
+    account: Option<AccountId>,
     hash: Vec<u8>,
     revoked: bool,
     fetched: Instant,
 }
 
-/// Verifies key credentials, caching each key's stored hash for `ttl`. A revocation made
-/// through this node applies at once; one made through another node within `ttl`.
+/// Verifies key credentials, caching what the store says of each key id (that it exists or
+/// that it does not) for `ttl`. A revocation made through this node applies at once; one made
+/// through another node within `ttl`.
 pub struct Authenticator {
     hasher: KeyHasher,
     ttl: Duration,
-    cache: RwLock<HashMap<String, Cached>>,
+    /// The hash an unknown key id's secret is compared with: of random bytes, so nothing
+    /// matches it.
+    stand_in: Vec<u8>,
+    cache: RwLock<Generations<String, Cached>>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -102,14 +123,15 @@ impl fmt::Debug for Authenticator {
     }
 }
 
-/// Most keys cached at once; past it the cache starts over (an attacker cycling ids only
-/// costs reads).
+/// Most key ids cached at once; past it the ones unread longest are forgotten (an attacker
+/// cycling ids only costs reads, within the failure budgets).
 const CACHE_LIMIT: usize = 100_000;
 
 impl Authenticator {
     /// An authenticator with this hasher and cache period.
     pub fn new(hasher: KeyHasher, ttl: Duration) -> Self {
-        Self { hasher, ttl, cache: RwLock::new(HashMap::new()) }
+        let stand_in = hasher.hash(&random_hex(32));
+        Self { hasher, ttl, stand_in, cache: RwLock::new(Generations::new(CACHE_LIMIT)) }
     }
 
     /// The hasher, for storing new keys.
@@ -119,25 +141,27 @@ impl Authenticator {
 
     /// Checks an id and secret; returns the key's account.
     pub async fn verify(&self, store: &dyn Store, key_id: &str, secret: &str) -> Result<AccountId, AuthError> {
-        if key_id.is_empty() || key_id.len() > 64 || secret.len() > 256 {
+        if !plausible_key_id(key_id) || secret.len() > 256 {
             return Err(AuthError::InvalidCredentials);
         }
         let entry = self.entry(store, key_id).await?;
+        // The same work whether the key id exists or not: one HMAC, one full comparison.
         let presented = self.hasher.hash(secret);
-        if entry.revoked || !bool::from(presented.ct_eq(&entry.hash)) {
-            return Err(AuthError::InvalidCredentials);
+        let matches = bool::from(presented.ct_eq(&entry.hash));
+        match entry.account {
+            Some(account) if matches && !entry.revoked => Ok(account),
+            _ => Err(AuthError::InvalidCredentials),
         }
-        Ok(entry.account)
     }
 
     /// Checks that a key exists, is not revoked and belongs to `account` (for a token issued
     /// for it, whose signature is already checked).
     pub async fn check_key(&self, store: &dyn Store, key_id: &str, account: AccountId) -> Result<(), AuthError> {
-        if key_id.is_empty() || key_id.len() > 64 {
+        if !plausible_key_id(key_id) {
             return Err(AuthError::InvalidCredentials);
         }
         let entry = self.entry(store, key_id).await?;
-        if entry.revoked || entry.account != account {
+        if entry.revoked || entry.account != Some(account) {
             return Err(AuthError::InvalidCredentials);
         }
         Ok(())
@@ -150,25 +174,23 @@ impl Authenticator {
             return Ok(c);
         }
         let record = store.find_api_key(key_id).await.map_err(|_| AuthError::Unavailable)?;
-        let Some(record) = record else {
-            return Err(AuthError::InvalidCredentials);
-        };
-        let entry = Cached {
-            account: record.account_id,
-            hash: record.secret_hash,
-            revoked: record.revoked_at.is_some(),
-            fetched: Instant::now(),
+        let entry = match record {
+            Some(record) => Cached {
+                account: Some(record.account_id),
+                hash: record.secret_hash,
+                revoked: record.revoked_at.is_some(),
+                fetched: Instant::now(),
+            },
+            None => Cached { account: None, hash: self.stand_in.clone(), revoked: false, fetched: Instant::now() },
         };
         if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
             cache.insert(key_id.to_owned(), entry.clone());
         }
         Ok(entry)
     }
 
-    /// Forgets a key, so that a change to it applies at once on this node.
+    /// Forgets a key id, so that a change to it (a revocation, or its creation after it was
+    /// looked up in vain) applies at once on this node.
     pub fn forget(&self, key_id: &str) {
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(key_id);

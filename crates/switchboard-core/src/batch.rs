@@ -221,11 +221,26 @@ impl Core {
         self.inner.tokens.issue(key_id, account, Timestamp::now())
     }
 
-    /// Checks an access token, and that its key is still valid; returns its account.
-    pub async fn authenticate_token(&self, token: &str) -> Result<AccountId, AuthError> {
-        let (key_id, account) = self.inner.tokens.verify(token)?;
-        self.inner.auth.check_key(self.inner.store.as_ref(), &key_id, account).await?;
-        Ok(account)
+    /// Checks an access token presented from `client` (its address, if known), and that its
+    /// key is still valid; returns its account. A failure counts against the address's failure
+    /// budget, and an address over it is refused before the token is checked.
+    pub async fn authenticate_token(
+        &self,
+        client: Option<std::net::IpAddr>,
+        token: &str,
+    ) -> Result<AccountId, AuthError> {
+        self.inner.guard.admit(client).map_err(AuthError::Throttled)?;
+        let checked = match self.inner.tokens.verify(token) {
+            Ok((key_id, account)) => {
+                self.inner.auth.check_key(self.inner.store.as_ref(), &key_id, account).await.map(|()| account)
+            }
+            Err(e) => Err(e),
+        };
+        if checked == Err(AuthError::InvalidCredentials) {
+            // A token names its key only once its signature holds: the address alone pays.
+            self.inner.guard.failed(client, None).map_err(AuthError::Throttled)?;
+        }
+        checked
     }
 
     /// Counts one request against the account's rate limit.

@@ -10,6 +10,7 @@ mod batch;
 mod channels;
 pub mod committer;
 pub mod dispatcher;
+pub mod guard;
 pub mod lifecycle;
 pub mod ratelimit;
 pub mod tokens;
@@ -38,6 +39,7 @@ pub use channels::{
 };
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
+pub use guard::{AuthGuard, GuardConfig};
 pub use lifecycle::{Inbound, Keyword, KeywordReplies};
 pub use ratelimit::{RateLimiter, RetryAfter, StoreLimits};
 pub use tokens::{AccessToken, Tokens};
@@ -62,6 +64,9 @@ pub struct CoreConfig {
     pub commit_queue: usize,
     /// How long a verified API key is trusted before it is read again.
     pub auth_cache_ttl: Duration,
+    /// Failure budgets against credential guessing, for API keys and access tokens and, with
+    /// the address budget alone, for the operator token.
+    pub auth_guard: GuardConfig,
     /// Whether this node runs a dispatcher.
     pub run_dispatcher: bool,
     /// Dispatcher settings.
@@ -85,6 +90,7 @@ impl Default for CoreConfig {
             commit_max_batch: 512,
             commit_queue: 16_384,
             auth_cache_ttl: Duration::from_secs(5),
+            auth_guard: GuardConfig::default(),
             run_dispatcher: true,
             dispatcher: DispatcherConfig::default(),
             default_rate_limit: 100,
@@ -178,6 +184,8 @@ pub struct Core {
 struct Inner {
     store: Arc<dyn Store>,
     auth: Authenticator,
+    guard: AuthGuard,
+    operator_guard: AuthGuard,
     committer: Committer,
     waiters: Arc<Waiters>,
     tokens: Tokens,
@@ -212,8 +220,23 @@ impl Core {
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         let channels = channels::ChannelCache::new(config.auth_cache_ttl);
         let receipts = lifecycle::ReceiptRecorder::start(store.clone());
-        let inner =
-            Inner { store, auth, committer, waiters, tokens, limiter, channels, receipts, sealer, provider, config };
+        let guard = AuthGuard::new(config.auth_guard);
+        let operator_guard = AuthGuard::new(GuardConfig { key_failures_per_minute: 0, ..config.auth_guard });
+        let inner = Inner {
+            store,
+            auth,
+            guard,
+            operator_guard,
+            committer,
+            waiters,
+            tokens,
+            limiter,
+            channels,
+            receipts,
+            sealer,
+            provider,
+            config,
+        };
         let core = Self { inner: Arc::new(inner) };
         if let Some(events) = events {
             tokio::spawn(lifecycle::provider_events(core.clone(), events));
@@ -242,9 +265,32 @@ impl Core {
         &self.inner.config.policy
     }
 
-    /// Checks an API key id and secret.
-    pub async fn authenticate(&self, key_id: &str, secret: &str) -> Result<AccountId, AuthError> {
-        self.inner.auth.verify(self.inner.store.as_ref(), key_id, secret).await
+    /// Checks an API key id and secret presented from `client` (its address, if known),
+    /// within the failure budgets of [`guard`]: an address over its budget is refused before
+    /// anything is checked, and a wrong secret for a key id over its budget is
+    /// [`AuthError::Throttled`] rather than invalid.
+    pub async fn authenticate(
+        &self,
+        client: Option<std::net::IpAddr>,
+        key_id: &str,
+        secret: &str,
+    ) -> Result<AccountId, AuthError> {
+        self.inner.guard.admit(client).map_err(AuthError::Throttled)?;
+        match self.inner.auth.verify(self.inner.store.as_ref(), key_id, secret).await {
+            Err(AuthError::InvalidCredentials) => {
+                // Ids too long to be a key's are counted against the address alone.
+                let key = auth::plausible_key_id(key_id).then_some(key_id);
+                self.inner.guard.failed(client, key).map_err(AuthError::Throttled)?;
+                Err(AuthError::InvalidCredentials)
+            }
+            other => other,
+        }
+    }
+
+    /// The failure budget of the operator token, per client address, for the HTTP layer that
+    /// checks the token.
+    pub fn operator_guard(&self) -> &AuthGuard {
+        &self.inner.operator_guard
     }
 
     /// Sends one validated message for an account.
@@ -391,6 +437,7 @@ impl Core {
         let key = auth::generate_key();
         let record = self.inner.auth.record(&key, account, name);
         self.inner.store.create_api_key(&record).await.map_err(AccessError::from_storage("key"))?;
+        self.inner.auth.forget(&key.id);
         Ok((record, key))
     }
 

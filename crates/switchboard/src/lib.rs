@@ -15,7 +15,7 @@ use anyhow::Context;
 use settings::UpstreamSettings;
 use switchboard_api::UpstreamCallbacks;
 use switchboard_api::{AppState, HttpLimits, Secret};
-use switchboard_core::{Core, CoreConfig, DispatcherConfig, KeywordReplies};
+use switchboard_core::{Core, CoreConfig, DispatcherConfig, GuardConfig, KeywordReplies};
 use switchboard_http_upstream::HttpUpstream;
 use switchboard_provider::{EventSink, Provider, RouteConfig, Router, Simulator, SimulatorConfig, UpstreamLimits};
 use switchboard_smpp::SmppUpstream;
@@ -102,6 +102,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         }),
         commit_max_batch: settings.commit_max_batch,
         auth_cache_ttl: Duration::from_millis(settings.auth_cache_ttl_ms),
+        auth_guard: GuardConfig {
+            address_failures_per_minute: settings.auth_failures_per_minute,
+            key_failures_per_minute: settings.auth_key_failures_per_minute,
+            max_entries: settings.auth_guard_entries,
+        },
         run_dispatcher: settings.dispatcher,
         dispatcher: DispatcherConfig {
             max_in_flight: settings.dispatch_max_in_flight,

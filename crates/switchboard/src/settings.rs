@@ -42,6 +42,15 @@ pub struct Settings {
     pub commit_max_batch: usize,
     /// How long a verified API key is trusted before it is read again, in ms.
     pub auth_cache_ttl_ms: u64,
+    /// Failed credential checks (API keys, access tokens, the operator token) one client
+    /// address may make per minute; past it the address is answered 429 until its budget
+    /// refills. IPv6 clients count by their /64. Zero turns it off.
+    pub auth_failures_per_minute: u32,
+    /// Failed checks of one API key id per minute, from every address together; past it, wrong
+    /// secrets for that key id are answered 429 (a right secret still passes). Zero turns it off.
+    pub auth_key_failures_per_minute: u32,
+    /// Most client addresses, and most key ids, whose failures are remembered.
+    pub auth_guard_entries: usize,
     /// Whether this node dispatches messages.
     pub dispatcher: bool,
     /// Sends in flight at once.
@@ -203,6 +212,9 @@ impl Default for Settings {
             commit_writers: None,
             commit_max_batch: 512,
             auth_cache_ttl_ms: 5_000,
+            auth_failures_per_minute: 20,
+            auth_key_failures_per_minute: 20,
+            auth_guard_entries: 100_000,
             dispatcher: true,
             dispatch_max_in_flight: 512,
             dispatch_poll_ms: 250,
@@ -291,6 +303,9 @@ impl Settings {
         env!(commit_writers, "SWITCHBOARD_COMMIT_WRITERS", option);
         env!(commit_max_batch, "SWITCHBOARD_COMMIT_MAX_BATCH");
         env!(auth_cache_ttl_ms, "SWITCHBOARD_AUTH_CACHE_TTL_MS");
+        env!(auth_failures_per_minute, "SWITCHBOARD_AUTH_FAILURES_PER_MINUTE");
+        env!(auth_key_failures_per_minute, "SWITCHBOARD_AUTH_KEY_FAILURES_PER_MINUTE");
+        env!(auth_guard_entries, "SWITCHBOARD_AUTH_GUARD_ENTRIES");
         env!(dispatcher, "SWITCHBOARD_DISPATCHER");
         env!(dispatch_max_in_flight, "SWITCHBOARD_DISPATCH_MAX_IN_FLIGHT");
         env!(dispatch_poll_ms, "SWITCHBOARD_DISPATCH_POLL_MS");
@@ -354,6 +369,9 @@ impl Settings {
         }
         if self.max_recipients == 0 || self.max_recipients > 10_000 {
             bail!("max_recipients must be 1 to 10000");
+        }
+        if self.auth_guard_entries < 1_000 || self.auth_guard_entries > 10_000_000 {
+            bail!("auth_guard_entries must be 1000 to 10000000");
         }
         if self.default_rate_limit == 0 {
             bail!("default_rate_limit must be at least 1");
