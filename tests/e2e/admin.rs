@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use switchboard::cli::{AdminArgs, AdminCommand, ChannelsCmd, TemplatesCmd};
 use switchboard_client::ClientError;
 use switchboard_domain::wire::{CreateChannel, CreateSender, CreateTemplateVersion, UpdateChannel, UpdateSender};
-use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, on_both_backends};
+use switchboard_tests::{
+    Backend, INTERNAL_URLS, OPERATOR_TOKEN, Receiver, TestApp, TestDb, eventually, on_both_backends,
+};
 use uuid::Uuid;
 
 on_both_backends!(
@@ -17,6 +19,8 @@ on_both_backends!(
     admin_templates,
     admin_channels_and_templates_bad_input,
     admin_cli_channels_and_templates,
+    webhook_endpoint_urls_are_held_to_the_url_policy,
+    refused_targets_are_never_called,
 );
 
 async fn admin_operations(backend: Backend) {
@@ -529,6 +533,131 @@ async fn admin_cli_channels_and_templates(backend: Backend) {
     assert!(app.admin.template(a, t.id).await.unwrap().versions[0].active);
     run(AdminCommand::Templates(TemplatesCmd::Show { account: a, template: t.id })).await.unwrap();
     run(AdminCommand::Templates(TemplatesCmd::List { account: a })).await.unwrap();
+    app.stop().await;
+    db.remove().await;
+}
+
+/// Calls the admin API over raw HTTP.
+async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req =
+        reqwest::Client::new().request(method, format!("{}/admin/v1{path}", app.url)).bearer_auth(OPERATOR_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A 422 in the admin shape whose message names the field `url` and does not repeat it.
+fn assert_url_refused(status: StatusCode, body: &Value, url: &str, why: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{url}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("url: ") && message.contains(why), "{url}: {body}");
+    assert!(!message.contains(url), "the URL is not repeated: {body}");
+}
+
+async fn webhook_endpoint_urls_are_held_to_the_url_policy(backend: Backend) {
+    use reqwest::Method;
+    let Some(db) = TestDb::new(backend, "admin_webhook_url_policy").await else { return };
+    // No ranges allowed: the operator's default.
+    let app = TestApp::start(switchboard::Settings { tenant_url_allow_cidrs: Vec::new(), ..db.settings() }).await;
+    let account = app.admin.create_account("Acme").await.unwrap().id;
+    let hooks = format!("/accounts/{account}/webhooks");
+    let others = [
+        ("https://user:pass@example.com/hook", "user name or password"),
+        ("ftp://example.com/hook", "http or https"),
+        ("file:///etc/passwd", "http or https"),
+    ];
+    let cases: Vec<(&str, &str)> = INTERNAL_URLS.iter().map(|u| (*u, "must not name")).chain(others).collect();
+    for (url, why) in &cases {
+        let (status, body) = call(&app, Method::POST, &hooks, Some(json!({"url": url}))).await;
+        assert_url_refused(status, &body, url, why);
+    }
+    let (_, listed) = call(&app, Method::GET, &hooks, None).await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "nothing was stored: {listed}");
+
+    // A public URL is taken; changing it to a refused one is refused too, and changes nothing.
+    let (status, hook) = call(&app, Method::POST, &hooks, Some(json!({"url": "https://example.com/hook"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let path = format!("{hooks}/{}", hook["id"].as_str().unwrap());
+    for (url, why) in &cases {
+        let (status, body) = call(&app, Method::PATCH, &path, Some(json!({"url": url, "active": false}))).await;
+        assert_url_refused(status, &body, url, why);
+    }
+    let (_, read) = call(&app, Method::GET, &path, None).await;
+    assert_eq!((read["url"].as_str(), read["active"].as_bool()), (Some("https://example.com/hook"), Some(true)));
+    let (status, changed) = call(&app, Method::PATCH, &path, Some(json!({"url": "https://example.org/h"}))).await;
+    assert_eq!((status, changed["url"].as_str()), (StatusCode::OK, Some("https://example.org/h")), "{changed}");
+    app.stop().await;
+    db.remove().await;
+}
+
+/// Deliveries stored while the operator allowed 127.0.0.1 are refused when they are posted
+/// after the allowance is gone: checked at connect time, failed at once, and never sent.
+async fn refused_targets_are_never_called(backend: Backend) {
+    use reqwest::Method;
+    let Some(db) = TestDb::new(backend, "refused_targets_never_called").await else { return };
+    let receiver = Receiver::start(0, std::time::Duration::ZERO).await;
+    let port = receiver.url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_owned();
+    let settings = db.settings();
+    assert_eq!(settings.tenant_url_allow_cidrs, ["127.0.0.1/32"], "the harness allows its receivers");
+
+    // A node that allows 127.0.0.1 but delivers no webhooks stores the events.
+    let app = TestApp::start(switchboard::Settings { webhooks: false, ..settings.clone() }).await;
+    let t = app.provision(100, 0).await;
+    let hooks = format!("/accounts/{}/webhooks", t.account);
+    let (status, hook) = call(&app, Method::POST, &hooks, Some(json!({"url": receiver.url}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let (status, channel) = call(
+        &app,
+        Method::POST,
+        &format!("/accounts/{}/channels", t.account),
+        Some(json!({"name": "sms", "sender": t.from})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    let messages =
+        format!("{}/workspaces/{}/channels/{}/messages", app.url, t.account, channel["id"].as_str().unwrap());
+    let bird = |method: Method, url: String| {
+        reqwest::Client::new().request(method, url).header("authorization", format!("AccessKey {}", t.api_key))
+    };
+    let send = json!({
+        "receiver": {"contacts": [{"identifierValue": "+31612345678"}]},
+        "body": {"type": "text", "text": {"text": "hi"}},
+        "notification": {"url": receiver.url},
+    });
+    let sent = bird(Method::POST, messages.clone()).json(&send).send().await.unwrap();
+    assert_eq!(sent.status(), StatusCode::ACCEPTED);
+    let id = sent.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    eventually("the message sent", std::time::Duration::from_secs(10), || async {
+        let m: Value = bird(Method::GET, format!("{messages}/{id}")).send().await.unwrap().json().await.unwrap();
+        (m["status"] == "sent").then_some(())
+    })
+    .await;
+    app.stop().await;
+
+    // The same database, served by a node that no longer allows it.
+    let app = TestApp::start(switchboard::Settings { tenant_url_allow_cidrs: Vec::new(), ..settings }).await;
+    let deliveries = format!("/accounts/{}/webhook-deliveries", t.account);
+    let done = eventually("every delivery given up", std::time::Duration::from_secs(20), || async {
+        let (_, page) = call(&app, Method::GET, &deliveries, None).await;
+        let items = page["data"].as_array().cloned().unwrap_or_default();
+        (!items.is_empty() && items.iter().all(|d| d["state"] != "pending")).then_some(items)
+    })
+    .await;
+    // Its events, to the endpoint and to the message's own notification URL.
+    assert!(done.iter().any(|d| d["endpointId"].is_string()) && done.iter().any(|d| d["endpointId"].is_null()));
+    for d in &done {
+        assert_eq!((d["state"].as_str(), d["attempts"].as_u64()), (Some("failed"), Some(1)), "failed at once: {d}");
+        assert!(d["nextAttemptAt"].is_null(), "not retried: {d}");
+        let error = d["lastError"].as_str().unwrap_or_default();
+        assert!(error.starts_with("refused by the URL policy") && error.contains("loopback"), "{d}");
+        assert!(!error.contains(&port) && !error.contains("/hook"), "the URL stays out of the error: {d}");
+        assert_eq!(d["attemptLog"].as_array().map(Vec::len), Some(1), "{d}");
+    }
+    assert!(receiver.requests().is_empty(), "the receiver was called: {:?}", receiver.requests());
     app.stop().await;
     db.remove().await;
 }

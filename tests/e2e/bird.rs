@@ -7,7 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchboard_domain::wire::CreateSender;
 use switchboard_domain::{MessageId, Timestamp};
-use switchboard_tests::{Backend, OPERATOR_TOKEN, Tenant, TestApp, TestDb, eventually, on_both_backends};
+use switchboard_tests::{
+    Backend, INTERNAL_URLS, OPERATOR_TOKEN, Tenant, TestApp, TestDb, eventually, on_both_backends,
+};
 use uuid::Uuid;
 
 on_both_backends!(
@@ -18,6 +20,7 @@ on_both_backends!(
     scheduled_messages_wait_and_cancel_with_a_refund,
     validity_expires_with_a_refund,
     workspaces_and_channels_are_guarded,
+    notification_urls_are_held_to_the_url_policy,
 );
 
 const TO: &str = "+31612345678";
@@ -507,6 +510,50 @@ async fn workspaces_and_channels_are_guarded(backend: Backend) {
     let (status, body) = bird.send(text.clone()).await;
     assert_error(status, &body, StatusCode::CONFLICT, "ChannelInactive");
     assert_eq!(balance(&app, &mine).await, (100, 0));
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn notification_urls_are_held_to_the_url_policy(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "bird_notification_policy").await else { return };
+    // No ranges allowed: the operator's default.
+    let settings = db.settings();
+    let app = TestApp::start(switchboard::Settings { tenant_url_allow_cidrs: Vec::new(), ..settings.clone() }).await;
+    let (t, bird) = tenant(&app, 100, 0).await;
+    let send = |url: &str| json!({"receiver": to(TO), "body": {"type": "text", "text": {"text": "hi"}}, "notification": {"url": url}});
+    let others = [
+        ("https://user:pass@example.com/hook", "user name or password"),
+        ("ftp://example.com/hook", "http or https"),
+        ("not a url", "absolute http or https URL"),
+    ];
+    let cases = INTERNAL_URLS.iter().map(|u| (*u, "must not name")).chain(others);
+    for (url, why) in cases {
+        let (status, body) = bird.send(send(url)).await;
+        assert_invalid(status, &body, "notification.url");
+        let problems = body["details"]["notification.url"].to_string();
+        assert!(problems.contains(why), "{url}: {body}");
+        assert!(!problems.contains(url), "the URL is not repeated: {body}");
+    }
+    let (status, body) = bird
+        .send(json!({"receiver": to(TO), "body": {"type": "text", "text": {"text": "hi"}}, "notification": {"url": 7}}))
+        .await;
+    assert_invalid(status, &body, "notification.url");
+    // Nothing was stored or charged.
+    assert_eq!(balance(&app, &t).await, (100, 0));
+    let (_, list) = bird.list("limit=10").await;
+    assert_eq!(list["results"].as_array().map(Vec::len), Some(0), "{list}");
+    // A public URL is taken.
+    let m = bird.accepted(send("https://example.com/hook?token=abc")).await;
+    assert_eq!(m["notification"]["url"], "https://example.com/hook?token=abc", "{m}");
+    app.stop().await;
+
+    // The operator allows a range: a URL in it is taken, one beside it still refused.
+    let app =
+        TestApp::start(switchboard::Settings { tenant_url_allow_cidrs: vec!["10.1.0.0/16".into()], ..settings }).await;
+    let (_, bird) = tenant(&app, 100, 0).await;
+    bird.accepted(send("http://10.1.2.3:8080/hook")).await;
+    let (status, body) = bird.send(send("http://10.2.0.1/hook")).await;
+    assert_invalid(status, &body, "notification.url");
     app.stop().await;
     db.remove().await;
 }

@@ -64,6 +64,9 @@ impl TestDb {
             webhook_max_backoff_ms: 1_000,
             webhook_poll_ms: 50,
             webhook_timeout_ms: 5_000,
+            // The tests' webhook receivers and upstreams listen on 127.0.0.1, which the server
+            // refuses to call unless the operator allows it.
+            tenant_url_allow_cidrs: vec!["127.0.0.1/32".into()],
             ..Settings::default()
         }
     }
@@ -186,6 +189,28 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// URLs that name, or can only resolve to, an internal address: the server refuses to call
+/// them unless the operator allows their ranges (`tenant_url_allow_cidrs`).
+pub const INTERNAL_URLS: &[&str] = &[
+    "http://127.0.0.1:8080/hook",
+    "http://10.0.0.1/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://0x7f000001/hook",
+    "http://2130706433/hook",
+    "http://localhost:8080/hook",
+    "http://metadata.google.internal/",
+    "http://192.168.1.1/hook",
+    "http://100.64.0.1/hook",
+    "http://[fe80::1]/hook",
+    "http://[fd00::1]/hook",
+    "http://0.0.0.0/hook",
+    "http://224.0.0.1/hook",
+    "https://192.0.2.1/hook",
+    "http://[64:ff9b::7f00:1]/hook",
+];
 
 /// A webhook receiver on `127.0.0.1:0` that keeps every request it is sent.
 #[derive(Debug, Clone)]

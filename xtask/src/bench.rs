@@ -181,6 +181,8 @@ fn start_server(root: &Path, data: &Path, sent_wait_ms: u64, env: &[(String, Str
         .env("SWITCHBOARD_DATA_DIR", data)
         .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
         .env("SWITCHBOARD_SENT_WAIT_MS", sent_wait_ms.to_string())
+        // The bench's webhook receiver listens on 127.0.0.1.
+        .env("SWITCHBOARD_TENANT_URL_ALLOW_CIDRS", "127.0.0.1/32")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -26,7 +26,9 @@ use switchboard_domain::wire::bird::{
     BirdBody, BirdConnector, BirdError, BirdFailure, BirdFailureSource, BirdIdentifier, BirdMedia, BirdMessage,
     BirdMessageList, BirdPart, BirdReceiver, BirdSendRequest, BirdTextBody,
 };
-use switchboard_domain::{AccountId, Direction, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp};
+use switchboard_domain::{
+    AccountId, Direction, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp, UrlError, UrlPolicy,
+};
 use switchboard_storage::{ChannelRecord, MessageRecord};
 use switchboard_validation::ValidationError;
 use uuid::Uuid;
@@ -432,6 +434,7 @@ fn check_envelope(
     problems: &mut Problems,
     req: &BirdSendRequest,
     channel: &ChannelRecord,
+    urls: &UrlPolicy,
     now: Timestamp,
 ) -> (Option<Msisdn>, Option<Timestamp>, Option<Timestamp>) {
     let contacts = req.receiver.as_ref().map(|r| r.contacts.as_slice()).unwrap_or_default();
@@ -491,13 +494,12 @@ fn check_envelope(
     if let Some(notification) = &req.notification {
         match notification.get("url") {
             None | Some(serde_json::Value::Null) => {}
-            Some(url) => {
-                let ok =
-                    url.as_str().is_some_and(|u| switchboard_validation::Policy::default().check_media_url(u).is_ok());
-                if !ok {
-                    problems.add("notification.url", "must be an absolute http or https URL");
-                }
-            }
+            // The server posts to it: held to the server's URL policy, as webhook endpoints are.
+            Some(url) => match url.as_str().map(|u| urls.check_url(u)) {
+                None => problems.add("notification.url", UrlError::Malformed.to_string()),
+                Some(Err(e)) => problems.add("notification.url", e.to_string()),
+                Some(Ok(_)) => {}
+            },
         }
     }
     let scheduled_for = req.scheduled_for.as_deref().and_then(|s| match Timestamp::parse_rfc3339(s) {
@@ -565,7 +567,7 @@ pub(crate) async fn send(
     let now = Timestamp::now();
     let mut problems = Problems::default();
     let content = check_content(&state, &mut problems, &req);
-    let (to, scheduled_for, expires_at) = check_envelope(&mut problems, &req, &channel, now);
+    let (to, scheduled_for, expires_at) = check_envelope(&mut problems, &req, &channel, &state.core.policy().urls, now);
     problems.into_result()?;
     let (Some(content), Some(to)) = (content, to) else {
         return Err(ApiError::field("body", "required"));

@@ -24,6 +24,17 @@ use crate::AppState;
 use crate::admin::{AdminResult, ApiError, Operator, account_id, message_wire, uuid_param};
 use crate::extract::{Body, Path, Query};
 
+/// An endpoint's URL, checked with the server's URL policy (the one Bird's
+/// `notification.url` and the webhook worker are held to): a refusal is a 422 naming `url`.
+fn check_url(s: &AppState, url: &str) -> Result<(), ApiError> {
+    s.core
+        .policy()
+        .urls
+        .check_url(url)
+        .map(drop)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", format!("url: {e}")))
+}
+
 fn webhook_wire(w: &WebhookRecord, secret: Option<String>) -> Webhook {
     Webhook {
         id: w.id,
@@ -50,6 +61,7 @@ pub(crate) fn part_wire(p: &PartRecord) -> MessagePart {
 /// that rotates it, nowhere else.
 #[utoipa::path(post, path = "/admin/v1/accounts/{account}/webhooks", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateWebhook,
     security(("operator" = [])), responses((status = 201, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody),
+    (status = 422, description = "The URL is not one the server may call: not http(s), with a user name, or naming a local host or a loopback, private, link-local or other special address", body = AdminErrorBody),
     (status = 409, description = "The account has the most endpoints it may", body = AdminErrorBody)))]
 pub(crate) async fn create_webhook(
     State(s): State<AppState>,
@@ -57,13 +69,15 @@ pub(crate) async fn create_webhook(
     Path(account, ..): Path<String, ApiError>,
     Body(req, ..): Body<CreateWebhook, ApiError>,
 ) -> AdminResult<(StatusCode, Json<Webhook>)> {
+    let account = account_id(&account)?;
+    check_url(&s, &req.url)?;
     let new = NewWebhook {
         url: req.url,
         secret: req.secret,
         events: req.events.unwrap_or_default(),
         active: req.active.unwrap_or(true),
     };
-    let (record, secret) = s.core.create_webhook(account_id(&account)?, new).await?;
+    let (record, secret) = s.core.create_webhook(account, new).await?;
     Ok((StatusCode::CREATED, Json(webhook_wire(&record, Some(secret.expose())))))
 }
 
@@ -94,7 +108,8 @@ pub(crate) async fn get_webhook(
 /// Change a webhook endpoint: URL, event types, active, or its secret (given, or rotated).
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/webhooks/{webhook}", tag = "Admin", params(("account" = Uuid, Path), ("webhook" = Uuid, Path)),
     request_body = UpdateWebhook, security(("operator" = [])),
-    responses((status = 200, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
+    responses((status = 200, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody),
+    (status = 422, description = "The URL is not one the server may call", body = AdminErrorBody)))]
 pub(crate) async fn update_webhook(
     State(s): State<AppState>,
     _: Operator,
@@ -103,6 +118,9 @@ pub(crate) async fn update_webhook(
 ) -> AdminResult<Json<Webhook>> {
     if req.rotate_secret && req.secret.is_some() {
         return Err(ApiError::invalid("give either secret or rotateSecret, not both"));
+    }
+    if let Some(url) = &req.url {
+        check_url(&s, url)?;
     }
     let secret = match (req.secret, req.rotate_secret) {
         (Some(s), _) => Some(Some(s)),

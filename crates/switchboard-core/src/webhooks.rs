@@ -15,7 +15,7 @@ pub const MAX_WEBHOOKS: usize = 20;
 /// A new endpoint, as the operator asks for it.
 #[derive(Debug, Clone, Default)]
 pub struct NewWebhook {
-    /// Where to post events: an absolute http(s) URL.
+    /// Where to post events: an absolute http(s) URL that the server's URL policy allows.
     pub url: String,
     /// The signing secret (`whsec_…`); generated when absent.
     pub secret: Option<String>,
@@ -39,11 +39,13 @@ pub struct WebhookUpdate {
 }
 
 impl Core {
+    /// Checks an endpoint's URL with the server's URL policy (`Policy::urls`), the one that
+    /// Bird's `notification.url` and the webhook worker's connections are held to.
     fn check_webhook_url(&self, url: &str) -> Result<String, AccessError> {
-        self.policy()
-            .check_media_url(url)
-            .map(str::to_owned)
-            .map_err(|_| AccessError::Invalid("url: must be an absolute http(s) URL of at most 2048 bytes".into()))
+        match self.policy().urls.check_url(url) {
+            Ok(_) => Ok(url.to_owned()),
+            Err(e) => Err(AccessError::Invalid(format!("url: {e}"))),
+        }
     }
 
     fn parse_secret(secret: Option<&str>) -> Result<Secret, AccessError> {

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod message;
 pub mod phone;
 pub mod timestamp;
+pub mod url_policy;
 pub mod wire;
 
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
@@ -17,3 +18,4 @@ pub use ids::{AccountId, BatchId, EventId, IdError, MessageId};
 pub use message::{Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
 pub use phone::{Msisdn, PhoneError};
 pub use timestamp::Timestamp;
+pub use url_policy::{Cidr, UrlError, UrlPolicy};

@@ -11,7 +11,7 @@
 pub mod template;
 
 use switchboard_domain::encoding::{self, TextInfo, UnsupportedCharacter};
-use switchboard_domain::{MessageKind, Msisdn, PhoneError};
+use switchboard_domain::{MessageKind, Msisdn, PhoneError, UrlPolicy};
 use validator::{ValidateLength, ValidateUrl};
 
 /// The limits a send request must respect.
@@ -27,6 +27,10 @@ pub struct Policy {
     pub blocked_terms: Vec<String>,
     /// Most distinct recipients of one multi-recipient send.
     pub max_recipients: usize,
+    /// Which URLs the server may call on a tenant's behalf (webhook endpoints, Bird's
+    /// `notification.url`), with the ranges the operator allows; the webhook worker holds the
+    /// same policy at connect time.
+    pub urls: UrlPolicy,
 }
 
 impl Default for Policy {
@@ -37,6 +41,7 @@ impl Default for Policy {
             max_idempotency_key_len: 255,
             blocked_terms: Vec::new(),
             max_recipients: 1000,
+            urls: UrlPolicy::default(),
         }
     }
 }

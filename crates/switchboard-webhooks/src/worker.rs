@@ -14,14 +14,24 @@
 //! A 2xx answer delivers an event; anything else (another status, a connection error, a
 //! timeout) is retried after an exponential backoff with jitter until the event is
 //! `max_age` old, and then the delivery fails.
+//!
+//! Every target is held to the server's URL policy (`WorkerConfig::urls`, the one that
+//! checked the URL when it was given) at the moment of the request: a URL that names a refused
+//! host or address is not called, and a host name is resolved by [`CheckedResolver`], which
+//! hands the connector only the addresses the policy allows, so what was checked is what is
+//! connected to (no window for DNS rebinding). Proxies from the environment are not used, since
+//! a proxy would resolve the name itself. A refused target is a failed attempt whose error
+//! says why, and the delivery fails at once: no retry would change the answer.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngExt;
-use switchboard_domain::Timestamp;
+use switchboard_domain::url_policy::Refusal;
+use switchboard_domain::{Timestamp, UrlError, UrlPolicy};
 use switchboard_storage::{AttemptRecord, DeliveryOutcome, DeliveryRecord, DeliveryResult, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -71,6 +81,9 @@ pub struct WorkerConfig {
     pub max_backoff: Duration,
     /// How long after its event a delivery is retried before it fails.
     pub max_age: Duration,
+    /// Which URLs and addresses may be called: every target is checked again, and every
+    /// address its host resolves to, when it is called.
+    pub urls: UrlPolicy,
 }
 
 impl Default for WorkerConfig {
@@ -85,6 +98,7 @@ impl Default for WorkerConfig {
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(3600),
             max_age: Duration::from_secs(24 * 3600),
+            urls: UrlPolicy::default(),
         }
     }
 }
@@ -147,12 +161,7 @@ pub fn start(store: Arc<dyn Store>, sealer: Arc<Sealer>, render: Arc<dyn Render>
         per_target: config.per_target.max(1),
         ..config
     };
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(USER_AGENT)
-        .connect_timeout(config.timeout)
-        .pool_max_idle_per_host(config.per_target)
-        .build()
+    let client = http_client(&config, Arc::new(SystemLookup))
         .unwrap_or_else(|e| panic!("cannot set up the webhook HTTP client: {e}"));
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -171,6 +180,84 @@ pub fn start(store: Arc<dyn Store>, sealer: Arc<Sealer>, render: Arc<dyn Render>
     });
     let claimer = tokio::spawn(claimer(shared, wake.clone(), stop_rx));
     Worker { wake, stop: stop_tx, claimer: Some(claimer), recorder: Some(recorder) }
+}
+
+/// The worker's HTTP client: no redirects, no proxies, and only the addresses that `config.urls`
+/// allows among those `lookup` finds for a host name.
+fn http_client(config: &WorkerConfig, lookup: Arc<dyn Lookup>) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve and connect to the target itself, past the resolver's check.
+        .no_proxy()
+        .dns_resolver(CheckedResolver { policy: Arc::new(config.urls.clone()), lookup })
+        .user_agent(USER_AGENT)
+        .connect_timeout(config.timeout)
+        .pool_max_idle_per_host(config.per_target)
+        .build()
+}
+
+/// The future of a host name's lookup.
+type LookupFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+/// Finds the addresses of a host name.
+trait Lookup: Send + Sync {
+    /// The addresses of `host`.
+    fn lookup(&self, host: String) -> LookupFuture;
+}
+
+/// The system's resolver (`getaddrinfo`, on a blocking thread).
+struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: String) -> LookupFuture {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect()) })
+    }
+}
+
+/// A resolver that hands the connector only the addresses its policy allows, and fails when
+/// there are none. The connector connects to exactly what it is handed, so no later lookup
+/// can swap in another address. (An address written in the URL is not resolved at all: it is
+/// checked with the URL, in [`checked_post`].)
+struct CheckedResolver {
+    policy: Arc<UrlPolicy>,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, lookup, host) = (self.policy.clone(), self.lookup.clone(), name.as_str().to_owned());
+        Box::pin(async move {
+            let found = lookup.lookup(host).await?;
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| match policy.check_address(*ip) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refused.get_or_insert(why);
+                        false
+                    }
+                })
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            match (allowed.is_empty(), refused) {
+                (false, _) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+                (true, Some(why)) => Err(Box::new(Refused::Resolved(why)) as Box<dyn std::error::Error + Send + Sync>),
+                (true, None) => Err("the host name has no addresses".into()),
+            }
+        })
+    }
+}
+
+/// Why a target was not called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refused {
+    /// The URL itself is refused.
+    #[error("refused by the URL policy: the URL {0}")]
+    Url(UrlError),
+    /// Its host resolves only to refused addresses (the first one's reason).
+    #[error("refused by the URL policy: the host resolves only to addresses this server does not call ({0})")]
+    Resolved(Refusal),
 }
 
 /// The lease the worker uses: the configured one, raised if it leaves no room for an attempt.
@@ -433,8 +520,9 @@ async fn attempt(shared: &Shared, delivery: DeliveryRecord) -> DeliveryResult {
             Ok(secret) => {
                 let body = shared.render.render(&delivery, &message);
                 tracing::debug!(event = %delivery.event_id, target = %delivery.target, url = %delivery.url, "posting webhook");
-                post(
+                checked_post(
                     &shared.client,
+                    &shared.config.urls,
                     &delivery.url,
                     &delivery.event_id.to_string(),
                     &secret,
@@ -457,7 +545,7 @@ async fn attempt(shared: &Shared, delivery: DeliveryRecord) -> DeliveryResult {
     };
     let elapsed = clock.elapsed();
     let now = Timestamp::now();
-    let outcome = decide(&shared.config, answer.delivered(), delivery.attempts, delivery.event_id.created_at(), now);
+    let outcome = outcome(&shared.config, &answer, delivery.attempts, delivery.event_id.created_at(), now);
     let result = finish(&delivery, started, elapsed, &answer, outcome);
     note_result(&delivery, &result, Some(elapsed));
     result
@@ -507,6 +595,8 @@ enum Answer {
     TimedOut(Duration),
     /// The request failed (or could not be made): why, without the URL or any header.
     Error(String),
+    /// The URL policy refused the target, so no request was made: why, without the URL.
+    Refused(String),
 }
 
 impl Answer {
@@ -529,7 +619,7 @@ impl Answer {
             _ if self.delivered() => None,
             Answer::Status(s) => Some(format!("HTTP {s}")),
             Answer::TimedOut(d) => Some(format!("timed out after {}", duration_text(*d))),
-            Answer::Error(e) => Some(truncate(e, MAX_ERROR_LEN)),
+            Answer::Error(e) | Answer::Refused(e) => Some(truncate(e, MAX_ERROR_LEN)),
         }
     }
 }
@@ -551,6 +641,23 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+/// Posts one signed body if `policy` allows the URL (the client's resolver checks the
+/// addresses of a host name); the response's body is not read.
+async fn checked_post(
+    client: &reqwest::Client,
+    policy: &UrlPolicy,
+    url: &str,
+    id: &str,
+    secret: &Secret,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Answer {
+    match policy.check_url(url) {
+        Ok(_) => post(client, url, id, secret, body, timeout).await,
+        Err(e) => Answer::Refused(Refused::Url(e).to_string()),
+    }
+}
+
 /// Posts one signed body; the response's body is not read.
 async fn post(
     client: &reqwest::Client,
@@ -568,9 +675,24 @@ async fn post(
     match tokio::time::timeout(timeout, request.body(body).send()).await {
         Err(_) => Answer::TimedOut(timeout),
         Ok(Ok(response)) => Answer::Status(response.status().as_u16()),
-        Ok(Err(e)) if e.is_timeout() => Answer::TimedOut(timeout),
-        Ok(Err(e)) => Answer::Error(error_text(e)),
+        Ok(Err(e)) => match refusal(&e) {
+            Some(refused) => Answer::Refused(refused.to_string()),
+            None if e.is_timeout() => Answer::TimedOut(timeout),
+            None => Answer::Error(error_text(e)),
+        },
     }
+}
+
+/// The resolver's refusal, if that is what failed the request.
+fn refusal(e: &reqwest::Error) -> Option<Refused> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return Some(*refused);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A request error's text and causes, without the URL (which may hold a token).
@@ -587,6 +709,21 @@ fn error_text(e: reqwest::Error) -> String {
         source = cause.source();
     }
     truncate(&text, MAX_ERROR_LEN)
+}
+
+/// What comes of an attempt that got `answer` at `now`: a refused target fails at once, since
+/// it stays refused however often it is tried; anything else is as [`decide`] says.
+fn outcome(
+    config: &WorkerConfig,
+    answer: &Answer,
+    attempt: u32,
+    created: Timestamp,
+    now: Timestamp,
+) -> DeliveryOutcome {
+    match answer {
+        Answer::Refused(_) => DeliveryOutcome::Failed,
+        _ => decide(config, answer.delivered(), attempt, created, now),
+    }
 }
 
 /// What comes of an attempt made at `now`: delivered, or retried after the backoff unless
@@ -783,6 +920,19 @@ mod tests {
     }
 
     #[test]
+    fn refused_targets_fail_at_once() {
+        let c = WorkerConfig::default();
+        let created = Timestamp::from_millis(1_700_000_000_000);
+        let refused = Answer::Refused("refused by the URL policy".into());
+        assert!(!refused.delivered());
+        assert_eq!((refused.status_code(), refused.error().as_deref()), (None, Some("refused by the URL policy")));
+        assert_eq!(outcome(&c, &refused, 1, created, created.plus_millis(1000)), DeliveryOutcome::Failed);
+        let error = Answer::Error("connection refused".into());
+        assert!(matches!(outcome(&c, &error, 1, created, created.plus_millis(1000)), DeliveryOutcome::Retry { .. }));
+        assert_eq!(outcome(&c, &Answer::Status(204), 1, created, created), DeliveryOutcome::Delivered);
+    }
+
+    #[test]
     fn gives_up_at_max_age() {
         let c = WorkerConfig { max_age: Duration::from_secs(100), ..Default::default() };
         let created = Timestamp::from_millis(1_000_000);
@@ -899,6 +1049,123 @@ mod tests {
         let gone = gone(&d, at, Duration::ZERO);
         assert_eq!(gone.outcome, DeliveryOutcome::Failed);
         assert_eq!(gone.record.error.as_deref(), Some("the message no longer exists"));
+    }
+
+    /// Knows the addresses of a few names, and no others.
+    struct FixedLookup(Vec<(&'static str, Vec<IpAddr>)>);
+
+    impl Lookup for FixedLookup {
+        fn lookup(&self, host: String) -> LookupFuture {
+            let found = self.0.iter().find(|(name, _)| *name == host).map(|(_, addrs)| addrs.clone());
+            Box::pin(
+                async move { found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")) },
+            )
+        }
+    }
+
+    /// The worker's client with `allow` as its allowed ranges and `names` as its DNS.
+    fn checked_client(allow: &[&str], names: Vec<(&'static str, Vec<IpAddr>)>) -> (reqwest::Client, UrlPolicy) {
+        let urls = UrlPolicy::parse(allow).unwrap();
+        let config = WorkerConfig { urls: urls.clone(), ..Default::default() };
+        (http_client(&config, Arc::new(FixedLookup(names))).unwrap(), urls)
+    }
+
+    /// A listener that nothing may connect to; see [`assert_untouched`].
+    fn untouched(addr: &str) -> std::net::TcpListener {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    }
+
+    /// Nothing connected to `listener`: a connection would be waiting in its backlog.
+    fn assert_untouched(listener: &std::net::TcpListener) {
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the receiver was connected to: {other:?}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_targets_are_never_connected_to() {
+        let receiver = untouched("127.0.0.1:0");
+        let port = receiver.local_addr().unwrap().port();
+        let (client, urls) = checked_client(
+            &[],
+            vec![
+                // Public-looking names whose DNS answers with the receiver's address.
+                ("hooks.example.com", vec![ip("127.0.0.1")]),
+                ("rebind.example.com", vec![ip("10.0.0.1"), ip("127.0.0.1"), ip("::1")]),
+                ("metadata.example.com", vec![ip("169.254.169.254")]),
+                ("mapped.example.com", vec![ip("::ffff:127.0.0.1")]),
+            ],
+        );
+        let cases = [
+            (format!("http://127.0.0.1:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://[::ffff:127.0.0.1]:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://0x7f000001:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://2130706433:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://[::1]:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://10.0.0.1:{port}/hook?token=s3cr3t"), "private"),
+            (format!("http://169.254.169.254:{port}/hook?token=s3cr3t"), "link-local"),
+            (format!("http://localhost:{port}/hook?token=s3cr3t"), "local host"),
+            (format!("http://hooks.example.com:{port}/hook?token=s3cr3t"), "loopback"),
+            (format!("http://rebind.example.com:{port}/hook?token=s3cr3t"), "private"),
+            (format!("http://metadata.example.com:{port}/hook?token=s3cr3t"), "link-local"),
+            (format!("http://mapped.example.com:{port}/hook?token=s3cr3t"), "loopback"),
+        ];
+        for (url, why) in &cases {
+            let secret = Secret::generate();
+            let answer =
+                checked_post(&client, &urls, url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(2)).await;
+            let Answer::Refused(text) = &answer else { panic!("{url}: {answer:?}") };
+            assert!(text.starts_with("refused by the URL policy") && text.contains(why), "{url}: {text}");
+            for leak in ["s3cr3t", "/hook", "example.com", &port.to_string()] {
+                assert!(!text.contains(leak), "{url}: {text}");
+            }
+            assert_eq!(answer.status_code(), None);
+        }
+        assert_untouched(&receiver);
+    }
+
+    #[tokio::test]
+    async fn only_allowed_addresses_of_a_name_are_connected_to() {
+        // The same port on two loopback addresses; the policy allows only the first.
+        let (allowed_url, server) = serve_once("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+        let port = allowed_url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_owned();
+        let other = untouched(&format!("127.0.0.2:{port}"));
+        let (client, urls) = checked_client(
+            &["127.0.0.1/32"],
+            vec![
+                ("mixed.example.com", vec![ip("127.0.0.2"), ip("127.0.0.1")]),
+                ("only.example.com", vec![ip("127.0.0.2")]),
+            ],
+        );
+        let secret = Secret::generate();
+        let url = format!("http://mixed.example.com:{port}/hook");
+        let answer =
+            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+        assert_eq!(answer, Answer::Status(204));
+        server.await.unwrap();
+        let url = format!("http://only.example.com:{port}/hook");
+        let answer =
+            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+        assert_eq!(answer, Answer::Refused(Refused::Resolved(Refusal::Loopback).to_string()));
+        assert_untouched(&other);
+        // An allowed address written in the URL is called.
+        let (url, server) = serve_once("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+        let answer =
+            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+        assert_eq!(answer, Answer::Status(204));
+        server.await.unwrap();
+        // A name that does not resolve is an ordinary error, tried again later.
+        let url = format!("http://unknown.example.com:{port}/hook");
+        let answer =
+            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+        assert!(matches!(&answer, Answer::Error(e) if !e.contains("unknown.example.com")), "{answer:?}");
     }
 
     fn client() -> reqwest::Client {

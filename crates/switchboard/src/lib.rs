@@ -81,11 +81,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         Backend::Sqlite => None,
     };
     let (provider, callbacks) = upstreams(settings, events, shared)?;
+    // One rule for every URL the server calls on a tenant's behalf: checked when given, and by
+    // the webhook worker when it connects.
+    let urls = settings.url_policy()?;
     let config = CoreConfig {
         policy: Policy {
             max_body_chars: settings.max_body_chars,
             blocked_terms: settings.blocked_terms.clone(),
             max_recipients: settings.max_recipients,
+            urls: urls.clone(),
             ..Policy::default()
         },
         default_rate_limit: settings.default_rate_limit,
@@ -132,6 +136,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             base_backoff: Duration::from_millis(settings.webhook_base_backoff_ms),
             max_backoff: Duration::from_millis(settings.webhook_max_backoff_ms),
             max_age: Duration::from_secs(settings.webhook_max_age_secs),
+            urls,
             ..WorkerConfig::default()
         };
         switchboard_webhooks::start(core.store(), core.sealer(), Arc::new(switchboard_api::WebhookRender), config)

@@ -90,6 +90,13 @@ pub struct Settings {
     pub webhook_max_in_flight: usize,
     /// How often the webhook worker looks for due deliveries, in ms.
     pub webhook_poll_ms: u64,
+    /// Address ranges (`10.1.0.0/16`, `127.0.0.1/32`, `fd00::/8`) that the URLs the server
+    /// calls on a tenant's behalf (webhook endpoints, Bird's `notification.url`) may name or
+    /// resolve to although they are loopback, private, link-local or otherwise special; once
+    /// any is given, local host names (`localhost`, `*.internal`, …) are judged by the
+    /// addresses they resolve to. Empty by default: every such URL is refused.
+    /// `SWITCHBOARD_TENANT_URL_ALLOW_CIDRS` takes them comma-separated.
+    pub tenant_url_allow_cidrs: Vec<String>,
     /// The answer to STOP (and UNSUBSCRIBE, CANCEL, …); empty for none.
     pub stop_reply: String,
     /// The answer to START (and UNSTOP, YES); empty for none.
@@ -234,6 +241,7 @@ impl Default for Settings {
             webhook_per_endpoint: 16,
             webhook_max_in_flight: 256,
             webhook_poll_ms: 250,
+            tenant_url_allow_cidrs: Vec::new(),
             stop_reply: replies.stop,
             start_reply: replies.start,
             help_reply: replies.help,
@@ -325,6 +333,10 @@ impl Settings {
         env!(webhook_per_endpoint, "SWITCHBOARD_WEBHOOK_PER_ENDPOINT");
         env!(webhook_max_in_flight, "SWITCHBOARD_WEBHOOK_MAX_IN_FLIGHT");
         env!(webhook_poll_ms, "SWITCHBOARD_WEBHOOK_POLL_MS");
+        if let Some(v) = var("SWITCHBOARD_TENANT_URL_ALLOW_CIDRS") {
+            self.tenant_url_allow_cidrs =
+                v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+        }
         env!(stop_reply, "SWITCHBOARD_STOP_REPLY", string);
         env!(start_reply, "SWITCHBOARD_START_REPLY", string);
         env!(help_reply, "SWITCHBOARD_HELP_REPLY", string);
@@ -340,8 +352,15 @@ impl Settings {
         }
     }
 
+    /// The rule for the URLs the server calls on a tenant's behalf, with the ranges of
+    /// `tenant_url_allow_cidrs`.
+    pub fn url_policy(&self) -> anyhow::Result<switchboard_domain::UrlPolicy> {
+        switchboard_domain::UrlPolicy::parse(&self.tenant_url_allow_cidrs).context("tenant_url_allow_cidrs")
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.url_policy()?;
         for u in &self.upstreams {
             let unknown: Vec<&str> = u.unknown_keys().collect();
             if !unknown.is_empty() {
@@ -443,6 +462,29 @@ mod tests {
         assert!(Settings::default().apply_env(bad).is_err());
         let s = Settings { database_url: "mysql://x".into(), ..Settings::default() };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn tenant_url_allowances() {
+        let d = Settings::default();
+        assert!(d.tenant_url_allow_cidrs.is_empty());
+        assert!(d.url_policy().unwrap().allowed().is_empty());
+        let mut s = Settings::default();
+        let env = |name: &str| {
+            (name == "SWITCHBOARD_TENANT_URL_ALLOW_CIDRS").then(|| " 10.1.0.0/16, 127.0.0.1/32 ,,fd00::/8".to_owned())
+        };
+        s.apply_env(env).unwrap();
+        assert_eq!(s.tenant_url_allow_cidrs, ["10.1.0.0/16", "127.0.0.1/32", "fd00::/8"]);
+        s.validate().unwrap();
+        let policy = s.url_policy().unwrap();
+        assert!(policy.is_allowed("10.1.2.3".parse().unwrap()) && !policy.is_allowed("10.2.0.1".parse().unwrap()));
+        let file: Settings = toml::from_str("tenant_url_allow_cidrs = [\"127.0.0.1/32\"]").unwrap();
+        assert_eq!(file.tenant_url_allow_cidrs, ["127.0.0.1/32"]);
+        for bad in ["10.1.2.3/16", "10.0.0.0/33", "localhost", "10.0.0.0/8; 127.0.0.1"] {
+            let s = Settings { tenant_url_allow_cidrs: vec![bad.into()], ..Settings::default() };
+            let err = format!("{:#}", s.validate().unwrap_err());
+            assert!(err.starts_with("tenant_url_allow_cidrs: "), "{bad}: {err}");
+        }
     }
 
     #[test]
