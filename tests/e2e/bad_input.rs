@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, on_both_backends};
 
-on_both_backends!(textingline_bad_input, admin_bad_input);
+on_both_backends!(textingline_bad_input, admin_bad_input, other_charsets_are_refused_in_every_dialect);
 
 async fn textingline_bad_input(backend: Backend) {
     let Some(db) = TestDb::new(backend, "textingline_bad_input").await else {
@@ -230,6 +230,113 @@ async fn admin_bad_input(backend: Backend) {
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
     }
     assert!(app.admin.ledger(a, 10, None).await.unwrap().data.is_empty());
+    app.stop().await;
+    db.remove().await;
+}
+
+/// A JSON body is read as UTF-8 whatever its `Content-Type` says, so a body that declares any
+/// other charset is refused with 415 in the dialect's own shape, and nothing is written.
+async fn other_charsets_are_refused_in_every_dialect(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "charsets").await else {
+        return;
+    };
+    let app = TestApp::start(db.settings()).await;
+    let t = app.provision(100, 0).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/admin/v1/accounts/{}/channels", app.url, t.account))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "sms", "sender": t.from}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let channel = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    let (id, secret) = t.api_key.split_once(':').unwrap();
+    let basic = http.get(&app.url).basic_auth(id, Some(secret)).build().unwrap().headers()["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    /// Dialect, URL, credentials header, body, and where its error code is.
+    type Call = (&'static str, String, (&'static str, String), Value, fn(&Value) -> &Value, &'static str);
+    let calls: Vec<Call> = vec![
+        (
+            "TextingLine",
+            format!("{}/api/v1/messaging/message", app.url),
+            ("authorization", basic),
+            json!({"to": "+18005551234", "from": t.from, "body": "hi"}),
+            |b| &b["error"]["code"],
+            "30415",
+        ),
+        (
+            "Mudbase",
+            format!("{}/api/messaging/projects/{}/messaging/sms", app.url, t.account),
+            ("x-api-key", t.api_key.clone()),
+            json!({"to": "+18005551234", "from": t.from, "message": "hi"}),
+            |b| &b["error"]["code"],
+            "\"UNSUPPORTED_MEDIA_TYPE\"",
+        ),
+        (
+            "Bird",
+            format!("{}/workspaces/{}/channels/{channel}/messages", app.url, t.account),
+            ("authorization", format!("AccessKey {}", t.api_key)),
+            json!({"receiver": {"contacts": [{"identifierValue": "+31612345678"}]},
+                   "body": {"type": "text", "text": {"text": "hi"}}}),
+            |b| &b["code"],
+            "\"UnsupportedMediaType\"",
+        ),
+        (
+            "admin",
+            format!("{}/admin/v1/accounts", app.url),
+            ("authorization", format!("Bearer {OPERATOR_TOKEN}")),
+            json!({"name": "other"}),
+            |b| &b["error"]["code"],
+            "\"unsupported_media_type\"",
+        ),
+    ];
+    for (dialect, url, auth, body, code_of, code) in &calls {
+        let text = body.to_string();
+        let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for (charset, bytes) in [
+            ("utf-16", utf16.clone()),
+            ("\"UTF-16LE\"", utf16),
+            // Declared wrongly but UTF-8 in fact: still not what the client said it sent.
+            ("utf-16", text.clone().into_bytes()),
+            ("ISO-8859-1", text.clone().into_bytes()),
+            ("us-ascii", text.clone().into_bytes()),
+        ] {
+            let r = http
+                .post(url)
+                .header(auth.0, &auth.1)
+                .header("content-type", format!("application/json; charset={charset}"))
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{dialect}, charset={charset}");
+            let answer: Value = r.json().await.unwrap_or_else(|e| panic!("{dialect}: not JSON: {e}"));
+            assert_eq!(code_of(&answer).to_string(), *code, "{dialect}, charset={charset}: {answer}");
+        }
+    }
+    // Nothing was written or charged by any of it.
+    assert!(app.admin.messages(t.account, 10, None).await.unwrap().data.is_empty());
+    assert_eq!(app.admin.balance(t.account).await.unwrap().sms_credits, 100);
+    assert_eq!(app.admin.accounts(10, None).await.unwrap().data.len(), 1);
+
+    // UTF-8, however it is spelt, is read as before.
+    for ((dialect, url, auth, body, ..), charset) in calls.iter().zip(["utf-8", "\"UTF-8\"", "Utf-8", "utf8"]) {
+        let r = http
+            .post(url)
+            .header(auth.0, &auth.1)
+            .header("content-type", format!("application/json;charset={charset}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{dialect}, charset={charset}: {}", r.status());
+    }
+    assert_eq!(app.admin.messages(t.account, 10, None).await.unwrap().data.len(), 3);
     app.stop().await;
     db.remove().await;
 }

@@ -33,7 +33,9 @@ pub(crate) trait DialectError: IntoResponse + Sized + Send {
     fn request(status: StatusCode, message: String) -> Self;
 }
 
-/// A JSON body; any rejection becomes the dialect's error.
+/// A JSON body; any rejection becomes the dialect's error. A `charset` parameter other than
+/// UTF-8 on its `Content-Type` is refused as an unsupported media type (415), since the body
+/// is read as UTF-8 whatever it says.
 pub(crate) struct Body<T, E>(pub(crate) T, pub(crate) PhantomData<E>);
 
 impl<S, T, E> FromRequest<S> for Body<T, E>
@@ -45,11 +47,38 @@ where
     type Rejection = E;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, E> {
+        if let Some(charset) = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(foreign_charset) {
+            return Err(E::request(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported charset {charset:?}: the body must be UTF-8"),
+            ));
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v, PhantomData)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// The `charset` a `Content-Type` names, when it is anything but UTF-8 (`utf-8`, or its common
+/// label `utf8`, compared without regard to case, quoted or not); `None` when it names UTF-8
+/// or no charset.
+fn foreign_charset(content_type: &axum::http::HeaderValue) -> Option<String> {
+    let Ok(text) = content_type.to_str() else {
+        // Not even visible ASCII: certainly no UTF-8 we could name; let the JSON check refuse
+        // it as a wrong content type.
+        return None;
+    };
+    text.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        let value = value.trim();
+        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value).trim();
+        let utf8 = value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8");
+        (!utf8).then(|| value.chars().take(40).collect())
+    })
 }
 
 fn json_rejection<E: DialectError>(r: JsonRejection) -> E {
@@ -132,5 +161,36 @@ where
         }
         let Body(v, _) = Body::<T, E>::from_request(req, state).await?;
         Ok(OptionalBody(v, PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_utf8_is_a_charset_we_read() {
+        let charset = |ct: &'static str| foreign_charset(&HeaderValue::from_static(ct));
+        for utf8 in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json; Charset = Utf-8 ",
+            "application/json; foo=bar",
+            "application/json; charset=utf8",
+        ] {
+            assert_eq!(charset(utf8), None, "{utf8}");
+        }
+        for (other, named) in [
+            ("application/json; charset=utf-16", "utf-16"),
+            ("application/json; CHARSET=\"UTF-16LE\"", "UTF-16LE"),
+            ("application/json; foo=bar; charset=iso-8859-1", "iso-8859-1"),
+            ("application/json; charset=", ""),
+            ("application/json; charset=us-ascii", "us-ascii"),
+        ] {
+            assert_eq!(charset(other).as_deref(), Some(named), "{other}");
+        }
     }
 }
