@@ -61,6 +61,7 @@ impl App {
 
 /// Opens the database, starts the core, binds the listener.
 pub async fn build(settings: &Settings) -> anyhow::Result<App> {
+    tighten_data_dir(&settings.data_dir);
     let database_url = settings.database();
     if database_url.starts_with("sqlite:") {
         ensure_sqlite_dir(&database_url)?;
@@ -233,6 +234,7 @@ fn secret_value(value: &str) -> anyhow::Result<String> {
 
 /// Creates or upgrades the database schema.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    tighten_data_dir(&settings.data_dir);
     let database_url = settings.database();
     if database_url.starts_with("sqlite:") {
         ensure_sqlite_dir(&database_url)?;
@@ -243,16 +245,18 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The generated operator token kept in `<data_dir>/operator-token`, made on first start.
+/// The generated operator token kept in `<data_dir>/operator-token` (mode 0600, in a 0700
+/// folder), made on first start.
 pub fn operator_token_file(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("operator-token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let token = existing.trim().to_owned();
         if token.len() >= 16 {
+            tighten(&path, 0o600);
             return Ok(token);
         }
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    private_dir(data_dir)?;
     let token = format!("op_{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
     write_private(&path, &token)?;
     tracing::info!(path = %path.display(), "generated the operator token; read it from this file");
@@ -279,16 +283,94 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes the SQLite database's folder (0700 when it is made here) and its file, 0600, before
+/// SQLite opens it: SQLite gives its `-wal` and `-shm` files the database file's mode. The
+/// files of an existing database are tightened to 0600 if they are looser.
 fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.starts_with(':') {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    if path.is_empty() || path.starts_with(':') || query.split('&').any(|p| p == "mode=memory") {
         return Ok(());
     }
-    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = Path::new(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir(dir)?;
+    }
+    if query.split('&').any(|p| p == "mode=ro") {
+        return Ok(());
+    }
+    create_private(path)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    for file in [String::new(), "-wal".into(), "-shm".into(), "-journal".into()] {
+        tighten(&path.with_file_name(format!("{name}{file}")), 0o600);
     }
     Ok(())
+}
+
+/// Makes `dir` (and any missing parents) readable by this user only, 0700, when it does not
+/// exist yet.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist; leaves an existing file as it is.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).with_context(|| format!("creating {}", path.display()))
+}
+
+/// Tightens an existing data folder to 0700: it holds the database and the operator token.
+/// A shared folder with the sticky bit (such as `/tmp`) and `/` are left alone.
+fn tighten_data_dir(dir: &Path) {
+    if dir.parent().is_some() && dir.is_dir() {
+        tighten(dir, 0o700);
+    }
+}
+
+/// Takes away any permission `path` has beyond `mode` (0600 for a file, 0700 for a folder),
+/// with a log line; does nothing if it does not exist or is already as tight. A failure is
+/// logged, not fatal: the server still starts.
+fn tighten(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        let current = meta.permissions().mode() & 0o7777;
+        if current & !mode & 0o777 == 0 {
+            return;
+        }
+        if meta.is_dir() && current & 0o1000 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{current:o}"), "a shared folder holds the data; leaving its mode");
+            return;
+        }
+        let tight = current & (mode | 0o7000);
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(tight)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                from = format!("{current:o}"),
+                to = format!("{tight:o}"),
+                "tightened the permissions of a data file that others could read"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{current:o}"),
+                error = %e,
+                "could not tighten the permissions of a data file that others can read"
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
 }
 
 #[cfg(test)]

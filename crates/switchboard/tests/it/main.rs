@@ -1,6 +1,9 @@
 //! The `switchboard` binary as a user runs it: killed mid-flight and restarted, and the admin
 //! command line.
 
+#[cfg(unix)]
+mod file_modes;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
