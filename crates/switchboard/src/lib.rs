@@ -3,6 +3,7 @@
 //! binary and the end-to-end tests start exactly the same thing.
 
 pub mod cli;
+mod serve;
 pub mod settings;
 pub mod telemetry;
 
@@ -31,6 +32,7 @@ pub use settings::Settings;
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    serving: serve::ServeConfig,
     core: Core,
     webhooks: Option<switchboard_webhooks::Worker>,
 }
@@ -47,11 +49,16 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
+    ///
+    /// Connections are held to the header-read and idle timeouts and capped in number (see
+    /// [`Settings::header_read_timeout_ms`], [`Settings::idle_timeout_ms`] and
+    /// [`Settings::max_connections`]); handlers can extract the peer's address as
+    /// `axum::extract::ConnectInfo<SocketAddr>`.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let served = serve::serve(self.listener, self.router, self.serving, shutdown).await;
         // Deliveries in flight are left to their leases: the next start (or another node)
         // delivers them.
         drop(self.webhooks);
@@ -61,6 +68,7 @@ impl App {
 
 /// Opens the database, starts the core, binds the listener.
 pub async fn build(settings: &Settings) -> anyhow::Result<App> {
+    let serving = serving(settings);
     tighten_data_dir(&settings.data_dir);
     let database_url = settings.database();
     if database_url.starts_with("sqlite:") {
@@ -157,15 +165,36 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
         },
     };
-    let listener =
-        TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    let listener = serve::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
         database = %settings::redact_url(&database_url),
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), core, webhooks })
+    Ok(App { listener, router: switchboard_api::router(state), serving, core, webhooks })
+}
+
+/// Raises the open-file limit to its hard limit and derives how connections are treated.
+fn serving(settings: &Settings) -> serve::ServeConfig {
+    let fd_limit = serve::raise_fd_limit();
+    let idle_timeout = Duration::from_millis(settings.idle_timeout_ms);
+    let serving = serve::ServeConfig {
+        header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        idle_timeout,
+        // A request may take its whole timeout without a byte moving; past that, a request
+        // whose answer nobody reads is not worth a connection.
+        stall_timeout: idle_timeout.max(Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(1)),
+        max_connections: settings.max_connections.unwrap_or_else(|| serve::default_max_connections(fd_limit)),
+    };
+    tracing::info!(
+        open_file_limit = %fd_limit.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+        max_connections = serving.max_connections,
+        header_read_timeout_ms = settings.header_read_timeout_ms,
+        idle_timeout_ms = settings.idle_timeout_ms,
+        "connection limits"
+    );
+    serving
 }
 
 /// The provider messages go to: the simulator alone, or a router over the configured

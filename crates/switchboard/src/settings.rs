@@ -30,6 +30,15 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Longest time a request may take, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Longest time a client may take to send a request's headers, in milliseconds: from the
+    /// moment a new connection is accepted, or the first byte of a later request arrives.
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; further ones wait in the listen queue until one
+    /// closes. Default: the file-descriptor limit less a reserve for the database, upstreams
+    /// and webhooks (a quarter of the limit, and at least 256 or half of it).
+    pub max_connections: Option<usize>,
     /// Longest message text, in characters.
     pub max_body_chars: u64,
     /// Words a message may not contain (TextingLine 33019).
@@ -213,6 +222,9 @@ impl Default for Settings {
             database_connections: 8,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: None,
             max_body_chars: 640,
             blocked_terms: Vec::new(),
             sent_wait_ms: 50,
@@ -303,6 +315,9 @@ impl Settings {
         env!(database_connections, "SWITCHBOARD_DATABASE_CONNECTIONS");
         env!(max_body_bytes, "SWITCHBOARD_MAX_BODY_BYTES");
         env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
+        env!(header_read_timeout_ms, "SWITCHBOARD_HEADER_READ_TIMEOUT_MS");
+        env!(idle_timeout_ms, "SWITCHBOARD_IDLE_TIMEOUT_MS");
+        env!(max_connections, "SWITCHBOARD_MAX_CONNECTIONS", option);
         env!(max_body_chars, "SWITCHBOARD_MAX_BODY_CHARS");
         if let Some(v) = var("SWITCHBOARD_BLOCKED_TERMS") {
             self.blocked_terms = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
@@ -379,6 +394,15 @@ impl Settings {
         }
         if self.request_timeout_ms == 0 || self.provider_timeout_ms == 0 {
             bail!("timeouts must be above zero");
+        }
+        if self.header_read_timeout_ms == 0 || self.header_read_timeout_ms > 600_000 {
+            bail!("header_read_timeout_ms must be 1 to 600000");
+        }
+        if self.idle_timeout_ms == 0 || self.idle_timeout_ms > 86_400_000 {
+            bail!("idle_timeout_ms must be 1 to 86400000");
+        }
+        if matches!(self.max_connections, Some(n) if n == 0 || n > 1_000_000) {
+            bail!("max_connections must be 1 to 1000000");
         }
         if self.commit_max_batch == 0 || self.commit_max_batch > 10_000 {
             bail!("commit_max_batch must be 1 to 10000");
@@ -485,6 +509,35 @@ mod tests {
             let err = format!("{:#}", s.validate().unwrap_err());
             assert!(err.starts_with("tenant_url_allow_cidrs: "), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn connection_limits() {
+        let d = Settings::default();
+        assert_eq!((d.header_read_timeout_ms, d.idle_timeout_ms, d.max_connections), (10_000, 60_000, None));
+        let mut s = Settings::default();
+        let env = |name: &str| match name {
+            "SWITCHBOARD_HEADER_READ_TIMEOUT_MS" => Some("1500".to_owned()),
+            "SWITCHBOARD_IDLE_TIMEOUT_MS" => Some("2500".to_owned()),
+            "SWITCHBOARD_MAX_CONNECTIONS" => Some("300".to_owned()),
+            _ => None,
+        };
+        s.apply_env(env).unwrap();
+        assert_eq!((s.header_read_timeout_ms, s.idle_timeout_ms, s.max_connections), (1500, 2500, Some(300)));
+        s.validate().unwrap();
+        let file: Settings =
+            toml::from_str("header_read_timeout_ms = 5000\nidle_timeout_ms = 7000\nmax_connections = 9").unwrap();
+        assert_eq!((file.header_read_timeout_ms, file.idle_timeout_ms, file.max_connections), (5000, 7000, Some(9)));
+        for bad in [
+            Settings { header_read_timeout_ms: 0, ..Settings::default() },
+            Settings { idle_timeout_ms: 0, ..Settings::default() },
+            Settings { max_connections: Some(0), ..Settings::default() },
+            Settings { max_connections: Some(2_000_000), ..Settings::default() },
+        ] {
+            assert!(bad.validate().is_err());
+        }
+        let bad = |name: &str| (name == "SWITCHBOARD_MAX_CONNECTIONS").then(|| "many".to_owned());
+        assert!(Settings::default().apply_env(bad).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! command line.
 
 #[cfg(unix)]
+mod connections;
+#[cfg(unix)]
 mod file_modes;
 
 use std::path::{Path, PathBuf};
