@@ -5,6 +5,7 @@ mod bad_input;
 mod bird;
 mod cluster;
 mod concurrency;
+mod guessing;
 mod lifecycle;
 mod mudbase;
 mod mudbase_sdk;
