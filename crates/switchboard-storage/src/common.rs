@@ -429,6 +429,38 @@ pub(crate) struct PartRow {
 /// The columns of [`PartRow`].
 pub(crate) const PART_COLUMNS: &str = "provider_ref, message_id, part, status, error_type, description, at";
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct PendingPartRow {
+    pub(crate) provider_ref: String,
+    pub(crate) message_id: Uuid,
+    pub(crate) part: Option<i64>,
+    pub(crate) parts: i64,
+    pub(crate) recipient: String,
+    pub(crate) at: i64,
+}
+
+/// The query of [`crate::Store::pending_parts`]: `$1` the reference to start after, `$2` the
+/// prefix, `$3` the limit. The primary key on `provider_ref` gives the order.
+pub(crate) const PENDING_PARTS: &str = "SELECT p.provider_ref, p.message_id, p.part, p.at, m.recipient, \
+     (SELECT COUNT(*) FROM message_parts q WHERE q.message_id = p.message_id) AS parts \
+     FROM message_parts p JOIN messages m ON m.id = p.message_id \
+     WHERE p.provider_ref > $1 AND substr(p.provider_ref, 1, length($2)) = $2 \
+     AND p.status = 'sent' AND m.status = 'sent' ORDER BY p.provider_ref LIMIT $3";
+
+impl TryFrom<PendingPartRow> for crate::PendingPart {
+    type Error = StorageError;
+    fn try_from(r: PendingPartRow) -> Result<Self, StorageError> {
+        Ok(crate::PendingPart {
+            provider_ref: r.provider_ref,
+            message_id: MessageId::from_uuid(r.message_id),
+            part: u32_of("part", r.part.ok_or_else(|| corrupt("part number", "NULL"))?)?,
+            parts: u32_of("part count", r.parts)?,
+            to: r.recipient,
+            sent_at: Timestamp::from_millis(r.at),
+        })
+    }
+}
+
 impl TryFrom<PartRow> for PartRecord {
     type Error = StorageError;
     fn try_from(r: PartRow) -> Result<Self, StorageError> {
@@ -1080,6 +1112,21 @@ macro_rules! store_impl {
                 .bind(id.as_uuid())
                 .fetch_all(&self.read)
                 .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn pending_parts(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::PendingPart>> {
+                let rows: Vec<$crate::common::PendingPartRow> = sqlx::query_as($crate::common::PENDING_PARTS)
+                    .bind(after.unwrap_or(prefix))
+                    .bind(prefix)
+                    .bind(i64::from(limit.clamp(1, 1000)))
+                    .fetch_all(&self.read)
+                    .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 

@@ -249,6 +249,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_receipts(&self, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>>;
     /// A message's parts, by part number.
     async fn message_parts(&self, id: MessageId) -> Result<Vec<PartRecord>>;
+    /// The parts still `sent` (no final receipt yet) of messages still `sent`, whose provider
+    /// reference starts with `prefix`: at most `limit` (capped at 1000) in reference order,
+    /// after `after` (the last reference of the previous page; `None` for the first). An
+    /// upstream that keeps the receipts it owes in memory derives them again from these after
+    /// a restart.
+    async fn pending_parts(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<PendingPart>>;
 
     /// Stores an inbound message to `inbound.to`, which must be a sender assigned to an
     /// account (`NotFound` otherwise), in one transaction with: its `received` event and

@@ -542,6 +542,24 @@ pub struct PartRecord {
     pub at: Timestamp,
 }
 
+/// A part still waiting for its delivery receipt, with what its upstream needs to know to
+/// report on it (see [`crate::Store::pending_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPart {
+    /// The upstream's id for the part.
+    pub provider_ref: String,
+    /// The message.
+    pub message_id: MessageId,
+    /// Which part, from 1.
+    pub part: u32,
+    /// How many parts the message was recorded with.
+    pub parts: u32,
+    /// The message's recipient.
+    pub to: String,
+    /// When the submission was recorded.
+    pub sent_at: Timestamp,
+}
+
 /// A delivery receipt for one part of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptUpdate {

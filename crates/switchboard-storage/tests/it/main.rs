@@ -48,6 +48,7 @@ macro_rules! contract {
     };
 }
 
+mod pending_parts;
 mod rates;
 mod receipts;
 mod webhooks;
