@@ -283,12 +283,14 @@ pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> Ad
 }
 
 /// An HTTP upstream's delivery outcomes: the other server's webhooks, signed with the secret of
-/// the endpoint registered there. Answers 204, 401 for a bad signature, 400 for a body that is
-/// not an event, 404 for an unknown upstream.
+/// the endpoint registered there. Answers 204 once the receipt is stored, 401 for a bad
+/// signature, 400 for a body that is not an event, 404 for an unknown upstream, and 503 when
+/// the receipt could not be stored (so that the other server sends it again).
 #[utoipa::path(post, path = "/upstreams/{name}/events", tag = "Upstreams", params(("name" = String, Path, description = "The HTTP upstream's name")),
     request_body(content = WebhookEvent, description = "The other server's webhook event, with its Standard Webhooks signature headers"),
     responses((status = 204, description = "Taken"), (status = 400, body = AdminErrorBody), (status = 401, description = "The signature does not verify", body = AdminErrorBody),
-    (status = 404, description = "No HTTP upstream of that name", body = AdminErrorBody)))]
+    (status = 404, description = "No HTTP upstream of that name", body = AdminErrorBody),
+    (status = 503, description = "The receipt could not be stored; send it again later", body = AdminErrorBody)))]
 pub(crate) async fn upstream_callback(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -298,12 +300,17 @@ pub(crate) async fn upstream_callback(
     let Some(upstream) = s.upstream_callbacks.get(&name) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such upstream"));
     };
-    match upstream.handle_callback(&headers, &body) {
+    match upstream.handle_callback(&headers, &body).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(CallbackError::BadSignature) => {
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the webhook signature does not verify"))
         }
         Err(CallbackError::BadBody(e)) => Err(ApiError::invalid(format!("not a webhook event: {e}"))),
+        Err(CallbackError::NotStored) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the receipt could not be stored; send it again later",
+        )),
     }
 }
 

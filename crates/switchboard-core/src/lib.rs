@@ -23,14 +23,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Credits, Tariff};
-use switchboard_provider::{Provider, ProviderEvent};
+use switchboard_provider::{EventReceiver, Provider};
 use switchboard_storage::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
     PageRequest, SenderChange, SenderRecord, StorageError, Store,
 };
 use switchboard_validation::{Policy, SendCommand};
 use switchboard_webhooks::Sealer;
-use tokio::sync::mpsc;
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
 pub use batch::{BatchSent, HistoryPage, MAX_HISTORY_PAGE, MessageStats};
@@ -204,7 +203,7 @@ impl Core {
     pub async fn start(
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
-        events: Option<mpsc::UnboundedReceiver<ProviderEvent>>,
+        events: Option<EventReceiver>,
         config: CoreConfig,
     ) -> Result<Self, StorageError> {
         let secret = store.server_secret().await?;

@@ -4,14 +4,17 @@
 //! Receipts and inbound messages come from the provider as [`ProviderEvent`]s (or from the
 //! operator, standing in for a carrier). Receipts are stored in groups, one transaction each,
 //! like dispatch results; an inbound message is stored with its opt-out change and automatic
-//! reply in one transaction.
+//! reply in one transaction. Each event's [`Ack`] is answered only after that transaction has
+//! committed (or when it failed), so that an upstream acknowledges nothing to its carrier
+//! before it is stored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_domain::encoding;
 use switchboard_domain::{MessageId, MessageKind, MessageStatus, Msisdn, Timestamp};
-use switchboard_provider::{InboundMessage, ProviderEvent, Receipt, ReceiptStatus};
+use switchboard_provider::simulator::{self, SentPart, Simulator};
+use switchboard_provider::{Ack, EventReceiver, InboundMessage, ProviderEvent, Receipt, ReceiptStatus, Report};
 use switchboard_storage::{
     InboundOutcome, NewInbound, NewReply, OptOutChange, ReceiptOutcome, ReceiptUpdate, StorageError, Store,
 };
@@ -126,21 +129,31 @@ impl ReceiptRecorder {
         Self { tx }
     }
 
-    /// Stores receipts without waiting.
-    pub(crate) fn push(&self, receipt: ReceiptUpdate) {
-        let _ = self.tx.send((vec![receipt], None));
+    /// Stores a receipt without waiting, and answers `ack` once its group has committed (or
+    /// drops it unanswered if the group could not be stored).
+    pub(crate) fn push(&self, receipt: ReceiptUpdate, ack: Ack) {
+        let _ = self.tx.send((vec![receipt], Reply::Ack(ack)));
     }
 
     /// Stores receipts and waits for what each did.
     pub(crate) async fn record(&self, receipts: Vec<ReceiptUpdate>) -> Result<Vec<ReceiptOutcome>, AccessError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send((receipts, Some(reply))).map_err(|_| AccessError::Unavailable)?;
+        self.tx.send((receipts, Reply::Outcomes(reply))).map_err(|_| AccessError::Unavailable)?;
         rx.await.map_err(|_| AccessError::Unavailable)?
     }
 }
 
-/// Receipts to store, and where to say what each did (if anyone waits).
-type ReceiptJob = (Vec<ReceiptUpdate>, Option<oneshot::Sender<Result<Vec<ReceiptOutcome>, AccessError>>>);
+/// Who hears that a job's receipts are stored.
+#[derive(Debug)]
+enum Reply {
+    /// A caller waiting for what each receipt did.
+    Outcomes(oneshot::Sender<Result<Vec<ReceiptOutcome>, AccessError>>),
+    /// The upstream that reported it, which acknowledges it to its sender once it is stored.
+    Ack(Ack),
+}
+
+/// Receipts to store, and who hears that they are.
+type ReceiptJob = (Vec<ReceiptUpdate>, Reply);
 
 async fn record_receipts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<ReceiptJob>) {
     let mut jobs: Vec<ReceiptJob> = Vec::new();
@@ -183,16 +196,24 @@ async fn record_receipts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<
                 let mut outcomes = outcomes.into_iter();
                 for (r, reply) in jobs.drain(..) {
                     let own: Vec<_> = outcomes.by_ref().take(r.len()).collect();
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(own));
+                    match reply {
+                        Reply::Outcomes(reply) => {
+                            let _ = reply.send(Ok(own));
+                        }
+                        Reply::Ack(ack) => ack.stored(),
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, count = receipts.len(), "storing receipts failed; they are lost");
+                // The upstreams that wait answer their carriers with a temporary error, so
+                // that the receipts are sent again.
+                tracing::error!(error = %e, count = receipts.len(), "storing receipts failed; not acknowledged");
                 for (_, reply) in jobs.drain(..) {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(AccessError::Unavailable));
+                    match reply {
+                        Reply::Outcomes(reply) => {
+                            let _ = reply.send(Err(AccessError::Unavailable));
+                        }
+                        Reply::Ack(ack) => ack.not_stored(),
                     }
                 }
             }
@@ -201,16 +222,26 @@ async fn record_receipts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<
 }
 
 /// Reads the provider's events until it stops: receipts to the recorder, inbound messages to
-/// the inbound path.
-pub(crate) async fn provider_events(core: crate::Core, mut events: mpsc::UnboundedReceiver<ProviderEvent>) {
-    while let Some(event) = events.recv().await {
+/// the inbound path. Each event's acknowledgement is answered once it is stored: `stored` after
+/// the commit, `refused` for an inbound message that can never be stored (it names no
+/// account's number, or fails the checks), and unanswered when storage failed.
+pub(crate) async fn provider_events(core: crate::Core, mut events: EventReceiver) {
+    while let Some(Report { event, ack }) = events.recv().await {
         match event {
-            ProviderEvent::Receipt(r) => core.inner.receipts.push(receipt_update(r)),
+            ProviderEvent::Receipt(r) => core.inner.receipts.push(receipt_update(r), ack),
             ProviderEvent::Inbound(m) => {
                 let core = core.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = core.receive(inbound_of(m)).await {
-                        tracing::warn!(error = %e, "an inbound message could not be stored");
+                    match core.receive(inbound_of(m)).await {
+                        Ok(_) => ack.stored(),
+                        Err(AccessError::Unavailable) => {
+                            tracing::warn!("an inbound message could not be stored; not acknowledged");
+                            ack.not_stored();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an inbound message was refused");
+                            ack.refused();
+                        }
                     }
                 });
             }
@@ -228,7 +259,73 @@ fn inbound_of(m: InboundMessage) -> Inbound {
     }
 }
 
+/// Most parts read back in one page when resuming the simulator's receipts.
+const RESUME_PAGE: u32 = 1000;
+/// How often a page is tried before resuming gives up (and logs it).
+const RESUME_TRIES: u32 = 10;
+
 impl crate::Core {
+    /// Hands `simulator` the parts that a simulator took before this start and that still wait
+    /// for their receipt (`sent` parts of `sent` messages whose ids carry the simulator's
+    /// prefix), so that it sends their receipts when they are due: the simulator keeps the
+    /// receipts it owes in memory only. Reads the store page by page in a task of its own and
+    /// returns at once; the task ends with how many receipts it scheduled.
+    ///
+    /// On PostgreSQL every node that starts does this for every such part, whichever node's
+    /// simulator took it: a receipt for a part already settled changes nothing, so the
+    /// duplicates are harmless. Parts recorded after this call are left to the simulator that
+    /// took them.
+    pub fn resume_simulator_receipts(&self, simulator: Simulator) -> tokio::task::JoinHandle<usize> {
+        let store = self.inner.store.clone();
+        let started = Timestamp::now();
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            let mut scheduled = 0;
+            loop {
+                let mut tries = 0;
+                let page = loop {
+                    tries += 1;
+                    match store.pending_parts(simulator::ID_PREFIX, after.as_deref(), RESUME_PAGE).await {
+                        Ok(page) => break page,
+                        Err(e) if tries < RESUME_TRIES => {
+                            tracing::warn!(error = %e, "reading the simulator's pending receipts failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading the simulator's pending receipts failed; they wait for the next start");
+                            return scheduled;
+                        }
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                after = Some(last.provider_ref.clone());
+                let full = page.len() >= RESUME_PAGE as usize;
+                let parts = page
+                    .into_iter()
+                    .filter(|p| p.sent_at <= started)
+                    .map(|p| SentPart {
+                        provider_ref: p.provider_ref,
+                        recipient: p.to,
+                        part: p.part,
+                        parts: p.parts,
+                        sent_at: p.sent_at,
+                    })
+                    .collect();
+                scheduled += simulator.resume(parts);
+                if !full {
+                    break;
+                }
+            }
+            if scheduled > 0 {
+                tracing::info!(
+                    receipts = scheduled,
+                    "the simulator's receipts pending before this start are scheduled"
+                );
+            }
+            scheduled
+        })
+    }
+
     /// Stores delivery receipts and says what each did.
     pub async fn record_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<ReceiptOutcome>, AccessError> {
         if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {

@@ -10,7 +10,9 @@
 //! webhook endpoint there that points at this server's callback URL, and gives its `whsec_…`
 //! secret here. [`HttpUpstream::handle_callback`] checks each request's Standard Webhooks
 //! signature and turns `message.delivered`, `message.undelivered`, `message.failed` and `message.expired` into
-//! delivery [`Receipt`]s on the [`EventSink`]; other event types are accepted and ignored.
+//! delivery [`Receipt`]s on the [`EventSink`], and answers only once they are stored (so that
+//! the other server's webhook worker sends again what could not be); other event types are
+//! accepted and ignored.
 //!
 //! # How answers map
 //!
@@ -48,8 +50,8 @@ use switchboard_domain::wire::webhooks::WebhookEvent;
 use switchboard_domain::wire::{TlErrorBody, TlMessage, TlSendRequest, TlStatus};
 use switchboard_domain::{ErrorType, Timestamp};
 use switchboard_provider::{
-    EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission,
-    UpstreamStatus, async_trait,
+    EventSink, NotStored, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Stored,
+    Submission, UpstreamStatus, async_trait,
 };
 use switchboard_webhooks::signing::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use switchboard_webhooks::{Secret, SecretError};
@@ -178,6 +180,10 @@ pub enum CallbackError {
     /// The signed body is not a webhook event (answer 400).
     #[error("not a webhook event: {0}")]
     BadBody(String),
+    /// The receipt could not be stored now (storage failed, or the server is stopping): answer
+    /// 503, so that the other server sends the event again.
+    #[error("the receipt could not be stored")]
+    NotStored,
 }
 
 /// How the upstream stands.
@@ -361,24 +367,30 @@ impl HttpUpstream {
         }
     }
 
-    /// Checks a webhook callback's signature and sends a delivery receipt for each delivery
-    /// outcome it reports; returns how many receipts it sent.
+    /// Checks a webhook callback's signature and reports a delivery receipt for each delivery
+    /// outcome it reports, waiting until it is stored; returns how many receipts were stored.
     ///
     /// The signature must be a Standard Webhooks signature with `webhook_secret`, made within
-    /// five minutes of now. `message.delivered`, `message.undelivered` and `message.failed`
-    /// become receipts for the part known by the event's message id (the other server's
-    /// `msg_…` id, which is this server's provider message id); other event types are accepted
-    /// and ignored. When the event sink is closed (the server is stopping) nothing is sent.
-    pub fn handle_callback(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, CallbackError> {
+    /// five minutes of now. `message.delivered`, `message.undelivered`, `message.failed` and
+    /// `message.expired` become receipts for the part known by the event's message id (the
+    /// other server's `msg_…` id, which is this server's provider message id); other event
+    /// types are accepted and ignored. A receipt that could not be stored (storage failed, or
+    /// the event sink is closed because the server is stopping) is [`CallbackError::NotStored`],
+    /// so that the callback is not acknowledged and the other server sends it again.
+    pub async fn handle_callback(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, CallbackError> {
         self.check_signature(headers, body, Timestamp::now().millis().div_euclid(1000))?;
         let Some(receipt) = receipt_of(body)? else {
             return Ok(0);
         };
-        if self.events.send(ProviderEvent::Receipt(receipt)).is_err() {
-            tracing::warn!(upstream = %self.name, "the event sink is closed; a delivery receipt is lost");
-            return Ok(0);
+        let Ok(acknowledgement) = self.events.report(ProviderEvent::Receipt(receipt)) else {
+            tracing::warn!(upstream = %self.name, "the event sink is closed; a delivery receipt is not acknowledged");
+            return Err(CallbackError::NotStored);
+        };
+        match acknowledgement.wait().await {
+            Ok(Stored::Stored) => Ok(1),
+            Ok(Stored::Refused) => Ok(0),
+            Err(NotStored) => Err(CallbackError::NotStored),
         }
-        Ok(1)
     }
 
     fn check_signature(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), CallbackError> {

@@ -135,9 +135,18 @@ fn config(addr: SocketAddr, secret: &Secret) -> HttpUpstreamConfig {
     }
 }
 
+/// The upstream, with the events it reports, each acknowledged as stored as it is read (as the
+/// core does after its commit).
 fn upstream(addr: SocketAddr) -> (Arc<HttpUpstream>, UnboundedReceiver<ProviderEvent>, Secret) {
     let secret = Secret::generate();
-    let (sink, rx) = event_channel();
+    let (sink, mut reports) = event_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            let _ = tx.send(report.event);
+            report.ack.stored();
+        }
+    });
     (HttpUpstream::new(config(addr, &secret), sink).unwrap(), rx, secret)
 }
 
@@ -397,7 +406,7 @@ async fn each_outcome_becomes_a_receipt() {
     for (kind, status, error, expected) in cases {
         let (event, body) = event(kind, status, error);
         let headers = signed(&secret, &event.id.to_string(), now_secs(), &body);
-        assert_eq!(up.handle_callback(&headers, &body), Ok(1), "{kind}");
+        assert_eq!(up.handle_callback(&headers, &body).await, Ok(1), "{kind}");
         let Some(ProviderEvent::Receipt(receipt)) = rx.recv().await else { panic!("no receipt for {kind}") };
         assert_eq!(receipt.provider_ref, event.data.id.to_string());
         assert_eq!(receipt.status, expected);
@@ -417,17 +426,17 @@ async fn other_events_are_accepted_and_ignored() {
     ] {
         let (event, body) = event(kind, status, None);
         let headers = signed(&secret, &event.id.to_string(), now_secs(), &body);
-        assert_eq!(up.handle_callback(&headers, &body), Ok(0), "{kind}");
+        assert_eq!(up.handle_callback(&headers, &body).await, Ok(0), "{kind}");
     }
     // A type this server does not know yet.
     let body = br#"{"id": "evt_x", "type": "message.something_new", "data": {}}"#;
-    assert_eq!(up.handle_callback(&signed(&secret, "evt_x", now_secs(), body), body), Ok(0));
+    assert_eq!(up.handle_callback(&signed(&secret, "evt_x", now_secs(), body), body).await, Ok(0));
     assert!(rx.try_recv().is_err());
 
     // Expired there: never sent within its validity, so it will not be delivered.
     let (event, body) = event(EventType::Expired, MessageStatus::Expired, None);
     let headers = signed(&secret, &event.id.to_string(), now_secs(), &body);
-    assert_eq!(up.handle_callback(&headers, &body), Ok(1));
+    assert_eq!(up.handle_callback(&headers, &body).await, Ok(1));
     match rx.try_recv() {
         Ok(ProviderEvent::Receipt(r)) => assert_eq!(r.status, ReceiptStatus::Undelivered),
         other => panic!("expected an undelivered receipt, got {other:?}"),
@@ -442,31 +451,31 @@ async fn bad_signatures_are_refused() {
 
     // Another secret.
     let headers = signed(&Secret::generate(), &id, now_secs(), &body);
-    assert_eq!(up.handle_callback(&headers, &body), Err(CallbackError::BadSignature));
+    assert_eq!(up.handle_callback(&headers, &body).await, Err(CallbackError::BadSignature));
     // A changed body.
     let headers = signed(&secret, &id, now_secs(), &body);
     let mut changed = body.clone();
     changed.extend_from_slice(b" ");
-    assert_eq!(up.handle_callback(&headers, &changed), Err(CallbackError::BadSignature));
+    assert_eq!(up.handle_callback(&headers, &changed).await, Err(CallbackError::BadSignature));
     // An old timestamp, and one from the future.
     for at in [now_secs() - 600, now_secs() + 600] {
         let headers = signed(&secret, &id, at, &body);
-        assert_eq!(up.handle_callback(&headers, &body), Err(CallbackError::BadSignature));
+        assert_eq!(up.handle_callback(&headers, &body).await, Err(CallbackError::BadSignature));
     }
     // Missing or unreadable headers.
     for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         let mut headers = signed(&secret, &id, now_secs(), &body);
         headers.remove(missing);
-        assert_eq!(up.handle_callback(&headers, &body), Err(CallbackError::BadSignature), "{missing}");
+        assert_eq!(up.handle_callback(&headers, &body).await, Err(CallbackError::BadSignature), "{missing}");
     }
     let mut headers = signed(&secret, &id, now_secs(), &body);
     headers.insert("webhook-timestamp", "soon".parse().unwrap());
-    assert_eq!(up.handle_callback(&headers, &body), Err(CallbackError::BadSignature));
+    assert_eq!(up.handle_callback(&headers, &body).await, Err(CallbackError::BadSignature));
     assert!(rx.try_recv().is_err());
 
     // Within five minutes is fine.
     let headers = signed(&secret, &id, now_secs() - 240, &body);
-    assert_eq!(up.handle_callback(&headers, &body), Ok(1));
+    assert_eq!(up.handle_callback(&headers, &body).await, Ok(1));
 }
 
 #[tokio::test]
@@ -474,8 +483,40 @@ async fn a_signed_body_that_is_not_an_event_is_refused() {
     let (up, mut rx, secret) = callback_upstream();
     for body in [&b"not json"[..], br#"{"type": "message.delivered"}"#, br#"{"data": {}}"#] {
         let headers = signed(&secret, "evt_1", now_secs(), body);
-        let result = up.handle_callback(&headers, body);
+        let result = up.handle_callback(&headers, body).await;
         assert!(matches!(result, Err(CallbackError::BadBody(_))), "{result:?}");
     }
     assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_receipt_is_acknowledged_only_once_stored() {
+    let secret = Secret::generate();
+    let (sink, mut reports) = event_channel();
+    let up = HttpUpstream::new(config("127.0.0.1:9".parse().unwrap(), &secret), sink).unwrap();
+    let (event, body) = event(EventType::Delivered, MessageStatus::Delivered, None);
+    let headers = signed(&secret, &event.id.to_string(), now_secs(), &body);
+
+    // No answer before the core says it is stored.
+    let waiting = tokio::spawn({
+        let (up, headers, body) = (up.clone(), headers.clone(), body.clone());
+        async move { up.handle_callback(&headers, &body).await }
+    });
+    let report = reports.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "answered before the receipt was stored");
+    report.ack.stored();
+    assert_eq!(waiting.await.unwrap(), Ok(1));
+
+    // Storage failed: not acknowledged, so that the other server sends it again.
+    let waiting = tokio::spawn({
+        let (up, headers, body) = (up.clone(), headers.clone(), body.clone());
+        async move { up.handle_callback(&headers, &body).await }
+    });
+    reports.recv().await.unwrap().ack.not_stored();
+    assert_eq!(waiting.await.unwrap(), Err(CallbackError::NotStored));
+
+    // The server is stopping.
+    drop(reports);
+    assert_eq!(up.handle_callback(&headers, &body).await, Err(CallbackError::NotStored));
 }

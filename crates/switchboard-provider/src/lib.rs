@@ -7,6 +7,12 @@
 //! handset) it sends as a [`ProviderEvent`] on the [`EventSink`] it was built with. A provider
 //! never touches storage or the ledger: the core records what it says.
 //!
+//! An upstream that must not acknowledge an event to its sender before it is stored (an SMSC's
+//! `deliver_sm`, another server's webhook) reports it with [`EventSink::report`] and waits for
+//! the [`Stored`] answer, which the core gives only after the transaction that stored the event
+//! has committed; an event that could not be stored gets [`NotStored`], so that the sender can be
+//! asked to send it again.
+//!
 //! Crates that implement a provider use the re-exported [`async_trait`] so that they agree
 //! with this crate on its version.
 
@@ -17,10 +23,10 @@ use std::fmt;
 
 pub use async_trait::async_trait;
 use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use router::{RouteConfig, Router, RouterError, SharedLimits, UpstreamLimits};
-pub use simulator::{Simulator, SimulatorConfig};
+pub use simulator::{SentPart, Simulator, SimulatorConfig};
 
 /// A message handed to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +115,117 @@ pub enum ProviderEvent {
     Inbound(InboundMessage),
 }
 
-/// Where a provider sends its events; the core reads the other end.
-pub type EventSink = mpsc::UnboundedSender<ProviderEvent>;
+/// What became of an event reported with [`EventSink::report`], once the core has dealt with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// It is stored: the transaction that holds it has committed.
+    Stored,
+    /// It can never be stored (an inbound message to a number that is no account's, a message
+    /// that fails its checks): asking for it again would bring the same answer.
+    Refused,
+}
+
+/// An event reported with [`EventSink::report`] was not stored (storage failed, or the server
+/// is stopping): the upstream should have it sent again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the event was not stored")]
+pub struct NotStored;
+
+/// Where the core says what became of one event. Dropping it unanswered means [`NotStored`].
+#[derive(Debug, Default)]
+pub struct Ack(Option<oneshot::Sender<Stored>>);
+
+impl Ack {
+    /// An acknowledgement nobody waits for (an event sent with [`EventSink::send`]).
+    pub fn none() -> Self {
+        Ack(None)
+    }
+
+    /// Whether the upstream waits for this answer.
+    pub fn is_awaited(&self) -> bool {
+        self.0.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Says that the event is stored, or can never be.
+    pub fn done(self, outcome: Stored) {
+        if let Some(tx) = self.0 {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Says that the event is stored: its transaction has committed.
+    pub fn stored(self) {
+        self.done(Stored::Stored);
+    }
+
+    /// Says that the event can never be stored.
+    pub fn refused(self) {
+        self.done(Stored::Refused);
+    }
+
+    /// Says that the event was not stored (the same as dropping the acknowledgement).
+    pub fn not_stored(self) {
+        drop(self);
+    }
+}
+
+/// The answer an upstream waits for after [`EventSink::report`].
+#[derive(Debug)]
+pub struct Acknowledgement(oneshot::Receiver<Stored>);
+
+impl Acknowledgement {
+    /// Waits until the core has stored the event (or refused it for good), or has given up on
+    /// it: [`NotStored`] when storing failed or the server is stopping.
+    pub async fn wait(self) -> Result<Stored, NotStored> {
+        self.0.await.map_err(|_| NotStored)
+    }
+}
+
+/// One event on its way to the core, with where to say what became of it.
+#[derive(Debug)]
+pub struct Report {
+    /// The event.
+    pub event: ProviderEvent,
+    /// Where to say whether it was stored.
+    pub ack: Ack,
+}
+
+/// The event sink is closed: nobody reads events any more (the server is stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the event sink is closed")]
+pub struct SinkClosed;
+
+/// Where a provider sends its events; the core reads the other end ([`EventReceiver`]).
+#[derive(Debug, Clone)]
+pub struct EventSink(mpsc::UnboundedSender<Report>);
+
+impl EventSink {
+    /// Sends an event without waiting to hear that it is stored (the simulator's receipts,
+    /// which it can always derive again).
+    pub fn send(&self, event: ProviderEvent) -> Result<(), SinkClosed> {
+        self.0.send(Report { event, ack: Ack::none() }).map_err(|_| SinkClosed)
+    }
+
+    /// Sends an event and returns what to wait on to hear that it is stored.
+    pub fn report(&self, event: ProviderEvent) -> Result<Acknowledgement, SinkClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(Report { event, ack: Ack(Some(tx)) }).map_err(|_| SinkClosed)?;
+        Ok(Acknowledgement(rx))
+    }
+
+    /// Whether the core has stopped reading events.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// The core's end of the event channel.
+pub type EventReceiver = mpsc::UnboundedReceiver<Report>;
 
 /// A channel for provider events: give the sink to the provider and the receiver to the core.
-pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<ProviderEvent>) {
-    mpsc::unbounded_channel()
+pub fn event_channel() -> (EventSink, EventReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (EventSink(tx), rx)
 }
 
 /// The upstream refused the message, or could not be reached.

@@ -26,6 +26,11 @@
 //!
 //! A submission's id is `sim-<message uuid>` and its parts are `sim-<message uuid>.<n>`, so a
 //! message sent twice (a retry after a lost answer) keeps the same ids.
+//!
+//! The receipts it owes are kept in memory only, so a restart would lose them; instead, at
+//! start the server reads back the parts it took that are still `sent` (their ids start with
+//! [`ID_PREFIX`]) and hands them to [`Simulator::resume`], which sends their receipts at the
+//! time they were due (at once if that has passed), with the same outcomes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,6 +54,25 @@ pub const ALWAYS_RETRYABLE: &str = "+15550002003";
 pub const SILENT: &str = "+15550005001";
 /// Test number: every receipt twice, parts in reverse order.
 pub const DUPLICATE_RECEIPTS: &str = "+15550005002";
+
+/// How every id the simulator gives (a message's and each part's) begins.
+pub const ID_PREFIX: &str = "sim-";
+
+/// A part that the simulator took earlier (before a restart) and that is still waiting for its
+/// receipt, as read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentPart {
+    /// The part's id, as the simulator gave it (`sim-<message uuid>.<n>`).
+    pub provider_ref: String,
+    /// The message's recipient, which decides the receipt's outcome.
+    pub recipient: String,
+    /// Which part, from 1.
+    pub part: u32,
+    /// How many parts the message has.
+    pub parts: u32,
+    /// When the submission was recorded; the receipt is due the receipt delay after it.
+    pub sent_at: Timestamp,
+}
 
 /// The test number whose last part's receipt is `failed` with `error_type`.
 pub fn failed_receipt_number(error_type: ErrorType) -> String {
@@ -159,6 +183,16 @@ impl Simulator {
         }
     }
 
+    /// What the receipt of part `index` (from 0) of `count` says under `plan`.
+    fn receipt_of(plan: Receipts, provider_ref: String, index: usize, count: usize, at: Timestamp) -> Receipt {
+        let (status, error_type) = match plan {
+            Receipts::LastPart(status, error_type) if index + 1 == count => (status, Some(error_type)),
+            _ => (ReceiptStatus::Delivered, None),
+        };
+        let description = error_type.map(|e| e.description().to_owned());
+        Receipt { provider_ref, status, error_type, description, at }
+    }
+
     /// Sends the receipts of a submission after the receipt delay.
     fn report(&self, to: &str, submission: &Submission) {
         let Some(events) = self.events.clone() else { return };
@@ -173,29 +207,67 @@ impl Simulator {
                 tokio::time::sleep(delay).await;
             }
             let at = Timestamp::now();
-            let last = parts.len().saturating_sub(1);
+            let count = parts.len();
             let mut receipts: Vec<Receipt> = parts
                 .into_iter()
                 .enumerate()
-                .map(|(i, provider_ref)| {
-                    let (status, error_type) = match plan {
-                        Receipts::LastPart(status, error_type) if i == last => (status, Some(error_type)),
-                        _ => (ReceiptStatus::Delivered, None),
-                    };
-                    let description = error_type.map(|e| e.description().to_owned());
-                    Receipt { provider_ref, status, error_type, description, at }
-                })
+                .map(|(i, provider_ref)| Self::receipt_of(plan, provider_ref, i, count, at))
                 .collect();
             if plan == Receipts::Duplicated {
                 receipts.reverse();
                 receipts = receipts.into_iter().flat_map(|r| [r.clone(), r]).collect();
             }
             for r in receipts {
-                // A closed channel means the server is stopping: the receipts are lost, as a
-                // carrier's would be if nobody were listening.
+                // A closed channel means the server is stopping: the receipts are not stored
+                // now, and the next start derives them again from the parts still `sent`.
                 let _ = events.send(ProviderEvent::Receipt(r));
             }
         });
+    }
+
+    /// Sends the receipts still owed for parts the simulator took before a restart: each one at
+    /// the receipt delay after its `sent_at` (at once if that has passed), with the outcome its
+    /// recipient's test number sets (none for the silent number, two for the duplicating one).
+    /// Returns how many receipts it will send. A receipt for a part that has meanwhile been
+    /// settled changes nothing, so parts handed over twice (by two nodes) do no harm.
+    pub fn resume(&self, parts: Vec<SentPart>) -> usize {
+        let Some(events) = self.events.clone() else { return 0 };
+        let now = Timestamp::now().millis();
+        let delay = i64::try_from(self.config.receipt_delay.as_millis()).unwrap_or(i64::MAX);
+        let start = tokio::time::Instant::now();
+        let mut due: Vec<(tokio::time::Instant, Receipt)> = Vec::with_capacity(parts.len());
+        for p in parts {
+            if !p.provider_ref.starts_with(ID_PREFIX) {
+                continue;
+            }
+            let plan = Self::receipts_for(&p.recipient);
+            if plan == Receipts::Silent {
+                continue;
+            }
+            let wait = p.sent_at.millis().saturating_add(delay).saturating_sub(now).max(0);
+            let when = start + Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+            let index = usize::try_from(p.part.max(1) - 1).unwrap_or(0);
+            let count = usize::try_from(p.parts.max(p.part).max(1)).unwrap_or(1);
+            let receipt = Self::receipt_of(plan, p.provider_ref, index, count, Timestamp::now());
+            if plan == Receipts::Duplicated {
+                due.push((when, receipt.clone()));
+            }
+            due.push((when, receipt));
+        }
+        due.sort_by_key(|(when, _)| *when);
+        let count = due.len();
+        if count > 0 {
+            tokio::spawn(async move {
+                for (when, mut receipt) in due {
+                    tokio::time::sleep_until(when).await;
+                    receipt.at = Timestamp::now();
+                    if events.send(ProviderEvent::Receipt(receipt)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        count
     }
 }
 
@@ -245,7 +317,7 @@ impl Simulator {
             }
             _ => {}
         }
-        let id = format!("sim-{}", message.id.as_uuid().simple());
+        let id = format!("{ID_PREFIX}{}", message.id.as_uuid().simple());
         let parts = (1..=message.segments.max(1)).map(|n| format!("{id}.{n}")).collect();
         let submission = Submission { provider_message_id: id, parts };
         self.report(to, &submission);
@@ -256,6 +328,7 @@ impl Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Report;
     use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn};
 
     fn msg(to: &str, attempt: u32) -> OutboundMessage {
@@ -318,10 +391,58 @@ mod tests {
         let submission = sim.send(&msg_of(to, 1, segments)).await.unwrap();
         drop(sim);
         let mut out = Vec::new();
-        while let Some(ProviderEvent::Receipt(r)) = rx.recv().await {
+        while let Some(Report { event: ProviderEvent::Receipt(r), .. }) = rx.recv().await {
             out.push(r);
         }
         (submission, out)
+    }
+
+    fn sent_part(message: &str, to: &str, part: u32, parts: u32, sent_at: Timestamp) -> SentPart {
+        SentPart { provider_ref: format!("{ID_PREFIX}{message}.{part}"), recipient: to.into(), part, parts, sent_at }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resumed_parts_get_their_receipts_when_due_with_the_same_outcomes() {
+        let (sink, mut rx) = crate::event_channel();
+        let config = SimulatorConfig { receipt_delay: Duration::from_secs(60), ..Default::default() };
+        let sim = Simulator::with_events(config, sink);
+        let now = Timestamp::now().millis();
+        let long_ago = Timestamp::from_millis(now - 120_000);
+        let recently = Timestamp::from_millis(now - 30_000);
+        let failed = failed_receipt_number(ErrorType::InvalidDestination);
+        let parts = vec![
+            // Due a minute ago: at once.
+            sent_part("a", "+18005551234", 1, 1, long_ago),
+            // Two parts whose last fails, due a minute ago.
+            sent_part("b", &failed, 1, 2, long_ago),
+            sent_part("b", &failed, 2, 2, long_ago),
+            // Due in 30 s.
+            sent_part("c", "+18005551234", 1, 1, recently),
+            // Never a receipt.
+            sent_part("d", SILENT, 1, 1, long_ago),
+            // Twice.
+            sent_part("e", DUPLICATE_RECEIPTS, 1, 1, long_ago),
+            // Not the simulator's.
+            SentPart { provider_ref: "4711".into(), ..sent_part("f", "+18005551234", 1, 1, long_ago) },
+        ];
+        assert_eq!(sim.resume(parts), 6);
+        let start = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let Some(Report { event: ProviderEvent::Receipt(r), .. }) = rx.recv().await else { panic!() };
+            seen.push((r.provider_ref, r.status, r.error_type, start.elapsed() >= Duration::from_secs(29)));
+        }
+        let due_now = |r: &str| seen.iter().filter(|s| s.0 == r && !s.3).count();
+        assert_eq!(due_now("sim-a.1"), 1);
+        assert_eq!(due_now("sim-b.1"), 1);
+        assert_eq!(due_now("sim-e.1"), 2);
+        let b2 = seen.iter().find(|s| s.0 == "sim-b.2").unwrap();
+        assert_eq!((b2.1, b2.2, b2.3), (ReceiptStatus::Failed, Some(ErrorType::InvalidDestination), false));
+        let c = seen.iter().find(|s| s.0 == "sim-c.1").unwrap();
+        assert_eq!((c.1, c.3), (ReceiptStatus::Delivered, true), "due 30 s later");
+        assert!(seen.iter().filter(|s| s.0 != "sim-b.2").all(|s| s.1 == ReceiptStatus::Delivered && s.2.is_none()));
+        drop(sim);
+        assert!(rx.recv().await.is_none(), "nothing more: {seen:?}");
     }
 
     #[tokio::test]

@@ -223,6 +223,12 @@ impl Connection {
         next.ok_or_else(|| self.link.reason())
     }
 
+    /// Waits until the connection has ended (requests read before the end may still be
+    /// waiting in [`Connection::next_request`]).
+    pub(crate) async fn ended(&mut self) {
+        until_ended(&mut self.ended).await;
+    }
+
     /// Closes the connection from this side: ends it, and waits (at most the grace time) for
     /// the writer to write what is queued and close its side.
     pub(crate) async fn close(mut self) {

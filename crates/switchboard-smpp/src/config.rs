@@ -143,6 +143,11 @@ pub struct SmppConfig {
     /// Most `submit_sm` waiting for their answer at once on a bind; 10 by default.
     #[serde(default = "default_window")]
     pub window: u32,
+    /// Most `deliver_sm` (receipts and inbound messages) a session has waiting to be stored
+    /// at once; 256 by default. Each is answered only once it is stored; past this many, the
+    /// session reads no further request until one is.
+    #[serde(default = "default_receive_window")]
+    pub receive_window: u32,
     /// Most `submit_sm` a second over all sends of this upstream; no cap by default.
     #[serde(default)]
     pub max_per_second: Option<u32>,
@@ -179,6 +184,9 @@ fn yes() -> bool {
 }
 fn default_window() -> u32 {
     10
+}
+fn default_receive_window() -> u32 {
+    256
 }
 fn default_enquire_link_secs() -> u64 {
     30
@@ -231,6 +239,7 @@ impl SmppConfig {
             dest_ton: 1,
             dest_npi: 1,
             window: default_window(),
+            receive_window: default_receive_window(),
             max_per_second: None,
             enquire_link_secs: default_enquire_link_secs(),
             response_timeout_ms: default_response_timeout_ms(),
@@ -241,10 +250,10 @@ impl SmppConfig {
         }
     }
 
-    /// Checks what SMPP limits: field lengths (ASCII only), a window and a rate of at least 1,
-    /// non-zero timeouts, and `reconnect_min_ms <= reconnect_max_ms`; and, with `tls_ca_file`,
-    /// that `tls` is on and that the file reads as PEM holding at least one usable CA
-    /// certificate (so this reads the file).
+    /// Checks what SMPP limits: field lengths (ASCII only), a window, a receive window and a
+    /// rate of at least 1, non-zero timeouts, and `reconnect_min_ms <= reconnect_max_ms`; and,
+    /// with `tls_ca_file`, that `tls` is on and that the file reads as PEM holding at least one
+    /// usable CA certificate (so this reads the file).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
         self.tls_ca_roots().map(drop)
@@ -270,6 +279,9 @@ impl SmppConfig {
         field("system_type", &self.system_type, 12, false)?;
         if self.window == 0 {
             return Err(ConfigError("window must be at least 1".into()));
+        }
+        if self.receive_window == 0 {
+            return Err(ConfigError("receive_window must be at least 1".into()));
         }
         if self.max_per_second == Some(0) {
             return Err(ConfigError("max_per_second must be at least 1 (leave it out for no cap)".into()));
@@ -341,6 +353,7 @@ impl fmt::Debug for SmppConfig {
             .field("dest_ton", &self.dest_ton)
             .field("dest_npi", &self.dest_npi)
             .field("window", &self.window)
+            .field("receive_window", &self.receive_window)
             .field("max_per_second", &self.max_per_second)
             .field("enquire_link_secs", &self.enquire_link_secs)
             .field("response_timeout_ms", &self.response_timeout_ms)

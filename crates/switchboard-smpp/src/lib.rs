@@ -33,6 +33,13 @@
 //! [`pdu::read_deliver_sm`]). A receipt may come before the answer to its `submit_sm`; it is sent
 //! on as it comes, and the core keeps it until the submission is recorded.
 //!
+//! A `deliver_sm` that reports something is answered `ESME_ROK` only once the core says it is
+//! stored (its transaction has committed), and `ESME_RX_T_APPN` when it could not be stored or
+//! the server is stopping, so that the SMSC delivers it again; one that the server drops before
+//! answering is delivered again by the SMSC after the next bind. Answers may go out in another
+//! order than the requests came (each names its request's sequence number), and the session
+//! keeps reading meanwhile, with at most `receive_window` waiting to be stored at once.
+//!
 //! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC (over TCP or TLS) for
 //! tests and benchmarks.
 

@@ -4,7 +4,12 @@
 //! delay, or with `ESME_RTHROTTLED` for the first few), can send a `DELIVRD` receipt for each
 //! accepted part before or after its answer, and records what it saw: every `submit_sm`, the
 //! most submissions waiting for their answer at once on one connection, and the number of
-//! binds. A test can also send an inbound `deliver_sm`, and drop every connection.
+//! binds. A test can also send an inbound `deliver_sm` or a receipt, and drop every connection.
+//!
+//! Like a real SMSC, it keeps every `deliver_sm` it sends until it is answered `ESME_ROK`: one
+//! still unanswered when its connection ends, or answered with an error, is delivered again
+//! (with a new sequence number) as soon as a session binds to receive, or when a test calls
+//! [`FakeSmsc::redeliver`]. It records each answer to a `deliver_sm` with the time it came.
 //!
 //! With [`FakeSmscOptions::tls`] set, it serves TLS: each accepted connection goes through a
 //! TLS handshake (see [`tls_server_config`]) before its SMPP session, which runs the same way.
@@ -12,11 +17,11 @@
 //! Without a delay it answers each `submit_sm` as it reads it and writes answers in batches, so
 //! it keeps up with tens of thousands of submissions a second on loopback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rusmpp::command::CommandParts;
@@ -161,12 +166,32 @@ pub struct RecordedSubmit {
     pub message_id: Option<String>,
 }
 
+/// An answer the fake SMSC got to one of its `deliver_sm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAnswer {
+    /// The answer's status (`ESME_ROK`, or an error that makes it deliver the message again).
+    pub status: CommandStatus,
+    /// When it came.
+    pub at: Instant,
+}
+
+impl DeliveryAnswer {
+    /// Whether it is `ESME_ROK` (the message is taken).
+    pub fn is_ok(&self) -> bool {
+        self.status == CommandStatus::EsmeRok
+    }
+}
+
+/// The `deliver_sm` sent on one connection and not answered yet, by sequence number.
+type Unanswered = Arc<Mutex<HashMap<u32, DeliverSm>>>;
+
 /// One client connection.
 struct Conn {
     out: mpsc::UnboundedSender<Command>,
     bound: Arc<AtomicBool>,
     receives: Arc<AtomicBool>,
     sequence: Arc<AtomicU32>,
+    unanswered: Unanswered,
     tasks: Vec<AbortHandle>,
 }
 
@@ -181,6 +206,11 @@ struct Shared {
     dropped_once: AtomicBool,
     tls_failures: AtomicUsize,
     connections: Mutex<HashMap<u64, Conn>>,
+    /// `deliver_sm` to deliver again at the next bind of a session that receives.
+    redeliver: Mutex<VecDeque<DeliverSm>>,
+    deliveries: AtomicUsize,
+    redeliveries: AtomicUsize,
+    answers: Mutex<Vec<DeliveryAnswer>>,
 }
 
 impl Shared {
@@ -188,22 +218,60 @@ impl Shared {
         self.connections.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn redeliveries(&self) -> std::sync::MutexGuard<'_, VecDeque<DeliverSm>> {
+        self.redeliver.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Closes one connection at once, without flushing what it still had to write.
     fn kill(&self, id: u64) {
-        if let Some(conn) = self.conns().remove(&id) {
-            for task in conn.tasks {
+        if let Some(tasks) = self.forget(id) {
+            for task in tasks {
                 task.abort();
             }
         }
     }
 
-    /// Where to send a `deliver_sm` for connection `id`: itself if it receives, else any
-    /// connection that does.
-    fn receiver_for(&self, id: u64) -> Option<(mpsc::UnboundedSender<Command>, Arc<AtomicU32>)> {
+    /// Forgets connection `id`, keeping its unanswered `deliver_sm` to deliver again; returns
+    /// its tasks if it was still known.
+    fn forget(&self, id: u64) -> Option<Vec<AbortHandle>> {
+        let conn = self.conns().remove(&id)?;
+        let mut unanswered: Vec<(u32, DeliverSm)> =
+            conn.unanswered.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+        unanswered.sort_by_key(|(sequence, _)| *sequence);
+        self.redeliveries().extend(unanswered.into_iter().map(|(_, pdu)| pdu));
+        Some(conn.tasks)
+    }
+
+    /// Sends a `deliver_sm` to connection `prefer` if it receives, else to any connection
+    /// that does, and keeps it until it is answered; with none, keeps it to deliver at the
+    /// next bind. Returns whether it went out now.
+    fn deliver(&self, prefer: u64, pdu: DeliverSm) -> bool {
         let conns = self.conns();
-        let own = conns.get(&id).filter(|c| c.receives.load(Ordering::Relaxed));
-        own.or_else(|| conns.values().find(|c| c.receives.load(Ordering::Relaxed)))
-            .map(|c| (c.out.clone(), c.sequence.clone()))
+        let receives = |c: &&Conn| c.receives.load(Ordering::Relaxed);
+        let Some(conn) = conns.get(&prefer).filter(receives).or_else(|| conns.values().find(receives)) else {
+            drop(conns);
+            self.redeliveries().push_back(pdu);
+            return false;
+        };
+        let sequence = next_sequence(&conn.sequence);
+        conn.unanswered.lock().unwrap_or_else(PoisonError::into_inner).insert(sequence, pdu.clone());
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        let _ = conn.out.send(Command::new(CommandStatus::EsmeRok, sequence, pdu));
+        true
+    }
+
+    /// Delivers again what is waiting for it, to connection `prefer` if it receives; returns
+    /// how many went out.
+    fn redeliver_to(&self, prefer: u64) -> usize {
+        let waiting: Vec<DeliverSm> = self.redeliveries().drain(..).collect();
+        let mut sent = 0;
+        for pdu in waiting {
+            if self.deliver(prefer, pdu) {
+                sent += 1;
+            }
+        }
+        self.redeliveries.fetch_add(sent, Ordering::Relaxed);
+        sent
     }
 }
 
@@ -239,6 +307,10 @@ impl FakeSmsc {
             dropped_once: AtomicBool::new(false),
             tls_failures: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
+            redeliver: Mutex::new(VecDeque::new()),
+            deliveries: AtomicUsize::new(0),
+            redeliveries: AtomicUsize::new(0),
+            answers: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeSmsc { addr, shared, accept }
@@ -315,10 +387,51 @@ impl FakeSmsc {
         parts.into_iter().all(|pdu| self.inject(pdu))
     }
 
-    /// Sends a `deliver_sm` as is to a session bound to receive. Returns whether one was bound.
+    /// Sends a `deliver_sm` as is to a session bound to receive. Returns whether one was bound;
+    /// if none was, it is delivered when one binds.
     pub fn inject(&self, pdu: DeliverSm) -> bool {
-        let Some((out, sequence)) = self.shared.receiver_for(u64::MAX) else { return false };
-        out.send(Command::new(CommandStatus::EsmeRok, next_sequence(&sequence), pdu)).is_ok()
+        self.shared.deliver(u64::MAX, pdu)
+    }
+
+    /// Sends a `DELIVRD` receipt for a submission it answered (its text's `id:` is the id the
+    /// answer gave) to a session bound to receive. Returns whether one was bound; if none was,
+    /// it is delivered when one binds. `false` as well for a submission it never answered.
+    pub fn inject_receipt(&self, submit: &RecordedSubmit) -> bool {
+        let Some(id) = &submit.message_id else { return false };
+        self.inject(receipt_pdu(submit, id, None))
+    }
+
+    /// How many `deliver_sm` it has sent (each delivery again counts again).
+    pub fn deliveries_sent(&self) -> usize {
+        self.shared.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// How many `deliver_sm` it delivered again, after their connection ended unanswered or an
+    /// error answer.
+    pub fn redelivered_count(&self) -> usize {
+        self.shared.redeliveries.load(Ordering::Relaxed)
+    }
+
+    /// How many `deliver_sm` wait for their answer on open connections.
+    pub fn unanswered_deliveries(&self) -> usize {
+        let conns = self.shared.conns();
+        conns.values().map(|c| c.unanswered.lock().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+
+    /// How many `deliver_sm` wait to be delivered again (at the next bind that receives).
+    pub fn pending_redeliveries(&self) -> usize {
+        self.shared.redeliveries().len()
+    }
+
+    /// Every answer to a `deliver_sm` so far, in order of arrival.
+    pub fn delivery_answers(&self) -> Vec<DeliveryAnswer> {
+        self.shared.answers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Delivers again, now, what waits to be (to a session bound to receive); returns how many
+    /// went out.
+    pub fn redeliver(&self) -> usize {
+        self.shared.redeliver_to(u64::MAX)
     }
 
     /// Sends `unbind` to every bound session, as an SMSC going down for maintenance does.
@@ -407,16 +520,26 @@ where
     let bound = Arc::new(AtomicBool::new(false));
     let receives = Arc::new(AtomicBool::new(false));
     let sequence = Arc::new(AtomicU32::new(1));
+    let unanswered = Unanswered::default();
     let conn = Conn {
         out: out.clone(),
         bound: bound.clone(),
         receives: receives.clone(),
         sequence: sequence.clone(),
+        unanswered: unanswered.clone(),
         tasks: vec![writer.abort_handle()],
     };
     shared.conns().insert(id, conn);
-    let connection =
-        Connection { id, shared: shared.clone(), out, bound, receives, sequence, in_flight: Arc::default() };
+    let connection = Connection {
+        id,
+        shared: shared.clone(),
+        out,
+        bound,
+        receives,
+        sequence,
+        unanswered,
+        in_flight: Arc::default(),
+    };
     let reader = tokio::spawn(connection.serve(read));
     if let Some(conn) = shared.conns().get_mut(&id) {
         conn.tasks.push(reader.abort_handle());
@@ -455,6 +578,7 @@ struct Connection {
     bound: Arc<AtomicBool>,
     receives: Arc<AtomicBool>,
     sequence: Arc<AtomicU32>,
+    unanswered: Unanswered,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -485,6 +609,10 @@ impl Connection {
                 }
                 // The answer to an unbind this side sent: the session is over.
                 _ if command.id() == CommandId::UnbindResp => false,
+                _ if command.id() == CommandId::DeliverSmResp => {
+                    self.delivery_answered(sequence, command.status());
+                    true
+                }
                 _ if command.id().is_response() => true,
                 _ => {
                     let status = if bound { CommandStatus::EsmeRinvcmdid } else { CommandStatus::EsmeRinvbndsts };
@@ -497,7 +625,23 @@ impl Connection {
             }
         }
         // Let the writer flush what is queued, then close: dropping the last senders ends it.
-        self.shared.conns().remove(&self.id);
+        // What it did not answer is delivered again at the next bind.
+        self.shared.forget(self.id);
+    }
+
+    /// Records the answer to a `deliver_sm`; one that is not `ESME_ROK` is delivered again.
+    fn delivery_answered(&self, sequence: u32, status: CommandStatus) {
+        let pdu = self.unanswered.lock().unwrap_or_else(PoisonError::into_inner).remove(&sequence);
+        self.shared
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(DeliveryAnswer { status, at: Instant::now() });
+        if let Some(pdu) = pdu
+            && status != CommandStatus::EsmeRok
+        {
+            self.shared.redeliveries().push_back(pdu);
+        }
     }
 
     fn send(&self, command: Command) {
@@ -533,6 +677,9 @@ impl Connection {
         self.bound.store(true, Ordering::Relaxed);
         self.receives.store(kind != BindKind::Transmitter, Ordering::Relaxed);
         self.shared.binds.fetch_add(1, Ordering::Relaxed);
+        if kind != BindKind::Transmitter {
+            self.shared.redeliver_to(self.id);
+        }
         true
     }
 
@@ -563,52 +710,50 @@ impl Connection {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
 
-        let mut commands = Vec::with_capacity(2);
-        if n <= options.throttle_first {
-            commands.push(bodiless(CommandId::SubmitSmResp, CommandStatus::EsmeRthrottled, sequence));
+        let mut receipt = None;
+        let resp = if n <= options.throttle_first {
+            bodiless(CommandId::SubmitSmResp, CommandStatus::EsmeRthrottled, sequence)
         } else {
             let number = shared.next_id.fetch_add(1, Ordering::Relaxed);
             let id = options.id_format.write(number);
             record.message_id = Some(id.clone());
             let message_id = COctetString::from_string(id.clone()).unwrap_or_default();
-            commands.push(Command::new(
-                CommandStatus::EsmeRok,
-                sequence,
-                SubmitSmResp::builder().message_id(message_id).build(),
-            ));
             if let Some(receipts) = options.receipts {
-                let receipt = receipt_pdu(&record, number, &id, receipts);
-                let at = if receipts.timing == ReceiptTiming::BeforeResponse { 0 } else { 1 };
-                commands.insert(at, Command::new(CommandStatus::EsmeRok, 0, receipt));
+                let text_id = receipts.id_format.write(number);
+                let tlv = receipts.with_tlv.then_some(id.as_str());
+                receipt = Some((receipt_pdu(&record, &text_id, tlv), receipts.timing));
             }
-        }
+            Command::new(CommandStatus::EsmeRok, sequence, SubmitSmResp::builder().message_id(message_id).build())
+        };
         shared.submits.lock().unwrap_or_else(PoisonError::into_inner).push(record);
 
         let delay = options.answer_delay;
         if delay.is_zero() {
-            self.answer(commands);
+            self.answer(resp, receipt);
         } else {
             let this = self.handle();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                this.answer(commands);
+                this.answer(resp, receipt);
             });
         }
         true
     }
 
-    /// Sends the answer (and the receipt, to a session that receives), in order.
-    fn answer(&self, commands: Vec<Command>) {
+    /// Sends the answer and the receipt (to a session that receives, before or after the
+    /// answer).
+    fn answer(&self, resp: Command, receipt: Option<(DeliverSm, ReceiptTiming)>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        for mut command in commands {
-            if command.id() == CommandId::DeliverSm {
-                if let Some((out, sequence)) = self.shared.receiver_for(self.id) {
-                    command.sequence_number = next_sequence(&sequence);
-                    let _ = out.send(command);
-                }
-            } else {
-                self.send(command);
+        match receipt {
+            Some((receipt, ReceiptTiming::BeforeResponse)) => {
+                self.shared.deliver(self.id, receipt);
+                self.send(resp);
             }
+            Some((receipt, ReceiptTiming::AfterResponse)) => {
+                self.send(resp);
+                self.shared.deliver(self.id, receipt);
+            }
+            None => self.send(resp),
         }
     }
 
@@ -620,6 +765,7 @@ impl Connection {
             bound: self.bound.clone(),
             receives: self.receives.clone(),
             sequence: self.sequence.clone(),
+            unanswered: self.unanswered.clone(),
             in_flight: self.in_flight.clone(),
         }
     }
@@ -637,11 +783,11 @@ fn bodiless(id: CommandId, status: CommandStatus, sequence: u32) -> Command {
     Command::from_parts(CommandParts::new(id, status, sequence, None))
 }
 
-/// The `DELIVRD` receipt of an accepted part.
-fn receipt_pdu(submit: &RecordedSubmit, number: u64, submit_id: &str, options: ReceiptOptions) -> DeliverSm {
+/// The `DELIVRD` receipt of an accepted part, whose text names it `text_id`, with the
+/// `receipted_message_id` TLV holding `tlv_id` if given.
+fn receipt_pdu(submit: &RecordedSubmit, text_id: &str, tlv_id: Option<&str>) -> DeliverSm {
     let text = format!(
-        "id:{} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:",
-        options.id_format.write(number)
+        "id:{text_id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:"
     );
     let mut pdu = DeliverSm::builder()
         .source_addr_ton(Ton::International)
@@ -653,7 +799,7 @@ fn receipt_pdu(submit: &RecordedSubmit, number: u64, submit_id: &str, options: R
         .esm_class(EsmClass::from(0x04))
         .short_message(OctetString::from_vec(text.into_bytes()).unwrap_or_default())
         .build();
-    if options.with_tlv {
+    if let Some(submit_id) = tlv_id {
         let id = COctetString::from_string(submit_id.to_owned()).unwrap_or_default();
         pdu.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(id));
     }

@@ -11,9 +11,9 @@ use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use switchboard_provider::{
-    EventSink, OutboundMessage, Provider, ProviderError, Submission, UpstreamStatus, async_trait,
+    EventSink, NotStored, OutboundMessage, Provider, ProviderError, Submission, UpstreamStatus, async_trait,
 };
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -303,14 +303,33 @@ impl Inner {
     }
 
     /// Handles a request the SMSC sent on its own (`enquire_link` and `unbind` are answered
-    /// as they are read).
-    fn incoming(&self, link: &Link, command: Command) {
+    /// as they are read). A `deliver_sm` that reports something is answered once the core has
+    /// stored it, by a task that holds `permit` (one of the session's receive window) until
+    /// then; anything else is answered at once.
+    fn incoming(&self, link: &Arc<Link>, command: Command, permit: OwnedSemaphorePermit) {
         let sequence = command.sequence_number();
         match command.pdu() {
             Some(Pdu::DeliverSm(deliver)) => {
                 let status = match pdu::read_deliver_sm(deliver, self.config.msg_id_format) {
-                    Delivery::Event(event) => match self.events.send(event) {
-                        Ok(()) => CommandStatus::EsmeRok,
+                    Delivery::Event(event) => match self.events.report(event) {
+                        Ok(acknowledgement) => {
+                            let link = link.clone();
+                            let name = self.config.name.clone();
+                            tokio::spawn(async move {
+                                let status = match acknowledgement.wait().await {
+                                    Ok(_) => CommandStatus::EsmeRok,
+                                    // Not stored (storage failed, or the server is stopping):
+                                    // the SMSC delivers it again later.
+                                    Err(NotStored) => {
+                                        tracing::warn!(upstream = %name, sequence, "deliver_sm not stored; asking the SMSC to deliver it again");
+                                        CommandStatus::EsmeRxTAppn
+                                    }
+                                };
+                                link.send(Command::new(status, sequence, DeliverSmResp::default()));
+                                drop(permit);
+                            });
+                            return;
+                        }
                         // Nobody reads events any more (the server is stopping): ask the SMSC to
                         // deliver it again later.
                         Err(_) => CommandStatus::EsmeRxTAppn,
@@ -411,15 +430,32 @@ async fn unbind(config: &SmppConfig, connection: Connection) {
 }
 
 /// Handles what the SMSC sends until the connection ends (returning why) or shutdown (`None`).
+///
+/// At most `receive_window` `deliver_sm` wait to be stored at once: while that many do, the
+/// next request is not read (the SMSC's own window then holds it back).
 async fn run_session(
     inner: &Inner,
     connection: &mut Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<String> {
+    let receiving = Arc::new(Semaphore::new(inner.config.receive_window.max(1) as usize));
     loop {
+        let permit = tokio::select! {
+            permit = receiving.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Some("the session's receive window closed".to_owned()),
+            },
+            () = connection.ended() => return Some(connection.link().reason()),
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow_and_update() {
+                    return None;
+                }
+                continue;
+            }
+        };
         tokio::select! {
             request = connection.next_request() => match request {
-                Ok(command) => inner.incoming(connection.link(), command),
+                Ok(command) => inner.incoming(connection.link(), command, permit),
                 Err(reason) => return Some(reason),
             },
             changed = shutdown.changed() => {

@@ -89,7 +89,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         Backend::Postgres => Some(Arc::new(switchboard_core::StoreLimits::new(store.clone()))),
         Backend::Sqlite => None,
     };
-    let (provider, callbacks) = upstreams(settings, events, shared)?;
+    let (provider, callbacks) = upstreams(settings, events.clone(), shared)?;
     // One rule for every URL the server calls on a tenant's behalf: checked when given, and by
     // the webhook worker when it connects.
     let urls = settings.url_policy()?;
@@ -134,6 +134,13 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         ..CoreConfig::default()
     };
     let core = Core::start(store, provider, Some(events_rx), config).await.context("starting the core")?;
+    // The simulator keeps the receipts it owes in memory: those of parts it took before this
+    // start are read back from the database and sent when due.
+    if settings.upstreams.is_empty()
+        || settings.upstreams.iter().any(|u| matches!(u, UpstreamSettings::Simulator { .. }))
+    {
+        core.resume_simulator_receipts(Simulator::with_events(simulator_config(settings), events));
+    }
     let webhooks = settings.webhooks.then(|| {
         let config = WorkerConfig {
             max_in_flight: settings.webhook_max_in_flight,
@@ -204,13 +211,8 @@ fn upstreams(
     events: EventSink,
     shared: Option<Arc<dyn switchboard_provider::SharedLimits>>,
 ) -> anyhow::Result<(Arc<dyn Provider>, UpstreamCallbacks)> {
-    let simulator = |name: &str| {
-        let config = SimulatorConfig {
-            slow_delay: Duration::from_millis(settings.simulator_slow_ms),
-            receipt_delay: Duration::from_millis(settings.simulator_receipt_delay_ms),
-        };
-        Arc::new(Simulator::with_events(config, events.clone()).named(name))
-    };
+    let simulator =
+        |name: &str| Arc::new(Simulator::with_events(simulator_config(settings), events.clone()).named(name));
     let mut callbacks = UpstreamCallbacks::new();
     if settings.upstreams.is_empty() {
         return Ok((simulator("simulator"), callbacks));
@@ -250,6 +252,14 @@ fn upstreams(
         None => router,
     };
     Ok((Arc::new(router), callbacks))
+}
+
+/// The simulator's settings.
+fn simulator_config(settings: &Settings) -> SimulatorConfig {
+    SimulatorConfig {
+        slow_delay: Duration::from_millis(settings.simulator_slow_ms),
+        receipt_delay: Duration::from_millis(settings.simulator_receipt_delay_ms),
+    }
 }
 
 /// A secret from the settings file: `env:NAME` reads the environment variable `NAME`, so that

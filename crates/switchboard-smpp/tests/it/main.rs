@@ -12,6 +12,7 @@ use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions, IdFormat, ReceiptOpti
 use switchboard_smpp::{BindMode, MsgIdFormat, SmppConfig, SmppUpstream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod acks;
 mod tls;
 
 fn config_for(smsc: &FakeSmsc) -> SmppConfig {
@@ -46,8 +47,17 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// The upstream, bound, with the events it reports, each acknowledged as stored as it is read
+/// (as the core does after its commit).
 async fn started(config: SmppConfig) -> (Arc<SmppUpstream>, UnboundedReceiver<ProviderEvent>) {
-    let (sink, events) = event_channel();
+    let (sink, mut reports) = event_channel();
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            let _ = tx.send(report.event);
+            report.ack.stored();
+        }
+    });
     let upstream = SmppUpstream::start(config, sink);
     wait_until("bound", || upstream.is_bound()).await;
     (upstream, events)

@@ -5,6 +5,7 @@
 mod connections;
 #[cfg(unix)]
 mod file_modes;
+mod receipts;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
