@@ -6,6 +6,7 @@ mod bird;
 mod cluster;
 mod concurrency;
 mod guessing;
+mod keys;
 mod lifecycle;
 mod mudbase;
 mod mudbase_sdk;

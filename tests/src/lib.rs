@@ -29,6 +29,9 @@ pub struct TestDb {
     db: TestDatabase,
     /// Which backend.
     pub backend: Backend,
+    /// The installation's server keys, shared by every node on this database as an operator
+    /// would share them; made by the first node that starts.
+    keys_dir: std::path::PathBuf,
 }
 
 impl TestDb {
@@ -38,7 +41,8 @@ impl TestDb {
             Backend::Sqlite => TestDatabase::sqlite(),
             Backend::Postgres => TestDatabase::postgres(test).await?,
         };
-        Some(Self { db, backend })
+        let keys_dir = std::env::temp_dir().join(format!("switchboard-e2e-keys-{}", Uuid::new_v4().simple()));
+        Some(Self { db, backend, keys_dir })
     }
 
     /// Its URL.
@@ -53,6 +57,7 @@ impl TestDb {
             listen: "127.0.0.1:0".into(),
             database_url: self.db.url.clone(),
             data_dir,
+            server_keys_file: Some(self.keys_dir.join("server-keys")),
             operator_token: Some(OPERATOR_TOKEN.into()),
             dispatch_base_backoff_ms: 50,
             dispatch_poll_ms: 50,
@@ -73,6 +78,7 @@ impl TestDb {
 
     /// Drops the database.
     pub async fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.keys_dir);
         self.db.remove().await;
     }
 }

@@ -11,6 +11,7 @@ mod channels;
 pub mod committer;
 pub mod dispatcher;
 pub mod guard;
+pub mod keys;
 pub mod lifecycle;
 pub mod ratelimit;
 pub mod tokens;
@@ -39,6 +40,7 @@ pub use channels::{
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
 pub use guard::{AuthGuard, GuardConfig};
+pub use keys::{KeysError, ServerKeys};
 pub use lifecycle::{Inbound, Keyword, KeywordReplies};
 pub use ratelimit::{RateLimiter, RetryAfter, StoreLimits};
 pub use tokens::{AccessToken, Tokens};
@@ -106,6 +108,43 @@ pub enum SendOutcome {
     Created(MessageRecord),
     /// The idempotency key was used before with the same content: that message, as it is now.
     Replayed(MessageRecord),
+}
+
+/// Why the core did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database belongs to an installation with other server keys.
+    #[error(
+        "the server keys are not this database's: it was set up with other keys (the key file or \
+         `server_keys` of the installation, or of the other nodes)"
+    )]
+    OtherKeys,
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Seals again under the primary key every webhook secret sealed under another one, so that a
+/// retired key stops being needed; a secret changed meanwhile is left as it is now.
+async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<(), StorageError> {
+    let mut resealed = 0usize;
+    for (id, sealed) in store.sealed_webhook_secrets().await? {
+        if !sealer.needs_reseal(&sealed) {
+            continue;
+        }
+        match sealer.open(&sealed) {
+            Ok(secret) => {
+                if store.reseal_webhook_secret(id, &sealed, &sealer.seal(&secret)).await? {
+                    resealed += 1;
+                }
+            }
+            Err(_) => tracing::warn!(endpoint = %id, "a webhook secret does not open under the server keys"),
+        }
+    }
+    if resealed > 0 {
+        tracing::info!(endpoints = resealed, "sealed webhook secrets again under the current server key");
+    }
+    Ok(())
 }
 
 /// Why a send was refused. Nothing was stored or charged.
@@ -204,13 +243,18 @@ impl Core {
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
         events: Option<EventReceiver>,
+        keys: &ServerKeys,
         config: CoreConfig,
-    ) -> Result<Self, StorageError> {
-        let secret = store.server_secret().await?;
-        let sealer = Arc::new(Sealer::new(&secret));
-        let tokens = Tokens::new(&secret, config.token_ttl);
+    ) -> Result<Self, StartError> {
+        let recorded = store.adopt_server_keys(&keys.fingerprint()).await?;
+        if recorded != keys.fingerprint() {
+            return Err(StartError::OtherKeys);
+        }
+        let sealer = Arc::new(keys.sealer());
+        reseal(store.as_ref(), &sealer).await?;
+        let tokens = keys.tokens(config.token_ttl);
         let limiter = RateLimiter::new(config.auth_cache_ttl);
-        let auth = Authenticator::new(KeyHasher::new(secret), config.auth_cache_ttl);
+        let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);
         let waiters = Arc::new(Waiters::default());
         let local = config
             .run_dispatcher

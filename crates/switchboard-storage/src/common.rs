@@ -488,6 +488,11 @@ pub(crate) struct WebhookRow {
 }
 
 /// The columns of [`WebhookRow`].
+/// The `settings` row where older versions kept the server secret; read once to upgrade.
+pub(crate) const LEGACY_SECRET: &str = "key_hash_secret";
+/// The `settings` row with the fingerprint of the installation's server keys.
+pub(crate) const KEYS_FINGERPRINT: &str = "keys_fingerprint";
+
 pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, secret, events, active, created_at";
 
 /// The stored form of an endpoint's event types: space-separated, empty for all.
@@ -626,7 +631,8 @@ macro_rules! store_impl {
             NewMessage, OptOutRecord, PageRequest, Result, SenderChange, SenderRecord, Store,
         };
         use $crate::common::{
-            AttemptRow, DeliveryRow, PART_COLUMNS, PartRow, WEBHOOK_COLUMNS, WebhookRow, delivery_columns, events_column,
+            AttemptRow, DeliveryRow, KEYS_FINGERPRINT, LEGACY_SECRET, PART_COLUMNS, PartRow, WEBHOOK_COLUMNS, WebhookRow,
+            delivery_columns, events_column,
         };
         use $crate::{
             AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryResult, InboundOutcome, NewInbound, NewReply,
@@ -1039,8 +1045,61 @@ macro_rules! store_impl {
                 assemble_templates(templates, versions)
             }
 
-            async fn server_secret(&self) -> Result<Vec<u8>> {
-                Writes::server_secret(self, ).await
+            async fn legacy_server_secret(&self) -> Result<Option<Vec<u8>>> {
+                let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
+                    .bind(LEGACY_SECRET)
+                    .fetch_optional(&self.read)
+                    .await?;
+                Ok(row.map(|(v,)| v))
+            }
+
+            async fn adopt_server_keys(&self, fingerprint: &[u8]) -> Result<Vec<u8>> {
+                let fp = || Param::Bytes(Some(fingerprint.to_vec()));
+                Writes::write(self, vec![
+                    (
+                        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                        vec![Param::Text(Some(KEYS_FINGERPRINT.to_owned())), fp()],
+                    ),
+                    // The secret that older versions kept here goes only once the keys that
+                    // replace it are the installation's.
+                    (
+                        "DELETE FROM settings WHERE name = $1 AND EXISTS \
+                         (SELECT 1 FROM settings WHERE name = $2 AND value = $3)",
+                        vec![
+                            Param::Text(Some(LEGACY_SECRET.to_owned())),
+                            Param::Text(Some(KEYS_FINGERPRINT.to_owned())),
+                            fp(),
+                        ],
+                    ),
+                ]).await?;
+                let (stored,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
+                    .bind(KEYS_FINGERPRINT)
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(stored)
+            }
+
+            async fn keys_fingerprint(&self) -> Result<Option<Vec<u8>>> {
+                let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
+                    .bind(KEYS_FINGERPRINT)
+                    .fetch_optional(&self.read)
+                    .await?;
+                Ok(row.map(|(v,)| v))
+            }
+
+            async fn sealed_webhook_secrets(&self) -> Result<Vec<(Uuid, $crate::SealedSecret)>> {
+                let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT id, secret FROM webhook_endpoints ORDER BY id")
+                    .fetch_all(&self.read)
+                    .await?;
+                Ok(rows.into_iter().map(|(id, s)| (id, $crate::SealedSecret(s))).collect())
+            }
+
+            async fn reseal_webhook_secret(&self, id: Uuid, old: &$crate::SealedSecret, new: &$crate::SealedSecret) -> Result<bool> {
+                let changed = Writes::write(self, vec![(
+                    "UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND secret = $3",
+                    vec![Param::Bytes(Some(new.0.clone())), Param::Uuid(id), Param::Bytes(Some(old.0.clone()))],
+                )]).await?;
+                Ok(changed.first() == Some(&1))
             }
 
             async fn create_account(&self, name: &str) -> Result<AccountRecord> {

@@ -94,9 +94,19 @@ pub trait Store: Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
-    /// The server's secret for keyed hashes, created at random on first use and shared by
-    /// every node on the same database.
-    async fn server_secret(&self) -> Result<Vec<u8>>;
+    /// The server secret that versions before the key file kept in the database, if it is
+    /// still there (it goes when [`Store::adopt_server_keys`] takes the keys that replace it).
+    async fn legacy_server_secret(&self) -> Result<Option<Vec<u8>>>;
+    /// Records the fingerprint of the installation's server keys, unless one is recorded
+    /// already, and returns the recorded one. When they are the same, removes the legacy
+    /// server secret in the same transaction.
+    async fn adopt_server_keys(&self, fingerprint: &[u8]) -> Result<Vec<u8>>;
+    /// The recorded fingerprint of the installation's server keys.
+    async fn keys_fingerprint(&self) -> Result<Option<Vec<u8>>>;
+    /// Every webhook endpoint's sealed secret, by endpoint id.
+    async fn sealed_webhook_secrets(&self) -> Result<Vec<(Uuid, SealedSecret)>>;
+    /// Replaces an endpoint's sealed secret if it is still `old`; whether it was.
+    async fn reseal_webhook_secret(&self, id: Uuid, old: &SealedSecret, new: &SealedSecret) -> Result<bool>;
 
     /// Creates an account with zero balances.
     async fn create_account(&self, name: &str) -> Result<AccountRecord>;

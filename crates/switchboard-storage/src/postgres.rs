@@ -32,8 +32,6 @@ use crate::{
 
 type Tx = sqlx::Transaction<'static, Postgres>;
 
-const SECRET_NAME: &str = "key_hash_secret";
-
 /// The migrations of the PostgreSQL schema.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -417,20 +415,6 @@ impl PostgresStore {
 
 #[async_trait::async_trait]
 impl Writes for PostgresStore {
-    async fn server_secret(&self) -> Result<Vec<u8>> {
-        let fresh: [u8; 32] = crate::writes::random_secret();
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(SECRET_NAME)
-            .bind(fresh.to_vec())
-            .execute(&self.write)
-            .await?;
-        let (value,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
-            .bind(SECRET_NAME)
-            .fetch_one(&self.write)
-            .await?;
-        Ok(value)
-    }
-
     async fn create_account(&self, name: &str) -> Result<AccountRecord> {
         let record = AccountRecord {
             id: AccountId::new(),

@@ -1210,22 +1210,8 @@ fn apply_delivery_results(tx: &Connection, results: &[DeliveryResult]) -> Result
     Ok(())
 }
 
-const SECRET_NAME: &str = "key_hash_secret";
-
 #[async_trait::async_trait]
 impl Writes for SqliteStore {
-    async fn server_secret(&self) -> Result<Vec<u8>> {
-        self.writer
-            .run(|c| {
-                c.execute(
-                    "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                    params![SECRET_NAME, crate::writes::random_secret().as_slice()],
-                )?;
-                Ok(c.query_row("SELECT value FROM settings WHERE name = ?1", [SECRET_NAME], |r| r.get(0))?)
-            })
-            .await
-    }
-
     async fn create_account(&self, name: &str) -> Result<AccountRecord> {
         let record = AccountRecord {
             id: AccountId::new(),

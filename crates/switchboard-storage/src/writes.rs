@@ -17,7 +17,6 @@ use crate::{
 /// The store operations that write, each one transaction. Contracts as on [`crate::Store`].
 #[async_trait::async_trait]
 pub(crate) trait Writes {
-    async fn server_secret(&self) -> Result<Vec<u8>>;
     async fn create_account(&self, name: &str) -> Result<AccountRecord>;
     async fn set_rate_limit(&self, account: AccountId, limit: Option<u32>) -> Result<AccountRecord>;
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
@@ -64,14 +63,6 @@ pub(crate) enum Param {
     Int(Option<i64>),
     Bool(Option<bool>),
     Bytes(Option<Vec<u8>>),
-}
-
-/// 32 random bytes for the server secret.
-pub(crate) fn random_secret() -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out
 }
 
 /// A message whose status a write changes, as the effects of the change need to know it.

@@ -162,6 +162,13 @@ pub fn headers(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> [(&'st
     ]
 }
 
+/// The same headers signed with several secrets: `webhook-signature` holds one `v1,`
+/// signature per secret, space-separated, as the scheme allows while a secret is rotated.
+pub fn headers_all(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 3] {
+    let signatures: Vec<String> = secrets.iter().map(|s| sign(s, id, timestamp, body)).collect();
+    [(ID_HEADER, id.to_owned()), (TIMESTAMP_HEADER, timestamp.to_string()), (SIGNATURE_HEADER, signatures.join(" "))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

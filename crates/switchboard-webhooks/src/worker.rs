@@ -517,7 +517,7 @@ async fn attempt(shared: &Shared, delivery: DeliveryRecord) -> DeliveryResult {
     let clock = tokio::time::Instant::now();
     let answer = match shared.store.get_message(delivery.message_id).await {
         Ok(Some(message)) => match secret_for(&shared.sealer, &delivery) {
-            Ok(secret) => {
+            Ok(secrets) => {
                 let body = shared.render.render(&delivery, &message);
                 tracing::debug!(event = %delivery.event_id, target = %delivery.target, url = %delivery.url, "posting webhook");
                 checked_post(
@@ -525,7 +525,7 @@ async fn attempt(shared: &Shared, delivery: DeliveryRecord) -> DeliveryResult {
                     &shared.config.urls,
                     &delivery.url,
                     &delivery.event_id.to_string(),
-                    &secret,
+                    &secrets,
                     body,
                     shared.config.timeout,
                 )
@@ -574,16 +574,18 @@ fn note_result(delivery: &DeliveryRecord, result: &DeliveryResult, elapsed: Opti
     );
 }
 
-/// The secret that signs a delivery: its endpoint's, or for a message's own notification URL
-/// (no endpoint) the account's notification secret. The error says what is wrong, for the
+/// The secrets that sign a delivery: its endpoint's, or for a message's own notification URL
+/// (no endpoint) the account's notification secrets, one under each server key. The error says what is wrong, for the
 /// attempt's record.
-fn secret_for(sealer: &Sealer, delivery: &DeliveryRecord) -> Result<Secret, String> {
+fn secret_for(sealer: &Sealer, delivery: &DeliveryRecord) -> Result<Vec<Secret>, String> {
     if delivery.endpoint_id.is_none() {
-        return Ok(sealer.notification_secret(delivery.account_id));
+        return Ok(sealer.notification_secrets(delivery.account_id));
     }
     let sealed =
         delivery.secret.as_ref().ok_or_else(|| "internal error: the endpoint's secret is missing".to_owned())?;
-    sealer.open(sealed).map_err(|_| "internal error: the endpoint's secret cannot be opened".to_owned())
+    let secret =
+        sealer.open(sealed).map_err(|_| "internal error: the endpoint's secret cannot be opened".to_owned())?;
+    Ok(vec![secret])
 }
 
 /// What a receiver made of one POST.
@@ -648,12 +650,12 @@ async fn checked_post(
     policy: &UrlPolicy,
     url: &str,
     id: &str,
-    secret: &Secret,
+    secrets: &[Secret],
     body: Vec<u8>,
     timeout: Duration,
 ) -> Answer {
     match policy.check_url(url) {
-        Ok(_) => post(client, url, id, secret, body, timeout).await,
+        Ok(_) => post(client, url, id, secrets, body, timeout).await,
         Err(e) => Answer::Refused(Refused::Url(e).to_string()),
     }
 }
@@ -663,13 +665,13 @@ async fn post(
     client: &reqwest::Client,
     url: &str,
     id: &str,
-    secret: &Secret,
+    secrets: &[Secret],
     body: Vec<u8>,
     timeout: Duration,
 ) -> Answer {
     let timestamp = Timestamp::now().millis().div_euclid(1000);
     let mut request = client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json");
-    for (name, value) in signing::headers(secret, id, timestamp, &body) {
+    for (name, value) in signing::headers_all(secrets, id, timestamp, &body) {
         request = request.header(name, value);
     }
     match tokio::time::timeout(timeout, request.body(body).send()).await {
@@ -1015,12 +1017,15 @@ mod tests {
     fn secrets_for_deliveries() {
         let sealer = Sealer::new(b"server");
         let own = delivery(false);
-        assert_eq!(secret_for(&sealer, &own).unwrap(), sealer.notification_secret(own.account_id));
+        assert_eq!(secret_for(&sealer, &own).unwrap(), vec![sealer.notification_secret(own.account_id)]);
+        let ring = Sealer::with_keys(&[(1, b"new".as_slice()), (0, b"server".as_slice())]);
+        assert_eq!(secret_for(&ring, &own).unwrap(), ring.notification_secrets(own.account_id));
+        assert_eq!(secret_for(&ring, &own).unwrap()[1], sealer.notification_secret(own.account_id));
 
         let secret = Secret::generate();
         let mut endpoint = delivery(true);
         endpoint.secret = Some(sealer.seal(&secret));
-        assert_eq!(secret_for(&sealer, &endpoint).unwrap(), secret);
+        assert_eq!(secret_for(&sealer, &endpoint).unwrap(), vec![secret.clone()]);
         let err = secret_for(&Sealer::new(b"other"), &endpoint).unwrap_err();
         assert!(err.contains("cannot be opened"), "{err}");
         endpoint.secret = None;
@@ -1118,9 +1123,9 @@ mod tests {
             (format!("http://mapped.example.com:{port}/hook?token=s3cr3t"), "loopback"),
         ];
         for (url, why) in &cases {
-            let secret = Secret::generate();
+            let secrets = [Secret::generate()];
             let answer =
-                checked_post(&client, &urls, url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(2)).await;
+                checked_post(&client, &urls, url, "evt_abc", &secrets, b"{}".to_vec(), Duration::from_secs(2)).await;
             let Answer::Refused(text) = &answer else { panic!("{url}: {answer:?}") };
             assert!(text.starts_with("refused by the URL policy") && text.contains(why), "{url}: {text}");
             for leak in ["s3cr3t", "/hook", "example.com", &port.to_string()] {
@@ -1144,27 +1149,27 @@ mod tests {
                 ("only.example.com", vec![ip("127.0.0.2")]),
             ],
         );
-        let secret = Secret::generate();
+        let secrets = [Secret::generate()];
         let url = format!("http://mixed.example.com:{port}/hook");
         let answer =
-            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+            checked_post(&client, &urls, &url, "evt_abc", &secrets, b"{}".to_vec(), Duration::from_secs(5)).await;
         assert_eq!(answer, Answer::Status(204));
         server.await.unwrap();
         let url = format!("http://only.example.com:{port}/hook");
         let answer =
-            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+            checked_post(&client, &urls, &url, "evt_abc", &secrets, b"{}".to_vec(), Duration::from_secs(5)).await;
         assert_eq!(answer, Answer::Refused(Refused::Resolved(Refusal::Loopback).to_string()));
         assert_untouched(&other);
         // An allowed address written in the URL is called.
         let (url, server) = serve_once("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
         let answer =
-            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+            checked_post(&client, &urls, &url, "evt_abc", &secrets, b"{}".to_vec(), Duration::from_secs(5)).await;
         assert_eq!(answer, Answer::Status(204));
         server.await.unwrap();
         // A name that does not resolve is an ordinary error, tried again later.
         let url = format!("http://unknown.example.com:{port}/hook");
         let answer =
-            checked_post(&client, &urls, &url, "evt_abc", &secret, b"{}".to_vec(), Duration::from_secs(5)).await;
+            checked_post(&client, &urls, &url, "evt_abc", &secrets, b"{}".to_vec(), Duration::from_secs(5)).await;
         assert!(matches!(&answer, Answer::Error(e) if !e.contains("unknown.example.com")), "{answer:?}");
     }
 
@@ -1216,7 +1221,15 @@ mod tests {
         let (url, server) = serve_once("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
         let secret = Secret::generate();
         let before = Timestamp::now().millis() / 1000;
-        let answer = post(&client(), &url, "evt_abc", &secret, b"{\"a\":1}".to_vec(), Duration::from_secs(5)).await;
+        let answer = post(
+            &client(),
+            &url,
+            "evt_abc",
+            std::slice::from_ref(&secret),
+            b"{\"a\":1}".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(answer, Answer::Status(204));
         let (head, body) = server.await.unwrap();
         assert_eq!(body, b"{\"a\":1}");
@@ -1243,7 +1256,7 @@ mod tests {
             serve_once("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/elsewhere\r\ncontent-length: 0\r\n\r\n")
                 .await;
         let answer =
-            post(&client(), &url, "evt_abc", &Secret::generate(), b"{}".to_vec(), Duration::from_secs(5)).await;
+            post(&client(), &url, "evt_abc", &[Secret::generate()], b"{}".to_vec(), Duration::from_secs(5)).await;
         assert_eq!(answer, Answer::Status(302));
         assert_eq!(answer.error().as_deref(), Some("HTTP 302"));
         server.await.unwrap();
@@ -1253,7 +1266,7 @@ mod tests {
     async fn server_errors_are_failures() {
         let (url, server) = serve_once("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops!").await;
         let answer =
-            post(&client(), &url, "evt_abc", &Secret::generate(), b"{}".to_vec(), Duration::from_secs(5)).await;
+            post(&client(), &url, "evt_abc", &[Secret::generate()], b"{}".to_vec(), Duration::from_secs(5)).await;
         assert_eq!(answer, Answer::Status(500));
         assert!(!answer.delivered());
         server.await.unwrap();
@@ -1270,7 +1283,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let timeout = Duration::from_millis(300);
-        let answer = post(&client(), &url, "evt_abc", &Secret::generate(), b"{}".to_vec(), timeout).await;
+        let answer = post(&client(), &url, "evt_abc", &[Secret::generate()], b"{}".to_vec(), timeout).await;
         assert_eq!(answer, Answer::TimedOut(timeout));
         assert_eq!(answer.error().as_deref(), Some("timed out after 300ms"));
         server.abort();
@@ -1284,7 +1297,7 @@ mod tests {
         drop(listener);
         let url = format!("http://user:pa55word@{addr}/hook?token=s3cr3t");
         let answer =
-            post(&client(), &url, "evt_abc", &Secret::generate(), b"{}".to_vec(), Duration::from_secs(5)).await;
+            post(&client(), &url, "evt_abc", &[Secret::generate()], b"{}".to_vec(), Duration::from_secs(5)).await;
         let Answer::Error(text) = &answer else { panic!("{answer:?}") };
         assert!(text.to_ascii_lowercase().contains("connect"), "{text}");
         for secret in ["s3cr3t", "pa55word", "/hook", "webhook-signature", "v1,"] {
@@ -1293,7 +1306,8 @@ mod tests {
         assert_eq!(answer.status_code(), None);
 
         let answer =
-            post(&client(), "not a url", "evt_abc", &Secret::generate(), b"{}".to_vec(), Duration::from_secs(5)).await;
+            post(&client(), "not a url", "evt_abc", &[Secret::generate()], b"{}".to_vec(), Duration::from_secs(5))
+                .await;
         assert!(matches!(answer, Answer::Error(_)), "{answer:?}");
     }
 }

@@ -34,6 +34,25 @@ pub enum Command {
     Openapi,
     /// Operate a running server through its admin API.
     Admin(AdminArgs),
+    /// Manage the server's keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// The server's keys (the key file, or the `server_keys` setting).
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a key that signs tokens and seals webhook secrets from the next start, keeping the
+    /// current one for what it signed and sealed, and remove keys retired more than
+    /// `--grace-hours` ago. Restart the server (every node, with the same keys) afterwards.
+    Rotate {
+        /// Where the settings come from.
+        #[command(flatten)]
+        settings: ServeArgs,
+        /// How long a retired key is kept, in hours; at least the access tokens' lifetime.
+        #[arg(long, default_value_t = 48)]
+        grace_hours: u64,
+    },
 }
 
 /// Where the server's settings come from; flags win over the file and the environment.

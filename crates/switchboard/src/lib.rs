@@ -3,6 +3,7 @@
 //! binary and the end-to-end tests start exactly the same thing.
 
 pub mod cli;
+pub mod keys;
 mod serve;
 pub mod settings;
 pub mod telemetry;
@@ -133,7 +134,9 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         },
         ..CoreConfig::default()
     };
-    let core = Core::start(store, provider, Some(events_rx), config).await.context("starting the core")?;
+    let server_keys = keys::load(settings, store.as_ref()).await?;
+    let core =
+        Core::start(store, provider, Some(events_rx), &server_keys, config).await.context("starting the core")?;
     // The simulator keeps the receipts it owes in memory: those of parts it took before this
     // start are read back from the database and sent when due.
     if settings.upstreams.is_empty()

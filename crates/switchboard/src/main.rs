@@ -1,7 +1,7 @@
 //! The `switchboard` binary: parses the command line and runs the server or an admin command.
 
 use clap::Parser;
-use switchboard::cli::{Cli, Command, ServeArgs};
+use switchboard::cli::{Cli, Command, KeysCommand, ServeArgs};
 use switchboard::{Settings, telemetry};
 use utoipa::OpenApi;
 
@@ -43,6 +43,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", switchboard_api::ApiDoc::openapi().to_pretty_json()?);
         }
         Command::Admin(args) => switchboard::cli::run_admin(args).await?,
+        Command::Keys(KeysCommand::Rotate { settings: args, grace_hours }) => {
+            let settings = settings(&args)?;
+            print!("{}", switchboard::keys::rotate(&settings, grace_hours)?);
+        }
     }
     Ok(())
 }

@@ -22,6 +22,13 @@ pub struct Settings {
     /// The admin API's bearer token. If unset, one is generated and kept in
     /// `<data_dir>/operator-token`.
     pub operator_token: Option<String>,
+    /// The file with the server's keys (which key API-key hashes, sign access tokens and seal
+    /// webhook secrets); empty means `<data_dir>/server-keys`. Made on first start, mode 0600.
+    pub server_keys_file: Option<PathBuf>,
+    /// The server's keys themselves, in the key file's text form (`;` may separate entries),
+    /// or `env:NAME` to read them from the environment variable `NAME`: for nodes that share
+    /// one PostgreSQL database. When set, no key file is read or made.
+    pub server_keys: Option<String>,
     /// `text` or `json` logs.
     pub log_format: String,
     /// Database connections (PostgreSQL) or readers (SQLite).
@@ -206,6 +213,8 @@ impl std::fmt::Debug for Settings {
             .field("database", &redact_url(&self.database()))
             .field("data_dir", &self.data_dir)
             .field("operator_token", &self.operator_token.as_ref().map(|_| "<redacted>"))
+            .field("server_keys_file", &self.server_keys_file)
+            .field("server_keys", &self.server_keys.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +227,8 @@ impl Default for Settings {
             database_url: String::new(),
             data_dir: PathBuf::from("switchboard-data"),
             operator_token: None,
+            server_keys_file: None,
+            server_keys: None,
             log_format: "text".into(),
             database_connections: 8,
             max_body_bytes: 64 * 1024,
@@ -312,6 +323,10 @@ impl Settings {
             self.data_dir = PathBuf::from(v);
         }
         env!(operator_token, "SWITCHBOARD_OPERATOR_TOKEN", option);
+        env!(server_keys, "SWITCHBOARD_SERVER_KEYS", option);
+        if let Some(v) = var("SWITCHBOARD_SERVER_KEYS_FILE") {
+            self.server_keys_file = Some(PathBuf::from(v));
+        }
         env!(database_connections, "SWITCHBOARD_DATABASE_CONNECTIONS");
         env!(max_body_bytes, "SWITCHBOARD_MAX_BODY_BYTES");
         env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
@@ -365,6 +380,11 @@ impl Settings {
         } else {
             self.database_url.clone()
         }
+    }
+
+    /// The file with the server's keys.
+    pub fn keys_file(&self) -> PathBuf {
+        self.server_keys_file.clone().unwrap_or_else(|| self.data_dir.join("server-keys"))
     }
 
     /// The rule for the URLs the server calls on a tenant's behalf, with the ranges of

@@ -181,9 +181,13 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
     assert_eq!(store.get_account(a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(store.get_account(AccountId::new()).await.unwrap(), None);
 
-    let secret = store.server_secret().await.unwrap();
-    assert_eq!(secret.len(), 32);
-    assert_eq!(store.server_secret().await.unwrap(), secret, "the secret is made once");
+    // The database keeps no key, only the fingerprint of the installation's keys: the first
+    // recorded stays, and only a matching one removes the secret that older versions kept.
+    assert_eq!(store.legacy_server_secret().await.unwrap(), None);
+    assert_eq!(store.keys_fingerprint().await.unwrap(), None);
+    assert_eq!(store.adopt_server_keys(b"fingerprint one").await.unwrap(), b"fingerprint one");
+    assert_eq!(store.adopt_server_keys(b"fingerprint two").await.unwrap(), b"fingerprint one");
+    assert_eq!(store.keys_fingerprint().await.unwrap().as_deref(), Some(b"fingerprint one".as_slice()));
 
     let key = switchboard_storage::ApiKeyRecord {
         id: "key_1".into(),

@@ -19,6 +19,7 @@ contract!(
     concurrent_delivery_claims_are_disjoint,
     deleting_an_endpoint_cancels_its_deliveries,
     inbound_messages_opt_outs_and_replies,
+    sealed_secrets_are_resealed_only_if_unchanged,
 );
 
 async fn endpoint(store: &Arc<dyn Store>, a: AccountId, events: &[EventType], active: bool) -> WebhookRecord {
@@ -558,4 +559,23 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
     assert_eq!((out.message.kind, &out.message.media, out.message.channel_id), (MessageKind::Mms, &media, None));
     let counts = store.count_messages(a).await.unwrap();
     assert!(counts.contains(&("received".to_owned(), 6)), "{counts:?}");
+}
+
+async fn sealed_secrets_are_resealed_only_if_unchanged(store: Arc<dyn Store>) {
+    let a = store.create_account("Acme").await.unwrap();
+    let one = endpoint(&store, a.id, &[], true).await;
+    let two = endpoint(&store, a.id, &[], false).await;
+    let mut all = store.sealed_webhook_secrets().await.unwrap();
+    all.retain(|(id, _)| *id == one.id || *id == two.id);
+    let mut expected = vec![(one.id, one.secret.clone()), (two.id, two.secret.clone())];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(all, expected);
+
+    let resealed = SealedSecret(b"resealed".to_vec());
+    assert!(store.reseal_webhook_secret(one.id, &one.secret, &resealed).await.unwrap());
+    assert_eq!(store.get_webhook(one.id).await.unwrap().unwrap().secret, resealed);
+    // The operator rotated the secret meanwhile: the stale value is not written over it.
+    assert!(!store.reseal_webhook_secret(one.id, &one.secret, &SealedSecret(b"stale".to_vec())).await.unwrap());
+    assert_eq!(store.get_webhook(one.id).await.unwrap().unwrap().secret, resealed);
+    assert!(!store.reseal_webhook_secret(uuid::Uuid::new_v4(), &one.secret, &resealed).await.unwrap());
 }
