@@ -9,9 +9,9 @@ use switchboard_client::{MudbaseAuth, MudbaseClient};
 use switchboard_core::ServerKeys;
 use switchboard_domain::wire::webhooks::CreateWebhook;
 use switchboard_domain::{AccountId, Timestamp};
+use switchboard_signing::Secret;
 use switchboard_storage::{ApiKeyRecord, SealedSecret, WebhookRecord};
 use switchboard_tests::{Backend, Receiver, TestApp, TestDb, eventually, on_both_backends};
-use switchboard_webhooks::Secret;
 
 on_both_backends!(a_copy_of_the_database_gives_no_key_away, an_older_database_is_upgraded_in_place);
 
@@ -244,7 +244,7 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
     .await;
     let ts: i64 = delivered.timestamp.parse().unwrap();
     let now = Timestamp::now().millis() / 1000;
-    assert!(switchboard_webhooks::verify(
+    assert!(switchboard_signing::verify(
         &endpoint_secret,
         &delivered.id,
         ts,

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use switchboard_domain::ErrorType;
 use switchboard_domain::wire::TlSendRequest;
 use switchboard_provider::simulator::{failed_receipt_number, undelivered_receipt_number};
+use switchboard_signing::Secret;
 use switchboard_tests::{Backend, OPERATOR_TOKEN, Receiver, Tenant, TestApp, TestDb, eventually, on_both_backends};
-use switchboard_webhooks::Secret;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -107,7 +107,7 @@ async fn start_with(
 fn verify(secret: &Secret, r: &switchboard_tests::Received) -> bool {
     let ts: i64 = r.timestamp.parse().expect("a numeric webhook-timestamp");
     let now = switchboard_domain::Timestamp::now().millis() / 1000;
-    switchboard_webhooks::verify(secret, &r.id, ts, &r.body, &r.signature, now, 300)
+    switchboard_signing::verify(secret, &r.id, ts, &r.body, &r.signature, now, 300)
 }
 
 async fn receipts_drive_messages_to_delivered_with_signed_events(backend: Backend) {

@@ -11,8 +11,8 @@ use switchboard_domain::ErrorType;
 use switchboard_domain::wire::TlSendRequest;
 use switchboard_http_upstream::HttpUpstreamConfig;
 use switchboard_provider::{RouteConfig, UpstreamLimits};
+use switchboard_signing::Secret;
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on_both_backends};
-use switchboard_webhooks::Secret;
 
 on_both_backends!(one_switchboard_relays_to_another_and_hears_back, failover_and_no_route, smpp_upstream_end_to_end);
 

@@ -12,9 +12,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("switchboard-ledger", &["switchboard-domain"]),
     ("switchboard-provider", &["switchboard-domain"]),
     ("switchboard-storage", &["switchboard-domain", "switchboard-ledger"]),
-    ("switchboard-webhooks", &["switchboard-domain", "switchboard-storage"]),
+    // Signatures and sealing: a leaf, free of storage and SQL drivers.
+    ("switchboard-signing", &["switchboard-domain"]),
+    ("switchboard-webhooks", &["switchboard-domain", "switchboard-signing", "switchboard-storage"]),
     ("switchboard-smpp", &["switchboard-domain", "switchboard-provider"]),
-    ("switchboard-http-upstream", &["switchboard-domain", "switchboard-provider", "switchboard-webhooks"]),
+    ("switchboard-http-upstream", &["switchboard-domain", "switchboard-provider", "switchboard-signing"]),
     (
         "switchboard-core",
         &[
@@ -23,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-ledger",
             "switchboard-provider",
             "switchboard-storage",
-            "switchboard-webhooks",
+            "switchboard-signing",
         ],
     ),
     (

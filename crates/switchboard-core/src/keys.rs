@@ -31,7 +31,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use switchboard_webhooks::Sealer;
+use switchboard_signing::Sealer;
 
 use crate::auth::KeyHasher;
 use crate::tokens::Tokens;

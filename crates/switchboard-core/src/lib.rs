@@ -25,12 +25,12 @@ use sha2::{Digest, Sha256};
 use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Credits, Tariff};
 use switchboard_provider::{EventReceiver, Provider};
+use switchboard_signing::Sealer;
 use switchboard_storage::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
     PageRequest, SenderChange, SenderRecord, StorageError, Store,
 };
 use switchboard_validation::{Policy, SendCommand};
-use switchboard_webhooks::Sealer;
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
 pub use batch::{BatchSent, HistoryPage, MAX_HISTORY_PAGE, MessageStats};

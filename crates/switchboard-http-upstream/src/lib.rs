@@ -53,8 +53,8 @@ use switchboard_provider::{
     EventSink, NotStored, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Stored,
     Submission, UpstreamStatus, async_trait,
 };
-use switchboard_webhooks::signing::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use switchboard_webhooks::{Secret, SecretError};
+use switchboard_signing::signing::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use switchboard_signing::{Secret, SecretError};
 
 /// How far a callback's signature timestamp may be from now, in seconds.
 pub const CALLBACK_TOLERANCE_SECS: i64 = 300;
@@ -401,7 +401,7 @@ impl HttpUpstream {
             return Err(CallbackError::BadSignature);
         };
         let timestamp: i64 = timestamp.parse().map_err(|_| CallbackError::BadSignature)?;
-        let valid = switchboard_webhooks::verify(
+        let valid = switchboard_signing::verify(
             &self.webhook_secret,
             id,
             timestamp,

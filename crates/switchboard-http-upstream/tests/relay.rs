@@ -21,7 +21,7 @@ use switchboard_domain::{
 };
 use switchboard_http_upstream::{CallbackError, HttpUpstream, HttpUpstreamConfig};
 use switchboard_provider::{OutboundMessage, Provider, ProviderEvent, ReceiptStatus, event_channel};
-use switchboard_webhooks::Secret;
+use switchboard_signing::Secret;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -374,7 +374,7 @@ fn now_secs() -> i64 {
 
 fn signed(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in switchboard_webhooks::signing::headers(secret, id, timestamp, body) {
+    for (name, value) in switchboard_signing::signing::headers(secret, id, timestamp, body) {
         headers.insert(name, value.parse().unwrap());
     }
     headers

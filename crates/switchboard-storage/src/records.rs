@@ -651,15 +651,9 @@ pub struct InboundOutcome {
     pub opt_out_changed: bool,
 }
 
-/// A webhook signing secret as the core sealed (encrypted) it; never clear text.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedSecret(pub Vec<u8>);
-
-impl fmt::Debug for SealedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SealedSecret(<redacted>)")
-    }
-}
+/// A webhook signing secret as the core sealed (encrypted) it; never clear text. Defined in the
+/// domain crate so that `switchboard-signing`'s `Sealer` seals the very type stored here.
+pub use switchboard_domain::SealedSecret;
 
 /// A webhook endpoint of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,13 +32,12 @@ use std::time::Duration;
 use rand::RngExt;
 use switchboard_domain::url_policy::Refusal;
 use switchboard_domain::{Timestamp, UrlError, UrlPolicy};
+use switchboard_signing::{Sealer, Secret, signing};
 use switchboard_storage::{AttemptRecord, DeliveryOutcome, DeliveryRecord, DeliveryResult, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::Render;
-use crate::sealing::Sealer;
-use crate::signing::{self, Secret};
 
 /// The `User-Agent` of every delivery.
 const USER_AGENT: &str = concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION"));

@@ -12,8 +12,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use switchboard_domain::AccountId;
-use switchboard_storage::SealedSecret;
+use switchboard_domain::{AccountId, SealedSecret};
 
 use crate::signing::Secret;
 
