@@ -11,7 +11,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("switchboard-validation", &["switchboard-domain"]),
     ("switchboard-ledger", &["switchboard-domain"]),
     ("switchboard-provider", &["switchboard-domain"]),
-    ("switchboard-storage", &["switchboard-domain", "switchboard-ledger"]),
+    // The records as plain data: what crosses the core, free of SQL drivers and I/O.
+    ("switchboard-records", &["switchboard-domain", "switchboard-ledger"]),
+    ("switchboard-storage", &["switchboard-domain", "switchboard-ledger", "switchboard-records"]),
     // Signatures and sealing: a leaf, free of storage and SQL drivers.
     ("switchboard-signing", &["switchboard-domain"]),
     ("switchboard-webhooks", &["switchboard-domain", "switchboard-signing", "switchboard-storage"]),
@@ -28,13 +30,14 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-signing",
         ],
     ),
+    // Above the core, no storage: the API reads records from `switchboard-records`.
     (
         "switchboard-api",
         &[
             "switchboard-domain",
             "switchboard-validation",
             "switchboard-ledger",
-            "switchboard-storage",
+            "switchboard-records",
             "switchboard-provider",
             "switchboard-webhooks",
             "switchboard-http-upstream",
@@ -129,5 +132,14 @@ mod tests {
         let manifest = "[package]\nname = \"x\"\n\n[dependencies]\nswitchboard-domain.workspace = true\nserde = { workspace = true }\n\
                         \"switchboard-core\" = \"1\"\n\n[dev-dependencies]\nswitchboard-api.workspace = true\n";
         assert_eq!(normal_dependencies(manifest), vec!["switchboard-domain", "serde", "switchboard-core"]);
+    }
+
+    #[test]
+    fn nothing_above_the_core_may_use_the_store() {
+        for (krate, allowed) in LAYERS {
+            if ["switchboard-api", "switchboard-client"].contains(krate) {
+                assert!(!allowed.contains(&"switchboard-storage"), "{krate} may depend on switchboard-storage");
+            }
+        }
     }
 }

@@ -1,34 +1,30 @@
-//! The admin API under `/admin/v1`, guarded by the operator token (`Authorization: Bearer …`).
-//!
-//! Errors: `{"error": {"code": "not_found", "message": "…"}}` with codes `invalid_request`,
-//! `unauthorized`, `not_found`, `conflict`, `payload_too_large`, `unsupported_media_type`,
-//! `too_many_requests` (with `Retry-After`), `service_unavailable`.
+//! The admin API under `/admin/v1`, guarded by the operator token (`Authorization: Bearer …`):
+//! accounts, API keys, senders, credits and the ledger, opt-outs, messages, channels and
+//! templates. The webhook, upstream and simulator routes of the same API are in `lifecycle`;
+//! what both share (the error type, the operator extractor, parameter parsing, the message's
+//! wire shape) is in `operator`.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
-use switchboard_core::{AccessError, RetryAfter};
+use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
-    Account, AdminError, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey,
-    CreateChannel, CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest,
-    Page, Sender, StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
-    UpdateTemplateVersion,
+    Account, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel,
+    CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender,
+    StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
 };
-use switchboard_domain::{AccountId, MessageId};
 use switchboard_ledger::Credits;
-use switchboard_storage::{
-    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, MessageRecord, OptOutRecord, SenderChange, SenderRecord,
-    TemplateRecord, TemplateVersionRecord,
+use switchboard_records::{
+    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, OptOutRecord, SenderChange, SenderRecord, TemplateRecord,
+    TemplateVersionRecord,
 };
 use uuid::Uuid;
 
-use crate::extract::{Body, DialectError, OptionalBody, Path, Query, client_ip};
-use crate::{AppState, lifecycle};
+use crate::AppState;
+use crate::extract::{Body, OptionalBody, Path, Query};
+use crate::operator::{AdminResult, ApiError, Operator, account_id, message_wire, part_wire, uuid_param};
 
 /// The routes of the admin API.
 pub(crate) fn routes() -> Router<AppState> {
@@ -52,132 +48,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/accounts/{account}/templates/{template}/versions", post(add_template_version))
         .route("/admin/v1/accounts/{account}/templates/{template}/versions/{version}", patch(update_template_version))
         .route("/admin/v1/messages/{id}", get(get_message))
-        .route("/admin/v1/accounts/{account}/webhooks", post(lifecycle::create_webhook).get(lifecycle::list_webhooks))
-        .route(
-            "/admin/v1/accounts/{account}/webhooks/{webhook}",
-            get(lifecycle::get_webhook).patch(lifecycle::update_webhook).delete(lifecycle::delete_webhook),
-        )
-        .route("/admin/v1/accounts/{account}/notification-secret", get(lifecycle::notification_secret))
-        .route("/admin/v1/accounts/{account}/webhook-deliveries", get(lifecycle::list_deliveries))
-        .route("/admin/v1/upstreams", get(lifecycle::list_upstreams))
-        .route("/admin/v1/simulator/inbound", post(lifecycle::inject_inbound))
-        .route("/admin/v1/simulator/receipts", post(lifecycle::inject_receipts))
-}
-
-/// An admin API error.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
-    }
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-}
-
-impl DialectError for ApiError {
-    fn request(status: StatusCode, message: String) -> Self {
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::REQUEST_TIMEOUT => "request_timeout",
-            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-            s if s.is_server_error() => "service_unavailable",
-            _ => "invalid_request",
-        };
-        Self::new(status, code, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } }),
-        )
-            .into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
-            }
-            AccessError::Forbidden(what) => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{what} belongs to another account"))
-            }
-            AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            AccessError::Invalid(m) => ApiError::invalid(m),
-            AccessError::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "temporarily unavailable")
-            }
-        }
-    }
-}
-
-/// Proof that the request carries the operator token. Wrong tokens count against the client
-/// address's failure budget; an address over it is answered 429 with `Retry-After` before its
-/// token is compared.
-pub(crate) struct Operator;
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or invalid operator token (Authorization: Bearer …)",
-            )
-        };
-        let Some(token) = presented else { return Err(unauthorized()) };
-        let guard = state.core.operator_guard();
-        let client = client_ip(parts);
-        guard.admit(client).map_err(throttled)?;
-        if bool::from(token.as_bytes().ct_eq(state.operator_token.expose().as_bytes())) {
-            return Ok(Operator);
-        }
-        guard.failed(client, None).map_err(throttled)?;
-        Err(unauthorized())
-    }
-}
-
-/// Too many wrong operator tokens from this address.
-fn throttled(wait: RetryAfter) -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_requests",
-        "too many failed authentication attempts; retry after the time in Retry-After",
-    );
-    e.retry_after = Some(wait.seconds());
-    e
-}
-
-pub(crate) fn account_id(s: &str) -> Result<AccountId, ApiError> {
-    s.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "account not found"))
 }
 
 pub(crate) fn account_wire(a: &AccountRecord) -> Account {
@@ -227,11 +97,6 @@ fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
     }
 }
 
-/// A UUID path parameter other than the account; one that is not a UUID is a bad request.
-pub(crate) fn uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
-    value.parse().map_err(|_| ApiError::invalid(format!("{name}: not a UUID")))
-}
-
 fn channel_wire(c: &ChannelRecord) -> Channel {
     Channel {
         id: c.id,
@@ -268,33 +133,6 @@ fn opt_out_wire(o: &OptOutRecord) -> OptOut {
     OptOut { sender: o.sender.clone(), recipient: o.recipient.clone(), created_at: o.created_at }
 }
 
-pub(crate) fn message_wire(m: &MessageRecord) -> Message {
-    Message {
-        id: m.id,
-        account_id: m.account_id.as_uuid(),
-        direction: m.direction,
-        kind: m.kind,
-        to: m.to.clone(),
-        from: m.from.clone(),
-        body: m.body.clone(),
-        media_url: m.media_url().map(str::to_owned),
-        encoding: m.encoding,
-        segments: m.segments,
-        status: m.status,
-        error_type: m.error_type,
-        error_message: m.error_message.clone(),
-        sms_credits: m.charged.sms,
-        mms_credits: m.charged.mms,
-        idempotency_key: m.idempotency_key.clone(),
-        attempts: m.attempts,
-        provider_message_id: m.provider_message_id.clone(),
-        created_at: m.created_at,
-        sent_at: m.sent_at,
-        events: Vec::new(),
-        parts: Vec::new(),
-    }
-}
-
 /// Paging of admin lists.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -326,8 +164,6 @@ fn page<R, W>(mut items: Vec<R>, limit: u32, cursor: impl Fn(&R) -> String, wire
     let next_cursor = if more { items.last().map(&cursor) } else { None };
     Page { data: items.iter().map(wire).collect(), next_cursor }
 }
-
-pub(crate) type AdminResult<T> = Result<T, ApiError>;
 
 /// Create an account.
 #[utoipa::path(post, path = "/admin/v1/accounts", tag = "Admin", request_body = CreateAccount, security(("operator" = [])),
@@ -585,7 +421,7 @@ pub(crate) async fn get_message(
         .into_iter()
         .map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type })
         .collect();
-    message.parts = s.core.message_parts(id).await?.iter().map(lifecycle::part_wire).collect();
+    message.parts = s.core.message_parts(id).await?.iter().map(part_wire).collect();
     Ok(Json(message))
 }
 

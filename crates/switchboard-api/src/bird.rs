@@ -29,7 +29,7 @@ use switchboard_domain::wire::bird::{
 use switchboard_domain::{
     AccountId, Direction, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp, UrlError, UrlPolicy,
 };
-use switchboard_storage::{ChannelRecord, MessageRecord};
+use switchboard_records::{ChannelRecord, MessageRecord};
 use switchboard_validation::ValidationError;
 use uuid::Uuid;
 

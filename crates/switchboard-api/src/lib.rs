@@ -13,6 +13,7 @@ mod extract;
 mod lifecycle;
 mod mudbase;
 mod openapi;
+mod operator;
 mod textingline;
 
 use std::fmt;
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mudbase::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/api/messaging/"))))
         .merge(bird::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/workspaces/"))))
         .merge(admin::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
+        .merge(lifecycle::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/upstreams/{name}/events", axum::routing::post(lifecycle::upstream_callback))
@@ -136,7 +138,7 @@ fn masked_path(path: &str) -> String {
 fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
     // Upstream callbacks are operator plumbing, answered in the admin shape.
     if path.starts_with("/admin/") || path.starts_with("/upstreams/") {
-        admin::ApiError::request(status, message.to_owned()).into_response()
+        operator::ApiError::request(status, message.to_owned()).into_response()
     } else if path.starts_with("/workspaces/") {
         bird::ApiError::request(status, message.to_owned()).into_response()
     } else if path.starts_with("/api/messaging/") || path.starts_with("/api/auth/") {

@@ -2,27 +2,43 @@
 //! attempts, the notification secret, and the simulator's stand-ins for a carrier (inbound
 //! messages and delivery receipts). Also [`WebhookRender`], the body of each webhook event.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use switchboard_core::{Inbound, NewWebhook, WebhookUpdate};
 use switchboard_domain::wire::webhooks::{
-    CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts, MessagePart, NotificationSecret,
-    ReceiptResults, UpdateWebhook, Upstream, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults,
+    UpdateWebhook, Upstream, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
 };
 use switchboard_domain::wire::{AdminErrorBody, Page};
 use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
 use switchboard_http_upstream::CallbackError;
 use switchboard_provider::{Receipt, ReceiptStatus};
-use switchboard_storage::{
-    DeliveryFilter, DeliveryRecord, DeliveryState, MessageRecord, PartRecord, ReceiptOutcome, WebhookRecord,
+use switchboard_records::{
+    AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, MessageRecord, ReceiptOutcome, WebhookRecord,
 };
 use switchboard_webhooks::Render;
 
 use crate::AppState;
-use crate::admin::{AdminResult, ApiError, Operator, account_id, message_wire, uuid_param};
 use crate::extract::{Body, Path, Query};
+use crate::operator::{AdminResult, ApiError, Operator, account_id, message_wire, uuid_param};
+
+/// The routes of the admin API's delivery lifecycle (under `/admin/v1`, like those of `admin`).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/accounts/{account}/webhooks", post(create_webhook).get(list_webhooks))
+        .route(
+            "/admin/v1/accounts/{account}/webhooks/{webhook}",
+            get(get_webhook).patch(update_webhook).delete(delete_webhook),
+        )
+        .route("/admin/v1/accounts/{account}/notification-secret", get(notification_secret))
+        .route("/admin/v1/accounts/{account}/webhook-deliveries", get(list_deliveries))
+        .route("/admin/v1/upstreams", get(list_upstreams))
+        .route("/admin/v1/simulator/inbound", post(inject_inbound))
+        .route("/admin/v1/simulator/receipts", post(inject_receipts))
+}
 
 /// An endpoint's URL, checked with the server's URL policy (the one Bird's
 /// `notification.url` and the webhook worker are held to): a refusal is a 422 naming `url`.
@@ -44,16 +60,6 @@ fn webhook_wire(w: &WebhookRecord, secret: Option<String>) -> Webhook {
         active: w.active,
         secret,
         created_at: w.created_at,
-    }
-}
-
-pub(crate) fn part_wire(p: &PartRecord) -> MessagePart {
-    MessagePart {
-        part: p.part.unwrap_or(0),
-        provider_ref: p.provider_ref.clone(),
-        status: p.status,
-        error_type: p.error_type,
-        at: p.at,
     }
 }
 
@@ -230,7 +236,7 @@ pub(crate) async fn list_deliveries(
     Ok(Json(Page { data, next_cursor }))
 }
 
-fn attempt_wire(a: &switchboard_storage::AttemptRecord) -> WebhookAttempt {
+fn attempt_wire(a: &AttemptRecord) -> WebhookAttempt {
     WebhookAttempt {
         attempt: a.attempt,
         at: a.at,

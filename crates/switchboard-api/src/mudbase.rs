@@ -20,7 +20,7 @@ use switchboard_domain::wire::mudbase::{
     MbSmsRequest, MbSmsSent, MbStats, MbStatus, MbToken, MbType,
 };
 use switchboard_domain::{AccountId, StatusGroup, Timestamp};
-use switchboard_storage::{BatchRecord, BatchState};
+use switchboard_records::{BatchRecord, BatchState};
 use switchboard_validation::{BatchFields, ValidationError};
 
 use crate::AppState;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use switchboard_core::{AccessError, AuthError, RetryAfter, SendError, SendOutcome};
 use switchboard_domain::wire::{TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
 use switchboard_domain::{AccountId, MessageId, MessageStatus};
-use switchboard_storage::MessageRecord;
+use switchboard_records::MessageRecord;
 use switchboard_validation::{SendFields, ValidationError};
 
 use crate::AppState;

@@ -21,7 +21,6 @@ mod inbound;
 mod outbox;
 pub mod postgres;
 mod receipts;
-pub mod records;
 pub mod sqlite;
 mod tally;
 #[cfg(any(test, feature = "testing"))]
@@ -36,7 +35,9 @@ use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
-pub use records::*;
+// The records this crate reads and writes are plain data in `switchboard-records`, so that
+// the layers above the core can use them without this crate.
+pub use switchboard_records::*;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,11 @@
-//! The records the store reads and writes.
+//! The records that Switchboard's store reads and writes, as plain data.
+//!
+//! These are the values that cross the core: the store (`switchboard-storage`) reads and
+//! writes them, the core takes and returns them, and the HTTP API turns them into its wire
+//! shapes. They live in a crate of their own, free of SQL drivers and I/O, so that the layers
+//! above the core can read them without depending on the storage crate, and so that the
+//! storage crate's internals can change without touching them. `Store::…` in these docs means
+//! the `switchboard_storage::Store` method of that name.
 
 use std::fmt;
 use std::sync::Arc;
@@ -265,7 +272,7 @@ pub struct NewMessage {
     /// out and any dispatcher claims it. If unset, it is stored due at once.
     pub claim_until: Option<Timestamp>,
     /// The multi-recipient send request it is one recipient of. The messages of one request
-    /// are submitted together, in one [`crate::Store::accept`] call, and admitted all or none.
+    /// are submitted together, in one `Store::accept` call, and admitted all or none.
     pub batch: Option<Arc<NewBatch>>,
     /// The channel it is sent on.
     pub channel_id: Option<Uuid>,
@@ -380,7 +387,7 @@ impl MessageCounts {
     }
 }
 
-/// What [`crate::Store::accept`] did with one message.
+/// What `Store::accept` did with one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptOutcome {
     /// Stored, charged, and queued (or scheduled, if it has a schedule).
@@ -543,7 +550,7 @@ pub struct PartRecord {
 }
 
 /// A part still waiting for its delivery receipt, with what its upstream needs to know to
-/// report on it (see [`crate::Store::pending_parts`]).
+/// report on it (see `Store::pending_parts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingPart {
     /// The upstream's id for the part.
@@ -575,7 +582,7 @@ pub struct ReceiptUpdate {
     pub at: Timestamp,
 }
 
-/// What [`crate::Store::record_receipts`] did with one receipt.
+/// What `Store::record_receipts` did with one receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiptOutcome {
     /// The part changed. If that settled the message, `message_status` is its new status.
@@ -640,7 +647,7 @@ pub struct NewReply {
     pub segments: u32,
 }
 
-/// What [`crate::Store::receive_inbound`] stored.
+/// What `Store::receive_inbound` stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundOutcome {
     /// The inbound message (status `received`).
@@ -801,7 +808,7 @@ pub enum DeliveryOutcome {
     Release,
 }
 
-/// The result of one claimed delivery, for [`crate::Store::record_deliveries`].
+/// The result of one claimed delivery, for `Store::record_deliveries`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryResult {
     /// The event.
