@@ -4,7 +4,8 @@
 //! key id answers exactly as a wrong secret does.
 //!
 //! Every client is on loopback; binding a client to another 127.0.0.0/8 address
-//! (`local_address`) makes the server see another peer.
+//! (`local_address`) makes the server see another peer. Behind a trusted proxy (the server
+//! trusting 127.0.0.1), the address that counts is the one the proxy forwards.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,16 +13,21 @@ use std::time::{Duration, Instant};
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use switchboard::Settings;
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, on_both_backends};
 
 on_both_backends!(
     textingline_guessing_is_held_to_budgets,
     mudbase_guessing_is_held_to_budgets,
-    admin_guessing_is_held_to_budgets
+    admin_guessing_is_held_to_budgets,
+    behind_a_trusted_proxy_budgets_count_the_forwarded_address
 );
 
 /// The default budget: failures per minute, per address and per key id.
 const BUDGET: usize = 20;
+
+/// The header a proxy writes the client's address in.
+const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// A client whose connections come from `address`.
 fn client_from(address: &str) -> reqwest::Client {
@@ -233,6 +239,84 @@ async fn admin_guessing_is_held_to_budgets(backend: Backend) {
     // The operator, from another address, is not.
     let a = answer(client_from("127.0.0.2").get(&accounts).bearer_auth(OPERATOR_TOKEN)).await;
     assert_eq!(a.status, StatusCode::OK, "{a:?}");
+
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn behind_a_trusted_proxy_budgets_count_the_forwarded_address(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "proxy_guessing").await else {
+        return;
+    };
+    let app = TestApp::start(Settings { trusted_proxies: vec!["127.0.0.1/32".into()], ..db.settings() }).await;
+    let t = app.provision(100, 0).await;
+    let secret = t.api_key.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+    let list = format!("{}/api/v1/messaging/message", app.url);
+    let accounts = format!("{}/admin/v1/accounts", app.url);
+    let proxy = client_from("127.0.0.1");
+
+    // One client behind the proxy guesses until its own address is refused...
+    let attacker = "203.0.113.7";
+    let last = exhaust("wrong secrets through the proxy", || {
+        proxy.get(&list).header(FORWARDED_FOR, attacker).basic_auth(&t.key_id, Some("sk_wrong"))
+    })
+    .await;
+    assert_eq!(last.body["error"]["code"], 30429, "{last:?}");
+    let a = answer(proxy.get(&list).header(FORWARDED_FOR, attacker).basic_auth(&t.key_id, Some(&secret))).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "the guesser's address is refused: {a:?}");
+    // ...while another client, through the same proxy, gets in with the right key.
+    let holder = "198.51.100.9";
+    let a = answer(proxy.get(&list).header(FORWARDED_FOR, holder).basic_auth(&t.key_id, Some(&secret))).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    let send = json!({"to": "+18005551234", "from": t.from, "body": "through the proxy"});
+    let a =
+        answer(proxy.post(&list).header(FORWARDED_FOR, holder).basic_auth(&t.key_id, Some(&secret)).json(&send)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    // A client that writes the holder's address on the left is still counted as itself.
+    let spoofed = format!("{holder}, {attacker}");
+    let a = answer(proxy.get(&list).header(FORWARDED_FOR, &spoofed).basic_auth(&t.key_id, Some(&secret))).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{a:?}");
+
+    // The operator likewise.
+    let last = exhaust("wrong operator tokens through the proxy", || {
+        proxy.get(&accounts).header(FORWARDED_FOR, attacker).bearer_auth("not-the-operator-token")
+    })
+    .await;
+    assert_eq!(last.body["error"]["code"], "too_many_requests", "{last:?}");
+    let a = answer(proxy.get(&accounts).header(FORWARDED_FOR, holder).bearer_auth(OPERATOR_TOKEN)).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+
+    // Without a usable header the client is unknown, and no address budget applies: the
+    // proxy's own address never becomes one bucket for everyone. (Each guess names another
+    // key id, so that no key id's budget is spent either.)
+    for i in 0..BUDGET + 5 {
+        let unknown_key = format!("key_{i:016x}");
+        for header in [None, Some("unknown"), Some("127.0.0.1")] {
+            let mut request = proxy.get(&list).basic_auth(&unknown_key, Some("sk_wrong"));
+            if let Some(h) = header {
+                request = request.header(FORWARDED_FOR, h);
+            }
+            let a = answer(request).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "guess {i} with {header:?}: {a:?}");
+        }
+    }
+    let a = answer(proxy.get(&list).basic_auth(&t.key_id, Some(&secret))).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+
+    // A peer that is not a trusted proxy cannot choose its address: a new one in each request
+    // (with a new key id, whose budget is whole) still spends the peer's own budget.
+    let direct = client_from("127.0.0.2");
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    exhaust("guesses with made-up addresses", || {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        direct
+            .get(&list)
+            .header(FORWARDED_FOR, format!("198.51.100.{}", i + 10))
+            .basic_auth(format!("key_{:016x}", 1_000 + i), Some("sk_wrong"))
+    })
+    .await;
+    let a = answer(direct.get(&list).header(FORWARDED_FOR, holder).basic_auth(&t.key_id, Some(&secret))).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "a made-up address does not escape: {a:?}");
 
     app.stop().await;
     db.remove().await;

@@ -87,6 +87,10 @@ pub struct AppState {
     /// The HTTP upstreams by name, whose delivery outcomes come back to
     /// `POST /upstreams/{name}/events`.
     pub upstream_callbacks: Arc<UpstreamCallbacks>,
+    /// The proxies in front of the server (a TLS-terminating proxy, a load balancer): when the
+    /// TCP peer is one of them, the client's address for the failure budgets is read from
+    /// `X-Forwarded-For` instead. Empty: the header is never believed.
+    pub trusted_proxies: Arc<[switchboard_domain::Cidr]>,
 }
 
 /// The HTTP upstreams by name.
@@ -95,6 +99,7 @@ pub type UpstreamCallbacks = std::collections::HashMap<String, Arc<switchboard_h
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
+    let trusted_proxies = extract::TrustedProxies(state.trusted_proxies.clone());
     let api = Router::new()
         .merge(textingline::routes())
         // A panic in a handler is answered in the shape of the dialect whose route it was.
@@ -112,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::Extension(trusted_proxies))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {

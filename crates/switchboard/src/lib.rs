@@ -165,8 +165,10 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         Some(t) => t.clone(),
         None => operator_token_file(&settings.data_dir)?,
     };
+    let trusted_proxies = settings.trusted_proxies()?.into();
     let state = AppState {
         core: core.clone(),
+        trusted_proxies,
         operator_token: Secret::new(operator_token),
         metrics: telemetry::metrics_handle(),
         upstream_callbacks: Arc::new(callbacks),

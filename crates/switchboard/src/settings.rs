@@ -113,6 +113,12 @@ pub struct Settings {
     /// addresses they resolve to. Empty by default: every such URL is refused.
     /// `SWITCHBOARD_TENANT_URL_ALLOW_CIDRS` takes them comma-separated.
     pub tenant_url_allow_cidrs: Vec<String>,
+    /// Address ranges of the proxies in front of the server (`10.0.0.0/8`, `127.0.0.1/32`):
+    /// when the TCP peer is in one, the client's address for the failure budgets is the
+    /// right-most `X-Forwarded-For` address that is not itself a trusted proxy, and unknown
+    /// (no per-address budget) when there is none. Empty by default: the header is ignored and
+    /// the peer is the client. `SWITCHBOARD_TRUSTED_PROXIES` takes them comma-separated.
+    pub trusted_proxies: Vec<String>,
     /// The answer to STOP (and UNSUBSCRIBE, CANCEL, …); empty for none.
     pub stop_reply: String,
     /// The answer to START (and UNSTOP, YES); empty for none.
@@ -265,6 +271,7 @@ impl Default for Settings {
             webhook_max_in_flight: 256,
             webhook_poll_ms: 250,
             tenant_url_allow_cidrs: Vec::new(),
+            trusted_proxies: Vec::new(),
             stop_reply: replies.stop,
             start_reply: replies.start,
             help_reply: replies.help,
@@ -367,6 +374,9 @@ impl Settings {
             self.tenant_url_allow_cidrs =
                 v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         }
+        if let Some(v) = var("SWITCHBOARD_TRUSTED_PROXIES") {
+            self.trusted_proxies = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+        }
         env!(stop_reply, "SWITCHBOARD_STOP_REPLY", string);
         env!(start_reply, "SWITCHBOARD_START_REPLY", string);
         env!(help_reply, "SWITCHBOARD_HELP_REPLY", string);
@@ -393,9 +403,15 @@ impl Settings {
         switchboard_domain::UrlPolicy::parse(&self.tenant_url_allow_cidrs).context("tenant_url_allow_cidrs")
     }
 
+    /// The ranges of `trusted_proxies`.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<switchboard_domain::Cidr>> {
+        self.trusted_proxies.iter().map(|r| r.parse().context("trusted_proxies")).collect()
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.url_policy()?;
+        self.trusted_proxies()?;
         for u in &self.upstreams {
             let unknown: Vec<&str> = u.unknown_keys().collect();
             if !unknown.is_empty() {
@@ -528,6 +544,31 @@ mod tests {
             let s = Settings { tenant_url_allow_cidrs: vec![bad.into()], ..Settings::default() };
             let err = format!("{:#}", s.validate().unwrap_err());
             assert!(err.starts_with("tenant_url_allow_cidrs: "), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies() {
+        let d = Settings::default();
+        assert!(d.trusted_proxies.is_empty() && d.trusted_proxies().unwrap().is_empty());
+        let mut s = Settings::default();
+        let env = |name: &str| {
+            (name == "SWITCHBOARD_TRUSTED_PROXIES").then(|| " 10.0.0.0/8, 127.0.0.1 ,,fd00::/8".to_owned())
+        };
+        s.apply_env(env).unwrap();
+        assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "127.0.0.1", "fd00::/8"]);
+        s.validate().unwrap();
+        let ranges = s.trusted_proxies().unwrap();
+        assert_eq!(
+            ranges.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+        );
+        let file: Settings = toml::from_str("trusted_proxies = [\"192.0.2.0/24\"]").unwrap();
+        assert_eq!(file.trusted_proxies, ["192.0.2.0/24"]);
+        for bad in ["10.1.2.3/8", "10.0.0.0/33", "proxy.internal", "10.0.0.0/8 127.0.0.1"] {
+            let s = Settings { trusted_proxies: vec![bad.into()], ..Settings::default() };
+            let err = format!("{:#}", s.validate().unwrap_err());
+            assert!(err.starts_with("trusted_proxies: "), "{bad}: {err}");
         }
     }
 
