@@ -94,7 +94,7 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
     // The database holds no key: not in its settings, not anywhere in its file.
     let raw = Raw::open(&db).await;
     let rows = raw.rows(SETTINGS).await;
-    assert_eq!(rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["keys_fingerprint"]);
+    assert_eq!(rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["keys_fingerprint", "keys_fingerprint_1"]);
     for (_, value) in &rows {
         assert!(!keys.found_in(value));
     }
@@ -138,7 +138,7 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
 
     // A rotation: the new key signs and seals after the restart, and what the old one signed
     // and sealed still works.
-    let said = switchboard::keys::rotate(&settings, 48).expect("rotate");
+    let said = switchboard::keys::rotate(&settings, 48, false).await.expect("rotate");
     assert!(said.contains("key 2 added"), "{said}");
     let app = TestApp::start(settings.clone()).await;
     let key_client = MudbaseClient::new(&app.url, tenant.account, MudbaseAuth::ApiKey(tenant.api_key.clone()));
@@ -153,6 +153,19 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
     assert_eq!(keys.sealer().open(&SealedSecret(sealed[0].1.clone())).expect("opens"), secret);
     raw.close().await;
     app.stop().await;
+
+    // A node whose key 2 is another than the installation's refuses to start, though its hash
+    // key is right: two nodes never sign with different keys of one id.
+    let other = key_file.with_file_name("other-keys");
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let forged_line = format!("key 2 {}QUE=", "QUFB".repeat(10));
+    let text: Vec<String> =
+        text.lines().map(|l| if l.starts_with("key 2 ") { forged_line.clone() } else { l.to_owned() }).collect();
+    std::fs::write(&other, text.join("\n")).unwrap();
+    let refused = switchboard::build(&switchboard::Settings { server_keys_file: Some(other), ..settings.clone() })
+        .await
+        .expect_err("started with another key 2");
+    assert!(format!("{refused:#}").contains("keys_fingerprint_2 differs"), "{refused:#}");
     db.remove().await;
 }
 
@@ -200,6 +213,15 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
         legacy.tokens(Duration::from_secs(900)).issue(&key_id, account.id, Timestamp::now().plus_millis(-2_000)).token;
     drop(store);
 
+    // Keys from elsewhere that do not hold the old secret are refused, and the secret stays.
+    let foreign =
+        ServerKeys::generate().to_text().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(";");
+    let refused = switchboard::build(&switchboard::Settings { server_keys: Some(foreign), ..settings.clone() })
+        .await
+        .expect_err("started with keys that lose the old secret");
+    assert!(format!("{refused:#}").contains("still holds the server secret of an older version"), "{refused:#}");
+    assert_eq!(raw.rows(SETTINGS).await, vec![("key_hash_secret".to_owned(), legacy_secret.clone())]);
+
     // The new version starts on it with no key file.
     let app = TestApp::start(settings.clone()).await;
     let tenant_uuid = account.id.as_uuid();
@@ -216,7 +238,10 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
     let keys = switchboard::keys::read_file(&key_file).unwrap().expect("the key file");
     assert_eq!(keys.ids(), vec![1, 0]);
     let rows = raw.rows(SETTINGS).await;
-    assert_eq!(rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["keys_fingerprint"]);
+    assert_eq!(
+        rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["keys_fingerprint", "keys_fingerprint_0", "keys_fingerprint_1"]
+    );
     let sealed = raw.rows(WEBHOOK_SECRETS).await;
     assert!(sealed[0].1.starts_with(b"SBK1"), "sealed again under key 1");
     assert!(legacy.sealer().open(&SealedSecret(sealed[0].1.clone())).is_err());
@@ -254,6 +279,16 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
         300
     ));
     app.stop().await;
+
+    // The old secret is gone from the database's files, not only from its table.
+    if backend == Backend::Sqlite {
+        let path = db.url().trim_start_matches("sqlite://");
+        for file in [path.to_owned(), format!("{path}-wal")] {
+            if let Ok(bytes) = std::fs::read(&file) {
+                assert!(!legacy.found_in(&bytes), "the old secret is still in {file}");
+            }
+        }
+    }
 
     // A second start reads the key file: the same keys, and everything still works.
     let app = TestApp::start(settings.clone()).await;

@@ -40,7 +40,7 @@ pub use channels::{
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
 pub use guard::{AuthGuard, GuardConfig};
-pub use keys::{KeysError, ServerKeys};
+pub use keys::{KeysError, ServerKeys, sealed_key_id};
 pub use lifecycle::{Inbound, Keyword, KeywordReplies};
 pub use ratelimit::{RateLimiter, RetryAfter, StoreLimits};
 pub use tokens::{AccessToken, Tokens};
@@ -113,21 +113,34 @@ pub enum SendOutcome {
 /// Why the core did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The database belongs to an installation with other server keys.
+    /// The database belongs to an installation with other server keys, or another node signs
+    /// with another key of the same id; names the differing fingerprint.
     #[error(
-        "the server keys are not this database's: it was set up with other keys (the key file or \
-         `server_keys` of the installation, or of the other nodes)"
+        "the server keys are not this database's ({0} differs): it was set up with other keys (the key \
+         file or `server_keys` of the installation, or of the other nodes)"
     )]
-    OtherKeys,
+    OtherKeys(String),
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
+/// Refuses fingerprints that differ from those recorded under the same name.
+fn same_keys(recorded: &[(String, Vec<u8>)], ours: &[(String, Vec<u8>)]) -> Result<(), StartError> {
+    for (name, fingerprint) in ours {
+        if recorded.iter().any(|(n, f)| n == name && f != fingerprint) {
+            return Err(StartError::OtherKeys(name.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// Seals again under the primary key every webhook secret sealed under another one, so that a
-/// retired key stops being needed; a secret changed meanwhile is left as it is now.
-async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<(), StorageError> {
+/// retired key stops being needed; a secret changed meanwhile is left as it is now. Returns
+/// how many secrets did not open under these keys.
+async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<usize, StorageError> {
     let mut resealed = 0usize;
+    let mut unopened = 0usize;
     for (id, sealed) in store.sealed_webhook_secrets().await? {
         if !sealer.needs_reseal(&sealed) {
             continue;
@@ -138,13 +151,16 @@ async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<(), StorageError> 
                     resealed += 1;
                 }
             }
-            Err(_) => tracing::warn!(endpoint = %id, "a webhook secret does not open under the server keys"),
+            Err(_) => {
+                unopened += 1;
+                tracing::warn!(endpoint = %id, "a webhook secret does not open under the server keys");
+            }
         }
     }
     if resealed > 0 {
         tracing::info!(endpoints = resealed, "sealed webhook secrets again under the current server key");
     }
-    Ok(())
+    Ok(unopened)
 }
 
 /// Why a send was refused. Nothing was stored or charged.
@@ -246,12 +262,15 @@ impl Core {
         keys: &ServerKeys,
         config: CoreConfig,
     ) -> Result<Self, StartError> {
-        let recorded = store.adopt_server_keys(&keys.fingerprint()).await?;
-        if recorded != keys.fingerprint() {
-            return Err(StartError::OtherKeys);
-        }
+        // Checked before anything is written, and again after this node's fingerprints are
+        // recorded, in case another node recorded others meanwhile.
+        let ours = keys.fingerprints();
+        same_keys(&store.key_fingerprints().await?, &ours)?;
         let sealer = Arc::new(keys.sealer());
-        reseal(store.as_ref(), &sealer).await?;
+        let unopened = reseal(store.as_ref(), &sealer).await?;
+        // An older version's secret leaves the database only once every secret it sealed is
+        // sealed again under these keys.
+        same_keys(&store.record_server_keys(&ours, unopened == 0).await?, &ours)?;
         let tokens = keys.tokens(config.token_ttl);
         let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);

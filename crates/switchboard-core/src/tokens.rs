@@ -133,8 +133,9 @@ impl Tokens {
     }
 
     /// Checks a token's signature (under the key its `kid` names, key 0 without one),
-    /// algorithm, issuer and expiry; a retired key's token must have been issued before the
-    /// key was retired and live no longer than `ttl`. Returns (key id, account).
+    /// algorithm, issuer and expiry; a retired key's token must have been issued no later than
+    /// `ttl` after the key was retired (room for every node to restart with the new primary)
+    /// and live no longer than `ttl`. Returns (key id, account).
     pub fn verify(&self, token: &str) -> Result<(String, AccountId), AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::InvalidCredentials);
@@ -149,7 +150,8 @@ impl Tokens {
             .map_err(|_| AuthError::InvalidCredentials)?;
         if let Some(retired_at) = key.retired_at {
             let claims = &data.claims;
-            if claims.iat > retired_at || claims.exp - claims.iat > self.ttl.as_secs() as i64 {
+            let ttl = self.ttl.as_secs() as i64;
+            if claims.iat > retired_at.saturating_add(ttl) || claims.exp - claims.iat > ttl {
                 return Err(AuthError::InvalidCredentials);
             }
         }
@@ -194,17 +196,18 @@ mod tests {
 
     #[test]
     fn a_rotated_ring_checks_what_its_retired_key_signed_before_retiring() {
-        let ttl = Duration::from_secs(60);
+        let ttl = Duration::from_secs(3600);
         let account = AccountId::new();
         let now = Timestamp::now();
         let old = Tokens::with_keys(&[(0, &[7; 32], None)], ttl);
-        let before = old.issue("key_1", account, now.plus_millis(-5_000));
+        let before = old.issue("key_1", account, now.plus_millis(-3_500_000));
         // Key 0's tokens carry no key id, as older versions made them.
         assert!(jsonwebtoken::decode_header(&before.token).unwrap().kid.is_none());
 
-        let retired_at = now.millis() / 1000 - 1;
+        // Retired 4,000 s ago: it checks what it issued up to a lifetime (3,600 s) after that.
+        let retired_at = now.millis() / 1000 - 4_000;
         let ring = Tokens::with_keys(&[(1, &[9; 32], None), (0, &[7; 32], Some(retired_at))], ttl);
-        assert_eq!(ring.verify(&before.token).unwrap().1, account, "issued before the rotation");
+        assert_eq!(ring.verify(&before.token).unwrap().1, account, "issued within a lifetime of the rotation");
         let new = ring.issue("key_1", account, now);
         assert_eq!(jsonwebtoken::decode_header(&new.token).unwrap().kid.as_deref(), Some("1"));
         assert_eq!(ring.verify(&new.token).unwrap().1, account);
@@ -212,7 +215,7 @@ mod tests {
         let forged = old.issue("key_1", account, now);
         assert_eq!(ring.verify(&forged.token), Err(AuthError::InvalidCredentials), "issued after");
         let long = Tokens::with_keys(&[(0, &[7; 32], None)], Duration::from_secs(86_400 * 365));
-        let forged = long.issue("key_1", account, now.plus_millis(-10_000));
+        let forged = long.issue("key_1", account, now.plus_millis(-3_500_000));
         assert_eq!(ring.verify(&forged.token), Err(AuthError::InvalidCredentials), "longer than the ttl");
         // A key id the ring does not have, or not a number.
         let other = Tokens::with_keys(&[(5, &[9; 32], None)], ttl).issue("key_1", account, now);

@@ -101,6 +101,17 @@ impl Sealer {
         SealedSecret(sealed)
     }
 
+    /// The id of the key a sealed secret names in its header (0 without one). A blob of key 0
+    /// that happens to start with the header is named wrongly here, with odds of 2^-32.
+    pub fn key_id(sealed: &SealedSecret) -> u32 {
+        sealed
+            .0
+            .strip_prefix(HEADER.as_slice())
+            .and_then(|rest| rest.get(..4))
+            .and_then(|id| id.try_into().ok())
+            .map_or(0, u32::from_be_bytes)
+    }
+
     /// The key a sealed secret names, and the rest of it.
     fn key_of<'a>(&self, bytes: &'a [u8]) -> Option<(&SealKey, &'a [u8])> {
         if let Some(rest) = bytes.strip_prefix(HEADER.as_slice())
@@ -254,6 +265,7 @@ mod tests {
         let new = ring.seal(&secret);
         assert_eq!(&new.0[..8], b"SBK1\0\0\0\x02");
         assert!(!ring.needs_reseal(&new));
+        assert_eq!((Sealer::key_id(&old), Sealer::key_id(&new)), (0, 2));
         assert_eq!(ring.open(&new).unwrap(), secret);
         // Without the key that sealed it, it does not open.
         assert_eq!(legacy.open(&new), Err(SealError::Tampered));

@@ -1053,38 +1053,45 @@ macro_rules! store_impl {
                 Ok(row.map(|(v,)| v))
             }
 
-            async fn adopt_server_keys(&self, fingerprint: &[u8]) -> Result<Vec<u8>> {
-                let fp = || Param::Bytes(Some(fingerprint.to_vec()));
-                Writes::write(self, vec![
-                    (
-                        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                        vec![Param::Text(Some(KEYS_FINGERPRINT.to_owned())), fp()],
-                    ),
+            async fn key_fingerprints(&self) -> Result<Vec<(String, Vec<u8>)>> {
+                let rows: Vec<(String, Vec<u8>)> =
+                    sqlx::query_as("SELECT name, value FROM settings WHERE name LIKE 'keys_fingerprint%' ORDER BY name")
+                        .fetch_all(&self.read)
+                        .await?;
+                Ok(rows)
+            }
+
+            async fn record_server_keys(
+                &self,
+                fingerprints: &[(String, Vec<u8>)],
+                forget_legacy: bool,
+            ) -> Result<Vec<(String, Vec<u8>)>> {
+                let mut statements: Vec<$crate::writes::Statement> = fingerprints
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                            vec![Param::Text(Some(name.clone())), Param::Bytes(Some(value.clone()))],
+                        )
+                    })
+                    .collect();
+                if let Some((_, hash)) = fingerprints.iter().find(|(n, _)| n == KEYS_FINGERPRINT)
+                    && forget_legacy
+                {
                     // The secret that older versions kept here goes only once the keys that
                     // replace it are the installation's.
-                    (
+                    statements.push((
                         "DELETE FROM settings WHERE name = $1 AND EXISTS \
                          (SELECT 1 FROM settings WHERE name = $2 AND value = $3)",
                         vec![
                             Param::Text(Some(LEGACY_SECRET.to_owned())),
                             Param::Text(Some(KEYS_FINGERPRINT.to_owned())),
-                            fp(),
+                            Param::Bytes(Some(hash.clone())),
                         ],
-                    ),
-                ]).await?;
-                let (stored,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
-                    .bind(KEYS_FINGERPRINT)
-                    .fetch_one(&self.read)
-                    .await?;
-                Ok(stored)
-            }
-
-            async fn keys_fingerprint(&self) -> Result<Option<Vec<u8>>> {
-                let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
-                    .bind(KEYS_FINGERPRINT)
-                    .fetch_optional(&self.read)
-                    .await?;
-                Ok(row.map(|(v,)| v))
+                    ));
+                }
+                Writes::write(self, statements).await?;
+                self.key_fingerprints().await
             }
 
             async fn sealed_webhook_secrets(&self) -> Result<Vec<(Uuid, $crate::SealedSecret)>> {

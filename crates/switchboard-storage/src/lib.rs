@@ -96,14 +96,19 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// The server secret that versions before the key file kept in the database, if it is
-    /// still there (it goes when [`Store::adopt_server_keys`] takes the keys that replace it).
+    /// still there (it goes when [`Store::record_server_keys`] records the keys that replace it).
     async fn legacy_server_secret(&self) -> Result<Option<Vec<u8>>>;
-    /// Records the fingerprint of the installation's server keys, unless one is recorded
-    /// already, and returns the recorded one. When they are the same, removes the legacy
-    /// server secret in the same transaction.
-    async fn adopt_server_keys(&self, fingerprint: &[u8]) -> Result<Vec<u8>>;
-    /// The recorded fingerprint of the installation's server keys.
-    async fn keys_fingerprint(&self) -> Result<Option<Vec<u8>>>;
+    /// The recorded fingerprints of the installation's server keys (`keys_fingerprint…`
+    /// rows), by name.
+    async fn key_fingerprints(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Records each fingerprint not recorded yet, and with `forget_legacy` removes the legacy
+    /// server secret when the recorded hash-key fingerprint (`keys_fingerprint`) is the given
+    /// one, in one transaction; returns every recorded fingerprint afterwards.
+    async fn record_server_keys(
+        &self,
+        fingerprints: &[(String, Vec<u8>)],
+        forget_legacy: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
     /// Every webhook endpoint's sealed secret, by endpoint id.
     async fn sealed_webhook_secrets(&self) -> Result<Vec<(Uuid, SealedSecret)>>;
     /// Replaces an endpoint's sealed secret if it is still `old`; whether it was.

@@ -42,16 +42,22 @@ pub enum Command {
 /// The server's keys (the key file, or the `server_keys` setting).
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a key that signs tokens and seals webhook secrets from the next start, keeping the
-    /// current one for what it signed and sealed, and remove keys retired more than
-    /// `--grace-hours` ago. Restart the server (every node, with the same keys) afterwards.
+    /// Make a new key (the staged one, if any) sign tokens and seal webhook secrets from the
+    /// next start, keeping the current one for what it signed and sealed, and remove unused
+    /// keys retired more than `--grace-hours` ago. Restart the server afterwards.
     Rotate {
         /// Where the settings come from.
         #[command(flatten)]
         settings: ServeArgs,
-        /// How long a retired key is kept, in hours; at least the access tokens' lifetime.
+        /// How long a retired key is kept, in hours; at least the access tokens' lifetime. A
+        /// key that still seals a stored webhook secret is kept however old.
         #[arg(long, default_value_t = 48)]
         grace_hours: u64,
+        /// Only stage the new key: every node given the new keys verifies and opens with it,
+        /// while the current key still signs. On several nodes, stage, restart every node,
+        /// then rotate again without `--stage`.
+        #[arg(long)]
+        stage: bool,
     },
 }
 

@@ -8,39 +8,70 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use switchboard_core::ServerKeys;
-use switchboard_storage::Store;
+use switchboard_storage::{Backend, Store};
 
 use crate::Settings;
 
 /// The server's keys for `build`: from the settings, from the key file, or made now (a new
-/// installation, or one upgraded from a version that kept its secret in the database).
+/// installation, or one upgraded from a version that kept its secret in the database). On
+/// PostgreSQL, whose nodes must share the keys, where they live must be said
+/// (`server_keys_file` or `server_keys`): a data folder need not outlive a node.
 pub async fn load(settings: &Settings, store: &dyn Store) -> anyhow::Result<ServerKeys> {
-    if let Some(value) = &settings.server_keys {
-        let text = crate::secret_value(value).context("server_keys")?;
-        return ServerKeys::parse(&text).context("server_keys");
-    }
-    let path = settings.keys_file();
-    if let Some(keys) = read_file(&path)? {
-        return Ok(keys);
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let keys = match store.legacy_server_secret().await? {
-        Some(legacy) => {
-            tracing::info!(path = %path.display(), "moving the server secret out of the database into the key file");
-            ServerKeys::upgrade(legacy, now)
-        }
-        None if store.keys_fingerprint().await?.is_some() => bail!(
-            "the server keys are missing: this database was set up with keys that are not at {} (copy the key \
-             file of the installation there, or set server_keys)",
-            path.display()
-        ),
+    let legacy = store.legacy_server_secret().await?;
+    let keys = match existing(settings)? {
+        Some(keys) => keys,
         None => {
-            tracing::info!(path = %path.display(), "generated the server keys; back this file up apart from the database");
-            ServerKeys::generate()
+            let path = settings.keys_file();
+            if store.backend() == Backend::Postgres && settings.server_keys_file.is_none() {
+                bail!(
+                    "on PostgreSQL, say where the server keys live: set server_keys_file to a file that every node \
+                     reads and that is kept (and backed up) apart from the database, or set server_keys; it is made \
+                     there on first start"
+                );
+            }
+            let keys = match &legacy {
+                Some(legacy) => {
+                    tracing::info!(path = %path.display(), "moving the server secret out of the database into the key file");
+                    ServerKeys::upgrade(legacy.clone(), now())
+                }
+                None if !store.key_fingerprints().await?.is_empty() => bail!(
+                    "the server keys are missing: this database was set up with keys that are not at {} (copy the \
+                     key file of the installation there, or set server_keys)",
+                    path.display()
+                ),
+                None => {
+                    tracing::info!(path = %path.display(), "generated the server keys; back this file up apart from the database");
+                    ServerKeys::generate()
+                }
+            };
+            write_file(&path, &keys)?;
+            keys
         }
     };
-    write_file(&path, &keys)?;
+    if let Some(legacy) = legacy
+        && !keys.holds_legacy(&legacy)
+    {
+        bail!(
+            "this database still holds the server secret of an older version, and the server keys given do not: \
+             start once without server_keys and without a key file at {} so that the secret moves into a new key \
+             file, and use that file",
+            settings.keys_file().display()
+        );
+    }
     Ok(keys)
+}
+
+/// The keys the settings name: `server_keys`, or the key file if there is one.
+fn existing(settings: &Settings) -> anyhow::Result<Option<ServerKeys>> {
+    if let Some(value) = &settings.server_keys {
+        let text = crate::secret_value(value).context("server_keys")?;
+        return ServerKeys::parse(&text).context("server_keys").map(Some);
+    }
+    read_file(&settings.keys_file())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Reads a key file, tightening its mode to 0600 if it is looser; `None` if there is none.
@@ -50,26 +81,31 @@ pub fn read_file(path: &Path) -> anyhow::Result<Option<ServerKeys>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading the key file {}", path.display())),
     };
-    tighten(path)?;
+    tighten(path);
     ServerKeys::parse(&text).with_context(|| format!("the key file {}", path.display())).map(Some)
 }
 
+/// Restricts a key file readable by others to its owner, or warns when that cannot be done (a
+/// read-only mounted secret, say): the keys are still read.
 #[cfg(unix)]
-fn tighten(path: &Path) -> anyhow::Result<()> {
+fn tighten(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {} to its owner", path.display()))?;
-        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the key file was readable by others; made it 0600");
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777) else { return };
+    if mode & 0o077 == 0 {
+        return;
     }
-    Ok(())
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the key file was readable by others; made it 0600")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), error = %e, "the key file is readable by others and could not be restricted")
+        }
+    }
 }
 
 #[cfg(not(unix))]
-fn tighten(_: &Path) -> anyhow::Result<()> {
-    Ok(())
-}
+fn tighten(_: &Path) {}
 
 /// Writes a key file whole or not at all: a private temporary file beside it, synced, then
 /// renamed over it, and the folder synced, so that a crash leaves the old keys or the new.
@@ -96,41 +132,65 @@ pub fn write_file(path: &Path, keys: &ServerKeys) -> anyhow::Result<()> {
     written.with_context(|| format!("writing the key file {}", path.display()))
 }
 
-/// `switchboard keys rotate`: adds a new key that signs and seals from the next start and
-/// retires the current one, removing keys retired more than `grace_hours` ago. With the
-/// `server_keys` setting, prints the new keys for the operator to set on every node;
-/// otherwise rewrites the key file. Returns what to tell the operator.
-pub fn rotate(settings: &Settings, grace_hours: u64) -> anyhow::Result<String> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+/// `switchboard keys rotate`: with `stage`, adds a key that every node given the new keys
+/// verifies and opens with (and signs notifications with) while the current key still signs;
+/// without, makes the staged key (a new one if none is staged) the one that signs and seals
+/// from the next start, and retires the current one. Keys retired more than `grace_hours` ago
+/// are removed unless a stored webhook secret is still sealed under them (the database is read
+/// to tell). With the `server_keys` setting, prints the new keys for the operator to set on
+/// every node; otherwise rewrites the key file. Returns what to tell the operator.
+pub async fn rotate(settings: &Settings, grace_hours: u64, stage: bool) -> anyhow::Result<String> {
     let grace = i64::try_from(grace_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
-    if let Some(value) = &settings.server_keys {
-        let mut keys = ServerKeys::parse(&crate::secret_value(value).context("server_keys")?).context("server_keys")?;
-        let id = keys.rotate(now, grace);
+    let Some(mut keys) = existing(settings)? else {
+        bail!("there is no key file at {} (the server makes it on first start)", settings.keys_file().display());
+    };
+    let (id, what) = if stage {
+        (
+            keys.stage(),
+            "staged: every node verifies and opens with it once restarted with these keys; rotate again \
+                        (without --stage) to make it sign",
+        )
+    } else {
+        let in_use = sealing_keys(settings).await?;
+        (
+            keys.rotate(now(), grace, &in_use),
+            "added: it signs and seals once the server restarts (every node, with the same keys)",
+        )
+    };
+    if settings.server_keys.is_some() {
         let line = keys.to_text().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(";");
-        return Ok(format!(
-            "{line}\n# key {id} added: set server_keys to the line above on every node, then restart them\n"
-        ));
+        return Ok(format!("{line}\n# key {id} {what}: set server_keys to the line above on every node\n"));
     }
     let path = settings.keys_file();
-    let Some(mut keys) = read_file(&path)? else {
-        bail!("there is no key file at {} (the server makes it on first start)", path.display());
-    };
-    let id = keys.rotate(now, grace);
     write_file(&path, &keys)?;
-    Ok(format!(
-        "key {id} added to {}; it signs and seals once the server restarts (every node, with the same file); \
-         keys now: {:?}\n",
-        path.display(),
-        keys.ids()
-    ))
+    Ok(format!("key {id} {what}; {} now holds keys {:?}\n", path.display(), keys.ids()))
+}
+
+/// The ids of the keys that stored webhook secrets are sealed under.
+async fn sealing_keys(settings: &Settings) -> anyhow::Result<Vec<u32>> {
+    let database = settings.database();
+    let store = switchboard_storage::connect(&database, &switchboard_storage::ConnectOptions::default())
+        .await
+        .with_context(|| {
+            format!("opening the database {} to see which keys seal secrets", crate::settings::redact_url(&database))
+        })?;
+    let mut ids: Vec<u32> = store
+        .sealed_webhook_secrets()
+        .await?
+        .iter()
+        .map(|(_, sealed)| switchboard_core::sealed_key_id(sealed))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_key_file_is_private_and_rotates_in_place() {
+    #[tokio::test]
+    async fn the_key_file_is_private_and_rotates_in_place() {
         let dir = std::env::temp_dir().join(format!("switchboard-keys-{}", uuid::Uuid::new_v4().simple()));
         let path = dir.join("server-keys");
         let keys = ServerKeys::generate();
@@ -147,24 +207,36 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "tightened");
         }
-        let settings = Settings { server_keys_file: Some(path.clone()), ..Settings::default() };
-        let said = rotate(&settings, 48).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let settings =
+            Settings { server_keys_file: Some(path.clone()), data_dir: dir.join("data"), ..Settings::default() };
+        let said = rotate(&settings, 48, true).await.unwrap();
+        assert!(said.contains("key 2 staged"), "{said}");
+        assert_eq!(read_file(&path).unwrap().unwrap().staged(), Some(2));
+        let said = rotate(&settings, 48, false).await.unwrap();
         assert!(said.contains("key 2 added"), "{said}");
         let rotated = read_file(&path).unwrap().unwrap();
         assert_eq!(rotated.ids(), vec![2, 1]);
         assert_eq!(rotated.hasher().hash("x"), keys.hasher().hash("x"));
-        // Nothing but the key file is left in the folder.
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // Nothing but the key file (and the database read to see which keys seal secrets) is
+        // left in the folder.
+        assert!(std::fs::read_dir(&dir).unwrap().all(|e| {
+            let name = e.unwrap().file_name();
+            name == "server-keys" || name == "data"
+        }));
         assert_eq!(read_file(&dir.join("absent")).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn keys_from_the_settings_rotate_to_a_line_to_set() {
+    #[tokio::test]
+    async fn keys_from_the_settings_rotate_to_a_line_to_set() {
         let keys = ServerKeys::generate();
         let line = keys.to_text().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(";");
-        let settings = Settings { server_keys: Some(line), ..Settings::default() };
-        let said = rotate(&settings, 0).unwrap();
+        let dir = std::env::temp_dir().join(format!("switchboard-keys-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = Settings { server_keys: Some(line), data_dir: dir.clone(), ..Settings::default() };
+        let said = rotate(&settings, 0, false).await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
         let first = said.lines().next().unwrap();
         assert_eq!(ServerKeys::parse(first).unwrap().ids(), vec![2, 1]);
     }

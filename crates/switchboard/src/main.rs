@@ -43,9 +43,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", switchboard_api::ApiDoc::openapi().to_pretty_json()?);
         }
         Command::Admin(args) => switchboard::cli::run_admin(args).await?,
-        Command::Keys(KeysCommand::Rotate { settings: args, grace_hours }) => {
+        Command::Keys(KeysCommand::Rotate { settings: args, grace_hours, stage }) => {
             let settings = settings(&args)?;
-            print!("{}", switchboard::keys::rotate(&settings, grace_hours)?);
+            print!("{}", switchboard::keys::rotate(&settings, grace_hours, stage).await?);
         }
     }
     Ok(())

@@ -184,10 +184,15 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
     // The database keeps no key, only the fingerprint of the installation's keys: the first
     // recorded stays, and only a matching one removes the secret that older versions kept.
     assert_eq!(store.legacy_server_secret().await.unwrap(), None);
-    assert_eq!(store.keys_fingerprint().await.unwrap(), None);
-    assert_eq!(store.adopt_server_keys(b"fingerprint one").await.unwrap(), b"fingerprint one");
-    assert_eq!(store.adopt_server_keys(b"fingerprint two").await.unwrap(), b"fingerprint one");
-    assert_eq!(store.keys_fingerprint().await.unwrap().as_deref(), Some(b"fingerprint one".as_slice()));
+    assert_eq!(store.key_fingerprints().await.unwrap(), vec![]);
+    let fp = |name: &str, value: &[u8]| (name.to_owned(), value.to_vec());
+    let one = vec![fp("keys_fingerprint", b"one"), fp("keys_fingerprint_1", b"key one")];
+    assert_eq!(store.record_server_keys(&one, true).await.unwrap(), one);
+    // Recorded fingerprints stay; a new key's is added beside them.
+    let two = vec![fp("keys_fingerprint", b"two"), fp("keys_fingerprint_2", b"key two")];
+    let both = vec![one[0].clone(), one[1].clone(), two[1].clone()];
+    assert_eq!(store.record_server_keys(&two, true).await.unwrap(), both);
+    assert_eq!(store.key_fingerprints().await.unwrap(), both);
 
     let key = switchboard_storage::ApiKeyRecord {
         id: "key_1".into(),

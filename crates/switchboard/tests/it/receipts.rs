@@ -63,6 +63,7 @@ impl Server {
             .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_DATABASE_URL", &db.db.url)
             .env("SWITCHBOARD_DATA_DIR", &db.dir)
+            .env("SWITCHBOARD_SERVER_KEYS_FILE", db.dir.join("server-keys"))
             .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
             .env("SWITCHBOARD_SENT_WAIT_MS", "0")
             .env("SWITCHBOARD_PROVIDER_TIMEOUT_MS", "2000")
