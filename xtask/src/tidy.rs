@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-validation",
             "switchboard-ledger",
             "switchboard-provider",
+            "switchboard-records",
             "switchboard-storage",
             "switchboard-signing",
         ],

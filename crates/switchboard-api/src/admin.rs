@@ -74,7 +74,7 @@ fn key_wire(k: &ApiKeyRecord) -> ApiKey {
 
 fn sender_wire(s: &SenderRecord) -> Sender {
     Sender {
-        address: s.address.clone(),
+        address: s.address.as_str().to_owned(),
         account_id: s.account_id.as_uuid(),
         active: s.active,
         sms: s.sms,
@@ -102,7 +102,7 @@ fn channel_wire(c: &ChannelRecord) -> Channel {
         id: c.id,
         account_id: c.account_id.as_uuid(),
         name: c.name.clone(),
-        sender: c.sender.clone(),
+        sender: c.sender.as_str().to_owned(),
         active: c.active,
         mms: c.mms,
         created_at: c.created_at,
@@ -130,7 +130,11 @@ fn template_wire(t: &TemplateRecord) -> Template {
 }
 
 fn opt_out_wire(o: &OptOutRecord) -> OptOut {
-    OptOut { sender: o.sender.clone(), recipient: o.recipient.clone(), created_at: o.created_at }
+    OptOut {
+        sender: o.sender.as_str().to_owned(),
+        recipient: o.recipient.as_str().to_owned(),
+        created_at: o.created_at,
+    }
 }
 
 /// Paging of admin lists.

@@ -470,7 +470,7 @@ fn check_envelope(
     };
     let given_sender = req.sender.as_ref().and_then(|s| s.pointer("/connector/identifierValue"));
     if let Some(given) = given_sender {
-        let same = given.as_str().and_then(|s| Msisdn::parse(s).ok()).is_some_and(|n| n.as_str() == channel.sender);
+        let same = given.as_str().and_then(|s| Msisdn::parse(s).ok()).is_some_and(|n| n == channel.sender);
         if !same {
             problems
                 .add("sender.connector.identifierValue", format!("must be the channel's sender, {}", channel.sender));
@@ -689,14 +689,14 @@ pub(crate) fn message_wire(m: &MessageRecord, details: Option<BirdSendRequest>) 
     let receiver = d.receiver.clone().unwrap_or_else(|| BirdReceiver {
         contacts: vec![switchboard_domain::wire::bird::BirdContact {
             identifier_key: Some("phonenumber".into()),
-            identifier_value: Some(m.to.clone()),
+            identifier_value: Some(m.to.as_str().to_owned()),
             ..Default::default()
         }],
     });
     BirdMessage {
         id: m.id.as_uuid(),
         channel_id: m.channel_id.unwrap_or_default(),
-        sender: BirdConnector { connector: BirdIdentifier { identifier_value: m.from.clone() } },
+        sender: BirdConnector { connector: BirdIdentifier { identifier_value: m.from.as_str().to_owned() } },
         receiver,
         meta: d.meta,
         reference: d.reference,

@@ -235,8 +235,8 @@ pub(crate) fn to_wire(m: &MessageRecord) -> TlMessage {
     TlMessage {
         id: m.id,
         direction: m.direction,
-        to: m.to.clone(),
-        from: m.from.clone(),
+        to: m.to.as_str().to_owned(),
+        from: m.from.as_str().to_owned(),
         body: m.body.clone(),
         media_url: m.media_url().map(str::to_owned),
         status,

@@ -17,7 +17,8 @@ use rand::Rng;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use switchboard_domain::AccountId;
-use switchboard_storage::{ApiKeyRecord, Store};
+use switchboard_records::ApiKeyRecord;
+use switchboard_storage::Store;
 
 use crate::RetryAfter;
 use crate::guard::Generations;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use switchboard_domain::{AccountId, BatchId, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
-use switchboard_storage::{
+use switchboard_domain::{AccountId, BatchId, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp};
+use switchboard_records::{
     AcceptOutcome, AccountRecord, BatchRecord, BatchState, MessageCounts, MessageRecord, NewBatch, NewMessage,
 };
 use switchboard_validation::BatchCommand;
@@ -55,7 +55,7 @@ impl Core {
     /// or not at all. Opted-out recipients are stored as failed and cost nothing.
     pub async fn send_batch(&self, account: AccountId, cmd: BatchCommand) -> Result<BatchSent, SendError> {
         let from = match cmd.from {
-            Some(from) => from.as_str().to_owned(),
+            Some(from) => from,
             None => self.default_sender(account).await?,
         };
         let price = self.inner.config.tariff.price(MessageKind::Sms);
@@ -72,7 +72,7 @@ impl Core {
             created_at: batch_id.created_at(),
         });
         let mut hash = Sha256::new();
-        hash.update(from.as_bytes());
+        hash.update(from.as_str().as_bytes());
         hash.update([0]);
         hash.update(cmd.body.as_bytes());
         let request_hash = hash.finalize().to_vec();
@@ -85,7 +85,7 @@ impl Core {
                 id: *id,
                 account_id: account,
                 kind: MessageKind::Sms,
-                to: to.as_str().to_owned(),
+                to: to.clone(),
                 from: from.clone(),
                 body: Some(cmd.body.clone()),
                 media: Vec::new(),
@@ -176,7 +176,7 @@ impl Core {
     }
 
     /// The sender a request that names none sends from: the account's first active SMS sender.
-    async fn default_sender(&self, account: AccountId) -> Result<String, SendError> {
+    async fn default_sender(&self, account: AccountId) -> Result<Msisdn, SendError> {
         let senders = self.inner.store.list_senders(account).await.map_err(|_| SendError::Unavailable)?;
         senders.into_iter().find(|s| s.active && s.sms).map(|s| s.address).ok_or(SendError::NoDefaultSender)
     }

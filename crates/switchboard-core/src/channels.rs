@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use switchboard_domain::encoding::TextInfo;
 use switchboard_domain::{AccountId, MessageId, MessageKind, Msisdn, Timestamp};
-use switchboard_storage::{
-    AcceptOutcome, ChannelChange, ChannelRecord, MessageRecord, NewMessage, PageRequest, StorageError, TemplateRecord,
-    TemplateVersionRecord,
+use switchboard_records::{
+    AcceptOutcome, ChannelChange, ChannelRecord, MessageRecord, NewMessage, TemplateRecord, TemplateVersionRecord,
 };
+use switchboard_storage::{PageRequest, StorageError};
 use switchboard_validation::template;
 use uuid::Uuid;
 
@@ -125,7 +125,7 @@ impl Core {
             id,
             account_id: channel.account_id,
             kind: message.kind,
-            to: message.to.as_str().to_owned(),
+            to: message.to,
             from: channel.sender.clone(),
             body: message.body,
             media: message.media,
@@ -213,13 +213,13 @@ impl Core {
         active: bool,
     ) -> Result<ChannelRecord, AccessError> {
         let name = check_name("name", name)?;
-        self.owned_sender(account, sender).await?;
+        let sender = self.owned_sender(account, sender).await?;
         let record = ChannelRecord {
             // Time-ordered, so that an account's channels list oldest first.
             id: Uuid::now_v7(),
             account_id: account,
             name: name.to_owned(),
-            sender: sender.to_owned(),
+            sender,
             active,
             mms: false,
             created_at: Timestamp::now(),

@@ -13,7 +13,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchboard_storage::{AcceptOutcome, MessageRecord, NewMessage, Store};
+use switchboard_records::{AcceptOutcome, MessageRecord, NewMessage};
+use switchboard_storage::Store;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Why a message could not be admitted at all.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
-use switchboard_domain::{Msisdn, Timestamp};
+use switchboard_domain::Timestamp;
 use switchboard_provider::{OutboundMessage, Provider, ProviderError};
-use switchboard_storage::{DispatchOutcome, DispatchResult, MessageRecord, Store};
+use switchboard_records::{DispatchOutcome, DispatchResult, MessageRecord};
+use switchboard_storage::Store;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::waiters::{DispatchNews, Waiters};
@@ -170,23 +171,19 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         return DispatchResult { outcome: DispatchOutcome::Expired, ..base };
     }
     let expires_at = m.expires_at;
-    let outbound = match (Msisdn::parse(&m.to), Msisdn::parse(&m.from)) {
-        (Ok(to), Ok(from)) => OutboundMessage {
-            id: m.id,
-            account_id: m.account_id,
-            to,
-            from,
-            kind: m.kind,
-            body: m.body,
-            media: m.media,
-            encoding: m.encoding,
-            segments: m.segments,
-            attempt: m.attempts,
-        },
-        _ => {
-            let err = ProviderError::permanent(switchboard_domain::ErrorType::InvalidDestination);
-            return DispatchResult { outcome: failed(err), ..base };
-        }
+    // The numbers were parsed once, where the request was validated, and are stored and read
+    // back as `Msisdn`s: nothing here parses them again.
+    let outbound = OutboundMessage {
+        id: m.id,
+        account_id: m.account_id,
+        to: m.to,
+        from: m.from,
+        kind: m.kind,
+        body: m.body,
+        media: m.media,
+        encoding: m.encoding,
+        segments: m.segments,
+        attempt: m.attempts,
     };
     let sent = tokio::time::timeout(config.send_timeout, provider.send(&outbound)).await;
     let at = Timestamp::now();

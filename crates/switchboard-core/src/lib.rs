@@ -25,11 +25,12 @@ use sha2::{Digest, Sha256};
 use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Credits, Tariff};
 use switchboard_provider::{EventReceiver, Provider};
-use switchboard_signing::Sealer;
-use switchboard_storage::{
+use switchboard_records::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
-    PageRequest, SenderChange, SenderRecord, StorageError, Store,
+    SenderChange, SenderRecord,
 };
+use switchboard_signing::Sealer;
+use switchboard_storage::{PageRequest, StorageError, Store};
 use switchboard_validation::{Policy, SendCommand};
 
 pub use auth::{AuthError, Authenticator, KeyHasher, NewKey};
@@ -365,8 +366,8 @@ impl Core {
             account_id: account,
             kind: cmd.kind,
             request_hash: request_hash(&cmd),
-            to: cmd.to.as_str().to_owned(),
-            from: cmd.from.as_str().to_owned(),
+            to: cmd.to,
+            from: cmd.from,
             body: cmd.body,
             media: cmd.media_url.into_iter().collect(),
             encoding: cmd.text.encoding,
@@ -532,14 +533,7 @@ impl Core {
     ) -> Result<SenderRecord, AccessError> {
         let address = Msisdn::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
         self.account(account).await?;
-        let record = SenderRecord {
-            address: address.as_str().to_owned(),
-            account_id: account,
-            active,
-            sms,
-            mms,
-            created_at: Timestamp::now(),
-        };
+        let record = SenderRecord { address, account_id: account, active, sms, mms, created_at: Timestamp::now() };
         self.inner.store.create_sender(&record).await.map_err(AccessError::from_storage("sender"))?;
         Ok(record)
     }
@@ -619,12 +613,12 @@ impl Core {
             .map_err(AccessError::from_storage("opt-out"))
     }
 
-    async fn owned_sender(&self, account: AccountId, sender: &str) -> Result<(), AccessError> {
+    /// The account's sender with this address.
+    async fn owned_sender(&self, account: AccountId, sender: &str) -> Result<Msisdn, AccessError> {
         let senders = self.senders(account).await?;
-        if senders.iter().any(|s| s.address == sender) {
-            Ok(())
-        } else {
-            Err(AccessError::Invalid(format!("sender: {sender} is not assigned to the account")))
+        match senders.into_iter().find(|s| s.address.as_str() == sender) {
+            Some(s) => Ok(s.address),
+            None => Err(AccessError::Invalid(format!("sender: {sender} is not assigned to the account"))),
         }
     }
 }

@@ -15,9 +15,8 @@ use switchboard_domain::encoding;
 use switchboard_domain::{MessageId, MessageKind, MessageStatus, Msisdn, Timestamp};
 use switchboard_provider::simulator::{self, SentPart, Simulator};
 use switchboard_provider::{Ack, EventReceiver, InboundMessage, ProviderEvent, Receipt, ReceiptStatus, Report};
-use switchboard_storage::{
-    InboundOutcome, NewInbound, NewReply, OptOutChange, ReceiptOutcome, ReceiptUpdate, StorageError, Store,
-};
+use switchboard_records::{InboundOutcome, NewInbound, NewReply, OptOutChange, ReceiptOutcome, ReceiptUpdate};
+use switchboard_storage::{StorageError, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::AccessError;
@@ -343,7 +342,7 @@ impl crate::Core {
     }
 
     /// A message's parts as the upstream knows them.
-    pub async fn message_parts(&self, id: MessageId) -> Result<Vec<switchboard_storage::PartRecord>, AccessError> {
+    pub async fn message_parts(&self, id: MessageId) -> Result<Vec<switchboard_records::PartRecord>, AccessError> {
         self.inner.store.message_parts(id).await.map_err(AccessError::from_storage("message"))
     }
 
@@ -393,8 +392,8 @@ impl crate::Core {
         let kind = if inbound.media.is_empty() { MessageKind::Sms } else { MessageKind::Mms };
         let message = NewInbound {
             id: MessageId::new(),
-            from: from.as_str().to_owned(),
-            to: to.as_str().to_owned(),
+            from,
+            to,
             kind,
             body,
             media: inbound.media,

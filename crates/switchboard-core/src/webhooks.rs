@@ -3,8 +3,9 @@
 //! deliveries with their attempts. Delivery itself is `switchboard-webhooks`' worker.
 
 use switchboard_domain::{AccountId, EventId, EventType, Timestamp};
+use switchboard_records::{AttemptRecord, DeliveryFilter, DeliveryRecord, WebhookChange, WebhookRecord};
 use switchboard_signing::Secret;
-use switchboard_storage::{AttemptRecord, DeliveryFilter, DeliveryRecord, PageRequest, WebhookChange, WebhookRecord};
+use switchboard_storage::PageRequest;
 use uuid::Uuid;
 
 use crate::{AccessError, Core, MAX_PAGE};

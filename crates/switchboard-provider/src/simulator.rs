@@ -35,7 +35,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use switchboard_domain::{ErrorType, Timestamp};
+use switchboard_domain::{ErrorType, Msisdn, Timestamp};
 
 use crate::{
     EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission,
@@ -65,7 +65,7 @@ pub struct SentPart {
     /// The part's id, as the simulator gave it (`sim-<message uuid>.<n>`).
     pub provider_ref: String,
     /// The message's recipient, which decides the receipt's outcome.
-    pub recipient: String,
+    pub recipient: Msisdn,
     /// Which part, from 1.
     pub part: u32,
     /// How many parts the message has.
@@ -240,7 +240,7 @@ impl Simulator {
             if !p.provider_ref.starts_with(ID_PREFIX) {
                 continue;
             }
-            let plan = Self::receipts_for(&p.recipient);
+            let plan = Self::receipts_for(p.recipient.as_str());
             if plan == Receipts::Silent {
                 continue;
             }
@@ -398,7 +398,13 @@ mod tests {
     }
 
     fn sent_part(message: &str, to: &str, part: u32, parts: u32, sent_at: Timestamp) -> SentPart {
-        SentPart { provider_ref: format!("{ID_PREFIX}{message}.{part}"), recipient: to.into(), part, parts, sent_at }
+        SentPart {
+            provider_ref: format!("{ID_PREFIX}{message}.{part}"),
+            recipient: Msisdn::parse(to).unwrap(),
+            part,
+            parts,
+            sent_at,
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use switchboard_domain::{
     AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
-    Timestamp,
+    Msisdn, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
@@ -67,8 +67,8 @@ impl fmt::Debug for ApiKeyRecord {
 /// A sender number assigned to an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderRecord {
-    /// E.164 address.
-    pub address: String,
+    /// Its number.
+    pub address: Msisdn,
     /// Owner.
     pub account_id: AccountId,
     /// Whether it may send.
@@ -150,9 +150,9 @@ impl LedgerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptOutRecord {
     /// Sender number.
-    pub sender: String,
+    pub sender: Msisdn,
     /// Suppressed recipient.
-    pub recipient: String,
+    pub recipient: Msisdn,
     /// Account of the sender.
     pub account_id: AccountId,
     /// When.
@@ -171,9 +171,9 @@ pub struct MessageRecord {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Recipient.
-    pub to: String,
+    pub to: Msisdn,
     /// Sender.
-    pub from: String,
+    pub from: Msisdn,
     /// Text.
     pub body: Option<String>,
     /// Media URLs of an MMS, in order.
@@ -248,9 +248,9 @@ pub struct NewMessage {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Recipient.
-    pub to: String,
+    pub to: Msisdn,
     /// Sender.
-    pub from: String,
+    pub from: Msisdn,
     /// Text.
     pub body: Option<String>,
     /// Media URLs of an MMS, in order.
@@ -296,7 +296,7 @@ pub struct NewBatch {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Sender.
-    pub from: String,
+    pub from: Msisdn,
     /// Text.
     pub body: Option<String>,
     /// How many recipients (messages) it has.
@@ -317,7 +317,7 @@ pub struct BatchRecord {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Sender.
-    pub from: String,
+    pub from: Msisdn,
     /// Text.
     pub body: Option<String>,
     /// Recipients.
@@ -481,7 +481,7 @@ pub struct ChannelRecord {
     /// Display name.
     pub name: String,
     /// The sender number it sends from.
-    pub sender: String,
+    pub sender: Msisdn,
     /// Whether it may send.
     pub active: bool,
     /// Whether its sender can send MMS.
@@ -562,7 +562,7 @@ pub struct PendingPart {
     /// How many parts the message was recorded with.
     pub parts: u32,
     /// The message's recipient.
-    pub to: String,
+    pub to: Msisdn,
     /// When the submission was recorded.
     pub sent_at: Timestamp,
 }
@@ -604,9 +604,9 @@ pub struct NewInbound {
     /// Id to give it.
     pub id: MessageId,
     /// The handset that sent it.
-    pub from: String,
+    pub from: Msisdn,
     /// The number it was sent to: a sender assigned to an account.
-    pub to: String,
+    pub to: Msisdn,
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Text.

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus};
+use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus, Msisdn};
 use switchboard_ledger::{Balance, Credits};
 
 use crate::{AcceptOutcome, MessageRecord, NewBatch, NewMessage, SenderRecord};
@@ -19,9 +19,9 @@ pub struct Facts {
     /// Balances of every account in the group (locked for the transaction).
     pub balances: HashMap<AccountId, Balance>,
     /// Every sender address in the group that exists, whoever owns it.
-    pub senders: HashMap<String, SenderRecord>,
+    pub senders: HashMap<Msisdn, SenderRecord>,
     /// Opted-out (sender, recipient) pairs among the group's.
-    pub opted_out: HashSet<(String, String)>,
+    pub opted_out: HashSet<(Msisdn, Msisdn)>,
     /// Earlier messages by (account, idempotency key), among the group's keys.
     pub by_key: HashMap<(AccountId, String), MessageRecord>,
 }
@@ -197,9 +197,13 @@ mod tests {
     use super::*;
     use switchboard_domain::{Encoding, MessageId, MessageKind, Timestamp};
 
+    fn n(number: &str) -> Msisdn {
+        Msisdn::parse(number).unwrap()
+    }
+
     fn sender(account: AccountId) -> SenderRecord {
         SenderRecord {
-            address: "+18005559876".into(),
+            address: n("+18005559876"),
             account_id: account,
             active: true,
             sms: true,
@@ -213,8 +217,8 @@ mod tests {
             id: MessageId::new(),
             account_id: account,
             kind: MessageKind::Sms,
-            to: "+18005551234".into(),
-            from: "+18005559876".into(),
+            to: n("+18005551234"),
+            from: n("+18005559876"),
             body: Some(body.into()),
             media: Vec::new(),
             encoding: Encoding::Gsm7,
@@ -236,7 +240,7 @@ mod tests {
     fn facts(account: AccountId, sms: i64) -> Facts {
         let mut f = Facts::default();
         f.balances.insert(account, Balance::new(Credits::new(sms, 0)).unwrap());
-        f.senders.insert("+18005559876".into(), sender(account));
+        f.senders.insert(n("+18005559876"), sender(account));
         f
     }
 
@@ -268,9 +272,9 @@ mod tests {
         let other = AccountId::new();
         let mut f = facts(a, 100);
         assert_eq!(plan(&[msg(other, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderNotAssigned);
-        f.senders.get_mut("+18005559876").unwrap().active = false;
+        f.senders.get_mut(&n("+18005559876")).unwrap().active = false;
         assert_eq!(plan(&[msg(a, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderInactive);
-        f.senders.get_mut("+18005559876").unwrap().active = true;
+        f.senders.get_mut(&n("+18005559876")).unwrap().active = true;
         let mut mms = msg(a, None, "x");
         mms.kind = MessageKind::Mms;
         assert_eq!(plan(&[mms], &mut f)[0].outcome(), AcceptOutcome::SenderNotCapable);
@@ -283,7 +287,7 @@ mod tests {
             id: switchboard_domain::BatchId::new(),
             account_id: a,
             kind: MessageKind::Sms,
-            from: "+18005559876".into(),
+            from: n("+18005559876"),
             body: Some("x".into()),
             recipients: 3,
             first_message_id: MessageId::new(),
@@ -291,7 +295,7 @@ mod tests {
         });
         let member = |to: &str| {
             let mut m = msg(a, None, "x");
-            m.to = to.into();
+            m.to = n(to);
             m.batch = Some(request.clone());
             m
         };
@@ -299,7 +303,7 @@ mod tests {
 
         // A sender refusal comes first, whatever the balance.
         let mut f = facts(a, 0);
-        f.senders.get_mut("+18005559876").unwrap().active = false;
+        f.senders.get_mut(&n("+18005559876")).unwrap().active = false;
         let steps = plan(&members, &mut f);
         assert!(steps.iter().all(|s| s.outcome() == AcceptOutcome::SenderInactive));
 
@@ -310,7 +314,7 @@ mod tests {
         assert_eq!(f.balances[&a].credits(), Credits::new(5, 0));
 
         // With one recipient opted out, two charged messages fit; the request is stored once.
-        f.opted_out.insert(("+18005559876".into(), "+18005550002".into()));
+        f.opted_out.insert((n("+18005559876"), n("+18005550002")));
         let steps = plan(&members, &mut f);
         assert!(matches!(&steps[0], Step::Insert { new_batch: Some(_), .. }));
         assert!(matches!(&steps[1], Step::Insert { new_batch: None, charge: None, .. }));
@@ -322,7 +326,7 @@ mod tests {
     fn opted_out_is_stored_failed_and_free() {
         let a = AccountId::new();
         let mut f = facts(a, 0);
-        f.opted_out.insert(("+18005559876".into(), "+18005551234".into()));
+        f.opted_out.insert((n("+18005559876"), n("+18005551234")));
         let step = plan(&[msg(a, None, "x")], &mut f).remove(0);
         let Step::Insert { record, charge: None, .. } = &step else { panic!("{step:?}") };
         assert_eq!(record.status, MessageStatus::Failed);

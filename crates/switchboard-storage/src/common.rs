@@ -5,7 +5,7 @@
 
 use switchboard_domain::{
     AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
-    Timestamp,
+    Msisdn, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
@@ -51,6 +51,13 @@ pub(crate) fn corrupt(what: &str, value: impl std::fmt::Display) -> StorageError
 
 fn u32_of(what: &str, v: i64) -> Result<u32, StorageError> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
+}
+
+/// A stored phone number. Every number is checked before it is written, so one that does not
+/// parse is a corrupt row; the value itself is left out of the error, as numbers are personal
+/// data.
+pub(crate) fn msisdn_of(what: &str, v: &str) -> Result<Msisdn, StorageError> {
+    Msisdn::parse(v).map_err(|_| corrupt(what, "not an E.164 number"))
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,16 +121,17 @@ pub(crate) struct SenderRow {
     pub(crate) created_at: i64,
 }
 
-impl From<SenderRow> for SenderRecord {
-    fn from(r: SenderRow) -> Self {
-        SenderRecord {
-            address: r.address,
+impl TryFrom<SenderRow> for SenderRecord {
+    type Error = StorageError;
+    fn try_from(r: SenderRow) -> Result<Self, StorageError> {
+        Ok(SenderRecord {
+            address: msisdn_of("sender address", &r.address)?,
             account_id: AccountId::from_uuid(r.account_id),
             active: r.active,
             sms: r.sms,
             mms: r.mms,
             created_at: Timestamp::from_millis(r.created_at),
-        }
+        })
     }
 }
 
@@ -165,14 +173,15 @@ pub(crate) struct OptOutRow {
     pub(crate) created_at: i64,
 }
 
-impl From<OptOutRow> for OptOutRecord {
-    fn from(r: OptOutRow) -> Self {
-        OptOutRecord {
-            sender: r.sender,
-            recipient: r.recipient,
+impl TryFrom<OptOutRow> for OptOutRecord {
+    type Error = StorageError;
+    fn try_from(r: OptOutRow) -> Result<Self, StorageError> {
+        Ok(OptOutRecord {
+            sender: msisdn_of("opt-out sender", &r.sender)?,
+            recipient: msisdn_of("opt-out recipient", &r.recipient)?,
             account_id: AccountId::from_uuid(r.account_id),
             created_at: Timestamp::from_millis(r.created_at),
-        }
+        })
     }
 }
 
@@ -248,8 +257,8 @@ impl TryFrom<MessageRow> for MessageRecord {
             account_id: AccountId::from_uuid(r.account_id),
             direction: Direction::parse(&r.direction).ok_or_else(|| corrupt("direction", &r.direction))?,
             kind: MessageKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
-            to: r.recipient,
-            from: r.sender,
+            to: msisdn_of("recipient", &r.recipient)?,
+            from: msisdn_of("sender", &r.sender)?,
             body: r.body,
             media: match r.media {
                 Some(all) => serde_json::from_str(&all).map_err(|e| corrupt("media", e))?,
@@ -307,7 +316,7 @@ impl TryFrom<BatchRow> for BatchRecord {
             id: BatchId::from_uuid(r.id),
             account_id: AccountId::from_uuid(r.account_id),
             kind: MessageKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
-            from: r.sender,
+            from: msisdn_of("batch sender", &r.sender)?,
             body: r.body,
             recipients: u32_of("recipients", r.recipients)?,
             first_message_id: MessageId::from_uuid(r.first_message_id),
@@ -334,17 +343,18 @@ pub(crate) struct ChannelRow {
 pub(crate) const CHANNEL_SELECT: &str = "SELECT c.id, c.account_id, c.name, c.sender, c.active, s.mms, c.created_at \
      FROM channels c JOIN senders s ON s.address = c.sender";
 
-impl From<ChannelRow> for ChannelRecord {
-    fn from(r: ChannelRow) -> Self {
-        ChannelRecord {
+impl TryFrom<ChannelRow> for ChannelRecord {
+    type Error = StorageError;
+    fn try_from(r: ChannelRow) -> Result<Self, StorageError> {
+        Ok(ChannelRecord {
             id: r.id,
             account_id: AccountId::from_uuid(r.account_id),
             name: r.name,
-            sender: r.sender,
+            sender: msisdn_of("channel sender", &r.sender)?,
             active: r.active,
             mms: r.mms,
             created_at: Timestamp::from_millis(r.created_at),
-        }
+        })
     }
 }
 
@@ -455,7 +465,7 @@ impl TryFrom<PendingPartRow> for crate::PendingPart {
             message_id: MessageId::from_uuid(r.message_id),
             part: u32_of("part", r.part.ok_or_else(|| corrupt("part number", "NULL"))?)?,
             parts: u32_of("part count", r.parts)?,
-            to: r.recipient,
+            to: msisdn_of("recipient", &r.recipient)?,
             sent_at: Timestamp::from_millis(r.at),
         })
     }
@@ -708,7 +718,7 @@ macro_rules! store_impl {
                 .bind(account.as_uuid())
                 .fetch_all(&self.read)
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn ledger(&self, account: AccountId, page: PageRequest<Uuid>) -> Result<Vec<LedgerRecord>> {
@@ -734,7 +744,7 @@ macro_rules! store_impl {
                 .bind(i64::from(limit))
                 .fetch_all(&self.read)
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn get_message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
@@ -906,7 +916,7 @@ macro_rules! store_impl {
                         Param::Uuid(c.id),
                         Param::Uuid(c.account_id.as_uuid()),
                         Param::Text(Some(c.name.clone())),
-                        Param::Text(Some(c.sender.clone())),
+                        Param::Text(Some(c.sender.as_str().to_owned())),
                         Param::Bool(Some(c.active)),
                         Param::Int(Some(c.created_at.millis())),
                     ],
@@ -920,7 +930,7 @@ macro_rules! store_impl {
                         .bind(id)
                         .fetch_optional(&self.read)
                         .await?;
-                Ok(row.map(Into::into))
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn list_channels(&self, account: AccountId) -> Result<Vec<ChannelRecord>> {
@@ -930,7 +940,7 @@ macro_rules! store_impl {
                 .bind(account.as_uuid())
                 .fetch_all(&self.read)
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn update_channel(&self, account: AccountId, id: Uuid, change: &ChannelChange) -> Result<ChannelRecord> {

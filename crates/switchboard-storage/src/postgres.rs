@@ -7,10 +7,10 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::QueryBuilder;
-use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
@@ -70,15 +70,17 @@ const CLAIM_DELIVERIES: &str = concat!(
     delivery_columns!()
 );
 
+/// Which of `recipients` have opted out of `sender`, as the stored text of their numbers.
 async fn opted_out_among(
     tx: &mut sqlx::Transaction<'static, Postgres>,
-    sender: &str,
-    recipients: &[String],
-) -> crate::Result<Vec<String>> {
+    sender: &Msisdn,
+    recipients: &[&Msisdn],
+) -> crate::Result<HashSet<String>> {
+    let recipients: Vec<&str> = recipients.iter().map(|r| r.as_str()).collect();
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT recipient FROM opt_outs WHERE sender = $1 AND recipient = ANY($2)")
-            .bind(sender)
-            .bind(recipients.to_vec())
+            .bind(sender.as_str())
+            .bind(recipients)
             .fetch_all(&mut **tx)
             .await?;
     Ok(rows.into_iter().map(|(r,)| r).collect())
@@ -161,8 +163,8 @@ impl PostgresStore {
                     .push_bind(m.account_id.as_uuid())
                     .push_bind(m.direction.as_str())
                     .push_bind(m.kind.as_str())
-                    .push_bind(m.to.clone())
-                    .push_bind(m.from.clone())
+                    .push_bind(m.to.as_str())
+                    .push_bind(m.from.as_str())
                     .push_bind(m.body.clone())
                     .push_bind(media_url)
                     .push_bind(m.encoding.as_str())
@@ -390,23 +392,24 @@ impl PostgresStore {
                 facts.by_key.insert((m.account_id, key.clone()), row.try_into()?);
             }
         }
-        let mut by_sender: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut by_sender: HashMap<&Msisdn, Vec<&Msisdn>> = HashMap::new();
         for m in batch {
-            by_sender.entry(m.from.as_str()).or_default().push(m.to.clone());
+            by_sender.entry(&m.from).or_default().push(&m.to);
         }
         for (sender, mut recipients) in by_sender {
             let row: Option<SenderRow> = sqlx::query_as(
                 "SELECT address, account_id, active, sms, mms, created_at FROM senders WHERE address = $1",
             )
-            .bind(sender)
+            .bind(sender.as_str())
             .fetch_optional(&mut **tx)
             .await?;
             let Some(row) = row else { continue };
-            facts.senders.insert(sender.to_owned(), row.into());
+            facts.senders.insert(sender.clone(), row.try_into()?);
             recipients.sort();
             recipients.dedup();
-            for r in opted_out_among(tx, sender, &recipients).await? {
-                facts.opted_out.insert((sender.to_owned(), r));
+            let opted = opted_out_among(tx, sender, &recipients).await?;
+            for r in recipients.into_iter().filter(|r| opted.contains(r.as_str())) {
+                facts.opted_out.insert((sender.clone(), r.clone()));
             }
         }
         Ok(facts)
@@ -503,7 +506,7 @@ impl Writes for PostgresStore {
                 .bind(account.as_uuid())
                 .fetch_optional(&self.write)
                 .await?;
-        row.map(Into::into).ok_or(StorageError::NotFound)
+        row.ok_or(StorageError::NotFound)?.try_into()
     }
 
     async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord> {
@@ -544,7 +547,7 @@ impl Writes for PostgresStore {
         .bind(recipient)
         .fetch_one(&self.write)
         .await?;
-        Ok(row.into())
+        row.try_into()
     }
 
     async fn remove_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<()> {

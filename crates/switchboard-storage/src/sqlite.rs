@@ -29,7 +29,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
@@ -591,8 +591,8 @@ fn insert_message(c: &Connection, m: &MessageRecord) -> Result<()> {
         m.account_id.as_uuid().as_bytes().as_slice(),
         m.direction.as_str(),
         m.kind.as_str(),
-        m.to,
-        m.from,
+        m.to.as_str(),
+        m.from.as_str(),
         m.body,
         media_url,
         m.encoding.as_str(),
@@ -629,7 +629,7 @@ fn insert_batch(c: &Connection, b: &NewBatch) -> Result<()> {
         b.id.as_uuid().as_bytes().as_slice(),
         b.account_id.as_uuid().as_bytes().as_slice(),
         b.kind.as_str(),
-        b.from,
+        b.from.as_str(),
         b.body,
         i64::from(b.recipients),
         b.first_message_id.as_uuid().as_bytes().as_slice(),
@@ -798,9 +798,9 @@ fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
             facts.by_key.insert((m.account_id, key.clone()), row.try_into()?);
         }
     }
-    let mut senders: HashMap<&str, Option<SenderRecord>> = HashMap::new();
+    let mut senders: HashMap<&Msisdn, Option<SenderRecord>> = HashMap::new();
     for m in batch {
-        let sender = match senders.get(m.from.as_str()) {
+        let sender = match senders.get(&m.from) {
             Some(s) => s.clone(),
             None => {
                 let s = c
@@ -809,8 +809,9 @@ fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
                     )?
                     .query_row([m.from.as_str()], sender_row)
                     .optional()?
-                    .map(SenderRecord::from);
-                senders.insert(m.from.as_str(), s.clone());
+                    .map(SenderRecord::try_from)
+                    .transpose()?;
+                senders.insert(&m.from, s.clone());
                 s
             }
         };
@@ -828,7 +829,7 @@ fn load_facts(c: &Connection, batch: &[NewMessage]) -> Result<Facts> {
             facts.opted_out.insert(pair);
         }
     }
-    facts.senders = senders.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))).collect();
+    facts.senders = senders.into_iter().filter_map(|(k, v)| v.map(|v| (k.clone(), v))).collect();
     Ok(facts)
 }
 
@@ -1084,7 +1085,7 @@ fn receive(tx: &Connection, inbound: &NewInbound, change: OptOutChange, reply: O
             "SELECT id FROM channels WHERE account_id = ?1 AND sender = ?2 AND active \
              ORDER BY created_at, id LIMIT 1",
         )?
-        .query_row(params![account_bytes, inbound.to], |r| uuid_at(r, 0))
+        .query_row(params![account_bytes, inbound.to.as_str()], |r| uuid_at(r, 0))
         .optional()?;
     let conflict = |e: StorageError| match e {
         StorageError::Embedded(e) if unique_violation(&e) => StorageError::Conflict("message id".into()),
@@ -1101,10 +1102,15 @@ fn receive(tx: &Connection, inbound: &NewInbound, change: OptOutChange, reply: O
                 "INSERT INTO opt_outs (sender, recipient, account_id, created_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (sender, recipient) DO NOTHING",
             )?
-            .execute(params![inbound.to, inbound.from, account_bytes, inbound.received_at.millis()])?,
+            .execute(params![
+                inbound.to.as_str(),
+                inbound.from.as_str(),
+                account_bytes,
+                inbound.received_at.millis()
+            ])?,
         OptOutChange::OptIn => tx
             .prepare_cached("DELETE FROM opt_outs WHERE sender = ?1 AND recipient = ?2 AND account_id = ?3")?
-            .execute(params![inbound.to, inbound.from, account_bytes])?,
+            .execute(params![inbound.to.as_str(), inbound.from.as_str(), account_bytes])?,
     };
     if let Some(reply) = reply {
         let now = Timestamp::now();
@@ -1290,7 +1296,7 @@ impl Writes for SqliteStore {
             .run(move |c| {
                 c.execute(
                     "INSERT INTO senders (address, account_id, active, sms, mms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![s.address, s.account_id.as_uuid().as_bytes().as_slice(), s.active, s.sms, s.mms, s.created_at.millis()],
+                    params![s.address.as_str(), s.account_id.as_uuid().as_bytes().as_slice(), s.active, s.sms, s.mms, s.created_at.millis()],
                 )
                 .map_err(|e| if unique_violation(&e) { StorageError::Conflict("sender address is assigned".into()) } else { e.into() })?;
                 Ok(())
@@ -1310,7 +1316,7 @@ impl Writes for SqliteStore {
                         sender_row,
                     )
                     .optional()?;
-                row.map(Into::into).ok_or(StorageError::NotFound)
+                row.ok_or(StorageError::NotFound)?.try_into()
             })
             .await
     }
@@ -1353,7 +1359,7 @@ impl Writes for SqliteStore {
                     [&sender, &recipient],
                     |r| Ok(OptOutRow { sender: r.get(0)?, recipient: r.get(1)?, account_id: uuid_at(r, 2)?, created_at: r.get(3)? }),
                 )?;
-                Ok(row.into())
+                row.try_into()
             })
             .await
     }

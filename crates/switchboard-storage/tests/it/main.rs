@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use switchboard_domain::{AccountId, BatchId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+use switchboard_domain::{
+    AccountId, BatchId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp,
+};
 use switchboard_ledger::{Credits, EntryKind};
 use switchboard_storage::testing::TestDatabase;
 use switchboard_storage::{
@@ -14,6 +16,11 @@ use switchboard_storage::{ChannelChange, ChannelRecord, StorageError};
 
 const FROM: &str = "+18005559876";
 const TO: &str = "+18005551234";
+
+/// A phone number written out in a test.
+fn msisdn(number: &str) -> Msisdn {
+    Msisdn::parse(number).expect("a test number is E.164")
+}
 
 async fn on_sqlite<F, Fut>(test: F)
 where
@@ -48,6 +55,7 @@ macro_rules! contract {
     };
 }
 
+mod numbers;
 mod pending_parts;
 mod rates;
 mod receipts;
@@ -83,7 +91,7 @@ async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId
     }
     store
         .create_sender(&SenderRecord {
-            address: FROM.into(),
+            address: msisdn(FROM),
             account_id: account,
             active: true,
             sms: true,
@@ -100,8 +108,8 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         id: MessageId::new(),
         account_id: account,
         kind: MessageKind::Sms,
-        to: TO.into(),
-        from: FROM.into(),
+        to: msisdn(TO),
+        from: msisdn(FROM),
         body: Some(body.into()),
         media: Vec::new(),
         encoding: Encoding::Gsm7,
@@ -124,7 +132,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
 fn message_at(account: AccountId, at: Timestamp, to: &str) -> NewMessage {
     let random = uuid::Uuid::new_v4().as_u128() & ((1u128 << 80) - 1);
     let id = MessageId::from_uuid(uuid::Uuid::from_u128(MessageId::first_at(at).as_uuid().as_u128() | random));
-    NewMessage { id, created_at: at, to: to.into(), ..message(account, None, "x") }
+    NewMessage { id, created_at: at, to: msisdn(to), ..message(account, None, "x") }
 }
 
 /// The messages of one multi-recipient request, one per recipient.
@@ -134,7 +142,7 @@ fn request(account: AccountId, recipients: &[&str]) -> Vec<NewMessage> {
         id: BatchId::new(),
         account_id: account,
         kind: MessageKind::Sms,
-        from: FROM.into(),
+        from: msisdn(FROM),
         body: Some("hello".into()),
         recipients: recipients.len() as u32,
         first_message_id: ids[0],
@@ -145,7 +153,7 @@ fn request(account: AccountId, recipients: &[&str]) -> Vec<NewMessage> {
         .zip(ids)
         .map(|(to, id)| NewMessage {
             id,
-            to: (*to).into(),
+            to: msisdn(to),
             batch: Some(batch.clone()),
             channel_id: None,
             scheduled_for: None,
@@ -166,7 +174,7 @@ async fn dispatch_all(store: &Arc<dyn Store>, outcome: impl Fn(&str) -> Dispatch
             account_id: m.account_id,
             attempt: m.attempts,
             at: Timestamp::now(),
-            outcome: outcome(&m.to),
+            outcome: outcome(m.to.as_str()),
         })
         .collect();
     store.record_results(&results).await.unwrap();
@@ -212,7 +220,7 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
     assert_eq!(store.list_api_keys(a.id).await.unwrap().len(), 1);
 
     let sender = SenderRecord {
-        address: FROM.into(),
+        address: msisdn(FROM),
         account_id: a.id,
         active: true,
         sms: true,
@@ -268,7 +276,7 @@ async fn accept_refuses_without_writing(store: Arc<dyn Store>) {
     let a = funded_account(&store, 2, 0).await;
     let other = store.create_account("other").await.unwrap().id;
     let mut wrong_sender = message(a, None, "x");
-    wrong_sender.from = "+18005550000".into();
+    wrong_sender.from = msisdn("+18005550000");
     let foreign = message(other, None, "x");
     let mut mms = message(a, None, "x");
     mms.kind = MessageKind::Mms;
@@ -316,7 +324,7 @@ async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) 
     let b = store.create_account("b").await.unwrap().id;
     store.top_up(b, Credits::new(2, 0), None).await.unwrap();
     let mut theirs = message(b, Some("k1"), "hello");
-    theirs.from = "+18005550001".into();
+    theirs.from = msisdn("+18005550001");
     store
         .create_sender(&SenderRecord {
             address: theirs.from.clone(),
@@ -626,7 +634,7 @@ async fn channels_and_templates(store: Arc<dyn Store>) {
         id: uuid::Uuid::new_v4(),
         account_id: account,
         name: "main".into(),
-        sender: FROM.into(),
+        sender: msisdn(FROM),
         active: true,
         mms: false,
         created_at: Timestamp::now(),

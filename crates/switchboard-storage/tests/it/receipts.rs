@@ -132,7 +132,7 @@ async fn concurrent_receipts_settle_a_message_once(store: Arc<dyn Store>) {
     let mut ids = Vec::new();
     for i in 0..8 {
         let parts = [format!("{i}-a"), format!("{i}-b")];
-        let m = NewMessage { segments: 2, to: format!("+1800555{i:04}"), ..message(a, None, "x") };
+        let m = NewMessage { segments: 2, to: msisdn(&format!("+1800555{i:04}")), ..message(a, None, "x") };
         ids.push(send(&store, m, &format!("{i}"), &[&parts[0], &parts[1]]).await);
     }
     let tasks: Vec<_> = (0..8)
@@ -328,7 +328,7 @@ async fn opted_out_scheduled_messages_fail_when_due(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let soon = now.plus_millis(1);
     let doomed = NewMessage { scheduled_for: Some(soon), ..message(a, None, "soon") };
-    let fine = NewMessage { scheduled_for: Some(soon), to: "+18005550999".into(), ..message(a, None, "soon") };
+    let fine = NewMessage { scheduled_for: Some(soon), to: msisdn("+18005550999"), ..message(a, None, "soon") };
     store.accept(&[doomed.clone(), fine.clone()]).await.unwrap();
     assert_eq!(balance(&store, a).await, Credits::new(6, 0));
     store.add_opt_out(a, FROM, TO).await.unwrap();

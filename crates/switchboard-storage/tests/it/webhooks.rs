@@ -162,7 +162,7 @@ async fn the_outbox_fans_out_to_endpoints_and_the_message_url(store: Arc<dyn Sto
     store.top_up(quiet, Credits::new(10, 0), None).await.unwrap();
     store
         .create_sender(&SenderRecord {
-            address: "+18005550042".into(),
+            address: msisdn("+18005550042"),
             account_id: quiet,
             active: true,
             sms: true,
@@ -171,7 +171,7 @@ async fn the_outbox_fans_out_to_endpoints_and_the_message_url(store: Arc<dyn Sto
         })
         .await
         .unwrap();
-    let m = NewMessage { from: "+18005550042".into(), ..message(quiet, None, "shh") };
+    let m = NewMessage { from: msisdn("+18005550042"), ..message(quiet, None, "shh") };
     let id = send(&store, m, "q-1", &[]).await;
     store.record_receipts(&[receipt("q-1", MessageStatus::Delivered)]).await.unwrap();
     assert_eq!(store.get_message(id).await.unwrap().unwrap().status, MessageStatus::Delivered);
@@ -188,20 +188,22 @@ async fn every_status_change_reaches_the_outbox(store: Arc<dyn Store>) {
 
     // Opted out at admission: accepted, then failed.
     store.add_opt_out(a, FROM, "+18005550101").await.unwrap();
-    let opted = NewMessage { to: "+18005550101".into(), ..message(a, None, "x") };
+    let opted = NewMessage { to: msisdn("+18005550101"), ..message(a, None, "x") };
     // Scheduled, then canceled.
     let canceled = NewMessage { scheduled_for: Some(now.plus_millis(60_000)), ..message(a, None, "x") };
     // Scheduled, then failed when due because its recipient opted out meanwhile.
     let promoted =
-        NewMessage { scheduled_for: Some(now.plus_millis(1)), to: "+18005550102".into(), ..message(a, None, "x") };
+        NewMessage { scheduled_for: Some(now.plus_millis(1)), to: msisdn("+18005550102"), ..message(a, None, "x") };
     // Failed, and expired, by the dispatcher.
-    let failed = NewMessage { to: "+18005550103".into(), ..message(a, None, "x") };
-    let expired = NewMessage { to: "+18005550104".into(), ..message(a, None, "x") };
+    let failed = NewMessage { to: msisdn("+18005550103"), ..message(a, None, "x") };
+    let expired = NewMessage { to: msisdn("+18005550104"), ..message(a, None, "x") };
     let all_new = [opted.clone(), canceled.clone(), promoted.clone(), failed.clone(), expired.clone()];
     store.accept(&all_new).await.unwrap();
     store.cancel_scheduled(a, canceled.id, Timestamp::now()).await.unwrap();
     store.add_opt_out(a, FROM, "+18005550102").await.unwrap();
-    let later = now.plus_millis(10);
+    // Later than every message's creation, which the round trips above may have put more than
+    // a few milliseconds after `now`.
+    let later = Timestamp::now().plus_millis(10);
     let claimed = store.claim_due(later, later.plus_millis(60_000), 10).await.unwrap();
     let result = |m: &NewMessage, outcome: DispatchOutcome| {
         let claim = claimed.iter().find(|c| c.id == m.id).unwrap();
@@ -455,7 +457,7 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
         id: uuid::Uuid::new_v4(),
         account_id: a,
         name: name.into(),
-        sender: FROM.into(),
+        sender: msisdn(FROM),
         active,
         mms: true,
         created_at: now.plus_millis(-age),
@@ -468,8 +470,8 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
     }
     let inbound = |body: &str| NewInbound {
         id: MessageId::new(),
-        from: TO.into(),
-        to: FROM.into(),
+        from: msisdn(TO),
+        to: msisdn(FROM),
         kind: MessageKind::Sms,
         body: Some(body.into()),
         media: Vec::new(),
@@ -479,7 +481,7 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
         received_at: now,
     };
 
-    let stranger = NewInbound { to: "+18005550000".into(), ..inbound("lost") };
+    let stranger = NewInbound { to: msisdn("+18005550000"), ..inbound("lost") };
     assert!(matches!(store.receive_inbound(&stranger, OptOutChange::Keep, None).await, Err(StorageError::NotFound)));
 
     // An ordinary message.
