@@ -165,7 +165,7 @@ async fn until_ended(ended: &mut watch::Receiver<Option<String>>) {
 /// An open connection, owned by the session that runs it. Dropping it ends the connection.
 pub(crate) struct Connection {
     link: Arc<Link>,
-    incoming: mpsc::UnboundedReceiver<Command>,
+    incoming: mpsc::Receiver<Command>,
     ended: watch::Receiver<Option<String>>,
     writer: Option<JoinHandle<()>>,
     grace: Duration,
@@ -194,7 +194,7 @@ impl Connection {
             sequence: AtomicU32::new(0),
             ended: ended_tx,
         });
-        let (requests, incoming) = mpsc::unbounded_channel();
+        let (requests, incoming) = mpsc::channel(REQUEST_QUEUE);
         let writer = tokio::spawn(write_loop(link.clone(), write, commands, grace));
         tokio::spawn(read_loop(link.clone(), read, requests));
         Connection { link, incoming, ended, writer: Some(writer), grace }
@@ -301,9 +301,14 @@ where
     .await;
 }
 
+/// The SMSC's requests read ahead of their handler. Past them the reader waits, and so reads
+/// nothing more from the SMSC (answers included) until the handler takes one: an SMSC that
+/// ignores its window cannot make the session hold more than this.
+const REQUEST_QUEUE: usize = 64;
+
 /// Reads commands until the connection ends, routing responses to their requests, answering
 /// `enquire_link` and `unbind`, and handing the SMSC's other requests to `requests`.
-async fn read_loop<R>(link: Arc<Link>, read: R, requests: mpsc::UnboundedSender<Command>)
+async fn read_loop<R>(link: Arc<Link>, read: R, requests: mpsc::Sender<Command>)
 where
     R: AsyncRead + Unpin,
 {
@@ -329,7 +334,10 @@ where
             }
             _ => {
                 // The handler is gone only when the session is over.
-                let _ = requests.send(command);
+                tokio::select! {
+                    _ = requests.send(command) => {}
+                    () = until_ended(&mut ended) => return,
+                }
             }
         }
     };
