@@ -327,8 +327,16 @@ async fn simulator_receipts_survive_a_crash(backend: Backend) {
     for (id, _) in &sent {
         eventually("every message sent", || message_with(&admin, *id, MessageStatus::Sent)).await;
     }
-    // Killed before the first receipt is due.
+    // Killed before the first receipt is due: every message is still `sent` in the database,
+    // so what settles them below is the recovery, not receipts that came before the kill.
     server.kill();
+    {
+        let store = switchboard_storage::connect(&db.db.url, &Default::default()).await.expect("open the database");
+        for (id, _) in &sent {
+            let m = store.get_message(*id).await.expect("read").expect("the message");
+            assert_eq!(m.status, MessageStatus::Sent, "settled before the kill: the receipt delay is too short here");
+        }
+    }
 
     let server = Server::start(&db, port, None, &delay);
     server.ready().await;
