@@ -138,8 +138,8 @@ fn same_keys(recorded: &[(String, Vec<u8>)], ours: &[(String, Vec<u8>)]) -> Resu
 
 /// Seals again under the primary key every webhook secret sealed under another one, so that a
 /// retired key stops being needed; a secret changed meanwhile is left as it is now. Returns
-/// how many secrets did not open under these keys.
-async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<usize, StorageError> {
+/// how many secrets were sealed again and how many did not open under these keys.
+async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<(usize, usize), StorageError> {
     let mut resealed = 0usize;
     let mut unopened = 0usize;
     for (id, sealed) in store.sealed_webhook_secrets().await? {
@@ -161,7 +161,7 @@ async fn reseal(store: &dyn Store, sealer: &Sealer) -> Result<usize, StorageErro
     if resealed > 0 {
         tracing::info!(endpoints = resealed, "sealed webhook secrets again under the current server key");
     }
-    Ok(unopened)
+    Ok((resealed, unopened))
 }
 
 /// Why a send was refused. Nothing was stored or charged.
@@ -268,10 +268,15 @@ impl Core {
         let ours = keys.fingerprints();
         same_keys(&store.key_fingerprints().await?, &ours)?;
         let sealer = Arc::new(keys.sealer());
-        let unopened = reseal(store.as_ref(), &sealer).await?;
+        let had_legacy = store.legacy_server_secret().await?.is_some();
+        let (resealed, unopened) = reseal(store.as_ref(), &sealer).await?;
         // An older version's secret leaves the database only once every secret it sealed is
         // sealed again under these keys.
         same_keys(&store.record_server_keys(&ours, unopened == 0).await?, &ours)?;
+        if had_legacy || resealed > 0 {
+            // What was removed or sealed again leaves no older copy in the database's files.
+            store.scrub().await?;
+        }
         let tokens = keys.tokens(config.token_ttl);
         let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);

@@ -1111,6 +1111,10 @@ macro_rules! store_impl {
                 Ok(rows.into_iter().map(|(id, s)| (id, $crate::SealedSecret(s))).collect())
             }
 
+            async fn scrub(&self) -> Result<()> {
+                Writes::scrub(self).await
+            }
+
             async fn reseal_webhook_secret(&self, id: Uuid, old: &$crate::SealedSecret, new: &$crate::SealedSecret) -> Result<bool> {
                 let changed = Writes::write(self, vec![(
                     "UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND secret = $3",

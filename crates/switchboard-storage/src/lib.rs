@@ -113,6 +113,11 @@ pub trait Store: Send + Sync + 'static {
     async fn sealed_webhook_secrets(&self) -> Result<Vec<(Uuid, SealedSecret)>>;
     /// Replaces an endpoint's sealed secret if it is still `old`; whether it was.
     async fn reseal_webhook_secret(&self, id: Uuid, old: &SealedSecret, new: &SealedSecret) -> Result<bool>;
+    /// Leaves no copy of deleted content in the database's own files where the backend can:
+    /// on SQLite (whose writer zeroes deleted content) a checkpoint that empties the WAL file,
+    /// so no older page image stays in it; nothing on PostgreSQL, whose dead rows go with
+    /// its vacuums.
+    async fn scrub(&self) -> Result<()>;
 
     /// Creates an account with zero balances.
     async fn create_account(&self, name: &str) -> Result<AccountRecord>;

@@ -646,6 +646,10 @@ impl Writes for PostgresStore {
         Ok(())
     }
 
+    async fn scrub(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
         let mut tx = self.write.begin().await?;
         let mut counts = Vec::with_capacity(statements.len());

@@ -58,6 +58,9 @@ const BACKEND: Backend = Backend::Sqlite;
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Writer,
+    /// The database file, for the checkpoints that `scrub` runs.
+    path: std::path::PathBuf,
+    busy_timeout: Duration,
 }
 
 impl SqliteStore {
@@ -73,13 +76,13 @@ impl SqliteStore {
         let migrate = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
         MIGRATOR.run(&migrate).await?;
         migrate.close().await;
-        let writer = Writer::start(path, options.acquire_timeout)?;
+        let writer = Writer::start(path.clone(), options.acquire_timeout)?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.read_only(true).pragma("cache_size", "-16384"))
             .await?;
-        Ok(Self { read, writer })
+        Ok(Self { read, writer, path, busy_timeout: options.acquire_timeout })
     }
 }
 
@@ -1454,6 +1457,24 @@ impl Writes for SqliteStore {
 
     async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
         self.writer.run(move |c| run_statements(c, &statements)).await
+    }
+
+    async fn scrub(&self) -> Result<()> {
+        // A connection of its own: a checkpoint cannot run inside the writer's transactions.
+        let path = self.path.clone();
+        let timeout = self.busy_timeout;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(timeout)?;
+            let (busy, _, _): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            if busy != 0 {
+                tracing::warn!("the WAL could not be emptied now; older page images stay in it until it is");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("the WAL checkpoint stopped: {e}")))?
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) trait Writes {
         busy: &[String],
     ) -> Result<Vec<DeliveryRecord>>;
     async fn record_deliveries(&self, results: &[DeliveryResult]) -> Result<()>;
+    async fn scrub(&self) -> Result<()>;
     /// Runs statements in one transaction; returns the rows each changed. A uniqueness
     /// violation is `Conflict`.
     async fn write(&self, statements: Vec<Statement>) -> Result<Vec<u64>>;
