@@ -72,6 +72,8 @@ impl TestDb {
             // The tests' webhook receivers and upstreams listen on 127.0.0.1, which the server
             // refuses to call unless the operator allows it.
             tenant_url_allow_cidrs: vec!["127.0.0.1/32".into()],
+            // Every client of the tests is 127.0.0.1, some hundreds of connections at once.
+            max_connections_per_address: Some(100_000),
             ..Settings::default()
         }
     }

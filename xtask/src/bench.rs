@@ -183,6 +183,8 @@ fn start_server(root: &Path, data: &Path, sent_wait_ms: u64, env: &[(String, Str
         .env("SWITCHBOARD_SENT_WAIT_MS", sent_wait_ms.to_string())
         // The bench's webhook receiver listens on 127.0.0.1.
         .env("SWITCHBOARD_TENANT_URL_ALLOW_CIDRS", "127.0.0.1/32")
+        // Every load connection comes from 127.0.0.1, up to 1,024 of them.
+        .env("SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", "4096")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

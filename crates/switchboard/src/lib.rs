@@ -51,9 +51,11 @@ impl App {
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
     ///
-    /// Connections are held to the header-read and idle timeouts and capped in number (see
-    /// [`Settings::header_read_timeout_ms`], [`Settings::idle_timeout_ms`] and
-    /// [`Settings::max_connections`]); handlers can extract the peer's address as
+    /// Connections are held to the header-read and idle timeouts, requests to their timeout
+    /// and a grace to write the answer, and connections are capped in number, in all and per
+    /// client address (see [`Settings::header_read_timeout_ms`], [`Settings::idle_timeout_ms`],
+    /// [`Settings::write_grace_ms`], [`Settings::max_connections`] and
+    /// [`Settings::max_connections_per_address`]); handlers can extract the peer's address as
     /// `axum::extract::ConnectInfo<SocketAddr>`.
     pub async fn run_until(
         self,
@@ -191,17 +193,25 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
 fn serving(settings: &Settings) -> serve::ServeConfig {
     let fd_limit = serve::raise_fd_limit();
     let idle_timeout = Duration::from_millis(settings.idle_timeout_ms);
+    let max_connections = settings.max_connections.unwrap_or_else(|| serve::default_max_connections(fd_limit));
     let serving = serve::ServeConfig {
         header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         idle_timeout,
         // A request may take its whole timeout without a byte moving; past that, a request
         // whose answer nobody reads is not worth a connection.
         stall_timeout: idle_timeout.max(Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(1)),
-        max_connections: settings.max_connections.unwrap_or_else(|| serve::default_max_connections(fd_limit)),
+        // However bytes move (an HTTP/2 PING moves some), no request outlives its timeout and
+        // the grace to write its answer.
+        request_limit: Duration::from_millis(settings.request_timeout_ms.saturating_add(settings.write_grace_ms)),
+        max_connections,
+        max_connections_per_address: settings
+            .max_connections_per_address
+            .unwrap_or_else(|| serve::default_max_connections_per_address(max_connections)),
     };
     tracing::info!(
         open_file_limit = %fd_limit.map_or_else(|| "none".to_owned(), |l| l.to_string()),
         max_connections = serving.max_connections,
+        max_connections_per_address = serving.max_connections_per_address,
         header_read_timeout_ms = settings.header_read_timeout_ms,
         idle_timeout_ms = settings.idle_timeout_ms,
         "connection limits"

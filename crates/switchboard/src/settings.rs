@@ -46,6 +46,15 @@ pub struct Settings {
     /// closes. Default: the file-descriptor limit less a reserve for the database, upstreams
     /// and webhooks (a quarter of the limit, and at least 256 or half of it).
     pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address (IPv6 addresses count by their
+    /// /64). Past it the address's connection idle longest is closed to make room, or the new
+    /// one at once if all of them have a request in flight. Default: a quarter of
+    /// `max_connections`, at most 256.
+    pub max_connections_per_address: Option<usize>,
+    /// How long an answer may take to be written once the request timeout has passed, in ms:
+    /// a request in flight longer than `request_timeout_ms` and this is cut off, its
+    /// connection closed, whatever bytes still move.
+    pub write_grace_ms: u64,
     /// Longest message text, in characters.
     pub max_body_chars: u64,
     /// Words a message may not contain (TextingLine 33019).
@@ -242,6 +251,8 @@ impl Default for Settings {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: None,
+            max_connections_per_address: None,
+            write_grace_ms: 30_000,
             max_body_chars: 640,
             blocked_terms: Vec::new(),
             sent_wait_ms: 50,
@@ -340,6 +351,8 @@ impl Settings {
         env!(header_read_timeout_ms, "SWITCHBOARD_HEADER_READ_TIMEOUT_MS");
         env!(idle_timeout_ms, "SWITCHBOARD_IDLE_TIMEOUT_MS");
         env!(max_connections, "SWITCHBOARD_MAX_CONNECTIONS", option);
+        env!(max_connections_per_address, "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", option);
+        env!(write_grace_ms, "SWITCHBOARD_WRITE_GRACE_MS");
         env!(max_body_chars, "SWITCHBOARD_MAX_BODY_CHARS");
         if let Some(v) = var("SWITCHBOARD_BLOCKED_TERMS") {
             self.blocked_terms = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
@@ -439,6 +452,12 @@ impl Settings {
         }
         if matches!(self.max_connections, Some(n) if n == 0 || n > 1_000_000) {
             bail!("max_connections must be 1 to 1000000");
+        }
+        if matches!(self.max_connections_per_address, Some(n) if n == 0 || n > 1_000_000) {
+            bail!("max_connections_per_address must be 1 to 1000000");
+        }
+        if self.write_grace_ms == 0 || self.write_grace_ms > 3_600_000 {
+            bail!("write_grace_ms must be 1 to 3600000");
         }
         if self.commit_max_batch == 0 || self.commit_max_batch > 10_000 {
             bail!("commit_max_batch must be 1 to 10000");
@@ -581,10 +600,14 @@ mod tests {
             "SWITCHBOARD_HEADER_READ_TIMEOUT_MS" => Some("1500".to_owned()),
             "SWITCHBOARD_IDLE_TIMEOUT_MS" => Some("2500".to_owned()),
             "SWITCHBOARD_MAX_CONNECTIONS" => Some("300".to_owned()),
+            "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS" => Some("40".to_owned()),
+            "SWITCHBOARD_WRITE_GRACE_MS" => Some("2000".to_owned()),
             _ => None,
         };
+        assert_eq!((d.max_connections_per_address, d.write_grace_ms), (None, 30_000));
         s.apply_env(env).unwrap();
         assert_eq!((s.header_read_timeout_ms, s.idle_timeout_ms, s.max_connections), (1500, 2500, Some(300)));
+        assert_eq!((s.max_connections_per_address, s.write_grace_ms), (Some(40), 2000));
         s.validate().unwrap();
         let file: Settings =
             toml::from_str("header_read_timeout_ms = 5000\nidle_timeout_ms = 7000\nmax_connections = 9").unwrap();
@@ -594,6 +617,8 @@ mod tests {
             Settings { idle_timeout_ms: 0, ..Settings::default() },
             Settings { max_connections: Some(0), ..Settings::default() },
             Settings { max_connections: Some(2_000_000), ..Settings::default() },
+            Settings { max_connections_per_address: Some(0), ..Settings::default() },
+            Settings { write_grace_ms: 0, ..Settings::default() },
         ] {
             assert!(bad.validate().is_err());
         }
