@@ -207,6 +207,8 @@ fn serving(settings: &Settings) -> serve::ServeConfig {
         max_connections_per_address: settings
             .max_connections_per_address
             .unwrap_or_else(|| serve::default_max_connections_per_address(max_connections)),
+        // Checked when the settings were validated.
+        trusted_proxies: settings.trusted_proxies().unwrap_or_default().into(),
     };
     tracing::info!(
         open_file_limit = %fd_limit.map_or_else(|| "none".to_owned(), |l| l.to_string()),

@@ -51,7 +51,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tower::Service;
 
 /// How the server treats its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServeConfig {
     /// Longest time to receive a request's headers.
     pub(crate) header_read_timeout: Duration,
@@ -67,6 +67,9 @@ pub(crate) struct ServeConfig {
     pub(crate) max_connections: usize,
     /// Most connections open at once from one client address (an IPv6 /64).
     pub(crate) max_connections_per_address: usize,
+    /// Proxies in front of the server: every client behind one arrives from its address, so
+    /// the cap per address does not apply to them (the cap on all connections still does).
+    pub(crate) trusted_proxies: std::sync::Arc<[switchboard_domain::Cidr]>,
 }
 
 /// How long after its last answer a keep-alive connection is spared when room is made at the
@@ -170,7 +173,12 @@ pub(crate) async fn serve(
         };
         errors.succeeded();
         let group = Group::of(peer.ip());
-        if !registry.admit(group, config.max_connections_per_address) {
+        let per_address = if config.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip())) {
+            usize::MAX
+        } else {
+            config.max_connections_per_address
+        };
+        if !registry.admit(group, per_address) {
             // Every connection of this address has a request in flight: this one gets none.
             refused.note(peer);
             drop(stream);
@@ -204,7 +212,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let entry = registry.register(group, permit);
-        tokio::spawn(connection(stream, peer, router.clone(), builder.clone(), config, stop_rx.clone(), entry));
+        tokio::spawn(connection(stream, peer, router.clone(), builder.clone(), config.clone(), stop_rx.clone(), entry));
     }
     drop(listener);
     stop_tx.send_replace(true);

@@ -489,6 +489,39 @@ async fn one_address_holds_at_most_its_cap_of_connections() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A trusted proxy brings every client through one address, so the cap per address does not
+/// hold it: five requests in flight from it with a cap of 2 are all served.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_not_held_to_the_cap_per_address() {
+    const PROXY: [u8; 4] = [127, 0, 0, 4];
+    let dir = temp_dir("proxy-cap");
+    let server = Limited::start(
+        &dir,
+        None,
+        &[
+            ("SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", "2"),
+            ("SWITCHBOARD_TRUSTED_PROXIES", "127.0.0.4/32"),
+            ("SWITCHBOARD_REQUEST_TIMEOUT_MS", "20000"),
+        ],
+    );
+    server.ready().await;
+    let mut busy = Vec::new();
+    for _ in 0..5 {
+        let mut stream = connect_from(PROXY, server.addr).await;
+        request_in_flight(&mut stream).await;
+        busy.push(stream);
+    }
+    let health = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut sixth = connect_from(PROXY, server.addr).await;
+    assert!(exchange(&mut sixth, health).await.starts_with("HTTP/1.1 200"), "the proxy's sixth connection is served");
+    for stream in &mut busy {
+        assert_eq!(closed_within(stream, Duration::from_millis(200)).await, Err("still open"));
+    }
+    drop(server);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// An HTTP/2 connection (prior knowledge) whose client gives the server `window` bytes of
 /// flow-control window for each stream; its connection task ends when the server closes it.
 async fn h2_client(
