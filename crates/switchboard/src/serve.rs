@@ -173,7 +173,11 @@ pub(crate) async fn serve(
         };
         errors.succeeded();
         let group = Group::of(peer.ip());
-        let per_address = if config.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip())) {
+        // A dual-stack listener sees IPv4 peers as IPv4-mapped addresses: read them as IPv4, as
+        // the failure budgets do.
+        let (ip, canonical) = (peer.ip(), peer.ip().to_canonical());
+        let per_address = if config.trusted_proxies.iter().any(|proxy| proxy.contains(canonical) || proxy.contains(ip))
+        {
             usize::MAX
         } else {
             config.max_connections_per_address
