@@ -59,6 +59,7 @@ mod numbers;
 mod pending_parts;
 mod rates;
 mod receipts;
+mod upgrade;
 mod webhooks;
 
 contract!(
