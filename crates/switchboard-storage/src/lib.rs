@@ -1,31 +1,31 @@
-//! Durable storage for Switchboard: the [`Store`] trait and its two implementations.
+//! Durable storage for Switchboard: the [`Store`] trait, on embedded SQLite or PostgreSQL.
 //!
-//! [`sqlite::SqliteStore`] is the embedded default (one file in WAL mode, one writer thread
-//! whose commits a sync thread makes durable before they are answered, and a pool of
-//! readers); [`postgres::PostgresStore`] serves several nodes
-//! on one database. Both run the same SQL where the dialects agree, share the admission rules
-//! in [`admission`], and pass the same contract suite (`tests/it`).
+//! This is the only crate that knows SQL. Every store operation is one function in `ops`
+//! (grouped by area), written once over a driver-neutral transaction (`engine::Tx`) with `$n`
+//! SQL; the rules it applies (admission, running counts, webhook outbox, receipts, inbound
+//! records) are pure code in [`rules`]. A small engine per backend runs each operation in one
+//! transaction: SQLite (the embedded default, one file in WAL mode, on rusqlite) runs it whole
+//! on its writer thread, whose commits a sync thread makes durable before they are answered;
+//! PostgreSQL (for several nodes on one database) runs it in a sqlx transaction. Both run the
+//! same SQL, but for the few differences the engine's `Backend` names (row locks, lists,
+//! `SKIP LOCKED` claims), and pass the same contract suite (`tests/it`).
 //!
-//! This is the only crate that knows SQL. Every write that must be atomic is one method here
-//! and one transaction: [`Store::accept`] stores a whole group of messages with their charges
-//! and status events under one commit (a group commit: one fsync for many requests), and
+//! [`Store::accept`] stores a whole group of messages with their charges and status events
+//! under one commit (a group commit: one fsync for many requests), and
 //! [`Store::record_results`] stores the dispatcher's outcomes, with refunds, the same way.
-//!
-//! Every status change of a message is written with its event, its running counts (`tally`)
-//! and its webhook deliveries (`outbox`) in the transaction that makes it, so none of them
-//! can be lost or told without the change.
+//! Every status change of a message is written with its event, its running counts and its
+//! webhook deliveries in the transaction that makes it, so none of them can be lost or told
+//! without the change.
 
-pub mod admission;
-mod common;
-mod inbound;
-mod outbox;
-pub mod postgres;
-mod receipts;
-pub mod sqlite;
-mod tally;
+mod db;
+mod engine;
+mod ops;
+mod rows;
+pub mod rules;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-mod writes;
+
+pub use rules::admission;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,6 +63,9 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not one this version can upgrade.
+    #[error("schema: {0}")]
+    Schema(String),
     /// The database URL is not one this crate serves.
     #[error("unsupported database URL (expected sqlite: or postgres:)")]
     UnsupportedUrl,
@@ -343,9 +346,9 @@ impl std::fmt::Debug for dyn Store {
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
+        Ok(Arc::new(db::Db { engine: engine::sqlite::SqliteEngine::open(url, options).await? }))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PostgresStore::open(url, options).await?))
+        Ok(Arc::new(db::Db { engine: engine::postgres::PgEngine::open(url, options).await? }))
     } else {
         Err(StorageError::UnsupportedUrl)
     }

@@ -12,7 +12,7 @@ use switchboard_domain::{ErrorType, MessageId, MessageStatus, Timestamp};
 use switchboard_ledger::Credits;
 
 use crate::StorageError;
-use crate::common::corrupt;
+use crate::rows::corrupt;
 
 /// Whether a receipt with this status changes a part (the three final part statuses).
 pub(crate) fn is_receipt_status(status: MessageStatus) -> bool {
@@ -53,7 +53,7 @@ pub(crate) struct PartState {
 
 impl PartState {
     /// Decodes a stored part of a message.
-    pub(crate) fn from_row(
+    pub(crate) fn parse(
         part: Option<i64>,
         status: &str,
         error_type: Option<String>,
