@@ -17,14 +17,16 @@ on_both_backends!(a_copy_of_the_database_gives_no_key_away, an_older_database_is
 
 /// A connection to the test database for looking underneath the server.
 enum Raw {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgPool),
 }
 
 impl Raw {
     async fn open(db: &TestDb) -> Self {
         match db.backend {
-            Backend::Sqlite => Raw::Sqlite(sqlx::SqlitePool::connect(db.url()).await.expect("open the SQLite file")),
+            Backend::Sqlite => Raw::Sqlite(
+                rusqlite::Connection::open(db.url().trim_start_matches("sqlite://")).expect("open the SQLite file"),
+            ),
             Backend::Postgres => Raw::Postgres(sqlx::PgPool::connect(db.url()).await.expect("connect")),
         }
     }
@@ -32,22 +34,24 @@ impl Raw {
     /// Every row of a two-column query whose second column is bytes.
     async fn rows(&self, sql: &'static str) -> Vec<(String, Vec<u8>)> {
         match self {
-            Raw::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await.expect(sql),
+            Raw::Sqlite(c) => {
+                c.prepare(sql).and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()).expect(sql)
+            }
             Raw::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await.expect(sql),
         }
     }
 
     async fn execute(&self, sql: &'static str, name: &str, value: &[u8]) {
         match self {
-            Raw::Sqlite(p) => sqlx::query(sql).bind(name).bind(value).execute(p).await.map(|_| ()),
-            Raw::Postgres(p) => sqlx::query(sql).bind(name).bind(value).execute(p).await.map(|_| ()),
+            // The statements name their parameters `$1`, `$2`, which SQLite numbers in order.
+            Raw::Sqlite(c) => c.execute(sql, rusqlite::params![name, value]).map(drop).expect(sql),
+            Raw::Postgres(p) => sqlx::query(sql).bind(name).bind(value).execute(p).await.map(drop).expect(sql),
         }
-        .expect(sql);
     }
 
     async fn close(self) {
         match self {
-            Raw::Sqlite(p) => p.close().await,
+            Raw::Sqlite(c) => drop(c),
             Raw::Postgres(p) => p.close().await,
         }
     }

@@ -8,10 +8,9 @@ use super::*;
 
 /// Runs one statement on the test's database beside the store, as an outside edit would.
 async fn edit(url: &str, sql: &'static str) {
-    if url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(url).await.expect("open the SQLite file");
-        sqlx::query(sql).execute(&mut c).await.expect("edit the SQLite file");
-        c.close().await.ok();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open the SQLite file");
+        c.execute_batch(sql).expect("edit the SQLite file");
     } else {
         let mut c = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
         sqlx::query(sql).execute(&mut c).await.expect("edit the PostgreSQL database");

@@ -145,15 +145,15 @@ async fn message_with(admin: &AdminClient, id: MessageId, status: MessageStatus)
 /// Something that keeps the server's writes from committing while it is held: an open write
 /// transaction on SQLite, an exclusive lock on `messages` on PostgreSQL.
 enum Hold {
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgConnection),
 }
 
 impl Hold {
     async fn take(url: &str) -> Hold {
         if url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+            let conn = rusqlite::Connection::open(url.trim_start_matches("sqlite://")).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
             Hold::Sqlite(conn)
         } else {
             let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
@@ -190,10 +190,7 @@ impl Hold {
 
     async fn release(self) {
         match self {
-            Hold::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-                conn.close().await.ok();
-            }
+            Hold::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
             Hold::Postgres(mut conn) => {
                 sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
                 conn.close().await.ok();
