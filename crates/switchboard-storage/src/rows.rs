@@ -1,29 +1,19 @@
 //! One decoder per record, over a driver-neutral [`Row`], and the columns each reads, in
 //! order. A stored value that is not what the schema promises is [`StorageError::Corrupt`].
 
-use switchboard_domain::{
-    AccountId, Direction, Encoding, ErrorType, EventType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp,
-};
-use switchboard_ledger::{Credits, EntryKind};
+use switchboard_domain::{AccountId, EventType, MessageId, Msisdn, Timestamp};
+use switchboard_ledger::Credits;
 use uuid::Uuid;
 
 use crate::engine::{FromRow, Row};
 use crate::{
-    AccountRecord, ApiKeyRecord, AttemptRecord, BatchRecord, ChannelRecord, DeliveryRecord, DeliveryState,
-    LedgerRecord, MessageRecord, OptOutRecord, PartRecord, PendingPart, Result, SealedSecret, SenderRecord,
-    StorageError, TemplateVersionRecord, WebhookRecord,
+    AccountRecord, ApiKeyRecord, AttemptRecord, BatchRecord, ChannelRecord, DeliveryRecord, LedgerRecord,
+    MessageRecord, OptOutRecord, PartRecord, PendingPart, Result, SealedSecret, SenderRecord, StorageError,
+    TemplateVersionRecord, WebhookRecord,
 };
 
 pub(crate) fn corrupt(what: &str, value: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{what}: {value}"))
-}
-
-fn u32_of(what: &str, v: i64) -> Result<u32> {
-    u32::try_from(v).map_err(|_| corrupt(what, v))
-}
-
-fn u16_of(what: &str, v: Option<i64>) -> Result<Option<u16>> {
-    v.map(|s| u16::try_from(s).map_err(|_| corrupt(what, s))).transpose()
 }
 
 /// A stored phone number. Every number is checked before it is written, so one that does not
@@ -31,14 +21,6 @@ fn u16_of(what: &str, v: Option<i64>) -> Result<Option<u16>> {
 /// data.
 fn msisdn(what: &str, v: &str) -> Result<Msisdn> {
     Msisdn::parse(v).map_err(|_| corrupt(what, "not an E.164 number"))
-}
-
-fn status(what: &str, v: &str) -> Result<MessageStatus> {
-    MessageStatus::parse(v).ok_or_else(|| corrupt(what, v))
-}
-
-pub(crate) fn error_type(v: Option<String>) -> Result<Option<ErrorType>> {
-    v.map(|e| ErrorType::parse(&e).ok_or_else(|| corrupt("error type", e))).transpose()
 }
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
@@ -95,10 +77,7 @@ impl FromRow for LedgerRecord {
         Ok(LedgerRecord {
             id: r.get()?,
             account_id: r.get()?,
-            kind: {
-                let kind: String = r.get()?;
-                EntryKind::parse(&kind).ok_or_else(|| corrupt("ledger kind", &kind))?
-            },
+            kind: r.get()?,
             delta: Credits::new(r.get()?, r.get()?),
             balance_after: Credits::new(r.get()?, r.get()?),
             message_id: r.get()?,
@@ -125,28 +104,20 @@ pub(crate) const EVENT_COLUMNS: &str = "message_id, status, error_type, at";
 
 impl FromRow for crate::EventRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
-        Ok(crate::EventRecord {
-            message_id: r.get()?,
-            status: status("event status", &r.get::<String>()?)?,
-            error_type: error_type(r.get()?)?,
-            at: r.get()?,
-        })
+        Ok(crate::EventRecord { message_id: r.get()?, status: r.get()?, error_type: r.get()?, at: r.get()? })
     }
 }
 
 /// The columns of a message, in the order [`MessageRecord`]'s decoder reads them.
 macro_rules! message_columns {
     () => {
-        "id, account_id, direction, kind, recipient, sender, body, media_url, encoding, segments, status, \
+        "id, account_id, direction, kind, recipient, sender, body, media_url, media, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
-         next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, media, \
+         next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, \
          expires_at, details, notify_url"
     };
 }
 pub(crate) use message_columns;
-
-/// How many columns [`message_columns!`] names.
-pub(crate) const MESSAGE_COLUMN_COUNT: usize = 29;
 
 /// The `media_url` and `media` columns of a message's media list: the first URL, and the
 /// whole list as JSON when there is more than one.
@@ -158,59 +129,34 @@ pub(crate) fn media_columns(media: &[String]) -> (Option<&str>, Option<String>) 
 
 impl FromRow for MessageRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
-        let id = r.get()?;
-        let account_id = r.get()?;
-        let direction: String = r.get()?;
-        let kind: String = r.get()?;
-        let to = msisdn("recipient", &r.get::<String>()?)?;
-        let from = msisdn("sender", &r.get::<String>()?)?;
-        let body = r.get()?;
-        let media_url: Option<String> = r.get()?;
-        let encoding: String = r.get()?;
-        let segments = u32_of("segments", r.get()?)?;
-        let status = status("status", &r.get::<String>()?)?;
-        let error_type = error_type(r.get()?)?;
-        let error_message = r.get()?;
-        let charged = Credits::new(r.get()?, r.get()?);
-        let idempotency_key = r.get()?;
-        let request_hash = r.get()?;
-        let attempts = u32_of("attempts", r.get()?)?;
-        let next_attempt_at = r.get()?;
-        let provider_message_id = r.get()?;
-        let created_at = r.get()?;
-        let updated_at = r.get()?;
-        let sent_at = r.get()?;
-        let batch_id = r.get()?;
-        let channel_id = r.get()?;
-        let media: Option<String> = r.get()?;
         Ok(MessageRecord {
-            id,
-            account_id,
-            direction: Direction::parse(&direction).ok_or_else(|| corrupt("direction", &direction))?,
-            kind: MessageKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-            to,
-            from,
-            body,
-            media: match media {
-                Some(all) => serde_json::from_str(&all).map_err(|e| corrupt("media", e))?,
-                None => media_url.into_iter().collect(),
+            id: r.get()?,
+            account_id: r.get()?,
+            direction: r.get()?,
+            kind: r.get()?,
+            to: msisdn("recipient", &r.get::<String>()?)?,
+            from: msisdn("sender", &r.get::<String>()?)?,
+            body: r.get()?,
+            media: match (r.get::<Option<String>>()?, r.get::<Option<String>>()?) {
+                (_, Some(all)) => serde_json::from_str(&all).map_err(|e| corrupt("media", e))?,
+                (first, None) => first.into_iter().collect(),
             },
-            encoding: Encoding::parse(&encoding).ok_or_else(|| corrupt("encoding", &encoding))?,
-            segments,
-            status,
-            error_type,
-            error_message,
-            charged,
-            idempotency_key,
-            request_hash,
-            attempts,
-            next_attempt_at,
-            provider_message_id,
-            created_at,
-            updated_at,
-            sent_at,
-            batch_id,
-            channel_id,
+            encoding: r.get()?,
+            segments: r.get()?,
+            status: r.get()?,
+            error_type: r.get()?,
+            error_message: r.get()?,
+            charged: Credits::new(r.get()?, r.get()?),
+            idempotency_key: r.get()?,
+            request_hash: r.get()?,
+            attempts: r.get()?,
+            next_attempt_at: r.get()?,
+            provider_message_id: r.get()?,
+            created_at: r.get()?,
+            updated_at: r.get()?,
+            sent_at: r.get()?,
+            batch_id: r.get()?,
+            channel_id: r.get()?,
             expires_at: r.get()?,
             details: r.get()?,
             notify_url: r.get()?,
@@ -226,16 +172,13 @@ impl FromRow for BatchRecord {
         Ok(BatchRecord {
             id: r.get()?,
             account_id: r.get()?,
-            kind: {
-                let kind: String = r.get()?;
-                MessageKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?
-            },
+            kind: r.get()?,
             from: msisdn("batch sender", &r.get::<String>()?)?,
             body: r.get()?,
-            recipients: u32_of("recipients", r.get()?)?,
+            recipients: r.get()?,
             first_message_id: r.get()?,
-            sent: u32_of("sent", r.get()?)?,
-            failed: u32_of("failed", r.get()?)?,
+            sent: r.get()?,
+            failed: r.get()?,
             sent_at: r.get()?,
             created_at: r.get()?,
         })
@@ -281,9 +224,9 @@ impl FromRow for PartRecord {
         Ok(PartRecord {
             provider_ref: r.get()?,
             message_id: r.get()?,
-            part: r.get::<Option<i64>>()?.map(|p| u32_of("part", p)).transpose()?,
-            status: status("part status", &r.get::<String>()?)?,
-            error_type: error_type(r.get()?)?,
+            part: r.get()?,
+            status: r.get()?,
+            error_type: r.get()?,
             description: r.get()?,
             at: r.get()?,
         })
@@ -303,8 +246,8 @@ impl FromRow for PendingPart {
         Ok(PendingPart {
             provider_ref: r.get()?,
             message_id: r.get()?,
-            part: u32_of("part", r.get::<Option<i64>>()?.ok_or_else(|| corrupt("part number", "NULL"))?)?,
-            parts: u32_of("part count", r.get()?)?,
+            part: r.get()?,
+            parts: r.get()?,
             to: msisdn("recipient", &r.get::<String>()?)?,
             sent_at: r.get()?,
         })
@@ -354,21 +297,15 @@ impl FromRow for DeliveryRecord {
             endpoint_id: r.get()?,
             url: r.get()?,
             secret: None,
-            event_type: {
-                let t: String = r.get()?;
-                EventType::parse(&t).ok_or_else(|| corrupt("event type", &t))?
-            },
+            event_type: r.get()?,
             message_id: r.get()?,
-            status: status("event status", &r.get::<String>()?)?,
-            error_type: error_type(r.get()?)?,
+            status: r.get()?,
+            error_type: r.get()?,
             occurred_at: r.get()?,
-            state: {
-                let s: String = r.get()?;
-                DeliveryState::parse(&s).ok_or_else(|| corrupt("delivery state", &s))?
-            },
-            attempts: u32_of("attempts", r.get()?)?,
+            state: r.get()?,
+            attempts: r.get()?,
             next_attempt_at: r.get()?,
-            last_status: u16_of("HTTP status", r.get()?)?,
+            last_status: r.get()?,
             last_error: r.get()?,
             updated_at: r.get()?,
         })
@@ -380,11 +317,11 @@ pub(crate) const ATTEMPT_COLUMNS: &str = "attempt, at, status_code, error, durat
 impl FromRow for AttemptRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
         Ok(AttemptRecord {
-            attempt: u32_of("attempt", r.get()?)?,
+            attempt: r.get()?,
             at: r.get()?,
-            status_code: u16_of("HTTP status", r.get()?)?,
+            status_code: r.get()?,
             error: r.get()?,
-            duration_ms: u32_of("duration", r.get()?)?,
+            duration_ms: r.get()?,
         })
     }
 }

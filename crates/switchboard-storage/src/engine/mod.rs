@@ -182,6 +182,41 @@ impl Column for Timestamp {
     }
 }
 
+/// The enums stored as their names.
+macro_rules! name_column {
+    ($($t:ty => $what:literal),+ $(,)?) => {
+        $(impl Column for $t {
+            fn from_value(value: Value) -> Result<Self, &'static str> {
+                String::from_value(value).ok().and_then(|s| <$t>::parse(&s)).ok_or($what)
+            }
+        })+
+    };
+}
+name_column!(
+    switchboard_domain::MessageStatus => "a message status",
+    switchboard_domain::ErrorType => "an error type",
+    switchboard_domain::Direction => "a direction",
+    switchboard_domain::MessageKind => "a message kind",
+    switchboard_domain::Encoding => "an encoding",
+    switchboard_domain::EventType => "an event type",
+    switchboard_ledger::EntryKind => "a ledger entry kind",
+    crate::DeliveryState => "a delivery state",
+);
+
+/// Counts stored as integers that must fit a `u32`.
+impl Column for u32 {
+    fn from_value(value: Value) -> Result<Self, &'static str> {
+        i64::from_value(value).ok().and_then(|n| u32::try_from(n).ok()).ok_or("a count")
+    }
+}
+
+/// HTTP statuses.
+impl Column for u16 {
+    fn from_value(value: Value) -> Result<Self, &'static str> {
+        i64::from_value(value).ok().and_then(|n| u16::try_from(n).ok()).ok_or("an HTTP status")
+    }
+}
+
 macro_rules! id_column {
     ($($t:ty),+) => {
         $(impl Column for $t {

@@ -139,7 +139,7 @@ static INSERT_MESSAGES: Values =
 pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]) -> Result<()> {
     for chunk in chunked(records) {
         let media: Vec<_> = chunk.iter().map(|m| media_columns(&m.media)).collect();
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * crate::rows::MESSAGE_COLUMN_COUNT);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 29);
         for (m, (media_url, media)) in chunk.iter().zip(&media) {
             push_row(
                 &mut params,
@@ -152,6 +152,7 @@ pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]
                     (&m.from).into(),
                     (&m.body).into(),
                     (*media_url).into(),
+                    media.as_deref().into(),
                     m.encoding.as_str().into(),
                     m.segments.into(),
                     m.status.as_str().into(),
@@ -169,7 +170,6 @@ pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]
                     m.sent_at.into(),
                     m.batch_id.into(),
                     m.channel_id.into(),
-                    media.as_deref().into(),
                     m.expires_at.into(),
                     (&m.details).into(),
                     (&m.notify_url).into(),

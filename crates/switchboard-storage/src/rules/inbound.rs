@@ -51,7 +51,6 @@ pub(crate) fn reply_record(
 ) -> MessageRecord {
     MessageRecord {
         id: reply.id,
-        account_id: account,
         direction: Direction::Outbound,
         kind: MessageKind::Sms,
         to: inbound.from.clone(),
@@ -61,21 +60,10 @@ pub(crate) fn reply_record(
         encoding: reply.encoding,
         segments: reply.segments,
         status: MessageStatus::Queued,
-        error_type: None,
-        error_message: None,
-        charged: Credits::ZERO,
-        idempotency_key: None,
-        request_hash: None,
-        attempts: 0,
         next_attempt_at: now,
         provider_message_id: None,
         created_at: now,
         updated_at: now,
-        sent_at: None,
-        batch_id: None,
-        channel_id: channel,
-        expires_at: None,
-        details: None,
-        notify_url: None,
+        ..inbound_record(inbound, account, channel)
     }
 }
