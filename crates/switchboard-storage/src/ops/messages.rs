@@ -134,16 +134,7 @@ pub(crate) async fn list(
     account: AccountId,
     page: PageRequest<MessageId>,
 ) -> Result<Vec<MessageRecord>> {
-    let before = page.before.map_or(Uuid::max(), |m| m.as_uuid());
-    tx.fetch_all(
-        concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        ),
-        &[account.into(), before.into(), page.limit.into()],
-    )
-    .await
+    newest_first(tx, "account_id", account.into(), page).await
 }
 
 /// See [`crate::Store::list_channel_messages`].
@@ -152,16 +143,22 @@ pub(crate) async fn list_in_channel(
     channel: Uuid,
     page: PageRequest<MessageId>,
 ) -> Result<Vec<MessageRecord>> {
+    newest_first(tx, "channel_id", channel.into(), page).await
+}
+
+/// A page of the messages whose `column` is `key`, newest first.
+async fn newest_first(
+    tx: &mut impl Tx,
+    column: &'static str,
+    key: Param<'_>,
+    page: PageRequest<MessageId>,
+) -> Result<Vec<MessageRecord>> {
     let before = page.before.map_or(Uuid::max(), |m| m.as_uuid());
-    tx.fetch_all(
-        concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE channel_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        ),
-        &[channel.into(), before.into(), page.limit.into()],
-    )
-    .await
+    let sql = format!(
+        concat!("SELECT ", message_columns!(), " FROM messages WHERE {} = $1 AND id < $2 ORDER BY id DESC LIMIT $3"),
+        column
+    );
+    tx.fetch_all(&sql, &[key, before.into(), page.limit.into()]).await
 }
 
 /// See [`crate::Store::message_events`].
