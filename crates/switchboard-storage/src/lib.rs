@@ -361,10 +361,17 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// How long to wait for a connection or a lock.
     pub acquire_timeout: std::time::Duration,
+    /// SQLite: the size the WAL file is kept under, in bytes (it may pass it by the last
+    /// transaction before the writer empties it).
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: std::time::Duration::from_secs(10) }
+        Self {
+            max_connections: 8,
+            acquire_timeout: std::time::Duration::from_secs(10),
+            wal_limit_bytes: 64 * 1024 * 1024,
+        }
     }
 }

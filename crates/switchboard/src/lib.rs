@@ -79,7 +79,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     }
     let store = switchboard_storage::connect(
         &database_url,
-        &ConnectOptions { max_connections: settings.database_connections, ..ConnectOptions::default() },
+        &ConnectOptions {
+            max_connections: settings.database_connections,
+            wal_limit_bytes: settings.sqlite_wal_limit_mib * 1024 * 1024,
+            ..ConnectOptions::default()
+        },
     )
     .await
     .with_context(|| format!("opening the database {}", settings::redact_url(&database_url)))?;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub log_format: String,
     /// Database connections (PostgreSQL) or readers (SQLite).
     pub database_connections: u32,
+    /// SQLite: the size the WAL file is kept under, in MiB.
+    pub sqlite_wal_limit_mib: u64,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Longest time a request may take, in milliseconds.
@@ -246,6 +248,7 @@ impl Default for Settings {
             server_keys: None,
             log_format: "text".into(),
             database_connections: 8,
+            sqlite_wal_limit_mib: 64,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
@@ -346,6 +349,7 @@ impl Settings {
             self.server_keys_file = Some(PathBuf::from(v));
         }
         env!(database_connections, "SWITCHBOARD_DATABASE_CONNECTIONS");
+        env!(sqlite_wal_limit_mib, "SWITCHBOARD_SQLITE_WAL_LIMIT_MIB");
         env!(max_body_bytes, "SWITCHBOARD_MAX_BODY_BYTES");
         env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
         env!(header_read_timeout_ms, "SWITCHBOARD_HEADER_READ_TIMEOUT_MS");
@@ -434,6 +438,9 @@ impl Settings {
         let url = self.database();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             bail!("database_url must start with sqlite: or postgres:");
+        }
+        if !(1..=65_536).contains(&self.sqlite_wal_limit_mib) {
+            bail!("sqlite_wal_limit_mib must be 1 to 65536");
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             bail!("log_format must be text or json");

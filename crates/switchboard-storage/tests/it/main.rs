@@ -60,6 +60,7 @@ mod pending_parts;
 mod rates;
 mod receipts;
 mod upgrade;
+mod wal;
 mod webhooks;
 
 contract!(

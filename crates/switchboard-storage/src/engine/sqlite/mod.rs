@@ -70,6 +70,7 @@ impl SqliteEngine {
         let path = path_of(url)?;
         let busy_timeout = options.acquire_timeout;
         let max_readers = options.max_connections.max(1) as usize;
+        let wal_limit = options.wal_limit_bytes;
         let (writer, path) = tokio::task::spawn_blocking(move || {
             let conn = Connection::open(&path)?;
             conn.busy_timeout(busy_timeout)?;
@@ -87,7 +88,7 @@ impl SqliteEngine {
             // A read opens the WAL file (creating it if it is missing), so that it can be opened
             // here too; the file lives as long as this connection.
             conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
-            Ok::<_, StorageError>((Writer::start(conn, &path, busy_timeout)?, path))
+            Ok::<_, StorageError>((Writer::start(conn, &path, busy_timeout, wal_limit)?, path))
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("opening the database stopped: {e}")))??;

@@ -5,7 +5,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -81,22 +81,26 @@ type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 impl Writer {
     /// Starts the writer on `conn`, the database at `path`, with its sync and checkpoint
     /// threads.
-    pub(super) fn start(conn: Connection, path: &Path, busy_timeout: Duration) -> Result<Self> {
+    pub(super) fn start(conn: Connection, path: &Path, busy_timeout: Duration, wal_limit: u64) -> Result<Self> {
         let wal = wal_file(path)?;
-        let checkpoints = start_checkpointer(path, busy_timeout)?;
-        let jobs = Self::spawn(conn, Box::new(move || wal.sync_data()))?;
+        // One checkpoint at a time: SQLite refuses a second at once, without waiting.
+        let turn = Arc::new(Mutex::new(()));
+        let size = wal.try_clone().map_err(|e| StorageError::Corrupt(format!("the WAL file: {e}")))?;
+        let bound = WalBound { wal: size, limit: wal_limit, turn: turn.clone(), not_before: None };
+        let checkpoints = start_checkpointer(path, busy_timeout, turn)?;
+        let jobs = Self::spawn(conn, Box::new(move || wal.sync_data()), Some(bound))?;
         Ok(Writer { jobs, _checkpoints: Arc::new(checkpoints) })
     }
 
     /// Starts the writer thread on `conn`, and the sync thread that makes its commits durable
     /// with `sync`. The threads end once the returned sender is dropped.
-    fn spawn(conn: Connection, sync: SyncFn) -> Result<mpsc::Sender<Box<dyn Job>>> {
+    fn spawn(conn: Connection, sync: SyncFn, mut bound: Option<WalBound>) -> Result<mpsc::Sender<Box<dyn Job>>> {
         let mut tx = SqliteTx::new(conn);
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         let durable = Durable::start(sync)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&mut tx, &rx, &durable))
+            .spawn(move || write_loop(&mut tx, &rx, &durable, bound.as_mut()))
             .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(jobs)
     }
@@ -131,7 +135,12 @@ fn wal_file(path: &Path) -> Result<std::fs::File> {
 /// The writer thread: it runs every write waiting for it (up to `JOBS_PER_COMMIT`) in one
 /// transaction, each in a savepoint of its own, commits, and hands the commit to the sync
 /// thread; it goes on with the next writes while that commit goes to disk.
-fn write_loop(conn: &mut SqliteTx, rx: &mpsc::Receiver<Box<dyn Job>>, durable: &Durable) {
+fn write_loop(
+    conn: &mut SqliteTx,
+    rx: &mpsc::Receiver<Box<dyn Job>>,
+    durable: &Durable,
+    mut bound: Option<&mut WalBound>,
+) {
     let mut tx = Transaction::default();
     while let Ok(first) = rx.recv() {
         tx.run(conn, first, durable);
@@ -141,6 +150,45 @@ fn write_loop(conn: &mut SqliteTx, rx: &mpsc::Receiver<Box<dyn Job>>, durable: &
             tx.run(conn, job, durable);
         }
         tx.commit(conn, durable);
+        if let Some(bound) = bound.as_deref_mut() {
+            bound.keep(conn);
+        }
+    }
+}
+
+/// Keeps the WAL file under its bound. The checkpoint thread copies frames into the database
+/// as they come, but under continuous writes (with readers on older snapshots) the WAL is
+/// never wholly copied at a moment when the writer could start it over, so it would only grow.
+/// Between two of its transactions the writer is the one place no new frame can come from:
+/// there, once the file is over the bound, it copies what is left and empties the file
+/// (`TRUNCATE`), waiting (up to the busy timeout) for readers still on the WAL. A checkpoint
+/// first syncs the WAL and syncs the database file after copying (`synchronous=NORMAL`), so
+/// nothing answered as durable can be lost by it.
+pub(super) struct WalBound {
+    wal: std::fs::File,
+    limit: u64,
+    /// Taken by whichever checkpoint runs.
+    turn: Arc<Mutex<()>>,
+    /// After a checkpoint that could not finish, the next try waits until then.
+    not_before: Option<std::time::Instant>,
+}
+
+impl WalBound {
+    fn keep(&mut self, conn: &Connection) {
+        let Ok(size) = self.wal.metadata().map(|m| m.len()) else { return };
+        if size <= self.limit || self.not_before.is_some_and(|t| std::time::Instant::now() < t) {
+            return;
+        }
+        let _turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        self.not_before = match done {
+            Ok(0) => None,
+            Ok(_) => Some(std::time::Instant::now() + Duration::from_millis(100)),
+            Err(e) => {
+                tracing::warn!(error = %e, wal_bytes = size, "the WAL could not be emptied; trying again shortly");
+                Some(std::time::Instant::now() + Duration::from_millis(100))
+            }
+        };
     }
 }
 
@@ -291,7 +339,7 @@ fn sync_error(e: &std::io::Error) -> rusqlite::Error {
 /// the writer never stops for a checkpoint. PASSIVE checkpoints do not wait for the writer
 /// or readers; the writer restarts the WAL once everything in it has been copied. The thread
 /// ends when the returned sender (held by the store) is dropped.
-fn start_checkpointer(path: &Path, busy_timeout: Duration) -> Result<mpsc::Sender<()>> {
+fn start_checkpointer(path: &Path, busy_timeout: Duration, turn: Arc<Mutex<()>>) -> Result<mpsc::Sender<()>> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     let (stop, stopped) = mpsc::channel::<()>();
@@ -299,6 +347,7 @@ fn start_checkpointer(path: &Path, busy_timeout: Duration) -> Result<mpsc::Sende
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+                let _turn = turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
@@ -369,6 +418,7 @@ mod tests {
                 }
                 Ok(())
             }),
+            None,
         )
         .unwrap();
 
@@ -405,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_sync_fails_every_write_from_then_on() {
         let (dir, conn, reader) = scratch("sync-fails");
-        let jobs = Writer::spawn(conn, Box::new(|| Err(std::io::Error::other("disk gone")))).unwrap();
+        let jobs = Writer::spawn(conn, Box::new(|| Err(std::io::Error::other("disk gone"))), None).unwrap();
         let (first, first_done) = task(|c| insert(c, "a"));
         jobs.send(first).unwrap();
         let failed = first_done.await.unwrap().unwrap_err();
