@@ -88,6 +88,9 @@ impl SqliteEngine {
             // A read opens the WAL file (creating it if it is missing), so that it can be opened
             // here too; the file lives as long as this connection.
             conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
+            // A WAL started over is cut back to its bound, so that its size says how much of it
+            // is in use (see `WalBound`).
+            conn.pragma_update(None, "journal_size_limit", i64::try_from(wal_limit).unwrap_or(i64::MAX))?;
             Ok::<_, StorageError>((Writer::start(conn, &path, busy_timeout, wal_limit)?, path))
         })
         .await
@@ -172,6 +175,11 @@ fn migrate(conn: &Connection) -> Result<()> {
 /// A connection and the transaction (or read) an operation runs in.
 pub(crate) struct SqliteTx {
     conn: Connection,
+    /// The statements whose `$n` parameters SQLite numbers `n` (each first appears after
+    /// `$n-1`, as in every multi-row statement): their parameters bind by position. Finding a
+    /// parameter's number by its name takes SQLite a walk through the statement's list, which
+    /// for a statement of thousands of parameters costs more than running it.
+    in_order: std::collections::HashSet<Box<str>>,
 }
 
 impl std::fmt::Debug for SqliteTx {
@@ -190,18 +198,26 @@ impl std::ops::Deref for SqliteTx {
 impl SqliteTx {
     fn new(conn: Connection) -> Self {
         conn.set_prepared_statement_cache_capacity(256);
-        SqliteTx { conn }
+        SqliteTx { conn, in_order: std::collections::HashSet::new() }
     }
 
     /// Prepares (or takes from the cache) `sql` and binds `params`: each `$n` in the statement
     /// takes the n-th parameter.
-    fn bound(&self, sql: &str, params: &[Param<'_>]) -> Result<rusqlite::CachedStatement<'_>> {
+    fn bound(&mut self, sql: &str, params: &[Param<'_>]) -> Result<rusqlite::CachedStatement<'_>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        for i in 1..=stmt.parameter_count() {
-            let n = stmt
-                .parameter_name(i)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
+        let count = stmt.parameter_count();
+        let number = |stmt: &rusqlite::Statement<'_>, i: usize| {
+            stmt.parameter_name(i).and_then(|name| name.strip_prefix('$')).and_then(|n| n.parse::<usize>().ok())
+        };
+        let in_order = self.in_order.contains(sql) || {
+            let in_order = (1..=count).all(|i| number(&stmt, i) == Some(i));
+            if in_order {
+                self.in_order.insert(sql.into());
+            }
+            in_order
+        };
+        for i in 1..=count {
+            let n = if in_order { Some(i) } else { number(&stmt, i) }
                 .ok_or_else(|| StorageError::Corrupt(format!("parameter {i} of a statement is not $n")))?;
             let param = params
                 .get(n.wrapping_sub(1))

@@ -160,8 +160,10 @@ fn write_loop(
 /// as they come, but under continuous writes (with readers on older snapshots) the WAL is
 /// never wholly copied at a moment when the writer could start it over, so it would only grow.
 /// Between two of its transactions the writer is the one place no new frame can come from:
-/// there, once the file is over the bound, it copies what is left and empties the file
-/// (`TRUNCATE`), waiting (up to the busy timeout) for readers still on the WAL. A checkpoint
+/// there, once the file is over the bound, it copies what is left and starts the file over
+/// (`RESTART`: the next commit writes from its start, and SQLite cuts the file back to the
+/// bound, `journal_size_limit`, so that it is over the bound again only once that much is in
+/// use), waiting (up to the busy timeout) for readers still on the WAL. A checkpoint
 /// first syncs the WAL and syncs the database file after copying (`synchronous=NORMAL`), so
 /// nothing answered as durable can be lost by it.
 pub(super) struct WalBound {
@@ -180,12 +182,12 @@ impl WalBound {
             return;
         }
         let _turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let done = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
         self.not_before = match done {
             Ok(0) => None,
             Ok(_) => Some(std::time::Instant::now() + Duration::from_millis(100)),
             Err(e) => {
-                tracing::warn!(error = %e, wal_bytes = size, "the WAL could not be emptied; trying again shortly");
+                tracing::warn!(error = %e, wal_bytes = size, "the WAL could not be started over; trying again shortly");
                 Some(std::time::Instant::now() + Duration::from_millis(100))
             }
         };
