@@ -348,10 +348,21 @@ fn start_checkpointer(path: &Path, busy_timeout: Duration, turn: Arc<Mutex<()>>)
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+            // While writes keep coming, frames are copied often, so that little is left to copy
+            // when the writer starts the WAL over (it waits for that copy).
+            let (idle, busy) = (Duration::from_millis(200), Duration::from_millis(25));
+            let mut pause = idle;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(pause) {
                 let _turn = turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                // (busy, frames in the WAL, frames copied).
+                match conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                {
+                    Ok((frames, copied)) => pause = if frames > copied + 64 || frames > 1024 { busy } else { idle },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        pause = idle;
+                    }
                 }
             }
         })
