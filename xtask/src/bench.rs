@@ -54,7 +54,7 @@ pub(crate) enum Dialect {
 
 /// Which load a scenario puts on its server.
 #[derive(Clone, Copy)]
-enum Load {
+pub(crate) enum Load {
     TextingLine,
     Mudbase {
         batch: usize,
@@ -129,7 +129,8 @@ impl Dialect {
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options { requests: 20_000, concurrency: vec![16, 64], batch: 100, only: Vec::new() };
+    // 100,000 requests a point: at this machine's rates, 7 to 15 seconds of load.
+    let mut o = Options { requests: 100_000, concurrency: vec![16, 64], batch: 100, only: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -217,6 +218,16 @@ async fn sent_total(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
     Ok(metric(http, url, "switchboard_messages_sent_total").await? as u64)
 }
 
+/// The CPU time a process (a pid, or `self`) has used, in seconds, from `/proc`.
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks
+    // (100 a second for /proc on Linux).
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -288,7 +299,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<38} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14} {:>20} {:>12}",
+        "{:<38} {:>5} {:>12} {:>8} {:>8} {:>8} {:>14} {:>20} {:>12} {:>11} {:>9}",
         "scenario",
         "conc",
         "messages/s",
@@ -297,14 +308,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "p99 ms",
         "dispatched/s",
         "delivered+webhook/s",
-        "submitted/s"
+        "submitted/s",
+        "server cpu%",
+        "load cpu%"
     );
     for r in &results {
         let rate = |what: &str| r["lifecycle"][what]["per_sec"].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
         println!(
-            "{:<38} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0} {:>20} {:>12}",
+            "{:<38} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>14.0} {:>20} {:>12} {:>11.1} {:>9.1}",
             r["scenario"].as_str().unwrap_or(""),
-            r["concurrency"],
+            r["concurrency"].as_u64().unwrap_or(0),
             r["accepted_messages_per_sec"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
             r["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
@@ -312,6 +325,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             r["dispatched_per_sec"].as_f64().unwrap_or(0.0),
             rate("delivered_with_webhook"),
             rate("submitted"),
+            r["cpu_pct_of_one_core"]["server"].as_f64().unwrap_or(0.0),
+            r["cpu_pct_of_one_core"]["load_and_fakes"].as_f64().unwrap_or(0.0),
         );
     }
     let dir = root.join("target/bench");
@@ -334,7 +349,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 /// One scenario on a fresh server: TextingLine sends, Mudbase sends of `batch` recipients, or
 /// Bird channel sends.
-async fn scenario(
+pub(crate) async fn scenario(
     root: &Path,
     requests: usize,
     concurrency: usize,
@@ -425,10 +440,18 @@ async fn scenario(
         drive(&server.url, &key.key.id, &key.secret, &dialect, warm, concurrency.min(warm), "warm").await?;
     let sent_before = wait_sent(&http, &server.url, (warmed.len() * per_request) as u64, Instant::now()).await?.0;
 
+    let server_pid = server.child.id().to_string();
+    let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
     let started = Instant::now();
     let (mut latencies, errors) =
         drive(&server.url, &key.key.id, &key.secret, &dialect, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
+    let cpu_pct = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => ((a - b) / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+        _ => 0.0,
+    };
+    let server_cpu = cpu_pct(cpu_before.0, cpu_seconds(&server_pid));
+    let tool_cpu = cpu_pct(cpu_before.1, cpu_seconds("self"));
     let accepted = latencies.len() * per_request;
     let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
     let lifecycle = match &receiver {
@@ -491,6 +514,9 @@ async fn scenario(
         "backlog_after_load": (accepted as u64).saturating_sub(dispatched),
         "lifecycle": lifecycle,
         "commit_groups": { "count": commits, "mean_size": committed / commits.max(1.0), "p50_ms": commit_p50, "p99_ms": commit_p99 },
+        // Percent of one core while the load ran: the server, and this tool (load generator,
+        // and the fake SMSC or webhook receiver where the scenario has one).
+        "cpu_pct_of_one_core": { "server": server_cpu, "load_and_fakes": tool_cpu },
     });
     eprintln!("{result}");
     drop(server);

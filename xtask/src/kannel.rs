@@ -4,6 +4,12 @@
 //! fake SMSC on loopback with Kannel's default window (`max-pending-submits = 10`), and
 //! Kannel's file store (which does not fsync).
 //!
+//! It alternates Switchboard's SMPP scenario and Kannel's, pair after pair (three by default),
+//! and reports each pair's ratio: this machine's speed drifts within the hour, and a ratio of
+//! two runs made one after the other cancels most of that out. Beside each figure it reports
+//! the CPU each process used: the server (Switchboard, or Kannel's two boxes) and this tool
+//! (load generator and fake SMSC).
+//!
 //! Kannel is not part of the project: install it first (`apt-get install kannel` on Debian).
 //! The command looks for `bearerbox` and `smsbox` on the `PATH` and in `/usr/sbin`.
 
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::bench::{DEADLINE, Dialect, drive, free_port, percentile, wait_counter};
+use crate::bench::{DEADLINE, Dialect, Load, cpu_seconds, drive, free_port, percentile, wait_counter};
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench";
@@ -41,7 +47,7 @@ fn find(program: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let (mut requests, mut concurrency) = (20_000usize, vec![16usize, 64]);
+    let (mut requests, mut concurrency, mut pairs) = (100_000usize, vec![16usize, 64], 3usize);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -50,34 +56,72 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 concurrency =
                     it.next().context("--concurrency 16,64")?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
+            "--pairs" => pairs = it.next().context("--pairs N")?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
     if requests == 0 || requests > 1_000_000 || concurrency.iter().any(|&c| c == 0 || c > 1024) {
         bail!("requests must be 1..=1000000 and concurrency 1..=1024");
     }
+    if pairs == 0 || pairs > 20 {
+        bail!("pairs must be 1..=20");
+    }
     let (bearerbox, smsbox) = (find("bearerbox")?, find("smsbox")?);
+    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+        "build",
+        "--release",
+        "-p",
+        "switchboard",
+        "--bin",
+        "switchboard",
+    ]))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
-    for c in concurrency {
-        results.push(rt.block_on(scenario(&bearerbox, &smsbox, requests, c))?);
+    for &c in &concurrency {
+        for pair in 1..=pairs {
+            let switchboard = rt.block_on(crate::bench::scenario(root, requests, c, 0, Load::Smpp))?;
+            let kannel = rt.block_on(scenario(&bearerbox, &smsbox, requests, c))?;
+            results.push(json!({ "concurrency": c, "pair": pair, "switchboard": switchboard, "kannel": kannel }));
+        }
     }
     println!();
     println!(
-        "{:<38} {:>5} {:>12} {:>8} {:>8} {:>8} {:>12} {:>8}",
-        "scenario", "conc", "messages/s", "p50 ms", "p90 ms", "p99 ms", "submitted/s", "backlog"
+        "{:>5} {:>5} {:>14} {:>14} {:>7} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9}",
+        "conc",
+        "pair",
+        "switchboard/s",
+        "kannel/s",
+        "ratio",
+        "sb p99 ms",
+        "kannel p99",
+        "sb cpu%",
+        "kannel cpu%",
+        "load cpu%",
+        "backlog"
     );
     for r in &results {
+        let (sb, k) = (&r["switchboard"], &r["kannel"]);
+        let (sb_rate, k_rate) = (
+            sb["lifecycle"]["submitted"]["per_sec"].as_f64().unwrap_or(0.0),
+            k["submitted"]["per_sec"].as_f64().unwrap_or(0.0),
+        );
+        let cpu = |r: &serde_json::Value, who: &str| r["cpu_pct_of_one_core"][who].as_f64().unwrap_or(0.0);
+        let backlog = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
         println!(
-            "{:<38} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>12.0} {:>8}",
-            "kannel sendsms to submit_sm",
-            r["concurrency"],
-            r["accepted_messages_per_sec"].as_f64().unwrap_or(0.0),
-            r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-            r["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
-            r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-            r["submitted"]["per_sec"].as_f64().unwrap_or(0.0),
-            r["submitted"]["backlog"],
+            "{:>5} {:>5} {:>14.0} {:>14.0} {:>7.2} {:>12.2} {:>12.2} {:>10.1} {:>10.1} {:>4.0}/{:<4.0} {:>4}/{:<4}",
+            r["concurrency"].as_u64().unwrap_or(0),
+            r["pair"].as_u64().unwrap_or(0),
+            sb_rate,
+            k_rate,
+            sb_rate / k_rate.max(1.0),
+            sb["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            k["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            cpu(sb, "server"),
+            cpu(k, "server"),
+            cpu(sb, "load_and_fakes"),
+            cpu(k, "load_and_fakes"),
+            backlog(&sb["lifecycle"]["submitted"]["backlog"]),
+            backlog(&k["submitted"]["backlog"]),
         );
     }
     let dir = root.join("target/bench");
@@ -139,7 +183,7 @@ async fn scenario(
         c.arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
         c
     };
-    let _bearerbox = Boxed(quiet(bearerbox).spawn().context("starting bearerbox")?);
+    let bearer = Boxed(quiet(bearerbox).spawn().context("starting bearerbox")?);
     // smsbox gives up at once when bearerbox is not listening yet: start it once bearerbox
     // answers on its admin port, and again should it have given up all the same.
     let started = Instant::now();
@@ -173,9 +217,18 @@ async fn scenario(
     let before = 1 + warmed.len() as u64;
     wait_counter(before, Instant::now(), || async { Ok(fake.submit_count() as u64) }).await?;
 
+    // Kannel's CPU is its two boxes'; this tool's is the load generator's and the fake SMSC's.
+    let pids = [bearer.0.id().to_string(), sms.0.id().to_string()];
+    let kannel_cpu = || pids.iter().map(|p| cpu_seconds(p)).sum::<Option<f64>>();
+    let cpu_before = (kannel_cpu(), cpu_seconds("self"));
     let started = Instant::now();
     let (mut latencies, errors) = drive(&url, USER, PASSWORD, &Dialect::Kannel, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
+    let cpu_pct = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => ((a - b) / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+        _ => 0.0,
+    };
+    let (server_cpu, tool_cpu) = (cpu_pct(cpu_before.0, kannel_cpu()), cpu_pct(cpu_before.1, cpu_seconds("self")));
     let target = before + latencies.len() as u64;
     let (n, t) = wait_counter(target, started, || async { Ok(fake.submit_count() as u64) }).await?;
     let submitted = n.saturating_sub(before);
@@ -200,9 +253,11 @@ async fn scenario(
             "backlog": (latencies.len() as u64).saturating_sub(submitted),
         },
         "timed_out": t > DEADLINE,
+        "cpu_pct_of_one_core": { "server": server_cpu, "load_and_fakes": tool_cpu },
     });
     eprintln!("{result}");
     drop(sms);
+    drop(bearer);
     let _ = std::fs::remove_dir_all(&data);
     Ok(result)
 }
