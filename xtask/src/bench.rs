@@ -261,8 +261,8 @@ pub(crate) fn load(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let o = options(args)?;
+/// Builds the release server the scenarios start.
+pub(crate) fn build_server() -> anyhow::Result<()> {
     crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
         "build",
         "--release",
@@ -270,7 +270,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "switchboard",
         "--bin",
         "switchboard",
-    ]))?;
+    ]))
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let o = options(args)?;
+    build_server()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
     for sent_wait_ms in [0u64, 50].into_iter().filter(|_| o.runs("tl")) {

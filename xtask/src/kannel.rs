@@ -67,14 +67,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("pairs must be 1..=20");
     }
     let (bearerbox, smsbox) = (find("bearerbox")?, find("smsbox")?);
-    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-        "build",
-        "--release",
-        "-p",
-        "switchboard",
-        "--bin",
-        "switchboard",
-    ]))?;
+    crate::bench::build_server()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
     for &c in &concurrency {
