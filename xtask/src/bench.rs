@@ -228,6 +228,14 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// Percent of one core used between two readings of [`cpu_seconds`] taken `elapsed` apart.
+pub(crate) fn cpu_pct(before: Option<f64>, after: Option<f64>, elapsed: Duration) -> f64 {
+    match (before, after) {
+        (Some(b), Some(a)) => ((a - b) / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
+        _ => 0.0,
+    }
+}
+
 pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -451,12 +459,8 @@ pub(crate) async fn scenario(
     let (mut latencies, errors) =
         drive(&server.url, &key.key.id, &key.secret, &dialect, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
-    let cpu_pct = |before: Option<f64>, after: Option<f64>| match (before, after) {
-        (Some(b), Some(a)) => ((a - b) / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
-        _ => 0.0,
-    };
-    let server_cpu = cpu_pct(cpu_before.0, cpu_seconds(&server_pid));
-    let tool_cpu = cpu_pct(cpu_before.1, cpu_seconds("self"));
+    let server_cpu = cpu_pct(cpu_before.0, cpu_seconds(&server_pid), elapsed);
+    let tool_cpu = cpu_pct(cpu_before.1, cpu_seconds("self"), elapsed);
     let accepted = latencies.len() * per_request;
     let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + accepted as u64, started).await?;
     let lifecycle = match &receiver {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::bench::{DEADLINE, Dialect, Load, cpu_seconds, drive, free_port, percentile, wait_counter};
+use crate::bench::{DEADLINE, Dialect, Load, cpu_pct, cpu_seconds, drive, free_port, percentile, wait_counter};
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench";
@@ -217,11 +217,8 @@ async fn scenario(
     let started = Instant::now();
     let (mut latencies, errors) = drive(&url, USER, PASSWORD, &Dialect::Kannel, requests, concurrency, "load").await?;
     let elapsed = started.elapsed();
-    let cpu_pct = |before: Option<f64>, after: Option<f64>| match (before, after) {
-        (Some(b), Some(a)) => ((a - b) / elapsed.as_secs_f64() * 1000.0).round() / 10.0,
-        _ => 0.0,
-    };
-    let (server_cpu, tool_cpu) = (cpu_pct(cpu_before.0, kannel_cpu()), cpu_pct(cpu_before.1, cpu_seconds("self")));
+    let (server_cpu, tool_cpu) =
+        (cpu_pct(cpu_before.0, kannel_cpu(), elapsed), cpu_pct(cpu_before.1, cpu_seconds("self"), elapsed));
     let target = before + latencies.len() as u64;
     let (n, t) = wait_counter(target, started, || async { Ok(fake.submit_count() as u64) }).await?;
     let submitted = n.saturating_sub(before);

@@ -126,16 +126,6 @@ impl Column for i64 {
     }
 }
 
-impl Column for f64 {
-    fn from_value(value: Value) -> Result<Self, &'static str> {
-        match value {
-            Value::Real(n) => Ok(n),
-            Value::Int(n) => Ok(n as f64),
-            _ => Err("a number"),
-        }
-    }
-}
-
 impl Column for bool {
     fn from_value(value: Value) -> Result<Self, &'static str> {
         match value {
@@ -313,6 +303,11 @@ impl Backend {
     /// SQLite has one writer at a time, which is lock enough.
     pub(crate) fn for_update(self) -> &'static str {
         if self.locks_rows() { " FOR UPDATE" } else { "" }
+    }
+
+    /// [`Backend::for_update`] for the rows of one table of a join, by its alias.
+    pub(crate) fn for_update_of(self, alias: &str) -> String {
+        if self.locks_rows() { format!(" FOR UPDATE OF {alias}") } else { String::new() }
     }
 
     /// Whether rows read for a change must be locked: on PostgreSQL, where several

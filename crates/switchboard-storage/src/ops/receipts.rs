@@ -71,7 +71,7 @@ pub(crate) async fn settle_message(
         "SELECT m.status, m.sent_at, m.sms_charged, m.mms_charged, a.refund_carrier_failures, m.id, m.account_id, \
          m.batch_id, m.created_at, m.notify_url FROM messages m JOIN accounts a ON a.id = m.account_id \
          WHERE m.id = $1{}",
-        if tx.backend().locks_rows() { " FOR UPDATE OF m" } else { "" }
+        tx.backend().for_update_of("m")
     );
     let Some(mut row) = tx.query(&sql, &[id.into()]).await?.into_iter().next() else { return Ok(None) };
     let status: String = row.get()?;
