@@ -7,6 +7,10 @@
 //! has committed. If a group fails as a whole, its messages are retried one by one so that one
 //! bad message cannot fail its neighbours.
 //!
+//! A store that groups concurrent admissions itself (SQLite's writer, see
+//! [`Backend::groups_admissions`](switchboard_storage::Backend::groups_admissions)) is called straight from the request, without the queue and
+//! its writer tasks: a hand-off fewer on every send.
+//!
 //! Messages the admitting node dispatches itself are stored already claimed, and handed to the
 //! local dispatcher straight from here, without a claim round trip to the database.
 
@@ -40,7 +44,15 @@ type Reply = oneshot::Sender<Result<Vec<AcceptOutcome>, CommitError>>;
 /// The sending side of the group committer.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Job>,
+    route: Route,
+}
+
+#[derive(Clone)]
+enum Route {
+    /// Through the queue to the writer tasks, which group.
+    Queue(mpsc::Sender<Job>),
+    /// Straight to the store, which groups.
+    Direct { store: Arc<dyn Store>, dispatch: Option<mpsc::UnboundedSender<MessageRecord>> },
 }
 
 impl std::fmt::Debug for Committer {
@@ -50,8 +62,9 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Starts `writers` writer tasks over `store`. Queued messages stored claimed for their
-    /// first attempt go to `dispatch`, the local dispatcher.
+    /// Starts `writers` writer tasks over `store` (none if the store groups admissions
+    /// itself). Queued messages stored claimed for their first attempt go to `dispatch`, the
+    /// local dispatcher.
     pub fn start(
         store: Arc<dyn Store>,
         writers: usize,
@@ -59,13 +72,16 @@ impl Committer {
         queue: usize,
         dispatch: Option<mpsc::UnboundedSender<MessageRecord>>,
     ) -> Self {
+        if store.backend().groups_admissions() {
+            return Self { route: Route::Direct { store, dispatch } };
+        }
         let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
             let (store, rx, dispatch) = (store.clone(), rx.clone(), dispatch.clone());
             tokio::spawn(async move { writer(store, rx, max_batch.max(1), dispatch).await });
         }
-        Self { tx }
+        Self { route: Route::Queue(tx) }
     }
 
     /// Admits one message; returns when its group has committed.
@@ -76,9 +92,25 @@ impl Committer {
     /// Admits the messages of one request together, in one transaction; returns one outcome
     /// per message, in order, when its group has committed.
     pub async fn submit_all(&self, messages: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>, CommitError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { messages, reply }).await.map_err(|_| CommitError::Busy)?;
-        rx.await.map_err(|_| CommitError::Busy)?
+        match &self.route {
+            Route::Queue(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Job { messages, reply }).await.map_err(|_| CommitError::Busy)?;
+                rx.await.map_err(|_| CommitError::Busy)?
+            }
+            Route::Direct { store, dispatch } => {
+                let started = Instant::now();
+                let outcomes = store.accept(&messages).await.map_err(|e| {
+                    tracing::error!(error = %e, "admitting a request failed");
+                    CommitError::Storage
+                })?;
+                metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
+                for outcome in &outcomes {
+                    hand_over(dispatch, outcome);
+                }
+                Ok(outcomes)
+            }
+        }
     }
 }
 

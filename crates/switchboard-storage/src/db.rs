@@ -11,6 +11,14 @@ use crate::engine::Engine;
 use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, stats, webhooks};
 use crate::*;
 
+/// [`messages::accept`] as a grouped operation: concurrent admissions may share its call.
+fn accept<'t, X: crate::engine::Tx>(
+    tx: &'t mut X,
+    batch: &'t [NewMessage],
+) -> crate::engine::Op<'t, Vec<AcceptOutcome>> {
+    Box::pin(messages::accept(tx, batch))
+}
+
 /// A store on one engine.
 #[derive(Debug)]
 pub(crate) struct Db<E> {
@@ -140,8 +148,7 @@ impl<E: Engine> Store for Db<E> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = batch.to_vec();
-        self.engine.write(move |tx| Box::pin(async move { messages::accept(tx, &batch).await })).await
+        self.engine.write_grouped(batch.to_vec(), accept::<E::Tx>).await
     }
 
     async fn get_message(&self, id: MessageId) -> Result<Option<MessageRecord>> {

@@ -83,6 +83,16 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Whether the store itself groups concurrent [`Store::accept`] calls into shared
+    /// transactions and statements: SQLite's single writer runs together the admissions that
+    /// wait for it, so callers need not gather them first. On PostgreSQL each call is a
+    /// transaction of its own, and callers gain by grouping.
+    pub fn groups_admissions(self) -> bool {
+        self == Backend::Sqlite
+    }
+}
+
 /// How many items a list returns at most, and where it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest<C> {

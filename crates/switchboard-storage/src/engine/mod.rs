@@ -273,6 +273,10 @@ pub(crate) trait Tx: Send {
 /// A whole operation over a transaction, as an engine runs it.
 pub(crate) type Op<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
 
+/// An operation over a list of items, with one output per item, that may run the items of
+/// several callers at once (see [`Engine::write_grouped`]).
+pub(crate) type GroupOp<X, I, O> = for<'t> fn(&'t mut X, &'t [I]) -> Op<'t, Vec<O>>;
+
 /// Runs operations on one backend, each in a transaction of its own.
 pub(crate) trait Engine: Send + Sync + 'static {
     /// The transaction operations run in.
@@ -287,6 +291,19 @@ pub(crate) trait Engine: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut Self::Tx) -> Op<'t, T> + Send + 'static;
+
+    /// Runs `op` over `items` in one write transaction, as [`Engine::write`] does, and returns
+    /// its outputs, one per item. The engine may run the items of concurrent calls of the same
+    /// `op` together, in one call of it; when such a shared call fails, each caller's items run
+    /// again alone, so that one caller's items cannot fail another's.
+    fn write_grouped<I, O>(
+        &self,
+        items: Vec<I>,
+        op: GroupOp<Self::Tx, I, O>,
+    ) -> impl Future<Output = Result<Vec<O>>> + Send
+    where
+        I: Send + Sync + 'static,
+        O: Send + 'static;
 
     /// Runs `op`, which only reads, on a connection of its own.
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T>> + Send

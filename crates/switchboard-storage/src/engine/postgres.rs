@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column as _, PgConnection, PgPool, Postgres, Row as _, TypeInfo, ValueRef};
 use uuid::Uuid;
 
-use super::{Engine, Op, Param, Row, Tx, Value};
+use super::{Engine, GroupOp, Op, Param, Row, Tx, Value};
 use crate::{Backend, ConnectOptions, Result, StorageError};
 
 /// The migrations of the PostgreSQL schema.
@@ -132,6 +132,17 @@ impl Engine for PgEngine {
             tx.commit().await?;
         }
         Ok(out)
+    }
+
+    /// One caller's items in a transaction of their own: concurrent admissions are grouped
+    /// before they reach the store (the core's committer), and PostgreSQL runs several such
+    /// groups at once.
+    async fn write_grouped<I, O>(&self, items: Vec<I>, op: GroupOp<PgTx, I, O>) -> Result<Vec<O>>
+    where
+        I: Send + Sync + 'static,
+        O: Send + 'static,
+    {
+        self.write(move |tx| Box::pin(async move { op(tx, &items).await })).await
     }
 
     async fn read<T, F>(&self, op: F) -> Result<T>

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha384};
 
 use self::writer::Writer;
-use super::{Engine, Op, Param, Row, Tx, Value};
+use super::{Engine, GroupOp, Op, Param, Row, Tx, Value};
 use crate::{Backend, ConnectOptions, Result, StorageError};
 
 macro_rules! migration {
@@ -335,6 +335,14 @@ impl Engine for SqliteEngine {
         F: for<'t> FnOnce(&'t mut SqliteTx) -> Op<'t, T> + Send + 'static,
     {
         self.writer.run(move |tx| finish_now(op(tx))).await
+    }
+
+    async fn write_grouped<I, O>(&self, items: Vec<I>, op: GroupOp<SqliteTx, I, O>) -> Result<Vec<O>>
+    where
+        I: Send + Sync + 'static,
+        O: Send + 'static,
+    {
+        self.writer.run_grouped(items, op).await
     }
 
     async fn read<T, F>(&self, op: F) -> Result<T>

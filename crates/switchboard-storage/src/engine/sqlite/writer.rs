@@ -1,7 +1,12 @@
 //! The SQLite writer: one thread that owns the only writing connection and runs every write
 //! waiting for it in one transaction, each in a savepoint of its own; a sync thread that makes
 //! each commit durable before its writes are answered; and a checkpoint thread.
+//!
+//! Grouped writes (see [`Writer::run_grouped`]) that wait together are run as one: the items
+//! of every caller of the same operation go to one call of it, so that concurrent admissions
+//! share multi-row statements as well as the commit.
 
+use std::any::{Any, TypeId};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,21 +15,38 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::SqliteTx;
+use super::{SqliteTx, finish_now};
+use crate::engine::GroupOp;
 use crate::{Result, StorageError};
 
 /// Most jobs one commit carries: enough to share an fsync among every kind of write that is
 /// waiting, few enough that one commit stays short.
 const JOBS_PER_COMMIT: usize = 64;
 
+/// Most items one call of a grouped operation takes from several callers (a caller with more
+/// runs alone).
+const ITEMS_PER_GROUP: usize = 512;
+
 /// One write operation handed to the writer thread.
-trait Job: Send {
+trait Job: Send + Any {
     /// Runs the operation inside the writer's open transaction; whether it succeeded.
     fn run(&mut self, tx: &mut SqliteTx) -> bool;
     /// Answers the caller: with the operation's own result, or with `failed` when the
     /// transaction it ran in did not commit.
     fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>);
+    /// For a grouped write: which operation it is, and how many items it holds.
+    fn group(&self) -> Option<(GroupKey, usize)> {
+        None
+    }
+    /// Takes `other`'s items and caller into this write; `other` must be of the same group.
+    fn absorb(&mut self, other: Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>> {
+        Err(other)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
+
+/// The operation of a grouped write: its item and output types and its function.
+type GroupKey = (TypeId, usize);
 
 struct Task<T, F> {
     f: Option<F>,
@@ -53,6 +75,147 @@ where
         };
         let _ = self.reply.send(result);
     }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// A grouped write: the items of one or more callers of the same operation, run together.
+struct GroupTask<I, O> {
+    op: GroupOp<SqliteTx, I, O>,
+    items: Vec<I>,
+    /// Each caller's reply, its number of items (in order), and its result once run.
+    callers: Vec<Caller<O>>,
+}
+
+struct Caller<O> {
+    reply: tokio::sync::oneshot::Sender<Result<Vec<O>>>,
+    items: usize,
+    result: Option<Result<Vec<O>>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> GroupTask<I, O> {
+    /// Runs the operation over `items` in a savepoint of its own, undone if it fails or
+    /// panics; its outputs must be one per item.
+    fn attempt(op: GroupOp<SqliteTx, I, O>, tx: &mut SqliteTx, items: &[I]) -> Result<Vec<O>> {
+        tx.execute_batch("SAVEPOINT grouped")?;
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| finish_now(op(tx, items))))
+            .unwrap_or_else(|_| Err(StorageError::Corrupt("the write panicked and was rolled back".into())))
+            .and_then(|out| {
+                if out.len() == items.len() {
+                    Ok(out)
+                } else {
+                    Err(StorageError::Corrupt("a grouped write did not answer every item".into()))
+                }
+            });
+        if tx.is_autocommit() {
+            return out;
+        }
+        match out {
+            Ok(out) => {
+                tx.execute_batch("RELEASE grouped")?;
+                Ok(out)
+            }
+            Err(e) => {
+                tx.execute_batch("ROLLBACK TO grouped; RELEASE grouped")?;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Job for GroupTask<I, O> {
+    fn run(&mut self, tx: &mut SqliteTx) -> bool {
+        if self.callers.len() > 1 {
+            metrics::histogram!("switchboard_commit_group_size").record(self.items.len() as f64);
+        }
+        match Self::attempt(self.op, tx, &self.items) {
+            Ok(mut out) => {
+                for caller in self.callers.iter_mut().rev() {
+                    let own = out.split_off(out.len() - caller.items);
+                    caller.result = Some(Ok(own));
+                }
+                true
+            }
+            Err(e) if self.callers.len() == 1 => {
+                self.callers[0].result = Some(Err(e));
+                false
+            }
+            Err(_) => {
+                // One caller's items must not fail another's: each runs again alone.
+                let mut any = false;
+                let mut from = 0;
+                for caller in &mut self.callers {
+                    let own = &self.items[from..from + caller.items];
+                    from += caller.items;
+                    if tx.is_autocommit() {
+                        break;
+                    }
+                    let result = Self::attempt(self.op, tx, own);
+                    any |= result.is_ok();
+                    caller.result = Some(result);
+                }
+                any
+            }
+        }
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>) {
+        for caller in self.callers {
+            let result = match (caller.result, failed) {
+                (Some(Err(e)), _) => Err(e),
+                (_, Some(e)) => Err(StorageError::Embedded(copy_error(e))),
+                (Some(ok), None) => ok,
+                (None, None) => Err(StorageError::Corrupt("the write panicked and was rolled back".into())),
+            };
+            let _ = caller.reply.send(result);
+        }
+    }
+
+    fn group(&self) -> Option<(GroupKey, usize)> {
+        Some(((TypeId::of::<Self>(), self.op as usize), self.items.len()))
+    }
+
+    fn absorb(&mut self, other: Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>> {
+        if other.group().map(|(key, _)| key) != self.group().map(|(key, _)| key) {
+            return Err(other);
+        }
+        let Ok(mut other) = other.into_any().downcast::<Self>() else {
+            unreachable!("a job of the same group is of the same type")
+        };
+        self.items.append(&mut other.items);
+        self.callers.append(&mut other.callers);
+        Ok(())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Puts the grouped writes among `jobs` of the same operation together (up to
+/// `ITEMS_PER_GROUP` items each), keeping the others as they are.
+fn merge(jobs: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+    let mut out: Vec<Box<dyn Job>> = Vec::with_capacity(jobs.len());
+    'next: for job in jobs {
+        if let Some((key, n)) = job.group() {
+            let mut job = job;
+            for earlier in out.iter_mut() {
+                match earlier.group() {
+                    Some((k, m)) if k == key && m + n <= ITEMS_PER_GROUP => match earlier.absorb(job) {
+                        Ok(()) => continue 'next,
+                        Err(back) => job = back,
+                    },
+                    _ => {}
+                }
+            }
+            out.push(job);
+        } else {
+            out.push(job);
+        }
+    }
+    out
 }
 
 /// The same failure again, for each caller whose write it undid.
@@ -118,6 +281,23 @@ impl Writer {
             .map_err(|_| StorageError::Corrupt("the SQLite writer has stopped".into()))?;
         rx.await.map_err(|_| StorageError::Corrupt("the SQLite writer dropped a job".into()))?
     }
+
+    /// Runs `op` over `items` on the writer thread, as [`Writer::run`] does, but together with
+    /// the items of other callers of the same `op` that wait at the same time: one call of `op`
+    /// over all of them, in a savepoint; if that call fails, each caller's items run again
+    /// alone, so that only the caller whose items fail is told so.
+    pub(super) async fn run_grouped<I, O>(&self, items: Vec<I>, op: GroupOp<SqliteTx, I, O>) -> Result<Vec<O>>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let caller = Caller { reply, items: items.len(), result: None };
+        self.jobs
+            .send(Box::new(GroupTask { op, items, callers: vec![caller] }))
+            .map_err(|_| StorageError::Corrupt("the SQLite writer has stopped".into()))?;
+        rx.await.map_err(|_| StorageError::Corrupt("the SQLite writer dropped a job".into()))?
+    }
 }
 
 /// Opens the database's WAL file for syncing, and syncs its directory once so that the file
@@ -133,8 +313,9 @@ fn wal_file(path: &Path) -> Result<std::fs::File> {
 }
 
 /// The writer thread: it runs every write waiting for it (up to `JOBS_PER_COMMIT`) in one
-/// transaction, each in a savepoint of its own, commits, and hands the commit to the sync
-/// thread; it goes on with the next writes while that commit goes to disk.
+/// transaction, each in a savepoint of its own (grouped writes of the same operation together),
+/// commits, and hands the commit to the sync thread; it goes on with the next writes while that
+/// commit goes to disk.
 fn write_loop(
     conn: &mut SqliteTx,
     rx: &mpsc::Receiver<Box<dyn Job>>,
@@ -142,12 +323,25 @@ fn write_loop(
     mut bound: Option<&mut WalBound>,
 ) {
     let mut tx = Transaction::default();
+    let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(JOBS_PER_COMMIT);
     while let Ok(first) = rx.recv() {
-        tx.run(conn, first, durable);
-        while tx.jobs.len() < JOBS_PER_COMMIT
-            && let Ok(job) = rx.try_recv()
-        {
-            tx.run(conn, job, durable);
+        waiting.push(first);
+        // Writes that come while these run join the same commit.
+        loop {
+            while waiting.len() < JOBS_PER_COMMIT
+                && let Ok(job) = rx.try_recv()
+            {
+                waiting.push(job);
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            for job in merge(std::mem::take(&mut waiting)) {
+                tx.run(conn, job, durable);
+            }
+            if tx.jobs.len() >= JOBS_PER_COMMIT {
+                break;
+            }
         }
         tx.commit(conn, durable);
         if let Some(bound) = bound.as_deref_mut() {
@@ -479,6 +673,89 @@ mod tests {
         jobs.send(second).unwrap();
         assert!(second_done.await.unwrap().is_err());
         assert_eq!(count(&reader), 1);
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// How many calls of `put` ran, and the items of each.
+    static PUT_CALLS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    /// A grouped operation: stores each name, answering with the size of the call it ran in;
+    /// a name "bad" fails the call after its earlier names were written.
+    fn put<'t>(tx: &'t mut SqliteTx, names: &'t [String]) -> crate::engine::Op<'t, Vec<usize>> {
+        Box::pin(async move {
+            PUT_CALLS.lock().unwrap().push(names.len());
+            for name in names {
+                if name == "bad" {
+                    return Err(StorageError::Conflict("a bad name".into()));
+                }
+                insert(tx, name)?;
+            }
+            Ok(vec![names.len(); names.len()])
+        })
+    }
+
+    fn grouped(names: &[&str]) -> (Box<dyn Job>, tokio::sync::oneshot::Receiver<Result<Vec<usize>>>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let items: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let caller = Caller { reply, items: items.len(), result: None };
+        (Box::new(GroupTask { op: put, items, callers: vec![caller] }), rx)
+    }
+
+    /// Grouped writes that wait together run as one call over every caller's items; when that
+    /// call fails, each caller's items run again alone, and only the caller whose items fail is
+    /// told so, with nothing of its items kept.
+    #[tokio::test]
+    async fn grouped_writes_share_one_call_and_fail_alone() {
+        let (dir, conn, reader) = scratch("grouped");
+        let jobs = Writer::spawn(conn, Box::new(|| Ok(())), None).unwrap();
+        let names = |reader: &Connection| -> Vec<String> {
+            let mut stmt = reader.prepare("SELECT name FROM settings ORDER BY name").unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+        };
+
+        // Held until the grouped writes are queued behind it.
+        let (open, gate) = mpsc::channel::<()>();
+        let (first, first_done) = task(move |c| {
+            gate.recv().unwrap();
+            insert(c, "0")
+        });
+        jobs.send(first).unwrap();
+        let (a, ra) = grouped(&["a"]);
+        let (bc, rbc) = grouped(&["b", "c"]);
+        let (d, rd) = grouped(&["d"]);
+        for job in [a, bc, d] {
+            jobs.send(job).unwrap();
+        }
+        open.send(()).unwrap();
+        first_done.await.unwrap().unwrap();
+        assert_eq!(ra.await.unwrap().unwrap(), [4]);
+        assert_eq!(rbc.await.unwrap().unwrap(), [4, 4]);
+        assert_eq!(rd.await.unwrap().unwrap(), [4]);
+        assert_eq!(*PUT_CALLS.lock().unwrap(), [4]);
+        assert_eq!(names(&reader), ["0", "a", "b", "c", "d"]);
+
+        PUT_CALLS.lock().unwrap().clear();
+        let (open, gate) = mpsc::channel::<()>();
+        let (first, first_done) = task(move |c| {
+            gate.recv().unwrap();
+            insert(c, "1")
+        });
+        jobs.send(first).unwrap();
+        let (e, re) = grouped(&["e"]);
+        let (bad, rbad) = grouped(&["f", "bad"]);
+        let (g, rg) = grouped(&["g", "h"]);
+        for job in [e, bad, g] {
+            jobs.send(job).unwrap();
+        }
+        open.send(()).unwrap();
+        first_done.await.unwrap().unwrap();
+        assert_eq!(re.await.unwrap().unwrap(), [1]);
+        assert!(matches!(rbad.await.unwrap(), Err(StorageError::Conflict(_))));
+        assert_eq!(rg.await.unwrap().unwrap(), [2, 2]);
+        // The shared call, then each caller alone.
+        assert_eq!(*PUT_CALLS.lock().unwrap(), [5, 1, 2, 2]);
+        assert_eq!(names(&reader), ["0", "1", "a", "b", "c", "d", "e", "g", "h"]);
         drop(jobs);
         let _ = std::fs::remove_dir_all(&dir);
     }
