@@ -4,24 +4,55 @@
 use switchboard_domain::{MessageId, MessageStatus, Timestamp};
 use switchboard_ledger::Credits;
 
+use std::collections::{HashMap, HashSet};
+
 use super::{Effects, finish};
-use crate::engine::{Param, Tx};
-use crate::rows::{Changed, PART_COLUMNS, PENDING_PARTS};
-use crate::rules::receipts::{self, PartState};
+use crate::engine::{FromRow, Param, Tx, Values, chunked, push_row};
+use crate::rows::{Changed, PART_COLUMNS, PENDING_PARTS, corrupt};
+use crate::rules::receipts::{self, PartState, Settlement};
 use crate::{PartRecord, PendingPart, ReceiptOutcome, ReceiptUpdate, Result};
 
-/// Stores a receipt for a part. It changes a part only from `sent`, or stores a part with no
-/// message yet; it returns the part's message (NULL for a new, unmatched part), and no row if
-/// the part was final already.
-const UPSERT_RECEIPT: &str = "INSERT INTO message_parts \
-     (provider_ref, message_id, part, status, error_type, description, at) VALUES ($1, NULL, NULL, $2, $3, $4, $5) \
-     ON CONFLICT (provider_ref) DO UPDATE SET status = excluded.status, error_type = excluded.error_type, \
-     description = excluded.description, at = excluded.at WHERE message_parts.status = 'sent' RETURNING message_id";
+/// Stores receipts for parts, several rows a statement: `$1` reference, `$2` status, `$3`
+/// error type, `$4` description, `$5` time, per row. A receipt changes a part only from
+/// `sent`, or stores a part with no message yet (message and part number NULL); each part it
+/// changed or stored comes back with its message (NULL for a new, unmatched part), and none
+/// for a part that was final already.
+static UPSERT_RECEIPTS: Values = Values::new(
+    "INSERT INTO message_parts (provider_ref, status, error_type, description, at) VALUES ",
+    5,
+    " ON CONFLICT (provider_ref) DO UPDATE SET status = excluded.status, error_type = excluded.error_type, \
+     description = excluded.description, at = excluded.at WHERE message_parts.status = 'sent' \
+     RETURNING provider_ref, message_id, part",
+);
+
+/// Settles a message that is still `sent`.
+const SETTLE: &str = "UPDATE messages SET status = $1, error_type = $2, error_message = $3, updated_at = $4 \
+     WHERE id = $5 AND status = 'sent'";
+
+/// What settling needs to know of a message a receipt reached.
+struct Reached {
+    status: MessageStatus,
+    sent_at: Option<Timestamp>,
+    charged: Credits,
+    refund_failures: bool,
+    changed: Changed,
+    parts: Vec<PartState>,
+}
 
 /// See [`crate::Store::record_receipts`].
+///
+/// The receipts are stored together, and the messages they reach are read together; then
+/// each receipt is applied in order to its message's parts as they stood before it, and the
+/// first that settles a message settles it, exactly as applying them one at a time would.
 pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
-    let refs: Vec<&str> =
-        receipts.iter().filter(|r| receipts::is_receipt_status(r.status)).map(|r| r.provider_ref.as_str()).collect();
+    // A reference named twice in one call: its first receipt makes the part final, so the
+    // later ones find it final and change nothing.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let first: Vec<&ReceiptUpdate> = receipts
+        .iter()
+        .filter(|r| receipts::is_receipt_status(r.status) && seen.insert(r.provider_ref.as_str()))
+        .collect();
+    let refs: Vec<&str> = first.iter().map(|r| r.provider_ref.as_str()).collect();
     if !refs.is_empty() && tx.backend().locks_rows() {
         // The messages the receipts are for are locked first, in one order: concurrent calls
         // settle each message in turn (each seeing the parts the other changed), and do not
@@ -34,29 +65,155 @@ pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Resu
         );
         tx.query(&sql, &[Param::Texts(&refs)]).await?;
     }
+    // Each reference's part as the receipt left it: (message, part number), or no entry when
+    // the receipt changed nothing.
+    let mut stored: HashMap<String, (Option<MessageId>, Option<i64>)> = HashMap::with_capacity(first.len());
+    for chunk in chunked(&first) {
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 5);
+        for r in chunk {
+            push_row(
+                &mut params,
+                [
+                    r.provider_ref.as_str().into(),
+                    r.status.as_str().into(),
+                    r.error_type.map(|t| t.as_str()).into(),
+                    (&r.description).into(),
+                    r.at.into(),
+                ],
+            );
+        }
+        let rows: Vec<(String, Option<MessageId>, Option<i64>)> =
+            tx.fetch_all(UPSERT_RECEIPTS.sql(chunk.len()), &params).await?;
+        stored.extend(rows.into_iter().map(|(r, m, p)| (r, (m, p))));
+    }
+    let mut reached = reached(tx, &refs, &stored).await?;
     let mut fx = Effects::default();
-    let mut out = Vec::with_capacity(receipts.len());
+    // Per receipt: its outcome, and the settlement it made, if any.
+    let mut outcomes: Vec<(ReceiptOutcome, Option<usize>)> = Vec::with_capacity(receipts.len());
+    let mut settled: Vec<(MessageId, Settlement, Timestamp)> = Vec::new();
+    let mut applied: HashSet<&str> = HashSet::new();
     for r in receipts {
-        if !receipts::is_receipt_status(r.status) {
-            out.push(ReceiptOutcome::Ignored);
+        let entry = if receipts::is_receipt_status(r.status) && applied.insert(r.provider_ref.as_str()) {
+            stored.get(r.provider_ref.as_str())
+        } else {
+            None
+        };
+        let (message, part) = match entry {
+            None => {
+                outcomes.push((ReceiptOutcome::Ignored, None));
+                continue;
+            }
+            Some((None, _)) => {
+                outcomes.push((ReceiptOutcome::Unmatched, None));
+                continue;
+            }
+            Some((Some(message), part)) => (*message, *part),
+        };
+        let Some(m) = reached.get_mut(&message) else {
+            outcomes.push((receipts::applied(message, None), None));
+            continue;
+        };
+        if let Some(p) = m.parts.iter_mut().find(|p| Some(i64::from(p.part)) == part) {
+            p.status = r.status;
+            p.error_type = r.error_type;
+            p.description.clone_from(&r.description);
+        }
+        let settlement = (m.status == MessageStatus::Sent)
+            .then(|| receipts::settle(&m.parts, m.charged, m.refund_failures))
+            .flatten();
+        match settlement {
+            Some(s) => {
+                m.status = s.status;
+                outcomes.push((receipts::applied(message, None), Some(settled.len())));
+                settled.push((message, s, receipts::settled_at(r.at, m.sent_at)));
+            }
+            None => outcomes.push((receipts::applied(message, None), None)),
+        }
+    }
+    // One statement a settled message: SQLite runs a multi-row `UPDATE … FROM` that changes
+    // the status in milliseconds, not microseconds.
+    let mut done: HashSet<MessageId> = HashSet::with_capacity(settled.len());
+    for (id, s, at) in &settled {
+        let params = [
+            s.status.as_str().into(),
+            s.error_type.map(|t| t.as_str()).into(),
+            (&s.error_message).into(),
+            (*at).into(),
+            (*id).into(),
+        ];
+        if tx.execute(SETTLE, &params).await? == 1 {
+            done.insert(*id);
+        }
+    }
+    for (id, s, at) in &settled {
+        if !done.contains(id) {
             continue;
         }
-        let params = [
-            r.provider_ref.as_str().into(),
-            r.status.as_str().into(),
-            r.error_type.map(|t| t.as_str()).into(),
-            (&r.description).into(),
-            r.at.into(),
-        ];
-        let part: Option<(Option<MessageId>,)> = tx.fetch_optional(UPSERT_RECEIPT, &params).await?;
-        out.push(match part {
-            None => ReceiptOutcome::Ignored,
-            Some((None,)) => ReceiptOutcome::Unmatched,
-            Some((Some(message),)) => receipts::applied(message, settle_message(tx, message, r.at, &mut fx).await?),
-        });
+        let Some(m) = reached.get(id) else { continue };
+        fx.moved(&m.changed, MessageStatus::Sent, s.status, s.error_type, *at);
+        if let Some(amount) = s.refund {
+            fx.refund(&m.changed, amount, *at);
+        }
     }
     finish(tx, fx).await?;
-    Ok(out)
+    Ok(outcomes
+        .into_iter()
+        .map(|(outcome, settlement)| match (outcome, settlement.map(|i| &settled[i])) {
+            (ReceiptOutcome::Applied { message_id, .. }, Some((id, s, _))) if done.contains(id) => {
+                receipts::applied(message_id, Some(s.status))
+            }
+            (outcome, _) => outcome,
+        })
+        .collect())
+}
+
+/// The messages the stored receipts reached, with their parts as they stood before these
+/// receipts: a part a receipt changed was `sent` until then.
+async fn reached(
+    tx: &mut impl Tx,
+    refs: &[&str],
+    stored: &HashMap<String, (Option<MessageId>, Option<i64>)>,
+) -> Result<HashMap<MessageId, Reached>> {
+    let mut reached: HashMap<MessageId, Reached> = HashMap::new();
+    if !stored.values().any(|(m, _)| m.is_some()) {
+        return Ok(reached);
+    }
+    let list = tx.backend().in_list(1);
+    let sql = format!(
+        concat!(
+            "SELECT m.status, m.sent_at, m.sms_charged, m.mms_charged, a.refund_carrier_failures, ",
+            "m.id, m.account_id, m.batch_id, m.created_at, m.notify_url FROM messages m JOIN accounts a ",
+            "ON a.id = m.account_id WHERE m.id IN (SELECT message_id FROM message_parts WHERE provider_ref {})"
+        ),
+        list
+    );
+    for mut row in tx.query(&sql, &[Param::Texts(refs)]).await? {
+        let status: String = row.get()?;
+        let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("message status", status))?;
+        let sent_at: Option<Timestamp> = row.get()?;
+        let charged = Credits::new(row.get()?, row.get()?);
+        let refund_failures: bool = row.get()?;
+        let changed: Changed = FromRow::from_row(&mut row)?;
+        reached.insert(changed.id, Reached { status, sent_at, charged, refund_failures, changed, parts: Vec::new() });
+    }
+    let sql = format!(
+        "SELECT message_id, part, status, error_type, description FROM message_parts WHERE message_id IN \
+         (SELECT message_id FROM message_parts WHERE provider_ref {list}) ORDER BY message_id, part"
+    );
+    let changed: HashSet<(MessageId, Option<i64>)> = stored.values().filter_map(|(m, p)| m.map(|m| (m, *p))).collect();
+    for mut row in tx.query(&sql, &[Param::Texts(refs)]).await? {
+        let message: MessageId = row.get()?;
+        let mut part: PartState = FromRow::from_row(&mut row)?;
+        if changed.contains(&(message, Some(i64::from(part.part)))) {
+            part.status = MessageStatus::Sent;
+            part.error_type = None;
+            part.description = None;
+        }
+        if let Some(m) = reached.get_mut(&message) {
+            m.parts.push(part);
+        }
+    }
+    Ok(reached)
 }
 
 /// Settles message `id` from its parts if it is still `sent` and they settle it (see

@@ -7,6 +7,7 @@ use switchboard_storage::{MessageRecord, PartRecord, ReceiptOutcome, ReceiptUpda
 contract!(
     receipts_settle_a_multipart_message,
     concurrent_receipts_settle_a_message_once,
+    one_call_settles_each_message_as_one_receipt_at_a_time_would,
     a_failed_part_fails_the_message_without_refund_by_default,
     carrier_failures_are_refunded_once_when_asked,
     receipts_before_the_submission_apply_when_it_is_recorded,
@@ -159,6 +160,64 @@ async fn concurrent_receipts_settle_a_message_once(store: Arc<dyn Store>) {
         assert_eq!(statuses(&store, id).await.last(), Some(&MessageStatus::Delivered));
     }
     assert_eq!(recent_counts(&store, a).await, vec![(MessageStatus::Delivered, 8)]);
+}
+
+/// Receipts for several messages in one call, their parts interleaved: each message is settled
+/// by the receipt that would settle it if they came one at a time, and only once.
+async fn one_call_settles_each_message_as_one_receipt_at_a_time_would(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 10, 0).await;
+    let two = |to: &str| NewMessage { segments: 2, to: msisdn(to), ..message(a, None, "two parts") };
+    let delivered = send(&store, two("+18005550101"), "d", &["d-1", "d-2"]).await;
+    let failed = send(&store, two("+18005550102"), "f", &["f-1", "f-2"]).await;
+    let open = send(&store, two("+18005550103"), "o", &["o-1", "o-2"]).await;
+    let single = send(&store, message(a, None, "one part"), "s", &[]).await;
+    let mut blocked = receipt("f-2", MessageStatus::Undelivered);
+    blocked.error_type = Some(ErrorType::DestinationBlocked);
+    let out = store
+        .record_receipts(&[
+            receipt("d-2", MessageStatus::Delivered),
+            blocked,
+            receipt("o-1", MessageStatus::Delivered),
+            receipt("unknown-ref", MessageStatus::Delivered),
+            receipt("f-1", MessageStatus::Delivered),
+            receipt("d-1", MessageStatus::Delivered),
+            receipt("s", MessageStatus::Delivered),
+            receipt("d-1", MessageStatus::Failed),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            applied(delivered, None),
+            applied(failed, Some(MessageStatus::Undelivered)),
+            applied(open, None),
+            ReceiptOutcome::Unmatched,
+            applied(failed, None),
+            applied(delivered, Some(MessageStatus::Delivered)),
+            applied(single, Some(MessageStatus::Delivered)),
+            ReceiptOutcome::Ignored,
+        ]
+    );
+    assert_eq!(read(&store, delivered).await.status, MessageStatus::Delivered);
+    let f = read(&store, failed).await;
+    assert_eq!((f.status, f.error_type), (MessageStatus::Undelivered, Some(ErrorType::DestinationBlocked)));
+    assert!(f.error_message.unwrap().starts_with("part 2 of 2: "));
+    assert_eq!(read(&store, open).await.status, MessageStatus::Sent);
+    assert_eq!(read(&store, single).await.status, MessageStatus::Delivered);
+    let parts: Vec<MessageStatus> = store.message_parts(delivered).await.unwrap().iter().map(|p| p.status).collect();
+    assert_eq!(
+        parts,
+        [MessageStatus::Delivered, MessageStatus::Delivered],
+        "a later receipt for a final part is ignored"
+    );
+    for id in [delivered, single] {
+        assert_eq!(statuses(&store, id).await.last(), Some(&MessageStatus::Delivered));
+    }
+    assert_eq!(
+        recent_counts(&store, a).await,
+        vec![(MessageStatus::Delivered, 2), (MessageStatus::Sent, 1), (MessageStatus::Undelivered, 1)]
+    );
 }
 
 async fn a_failed_part_fails_the_message_without_refund_by_default(store: Arc<dyn Store>) {
