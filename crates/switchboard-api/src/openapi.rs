@@ -123,6 +123,28 @@ mod tests {
         );
     }
 
+    /// The document lists each string enum by the names that go on the wire (what serde
+    /// writes), so that a client generated with strict enums accepts every value.
+    #[test]
+    fn enums_are_listed_by_their_wire_names() {
+        use switchboard_domain::{Direction, Encoding, ErrorType, EventType, MessageKind, MessageStatus};
+        fn wire<T: serde::Serialize>(all: &[T]) -> Vec<serde_json::Value> {
+            all.iter().map(|v| serde_json::to_value(v).expect("an enum serializes")).collect()
+        }
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialize the OpenAPI document");
+        for (name, values) in [
+            ("Direction", wire(Direction::ALL)),
+            ("MessageStatus", wire(MessageStatus::ALL)),
+            ("MessageKind", wire(MessageKind::ALL)),
+            ("ErrorType", wire(ErrorType::ALL)),
+            ("EventType", wire(EventType::ALL)),
+            ("Encoding", wire(&[Encoding::Gsm7, Encoding::Ucs2])),
+        ] {
+            let listed = &doc["components"]["schemas"][name]["enum"];
+            assert_eq!(listed, &serde_json::Value::Array(values), "{name}");
+        }
+    }
+
     #[test]
     fn every_route_is_documented() {
         let doc = ApiDoc::openapi();
