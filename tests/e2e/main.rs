@@ -5,6 +5,7 @@ mod bad_input;
 mod bird;
 mod cluster;
 mod concurrency;
+mod contract;
 mod guessing;
 mod keys;
 mod lifecycle;

@@ -151,7 +151,7 @@ async fn batches_never_overdraw_under_concurrency(backend: Backend) {
                 assert_eq!(body["data"]["recipients"], json!(4));
                 admitted += 1;
             }
-            _ => assert_error(status, &body, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS"),
+            _ => assert_error(status, &body, StatusCode::FORBIDDEN, "INSUFFICIENT_CREDITS"),
         }
     }
     assert_eq!(admitted, 3);
@@ -301,6 +301,10 @@ async fn history_pages_and_filters(backend: Backend) {
         (json!("sms"), json!("m3"), json!("sent"))
     );
     assert!(entry["sentAt"].as_str().is_some());
+    // A push notification's title and an email's subject, which the platform's clients read,
+    // are there and null.
+    let fields = entry.as_object().unwrap();
+    assert_eq!((fields.get("title"), fields.get("subject")), (Some(&Value::Null), Some(&Value::Null)), "{entry}");
     let (_, body) = mb.get("history?page=3&limit=2").await;
     assert_eq!(body["data"]["messages"].as_array().unwrap().len(), 1);
     let (_, body) = mb.get("history?page=9&limit=2").await;
@@ -314,11 +318,23 @@ async fn history_pages_and_filters(backend: Backend) {
     assert_eq!(body["data"]["pagination"]["total"], json!(4));
     let (_, body) = mb.get("history?type=push").await;
     assert_eq!(body["data"]["pagination"]["total"], json!(0));
-    let (_, body) = mb.get("history?limit=5000").await;
-    assert_eq!(body["data"]["pagination"]["limit"], json!(100), "limit is capped");
+    for huge in ["5000", "99999999999", "9223372036854775807"] {
+        let (status, body) = mb.get(&format!("history?limit={huge}")).await;
+        assert_eq!(status, StatusCode::OK, "{huge}: {body}");
+        assert_eq!(body["data"]["pagination"]["limit"], json!(100), "limit {huge} is capped");
+    }
+    let (status, body) = mb.get("history?page=99999999999&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["data"]["messages"].as_array().unwrap().is_empty(), "a page past the last is empty");
 
-    for bad in ["history?status=delivered", "history?type=fax", "history?page=0", "history?limit=x", "history?page=-1"]
-    {
+    for bad in [
+        "history?status=delivered",
+        "history?type=fax",
+        "history?page=0",
+        "history?limit=x",
+        "history?page=-1",
+        "history?limit=9223372036854775808",
+    ] {
         let (status, body) = mb.get(bad).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     }
@@ -470,7 +486,7 @@ async fn bad_input_gets_the_mudbase_shape(backend: Backend) {
     // A project without credits for the request; a sender refusal comes before the balance.
     let poor = app.provision(0, 0).await;
     let (status, body) = Mb::with_key(&app, &poor).send(json!({"to": "+18005550001", "message": "x"})).await;
-    assert_error(status, &body, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS");
+    assert_error(status, &body, StatusCode::FORBIDDEN, "INSUFFICIENT_CREDITS");
     let (status, body) =
         Mb::with_key(&app, &poor).send(json!({"to": "+18005550001", "message": "x", "from": t.from})).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "SENDER_NOT_ASSIGNED");

@@ -28,6 +28,7 @@ async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
     let app = TestApp::start(db.settings()).await;
     let tenant = app.provision(10_000, 0).await;
     let other = app.provision(100, 0).await;
+    let poor = app.provision(0, 0).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_mudbase_sdk.py");
     let url = app.url.clone();
     let output = tokio::process::Command::new(&python)
@@ -37,6 +38,8 @@ async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
         .env("MB_API_KEY", &tenant.api_key)
         .env("MB_FROM", &tenant.from)
         .env("MB_OTHER_PROJECT", other.account.to_string())
+        .env("MB_POOR_PROJECT", poor.account.to_string())
+        .env("MB_POOR_API_KEY", &poor.api_key)
         .output()
         .await
         .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));

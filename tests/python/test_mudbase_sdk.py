@@ -24,6 +24,8 @@ PROJECT = os.environ["MB_PROJECT"]
 API_KEY = os.environ["MB_API_KEY"]
 FROM = os.environ["MB_FROM"]
 OTHER_PROJECT = os.environ["MB_OTHER_PROJECT"]
+POOR_PROJECT = os.environ["MB_POOR_PROJECT"]
+POOR_API_KEY = os.environ["MB_POOR_API_KEY"]
 
 
 def api(**config):
@@ -86,6 +88,8 @@ class SendHistoryStats(unittest.TestCase):
             self.assertLessEqual(len(history.data.messages), 5)
             for entry in history.data.messages:
                 self.assertEqual(entry.type, "sms")
+                self.assertIsNone(entry.title)
+                self.assertIsNone(entry.subject)
                 self.assertIn(entry.status, ("sent", "failed", "pending"))
                 self.assertIsInstance(entry.recipients, int)
             self.assertEqual(history.data.pagination.page, 1)
@@ -138,6 +142,19 @@ class Errors(unittest.TestCase):
         self.assertEqual(body["error"]["code"], "FORBIDDEN")
         with self.assertRaises(ForbiddenException):
             with_key().get_message_history(OTHER_PROJECT)
+
+    def test_insufficient_credits_is_forbidden(self):
+        # The platform documents 400, 401 and 403; the SDK raises its own exception for each.
+        with self.assertRaises(ForbiddenException) as caught:
+            with_key(POOR_API_KEY).send_sms(
+                POOR_PROJECT, mudbase.SMSRequest(to="+18005550307", message="no credits")
+            )
+        self.assertEqual(caught.exception.status, 403)
+        body = json.loads(caught.exception.body)
+        self.assertFalse(body["success"])
+        self.assertEqual(body["error"]["code"], "INSUFFICIENT_CREDITS")
+        history = with_key(POOR_API_KEY).get_message_history(POOR_PROJECT)
+        self.assertEqual(history.data.pagination.total, 0, "nothing was stored")
 
     def test_bad_credentials_are_unauthorized(self):
         with self.assertRaises(UnauthorizedException):

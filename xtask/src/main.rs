@@ -80,11 +80,11 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     if std::env::var_os("CI").is_some() && std::env::var_os("TEST_POSTGRES_URL").is_none() {
         bail!("CI is set but TEST_POSTGRES_URL is not: the PostgreSQL tests must run under CI");
     }
-    let python = match mudbase_python(root) {
+    let python = match python_tools(root) {
         Ok(p) => Some(p),
-        Err(e) if std::env::var_os("CI").is_some() => return Err(e.context("preparing the Mudbase SDK environment")),
+        Err(e) if std::env::var_os("CI").is_some() => return Err(e.context("preparing the Python tools environment")),
         Err(e) => {
-            eprintln!("warning: the Mudbase SDK tests will be skipped: {e:#}");
+            eprintln!("warning: the Mudbase SDK and OpenAPI contract tests will be skipped: {e:#}");
             None
         }
     };
@@ -104,29 +104,38 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     run(&mut tests)
 }
 
-/// The pinned version of Mudbase's Python SDK the compatibility tests drive.
-const MUDBASE_SDK: &str = "mudbase==1.3.17";
+/// The pinned Python packages the independent-implementation tests drive: Mudbase's published
+/// SDK, and the OpenAPI tools of the contract tests (a validator of the document, a fuzzer that
+/// checks responses against it, and a client generator).
+const PYTHON_TOOLS: [(&str, &str); 4] = [
+    ("mudbase", "1.3.17"),
+    ("openapi-spec-validator", "0.9.0"),
+    ("schemathesis", "4.32.5"),
+    ("openapi-python-client", "0.29.1"),
+];
 
-/// A Python virtual environment in `target/` with Mudbase's published SDK, made on first use.
-fn mudbase_python(root: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let venv = root.join("target/mudbase-sdk-venv");
+/// A Python virtual environment in `target/` with the pinned tools, made (or completed) on
+/// first use.
+fn python_tools(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target/python-tools-venv");
     let python = venv.join("bin/python");
+    let check = PYTHON_TOOLS
+        .iter()
+        .map(|(name, version)| format!("assert m.version('{name}') == '{version}'"))
+        .collect::<Vec<_>>()
+        .join("; ");
     let installed = python.exists()
         && Command::new(&python)
-            .args(["-c", "import importlib.metadata as m; assert m.version('mudbase') == '1.3.17'"])
+            .args(["-c", &format!("import importlib.metadata as m; {check}")])
             .output()
             .is_ok_and(|o| o.status.success());
     if !installed {
         let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(&system).arg("-m").arg("venv").arg("--clear").arg(&venv))?;
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            MUDBASE_SDK,
-        ]))?;
+        let pins: Vec<String> = PYTHON_TOOLS.iter().map(|(name, version)| format!("{name}=={version}")).collect();
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(&pins))?;
     }
     Ok(python)
 }

@@ -139,6 +139,7 @@ fn opt_out_wire(o: &OptOutRecord) -> OptOut {
 
 /// Paging of admin lists.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageParams {
     /// Items per page, 1 to 1000 (default 100).
@@ -170,7 +171,7 @@ fn page<R, W>(mut items: Vec<R>, limit: u32, cursor: impl Fn(&R) -> String, wire
 }
 
 /// Create an account.
-#[utoipa::path(post, path = "/admin/v1/accounts", tag = "Admin", request_body = CreateAccount, security(("operator" = [])),
+#[utoipa::path(post, path = "/admin/v1/accounts", tag = "Admin", request_body(content = CreateAccount, example = json!({"name": "Acme Retail"})), security(("operator" = [])),
     responses((status = 201, body = Account), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody)))]
 pub(crate) async fn create_account(
     State(s): State<AppState>,
@@ -207,7 +208,7 @@ pub(crate) async fn get_account(
 
 /// Change an account's settings: its Mudbase request rate limit, and whether messages the
 /// carrier reports undelivered or failed are refunded.
-#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body = UpdateAccount,
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = UpdateAccount, example = json!({"rateLimit": 500, "refundCarrierFailures": true})),
     security(("operator" = [])), responses((status = 200, body = Account), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_account(
     State(s): State<AppState>,
@@ -227,7 +228,7 @@ pub(crate) async fn update_account(
 }
 
 /// Create an API key. The secret is in this response only.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/keys", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateApiKey,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/keys", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = Option<CreateApiKey>, description = "Optional: a key needs no name", example = json!({"name": "checkout service"})),
     security(("operator" = [])), responses((status = 201, body = ApiKeyCreated), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn create_key(
     State(s): State<AppState>,
@@ -272,7 +273,7 @@ pub(crate) async fn revoke_key(
 }
 
 /// Assign a sender number to an account.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/senders", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateSender,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/senders", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = CreateSender, example = json!({"address": "+18005559876", "sms": true, "mms": true, "active": true})),
     security(("operator" = [])), responses((status = 201, body = Sender), (status = 400, body = AdminErrorBody), (status = 409, description = "Assigned already", body = AdminErrorBody)))]
 pub(crate) async fn create_sender(
     State(s): State<AppState>,
@@ -298,7 +299,7 @@ pub(crate) async fn list_senders(
 
 /// Activate, deactivate, or change the capabilities of a sender.
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/senders/{address}", tag = "Admin",
-    params(("account" = Uuid, Path), ("address" = String, Path, description = "E.164, + escaped as %2B or not")), request_body = UpdateSender,
+    params(("account" = Uuid, Path), ("address" = String, Path, description = "E.164, + escaped as %2B or not")), request_body(content = UpdateSender, example = json!({"mms": false})),
     security(("operator" = [])), responses((status = 200, body = Sender), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_sender(
     State(s): State<AppState>,
@@ -311,7 +312,7 @@ pub(crate) async fn update_sender(
 }
 
 /// Add SMS and/or MMS credits. Writes a `topup` ledger entry.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/credits", tag = "Admin", params(("account" = Uuid, Path)), request_body = TopUp,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/credits", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = TopUp, example = json!({"sms": 10000, "mms": 500, "reference": "invoice 2026-117"})),
     security(("operator" = [])), responses((status = 201, body = LedgerEntry), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn top_up(
     State(s): State<AppState>,
@@ -352,7 +353,7 @@ pub(crate) async fn ledger(
 }
 
 /// Suppress a recipient for one of the account's senders.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/opt-outs", tag = "Admin", params(("account" = Uuid, Path)), request_body = OptOutRequest,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/opt-outs", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = OptOutRequest, example = json!({"sender": "+18005559876", "recipient": "+18005551234"})),
     security(("operator" = [])), responses((status = 201, body = OptOut), (status = 400, body = AdminErrorBody)))]
 pub(crate) async fn add_opt_out(
     State(s): State<AppState>,
@@ -431,7 +432,7 @@ pub(crate) async fn get_message(
 
 /// Create a channel sending from one of the account's senders; it can send MMS when its
 /// sender can.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/channels", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateChannel,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/channels", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = CreateChannel, example = json!({"name": "Order updates", "sender": "+18005559876", "active": true})),
     security(("operator" = [])), responses((status = 201, body = Channel), (status = 400, description = "Invalid, or the sender is not the account's", body = AdminErrorBody),
     (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn create_channel(
@@ -471,7 +472,7 @@ pub(crate) async fn get_channel(
 
 /// Rename, activate or deactivate a channel.
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/channels/{channel}", tag = "Admin", params(("account" = Uuid, Path), ("channel" = Uuid, Path)),
-    request_body = UpdateChannel, security(("operator" = [])),
+    request_body(content = UpdateChannel, example = json!({"active": false})), security(("operator" = [])),
     responses((status = 200, body = Channel), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_channel(
     State(s): State<AppState>,
@@ -486,7 +487,7 @@ pub(crate) async fn update_channel(
 }
 
 /// Create a message template, without versions.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/templates", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateTemplate,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/templates", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = CreateTemplate, example = json!({"name": "shipping"})),
     security(("operator" = [])), responses((status = 201, body = Template), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody),
     (status = 404, body = AdminErrorBody), (status = 409, description = "The account has a template with this name", body = AdminErrorBody)))]
 pub(crate) async fn create_template(
@@ -526,7 +527,7 @@ pub(crate) async fn get_template(
 
 /// Add a version to a template: a text per locale, whose `{{placeholders}}` must be well formed.
 #[utoipa::path(post, path = "/admin/v1/accounts/{account}/templates/{template}/versions", tag = "Admin",
-    params(("account" = Uuid, Path), ("template" = Uuid, Path)), request_body = CreateTemplateVersion, security(("operator" = [])),
+    params(("account" = Uuid, Path), ("template" = Uuid, Path)), request_body(content = CreateTemplateVersion, example = json!({"texts": {"en": "Your order {{order}} has shipped"}, "active": true})), security(("operator" = [])),
     responses((status = 201, body = TemplateVersion), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn add_template_version(
     State(s): State<AppState>,
@@ -542,7 +543,7 @@ pub(crate) async fn add_template_version(
 
 /// Activate or deactivate a template version.
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/templates/{template}/versions/{version}", tag = "Admin",
-    params(("account" = Uuid, Path), ("template" = Uuid, Path), ("version" = Uuid, Path)), request_body = UpdateTemplateVersion,
+    params(("account" = Uuid, Path), ("template" = Uuid, Path), ("version" = Uuid, Path)), request_body(content = UpdateTemplateVersion, example = json!({"active": true})),
     security(("operator" = [])),
     responses((status = 200, body = TemplateVersion), (status = 400, body = AdminErrorBody), (status = 401, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_template_version(

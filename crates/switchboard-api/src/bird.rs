@@ -545,7 +545,7 @@ fn template_problem(e: TemplateError) -> ApiError {
         ("workspaceId" = String, Path, description = "The workspace (account) id"),
         ("channelId" = String, Path, description = "The channel id"),
     ),
-    request_body = BirdSendRequest,
+    request_body(content = BirdSendRequest, example = json!({"receiver": {"contacts": [{"identifierKey": "phonenumber", "identifierValue": "+31612345678"}]}, "body": {"type": "text", "text": {"text": "Single text message"}}, "reference": "order-1234", "tags": ["orders"]})),
     security(("accessKey" = []), ("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: stored and charged (or failed at once, opted out)", body = BirdMessage),
@@ -808,6 +808,7 @@ pub(crate) async fn cancel(
 
 /// Paging of a channel's messages.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ListParams {
     /// Messages per page, 1 to 100 (default 10).

@@ -150,10 +150,30 @@ where
                 format!("unsupported charset {charset:?}: the body must be UTF-8"),
             ));
         }
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v, PhantomData)),
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(v))) => Ok(Body(v, PhantomData)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// A body that must be a JSON object. serde reads a struct from an array too (its fields by
+/// position), so `[null, null]` would otherwise pass for an update that changes nothing.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(PhantomData)).map(Object)
     }
 }
 
@@ -265,6 +285,22 @@ where
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Two {
+            a: Option<u8>,
+            b: Option<u8>,
+        }
+        let read = |text: &str| serde_json::from_str::<Object<Two>>(text).map(|Object(v)| v);
+        assert_eq!(read(r#"{"a": 1}"#).unwrap(), Two { a: Some(1), b: None });
+        assert_eq!(serde_json::from_str::<Two>("[null, null]").unwrap(), Two { a: None, b: None }, "serde alone");
+        for other in ["[null, null]", "[]", "null", "7", "\"x\""] {
+            let e = read(other).unwrap_err().to_string();
+            assert!(e.contains("a JSON object"), "{other}: {e}");
+        }
+    }
 
     #[test]
     fn only_utf8_is_a_charset_we_read() {

@@ -180,11 +180,28 @@ fn internal_error_on(path: &str) -> Response {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
+/// Liveness: the process answers HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "Operations",
+    responses((status = 200, description = "The server is up", body = Object, example = json!({"status": "ok"})))
+)]
+pub(crate) async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "Operations",
+    responses(
+        (status = 200, description = "Every metric, in Prometheus' text format", body = String, content_type = "text/plain"),
+        (status = 404, description = "Metrics are not enabled in this process", body = String, content_type = "text/plain"),
+    )
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => {
             // Upstream state is read when it is scraped, not kept up to date on every send.

@@ -65,7 +65,7 @@ fn webhook_wire(w: &WebhookRecord, secret: Option<String>) -> Webhook {
 
 /// Create a webhook endpoint. The signing secret is in this response and in the response
 /// that rotates it, nowhere else.
-#[utoipa::path(post, path = "/admin/v1/accounts/{account}/webhooks", tag = "Admin", params(("account" = Uuid, Path)), request_body = CreateWebhook,
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/webhooks", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = CreateWebhook, example = json!({"url": "https://hooks.example.com/switchboard", "events": ["message.delivered", "message.failed"]})),
     security(("operator" = [])), responses((status = 201, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody),
     (status = 422, description = "The URL is not one the server may call: not http(s), with a user name, or naming a local host or a loopback, private, link-local or other special address", body = AdminErrorBody),
     (status = 409, description = "The account has the most endpoints it may", body = AdminErrorBody)))]
@@ -113,7 +113,7 @@ pub(crate) async fn get_webhook(
 
 /// Change a webhook endpoint: URL, event types, active, or its secret (given, or rotated).
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/webhooks/{webhook}", tag = "Admin", params(("account" = Uuid, Path), ("webhook" = Uuid, Path)),
-    request_body = UpdateWebhook, security(("operator" = [])),
+    request_body(content = UpdateWebhook, example = json!({"active": false})), security(("operator" = [])),
     responses((status = 200, body = Webhook), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody),
     (status = 422, description = "The URL is not one the server may call", body = AdminErrorBody)))]
 pub(crate) async fn update_webhook(
@@ -166,6 +166,7 @@ pub(crate) async fn notification_secret(
 
 /// Filters of the delivery list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct DeliveryParams {
     /// Items per page, 1 to 100 (default 50).
@@ -293,7 +294,12 @@ pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> Ad
 /// signature, 400 for a body that is not an event, 404 for an unknown upstream, and 503 when
 /// the receipt could not be stored (so that the other server sends it again).
 #[utoipa::path(post, path = "/upstreams/{name}/events", tag = "Upstreams", params(("name" = String, Path, description = "The HTTP upstream's name")),
-    request_body(content = WebhookEvent, description = "The other server's webhook event, with its Standard Webhooks signature headers"),
+    request_body(content = WebhookEvent, description = "The other server's webhook event, with its Standard Webhooks signature headers",
+        example = json!({"id": "evt_DsAdb4EBYBh3z25sBA1qpX", "type": "message.delivered", "createdAt": "2026-03-15T14:30:06.021Z",
+            "data": {"id": "msg_DsAdb4EBYBh3z25sBA1qnv", "accountId": "0195a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b", "direction": "outbound",
+                "kind": "sms", "to": "+18005551234", "from": "+18005559876", "body": "Your verification code is 482910",
+                "encoding": "gsm7", "segments": 1, "status": "delivered", "providerMessageId": "sim-0195a1b27c3d7e4f8a9b0c1d2e3f4a5c",
+                "createdAt": "2026-03-15T14:30:05.004Z", "sentAt": "2026-03-15T14:30:05.012Z"}})),
     responses((status = 204, description = "Taken"), (status = 400, body = AdminErrorBody), (status = 401, description = "The signature does not verify", body = AdminErrorBody),
     (status = 404, description = "No HTTP upstream of that name", body = AdminErrorBody),
     (status = 503, description = "The receipt could not be stored; send it again later", body = AdminErrorBody)))]
@@ -322,7 +328,7 @@ pub(crate) async fn upstream_callback(
 
 /// Simulator: receive a message from a handset, as a carrier would deliver it. STOP, START and
 /// HELP (and their synonyms) change the opt-out list and are answered.
-#[utoipa::path(post, path = "/admin/v1/simulator/inbound", tag = "Simulator", request_body = InjectInbound, security(("operator" = [])),
+#[utoipa::path(post, path = "/admin/v1/simulator/inbound", tag = "Simulator", request_body(content = InjectInbound, example = json!({"from": "+18005551234", "to": "+18005559876", "body": "STOP"})), security(("operator" = [])),
     responses((status = 201, body = InboundResult), (status = 400, body = AdminErrorBody), (status = 404, description = "The number is no account's sender", body = AdminErrorBody)))]
 pub(crate) async fn inject_inbound(
     State(s): State<AppState>,
@@ -344,7 +350,7 @@ pub(crate) async fn inject_inbound(
 
 /// Simulator: deliver receipts for message parts, as a carrier would send them. Each part's
 /// id is in the message's `parts` (`GET /admin/v1/messages/{id}`).
-#[utoipa::path(post, path = "/admin/v1/simulator/receipts", tag = "Simulator", request_body = InjectReceipts, security(("operator" = [])),
+#[utoipa::path(post, path = "/admin/v1/simulator/receipts", tag = "Simulator", request_body(content = InjectReceipts, example = json!({"receipts": [{"providerRef": "sim-0193e4a1b2c34d5e8f9a0b1c2d3e4f50.1", "status": "delivered"}]})), security(("operator" = [])),
     responses((status = 200, body = ReceiptResults), (status = 400, body = AdminErrorBody)))]
 pub(crate) async fn inject_receipts(
     State(s): State<AppState>,

@@ -140,8 +140,10 @@ impl From<SendError> for ApiError {
                 "NO_SENDER",
                 "from: required, since the project has no active SMS sender to send from",
             ),
+            // 403, not 402: the platform documents 400, 401 and 403 only, and its SDK raises
+            // its matching exception for those alone.
             SendError::InsufficientCredits => Self::new(
-                StatusCode::PAYMENT_REQUIRED,
+                StatusCode::FORBIDDEN,
                 "INSUFFICIENT_CREDITS",
                 "insufficient credits for every recipient; nothing was sent or charged",
             ),
@@ -281,7 +283,9 @@ fn history_wire(b: &BatchRecord) -> MbHistoryEntry {
     MbHistoryEntry {
         id: b.id,
         kind: MbType::Sms,
+        title: None,
         body: b.body.clone(),
+        subject: None,
         recipients: b.recipients,
         success_count: b.recipients - b.failed,
         failure_count: b.failed,
@@ -298,14 +302,13 @@ fn history_wire(b: &BatchRecord) -> MbHistoryEntry {
     path = "/api/messaging/projects/{projectId}/messaging/sms",
     tag = "Mudbase",
     params(("projectId" = String, Path, description = "The project (account) id")),
-    request_body = MbSmsRequest,
+    request_body(content = MbSmsRequest, example = json!({"to": "+18005551234,+18005551235", "message": "Your order has shipped", "from": "+18005559876"})),
     security(("apiKey" = []), ("bearer" = [])),
     responses(
         (status = 201, description = "Admitted: every recipient stored and charged, or opted out", body = MbOk<MbSmsSent>),
         (status = 400, description = "Validation error naming the field", body = MbErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = MbErrorBody),
-        (status = 402, description = "The balance cannot pay for every recipient; nothing sent", body = MbErrorBody),
-        (status = 403, description = "The credentials are for another project", body = MbErrorBody),
+        (status = 403, description = "The credentials are for another project (`FORBIDDEN`), or the balance cannot pay for every recipient (`INSUFFICIENT_CREDITS`; nothing sent)", body = MbErrorBody),
         (status = 413, description = "Body over the size limit", body = MbErrorBody),
         (status = 429, description = "Over the project's request rate, or too many failed authentication attempts; see Retry-After", body = MbErrorBody),
     )
@@ -326,6 +329,7 @@ pub(crate) async fn send_sms(
 
 /// History filters and paging.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryParams {
     /// `push`, `email` or `sms`.
     #[serde(rename = "type")]
@@ -333,9 +337,29 @@ pub(crate) struct HistoryParams {
     /// `sent`, `failed` or `pending`.
     status: Option<String>,
     /// Page, from 1 (default 1).
+    #[serde(default, deserialize_with = "saturating")]
+    #[param(value_type = Option<i64>, minimum = 1)]
     page: Option<u32>,
-    /// Entries per page, 1 to 100 (default 20; larger values are capped at 100).
+    /// Entries per page, 1 to 100 (default 20; larger values, however large, are capped at 100).
+    #[serde(default, deserialize_with = "saturating")]
+    #[param(value_type = Option<i64>, minimum = 1)]
     limit: Option<u32>,
+}
+
+/// A whole number of the query (a 64-bit one, as documented): one beyond `u32` saturates (a
+/// page past the last is empty, a limit is capped anyway). An empty value is no value.
+fn saturating<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let n: u64 = text
+        .parse()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a whole number of at most 19 digits")))?;
+    Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
 /// The project's send requests, newest first.
@@ -392,6 +416,7 @@ pub(crate) async fn history(
 
 /// Statistics period.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatsParams {
     /// Start (inclusive): ISO 8601, with or without an offset (UTC if none), or a date.

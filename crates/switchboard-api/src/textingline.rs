@@ -260,7 +260,7 @@ fn failure_text(status: MessageStatus) -> String {
     post,
     path = "/api/v1/messaging/message",
     tag = "TextingLine",
-    request_body = TlSendRequest,
+    request_body(content = TlSendRequest, example = json!({"to": "+18005551234", "from": "+18005559876", "body": "Your verification code is 482910"})),
     security(("basic" = [])),
     responses(
         (status = 201, description = "Accepted: status sent, queued, or failed (e.g. opted_out) with errorType", body = TlMessage),
@@ -322,6 +322,7 @@ pub(crate) async fn get_message(
 
 /// Paging of the message list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Messages per page, 1 to 100 (default 20).

@@ -177,7 +177,7 @@ pub struct UpdateAccount {
     /// Requests per second for the Mudbase API (at least 1); `null` restores the default;
     /// absent leaves it as it is.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 1.0, maximum = 4294967295.0))]
     pub rate_limit: Option<Option<u32>>,
     /// Whether messages the carrier reports undelivered or failed are refunded; absent
     /// leaves it as it is.

@@ -117,8 +117,14 @@ pub struct MbHistoryEntry {
     /// Always `sms`.
     #[serde(rename = "type")]
     pub kind: MbType,
+    /// A push notification's title: always `null` for SMS, present because the platform's
+    /// clients read it.
+    pub title: Option<String>,
     /// The text.
     pub body: Option<String>,
+    /// An email's subject: always `null` for SMS, present because the platform's clients read
+    /// it.
+    pub subject: Option<String>,
     /// How many distinct recipients.
     pub recipients: u32,
     /// Recipients not failed.
