@@ -5,7 +5,9 @@
 //!
 //! Every client is on loopback; binding a client to another 127.0.0.0/8 address
 //! (`local_address`) makes the server see another peer. Behind a trusted proxy (the server
-//! trusting 127.0.0.1), the address that counts is the one the proxy forwards.
+//! trusting 127.0.0.1), the address that counts is the one the proxy forwards. These tests
+//! call the server directly (`direct_url`): the harness's checking proxy would make every
+//! client the same peer.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -127,7 +129,7 @@ async fn textingline_guessing_is_held_to_budgets(backend: Backend) {
     let app = TestApp::start(db.settings()).await;
     let t = app.provision(100, 0).await;
     let secret = t.api_key.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
-    let list = format!("{}/api/v1/messaging/message", app.url);
+    let list = format!("{}/api/v1/messaging/message", app.direct_url);
 
     // 25 wrong secrets from one address: the budget is spent at 20.
     let attacker = client_from("127.0.0.1");
@@ -176,8 +178,8 @@ async fn mudbase_guessing_is_held_to_budgets(backend: Backend) {
     };
     let app = TestApp::start(db.settings()).await;
     let t = app.provision(100, 0).await;
-    let history = format!("{}/api/messaging/projects/{}/messaging/history", app.url, t.account);
-    let sms = format!("{}/api/messaging/projects/{}/messaging/sms", app.url, t.account);
+    let history = format!("{}/api/messaging/projects/{}/messaging/history", app.direct_url, t.account);
+    let sms = format!("{}/api/messaging/projects/{}/messaging/sms", app.direct_url, t.account);
     let wrong_key = format!("{}:sk_wrong", t.key_id);
 
     let attacker = client_from("127.0.0.1");
@@ -194,7 +196,7 @@ async fn mudbase_guessing_is_held_to_budgets(backend: Backend) {
     )
     .await;
     assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
-    let token = answer(holder.post(format!("{}/api/auth/token", app.url)).header("x-api-key", &t.api_key)).await;
+    let token = answer(holder.post(format!("{}/api/auth/token", app.direct_url)).header("x-api-key", &t.api_key)).await;
     assert_eq!(token.status, StatusCode::CREATED, "{token:?}");
 
     // Forged access tokens spend an address's budget too.
@@ -228,7 +230,7 @@ async fn admin_guessing_is_held_to_budgets(backend: Backend) {
         return;
     };
     let app = TestApp::start(db.settings()).await;
-    let accounts = format!("{}/admin/v1/accounts", app.url);
+    let accounts = format!("{}/admin/v1/accounts", app.direct_url);
 
     let attacker = client_from("127.0.0.1");
     let last = exhaust("wrong operator tokens", || attacker.get(&accounts).bearer_auth("not-the-operator-token")).await;
@@ -251,8 +253,8 @@ async fn behind_a_trusted_proxy_budgets_count_the_forwarded_address(backend: Bac
     let app = TestApp::start(Settings { trusted_proxies: vec!["127.0.0.1/32".into()], ..db.settings() }).await;
     let t = app.provision(100, 0).await;
     let secret = t.api_key.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
-    let list = format!("{}/api/v1/messaging/message", app.url);
-    let accounts = format!("{}/admin/v1/accounts", app.url);
+    let list = format!("{}/api/v1/messaging/message", app.direct_url);
+    let accounts = format!("{}/admin/v1/accounts", app.direct_url);
     let proxy = client_from("127.0.0.1");
 
     // One client behind the proxy guesses until its own address is refused...

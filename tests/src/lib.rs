@@ -2,6 +2,8 @@
 //! database (SQLite, or PostgreSQL from `TEST_POSTGRES_URL`) and drive it over HTTP with
 //! `switchboard-client`.
 
+pub mod contract;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -88,8 +90,12 @@ impl TestDb {
 /// A running server.
 #[derive(Debug)]
 pub struct TestApp {
-    /// Its base URL.
+    /// Its base URL: a proxy that checks every answer against the server's OpenAPI document
+    /// (see [`contract::Checker`]).
     pub url: String,
+    /// The server's own address, for what a proxy would change: the peer address it sees.
+    pub direct_url: String,
+    checker: contract::Checker,
     /// An admin client for it.
     pub admin: AdminClient,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -100,7 +106,8 @@ impl TestApp {
     /// Starts a server with these settings.
     pub async fn start(settings: Settings) -> Self {
         let app = switchboard::build(&settings).await.expect("start the server");
-        let url = format!("http://{}", app.local_addr());
+        let direct_url = format!("http://{}", app.local_addr());
+
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run_until(async {
@@ -109,11 +116,15 @@ impl TestApp {
             .await
             .expect("serve");
         });
+        // Once the server is serving: the checker reads its document first.
+        let checker = contract::Checker::start(&direct_url).await;
+        let url = checker.url.clone();
         let admin = AdminClient::new(&url, OPERATOR_TOKEN);
-        Self { url, admin, shutdown: Some(tx), task: Some(task) }
+        Self { url, direct_url, checker, admin, shutdown: Some(tx), task: Some(task) }
     }
 
-    /// Stops the server and waits for in-flight requests.
+    /// Stops the server and waits for in-flight requests; fails if any answer broke the
+    /// OpenAPI document.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -121,6 +132,8 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        let violations = self.checker.violations();
+        assert!(violations.is_empty(), "answers that break the OpenAPI document:\n{}", violations.join("\n"));
     }
 
     /// Creates a funded account with the sender `+18005559876` (SMS and MMS) and a key.
