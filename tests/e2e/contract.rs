@@ -8,25 +8,11 @@ use std::path::PathBuf;
 use switchboard_domain::wire::CreateChannel;
 use switchboard_tests::{OPERATOR_TOKEN, TestApp, TestDb};
 
-/// The Python to run, or `None` (outside CI) to skip.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("SWITCHBOARD_TEST_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("SWITCHBOARD_TEST_PYTHON must name the Python that cargo xtask ci prepares")
-        }
-        None => {
-            eprintln!("skipped: SWITCHBOARD_TEST_PYTHON is not set (cargo xtask ci sets it)");
-            None
-        }
-    }
-}
-
 /// On SQLite only: the contract is the HTTP layer's, the same over either store, and the
 /// storage contract suite runs both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_holds_against_independent_tools() {
-    let Some(python) = python() else { return };
+    let Some(python) = switchboard_tests::test_python() else { return };
     let Some(db) = TestDb::new(switchboard_tests::Backend::Sqlite, "contract").await else { return };
     let mut settings = db.settings();
     // The fuzzer sends wrong credentials on purpose, and many requests a second.

@@ -8,22 +8,8 @@ use switchboard_tests::{Backend, TestApp, TestDb, on_both_backends};
 
 on_both_backends!(mudbase_python_sdk_works_unchanged);
 
-/// The Python to run, or `None` (outside CI) to skip.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("SWITCHBOARD_TEST_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("SWITCHBOARD_TEST_PYTHON must name a Python with mudbase==1.3.17 under CI (cargo xtask ci sets it)")
-        }
-        None => {
-            eprintln!("skipped: SWITCHBOARD_TEST_PYTHON is not set (cargo xtask ci sets it)");
-            None
-        }
-    }
-}
-
 async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
-    let Some(python) = python() else { return };
+    let Some(python) = switchboard_tests::test_python() else { return };
     let Some(db) = TestDb::new(backend, "mb_python_sdk").await else { return };
     let app = TestApp::start(db.settings()).await;
     let tenant = app.provision(10_000, 0).await;

@@ -13,6 +13,22 @@ use switchboard_domain::wire::{CreateSender, TopUp};
 use switchboard_storage::testing::TestDatabase;
 use uuid::Uuid;
 
+/// The Python of the tests that drive independent implementations (`SWITCHBOARD_TEST_PYTHON`,
+/// a virtual environment with the pinned tools that `cargo xtask ci` prepares), or `None`
+/// outside CI, where those tests are skipped; under CI its absence fails the test.
+pub fn test_python() -> Option<std::path::PathBuf> {
+    match std::env::var_os("SWITCHBOARD_TEST_PYTHON") {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("SWITCHBOARD_TEST_PYTHON must name the Python that cargo xtask ci prepares, under CI")
+        }
+        None => {
+            eprintln!("skipped: SWITCHBOARD_TEST_PYTHON is not set (cargo xtask ci sets it)");
+            None
+        }
+    }
+}
+
 /// The operator token of test servers.
 pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789";
 
