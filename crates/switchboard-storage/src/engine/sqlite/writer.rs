@@ -127,9 +127,7 @@ impl<I: Send + 'static, O: Send + 'static> GroupTask<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> Job for GroupTask<I, O> {
     fn run(&mut self, tx: &mut SqliteTx) -> bool {
-        if self.callers.len() > 1 {
-            metrics::histogram!("switchboard_commit_group_size").record(self.items.len() as f64);
-        }
+        metrics::histogram!("switchboard_commit_group_size").record(self.items.len() as f64);
         match Self::attempt(self.op, tx, &self.items) {
             Ok(mut out) => {
                 for caller in self.callers.iter_mut().rev() {
