@@ -243,7 +243,10 @@ pub fn backoff(config: &DispatcherConfig, attempt: u32) -> Duration {
 
 /// Most results recorded in one transaction.
 const RECORD_BATCH: usize = 1024;
-/// How long the recorder waits for more results before a small group is committed.
+/// How long the recorder waits for more results before a small group is committed, on a store
+/// that does not group writes itself. SQLite's writer runs the results beside whatever else
+/// waits for it, in the same commit, so there the recorder does not wait: a request that
+/// waits to answer `sent` (`sent_wait_ms`) would wait this long for nothing.
 const RECORD_GATHER: Duration = Duration::from_millis(2);
 
 /// How often the recorder tries to store one group of results.
@@ -251,13 +254,14 @@ const RECORD_TRIES: u32 = 20;
 
 async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<DispatchResult>, waiters: Arc<Waiters>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
+    let gather = !store.backend().groups_admissions();
     loop {
         if rx.recv_many(&mut batch, RECORD_BATCH).await == 0 {
             return;
         }
         // Let a few more results arrive so that one commit (one fsync) records many: this
         // delays only the bookkeeping after a send, never an admission.
-        if batch.len() < RECORD_BATCH / 4 {
+        if gather && batch.len() < RECORD_BATCH / 4 {
             tokio::time::sleep(RECORD_GATHER).await;
             while batch.len() < RECORD_BATCH {
                 match rx.try_recv() {
