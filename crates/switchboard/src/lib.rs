@@ -116,10 +116,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             help: settings.help_reply.clone(),
         },
         sent_wait: Duration::from_millis(settings.sent_wait_ms),
-        commit_writers: settings.commit_writers.unwrap_or(match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
-        }),
+        // Only PostgreSQL's committer has writer tasks: SQLite's writer thread groups itself.
+        commit_writers: settings.commit_writers.unwrap_or(4),
         commit_max_batch: settings.commit_max_batch,
         auth_cache_ttl: Duration::from_millis(settings.auth_cache_ttl_ms),
         auth_guard: GuardConfig {

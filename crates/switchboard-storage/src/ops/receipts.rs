@@ -48,10 +48,11 @@ pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Resu
     // A reference named twice in one call: its first receipt makes the part final, so the
     // later ones find it final and change nothing.
     let mut seen: HashSet<&str> = HashSet::new();
-    let first: Vec<&ReceiptUpdate> = receipts
+    let applies: Vec<bool> = receipts
         .iter()
-        .filter(|r| receipts::is_receipt_status(r.status) && seen.insert(r.provider_ref.as_str()))
+        .map(|r| receipts::is_receipt_status(r.status) && seen.insert(r.provider_ref.as_str()))
         .collect();
+    let first: Vec<&ReceiptUpdate> = receipts.iter().zip(&applies).filter(|(_, a)| **a).map(|(r, _)| r).collect();
     let refs: Vec<&str> = first.iter().map(|r| r.provider_ref.as_str()).collect();
     if !refs.is_empty() && tx.backend().locks_rows() {
         // The messages the receipts are for are locked first, in one order: concurrent calls
@@ -91,13 +92,8 @@ pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Resu
     // Per receipt: its outcome, and the settlement it made, if any.
     let mut outcomes: Vec<(ReceiptOutcome, Option<usize>)> = Vec::with_capacity(receipts.len());
     let mut settled: Vec<(MessageId, Settlement, Timestamp)> = Vec::new();
-    let mut applied: HashSet<&str> = HashSet::new();
-    for r in receipts {
-        let entry = if receipts::is_receipt_status(r.status) && applied.insert(r.provider_ref.as_str()) {
-            stored.get(r.provider_ref.as_str())
-        } else {
-            None
-        };
+    for (r, applies) in receipts.iter().zip(applies) {
+        let entry = if applies { stored.get(r.provider_ref.as_str()) } else { None };
         let (message, part) = match entry {
             None => {
                 outcomes.push((ReceiptOutcome::Ignored, None));
