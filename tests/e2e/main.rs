@@ -11,5 +11,6 @@ mod keys;
 mod lifecycle;
 mod mudbase;
 mod mudbase_sdk;
+mod senders;
 mod textingline;
 mod upstreams;

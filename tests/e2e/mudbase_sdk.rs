@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use switchboard_domain::wire::CreateSender;
 use switchboard_tests::{Backend, TestApp, TestDb, on_both_backends};
 
 on_both_backends!(mudbase_python_sdk_works_unchanged);
@@ -15,6 +16,8 @@ async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
     let tenant = app.provision(10_000, 0).await;
     let other = app.provision(100, 0).await;
     let poor = app.provision(0, 0).await;
+    let brand = CreateSender { address: "ACME".into(), active: true, sms: true, mms: false };
+    app.admin.add_sender(tenant.account, &brand).await.expect("an alphanumeric sender");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_mudbase_sdk.py");
     let url = app.url.clone();
     let output = tokio::process::Command::new(&python)
@@ -23,6 +26,7 @@ async fn mudbase_python_sdk_works_unchanged(backend: Backend) {
         .env("MB_PROJECT", tenant.account.to_string())
         .env("MB_API_KEY", &tenant.api_key)
         .env("MB_FROM", &tenant.from)
+        .env("MB_ALPHANUMERIC_FROM", "ACME")
         .env("MB_OTHER_PROJECT", other.account.to_string())
         .env("MB_POOR_PROJECT", poor.account.to_string())
         .env("MB_POOR_API_KEY", &poor.api_key)

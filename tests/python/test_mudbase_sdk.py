@@ -3,7 +3,8 @@
 Run by the end-to-end test `mudbase_sdk` (tests/e2e/mudbase_sdk.rs), which starts a server,
 provisions two projects and passes them in the environment:
 
-    SWITCHBOARD_URL, MB_PROJECT, MB_API_KEY, MB_FROM, MB_OTHER_PROJECT
+    SWITCHBOARD_URL, MB_PROJECT, MB_API_KEY, MB_FROM, MB_ALPHANUMERIC_FROM, MB_OTHER_PROJECT,
+    MB_POOR_PROJECT, MB_POOR_API_KEY
 """
 
 import datetime
@@ -23,6 +24,7 @@ URL = os.environ["SWITCHBOARD_URL"]
 PROJECT = os.environ["MB_PROJECT"]
 API_KEY = os.environ["MB_API_KEY"]
 FROM = os.environ["MB_FROM"]
+ALPHANUMERIC_FROM = os.environ["MB_ALPHANUMERIC_FROM"]
 OTHER_PROJECT = os.environ["MB_OTHER_PROJECT"]
 POOR_PROJECT = os.environ["MB_POOR_PROJECT"]
 POOR_API_KEY = os.environ["MB_POOR_API_KEY"]
@@ -72,6 +74,18 @@ class SendHistoryStats(unittest.TestCase):
         self.check_sent(result, 2)
         if result.data.status == "sent":
             self.assertIsInstance(result.data.sent_at, datetime.datetime)
+
+    def test_send_from_an_alphanumeric_sender(self):
+        request = mudbase.SMSRequest(
+            to="+18005550308", message="From a name", var_from=ALPHANUMERIC_FROM
+        )
+        self.check_sent(with_key().send_sms(PROJECT, request), 1)
+        with self.assertRaises(BadRequestException) as caught:
+            with_key().send_sms(
+                PROJECT,
+                mudbase.SMSRequest(to="+18005550308", message="x", var_from="ACMEACMEACME"),
+            )
+        self.assertEqual(json.loads(caught.exception.body)["error"]["code"], "VALIDATION_ERROR")
 
     def test_send_with_a_jwt(self):
         request = mudbase.SMSRequest(to="+18005550303", message="Hello by token")

@@ -299,7 +299,7 @@ pub(crate) async fn list_senders(
 
 /// Activate, deactivate, or change the capabilities of a sender.
 #[utoipa::path(patch, path = "/admin/v1/accounts/{account}/senders/{address}", tag = "Admin",
-    params(("account" = Uuid, Path), ("address" = String, Path, description = "E.164, + escaped as %2B or not")), request_body(content = UpdateSender, example = json!({"mms": false})),
+    params(("account" = Uuid, Path), ("address" = String, Path, description = "E.164 (+ escaped as %2B or not) or an alphanumeric sender ID (a space escaped as %20)")), request_body(content = UpdateSender, example = json!({"mms": false})),
     security(("operator" = [])), responses((status = 200, body = Sender), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_sender(
     State(s): State<AppState>,

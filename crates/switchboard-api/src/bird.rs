@@ -27,7 +27,8 @@ use switchboard_domain::wire::bird::{
     BirdMessageList, BirdPart, BirdReceiver, BirdSendRequest, BirdTextBody,
 };
 use switchboard_domain::{
-    AccountId, Direction, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp, UrlError, UrlPolicy,
+    AccountId, Direction, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, SenderId, Timestamp, UrlError,
+    UrlPolicy,
 };
 use switchboard_records::{ChannelRecord, MessageRecord};
 use switchboard_validation::ValidationError;
@@ -470,7 +471,7 @@ fn check_envelope(
     };
     let given_sender = req.sender.as_ref().and_then(|s| s.pointer("/connector/identifierValue"));
     if let Some(given) = given_sender {
-        let same = given.as_str().and_then(|s| Msisdn::parse(s).ok()).is_some_and(|n| n == channel.sender);
+        let same = given.as_str().and_then(|s| SenderId::parse(s).ok()).is_some_and(|s| s == channel.sender);
         if !same {
             problems
                 .add("sender.connector.identifierValue", format!("must be the channel's sender, {}", channel.sender));

@@ -127,13 +127,13 @@ impl From<SendError> for ApiError {
             SendError::SenderNotAssigned => Self::new(
                 StatusCode::BAD_REQUEST,
                 "SENDER_NOT_ASSIGNED",
-                "from: the number is not assigned to this project",
+                "from: the sender is not assigned to this project",
             ),
             SendError::SenderInactive => {
-                Self::new(StatusCode::BAD_REQUEST, "SENDER_INACTIVE", "from: the number is not in an active state")
+                Self::new(StatusCode::BAD_REQUEST, "SENDER_INACTIVE", "from: the sender is not in an active state")
             }
             SendError::SenderNotCapable => {
-                Self::new(StatusCode::BAD_REQUEST, "SENDER_NOT_CAPABLE", "from: the number is not enabled for SMS")
+                Self::new(StatusCode::BAD_REQUEST, "SENDER_NOT_CAPABLE", "from: the sender is not enabled for SMS")
             }
             SendError::NoDefaultSender => Self::new(
                 StatusCode::BAD_REQUEST,
@@ -319,6 +319,7 @@ pub(crate) async fn send_sms(
     Body(req, ..): Body<MbSmsRequest, ApiError>,
 ) -> Result<Response, ApiError> {
     let cmd = state.core.policy().check_batch(BatchFields {
+        alphanumeric_from: true,
         to: req.to.entries(),
         from: req.from.as_deref(),
         body: Some(&req.message),

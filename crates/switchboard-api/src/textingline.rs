@@ -279,6 +279,7 @@ pub(crate) async fn send_message(
     Body(req, ..): Body<TlSendRequest, ApiError>,
 ) -> Result<Response, ApiError> {
     let cmd = state.core.policy().check_send(SendFields {
+        alphanumeric_from: false,
         to: &req.to,
         from: &req.from,
         body: req.body.as_deref(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use switchboard_domain::{AccountId, BatchId, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, BatchId, ErrorType, MessageId, MessageKind, MessageStatus, SenderId, Timestamp};
 use switchboard_records::{
     AcceptOutcome, AccountRecord, BatchRecord, BatchState, MessageCounts, MessageRecord, NewBatch, NewMessage,
 };
@@ -176,7 +176,7 @@ impl Core {
     }
 
     /// The sender a request that names none sends from: the account's first active SMS sender.
-    async fn default_sender(&self, account: AccountId) -> Result<Msisdn, SendError> {
+    async fn default_sender(&self, account: AccountId) -> Result<SenderId, SendError> {
         let senders = self.inner.store.list_senders(account).await.map_err(|_| SendError::Unavailable)?;
         senders.into_iter().find(|s| s.active && s.sms).map(|s| s.address).ok_or(SendError::NoDefaultSender)
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, SenderId, Timestamp};
 use switchboard_ledger::{Credits, Tariff};
 use switchboard_provider::{EventReceiver, Provider};
 use switchboard_records::{
@@ -527,7 +527,8 @@ impl Core {
         Ok(record)
     }
 
-    /// Assigns a sender number to an account.
+    /// Assigns a sender to an account: an E.164 number, or an alphanumeric sender ID (which
+    /// cannot send MMS, and cannot be written to, so no inbound message or `STOP` reaches it).
     pub async fn add_sender(
         &self,
         account: AccountId,
@@ -536,7 +537,10 @@ impl Core {
         sms: bool,
         mms: bool,
     ) -> Result<SenderRecord, AccessError> {
-        let address = Msisdn::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
+        let address = SenderId::parse(address).map_err(|e| AccessError::Invalid(format!("address: {e}")))?;
+        if address.is_alphanumeric() && mms {
+            return Err(AccessError::Invalid("mms: an alphanumeric sender cannot send MMS".into()));
+        }
         self.account(account).await?;
         let record = SenderRecord { address, account_id: account, active, sms, mms, created_at: Timestamp::now() };
         self.inner.store.create_sender(&record).await.map_err(AccessError::from_storage("sender"))?;
@@ -550,6 +554,9 @@ impl Core {
         address: &str,
         change: SenderChange,
     ) -> Result<SenderRecord, AccessError> {
+        if change.mms == Some(true) && SenderId::parse(address).is_ok_and(|s| s.is_alphanumeric()) {
+            return Err(AccessError::Invalid("mms: an alphanumeric sender cannot send MMS".into()));
+        }
         self.inner.store.update_sender(account, address, change).await.map_err(AccessError::from_storage("sender"))
     }
 
@@ -619,7 +626,7 @@ impl Core {
     }
 
     /// The account's sender with this address.
-    async fn owned_sender(&self, account: AccountId, sender: &str) -> Result<Msisdn, AccessError> {
+    async fn owned_sender(&self, account: AccountId, sender: &str) -> Result<SenderId, AccessError> {
         let senders = self.senders(account).await?;
         match senders.into_iter().find(|s| s.address.as_str() == sender) {
             Some(s) => Ok(s.address),

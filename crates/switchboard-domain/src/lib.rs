@@ -17,7 +17,7 @@ pub mod wire;
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
 pub use ids::{AccountId, BatchId, EventId, IdError, MessageId};
 pub use message::{Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
-pub use phone::{Msisdn, PhoneError};
+pub use phone::{Alphanumeric, Msisdn, PhoneError, SenderId};
 pub use sealed::SealedSecret;
 pub use timestamp::Timestamp;
 pub use url_policy::{Cidr, UrlError, UrlPolicy};

@@ -1,4 +1,4 @@
-//! E.164 phone numbers.
+//! E.164 phone numbers, and the sender IDs messages go out from: a number or an alphanumeric name.
 
 use std::fmt;
 
@@ -10,6 +10,12 @@ pub enum PhoneError {
     /// Not `+` followed by 8 to 15 digits, the first not 0.
     #[error("`{0}` is not an E.164 phone number (expected + and 8 to 15 digits, e.g. +18005551234)")]
     NotE164(String),
+    /// Neither an E.164 number nor an alphanumeric sender ID.
+    #[error(
+        "`{0}` is neither an E.164 phone number (+ and 8 to 15 digits) nor an alphanumeric sender ID \
+         (1 to 11 letters A-Z or a-z, digits and spaces, at least one letter)"
+    )]
+    NotSenderId(String),
 }
 
 /// A phone number in E.164 form: `+`, a country code not starting with 0, at most 15 digits in
@@ -71,6 +77,141 @@ impl<'de> Deserialize<'de> for Msisdn {
     }
 }
 
+/// The longest alphanumeric sender ID: 11 characters, what GSM's TP-Originating-Address holds.
+pub const MAX_ALPHANUMERIC_SENDER: usize = 11;
+
+/// An alphanumeric sender ID: 1 to 11 characters, each a letter (`A`-`Z`, `a`-`z`), a digit or
+/// a space, at least one a letter, not starting or ending with a space. These are the letters of
+/// GSM's 7-bit basic set that SMPP's `source_addr` (ASCII) and every carrier carry unchanged;
+/// the basic set's accented and Greek letters are refused, since carriers replace or drop them.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Alphanumeric(String);
+
+impl Alphanumeric {
+    /// Parses an alphanumeric sender ID.
+    pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        let ok = (1..=MAX_ALPHANUMERIC_SENDER).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+            && s.bytes().any(|b| b.is_ascii_alphabetic())
+            && !s.starts_with(' ')
+            && !s.ends_with(' ');
+        if ok { Ok(Self(s.to_owned())) } else { Err(PhoneError::NotSenderId(short(s))) }
+    }
+
+    /// The sender ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who a message is sent from: a phone number, or an alphanumeric sender ID that the handset
+/// shows instead of a number. Only a number can be replied to: inbound messages, `STOP` and the
+/// opt-outs it records are always per number.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SenderId {
+    /// An E.164 number.
+    Number(Msisdn),
+    /// An alphanumeric name.
+    Alphanumeric(Alphanumeric),
+}
+
+impl SenderId {
+    /// Parses a sender: `+` and digits as an E.164 number, anything else as an alphanumeric
+    /// sender ID.
+    pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        if s.starts_with('+') || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+            return Msisdn::parse(s).map(Self::Number);
+        }
+        Alphanumeric::parse(s).map(Self::Alphanumeric)
+    }
+
+    /// Parses a sender that must be an E.164 number.
+    pub fn parse_number(s: &str) -> Result<Self, PhoneError> {
+        Msisdn::parse(s).map(Self::Number)
+    }
+
+    /// The sender as text: the number with its `+`, or the name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Number(n) => n.as_str(),
+            Self::Alphanumeric(a) => a.as_str(),
+        }
+    }
+
+    /// The number, if the sender is one.
+    pub fn number(&self) -> Option<&Msisdn> {
+        match self {
+            Self::Number(n) => Some(n),
+            Self::Alphanumeric(_) => None,
+        }
+    }
+
+    /// Whether the sender is an alphanumeric name.
+    pub fn is_alphanumeric(&self) -> bool {
+        matches!(self, Self::Alphanumeric(_))
+    }
+
+    /// The sender for logs: a number masked, a name (a brand, not personal data) as it is.
+    pub fn masked(&self) -> String {
+        match self {
+            Self::Number(n) => n.masked(),
+            Self::Alphanumeric(a) => a.0.clone(),
+        }
+    }
+}
+
+impl From<Msisdn> for SenderId {
+    fn from(n: Msisdn) -> Self {
+        Self::Number(n)
+    }
+}
+
+impl PartialEq<Msisdn> for SenderId {
+    fn eq(&self, other: &Msisdn) -> bool {
+        self.number() == Some(other)
+    }
+}
+
+impl fmt::Debug for SenderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => fmt::Debug::fmt(n, f),
+            Self::Alphanumeric(a) => write!(f, "Alphanumeric({})", a.0),
+        }
+    }
+}
+
+impl fmt::Debug for Alphanumeric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Alphanumeric({})", self.0)
+    }
+}
+
+impl fmt::Display for SenderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for SenderId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for SenderId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SenderId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 fn short(s: &str) -> String {
     s.chars().take(32).collect()
 }
@@ -102,6 +243,23 @@ mod tests {
         ] {
             assert!(Msisdn::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn senders_are_numbers_or_names() {
+        assert_eq!(SenderId::parse("+18005551234").unwrap().number().unwrap().as_str(), "+18005551234");
+        for ok in ["ACME", "A", "Acme Bank", "ACME2026", "ABCDEFGHIJK", "9to5"] {
+            let s = SenderId::parse(ok).unwrap();
+            assert!(s.is_alphanumeric(), "{ok}");
+            assert_eq!(s.as_str(), ok);
+        }
+        for bad in
+            ["", "ABCDEFGHIJKL", "12345", " ACME", "ACME ", "AC-ME", "Café", "ACME!", "+ACME", "   ", "18005551234"]
+        {
+            assert!(SenderId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(SenderId::parse_number("ACME").is_err());
+        assert_eq!(SenderId::parse("+18005551234").unwrap(), Msisdn::parse("+18005551234").unwrap());
     }
 
     #[test]

@@ -251,7 +251,8 @@ impl std::fmt::Debug for ApiKeyCreated {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSender {
-    /// An E.164 number.
+    /// An E.164 number, or an alphanumeric sender ID: 1 to 11 letters (A-Z, a-z), digits and
+    /// spaces, at least one a letter. An alphanumeric sender cannot send MMS or receive messages.
     pub address: String,
     /// Whether it may send now (default true).
     #[serde(default = "yes")]
@@ -289,7 +290,7 @@ pub struct UpdateSender {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Sender {
-    /// The E.164 number.
+    /// The E.164 number or the alphanumeric sender ID.
     pub address: String,
     /// The owning account.
     pub account_id: Uuid,
@@ -311,7 +312,8 @@ pub struct Sender {
 pub struct CreateChannel {
     /// A display name, 1 to 200 characters.
     pub name: String,
-    /// The E.164 sender number it sends from; one of the account's senders.
+    /// The sender it sends from (an E.164 number or an alphanumeric sender ID); one of the
+    /// account's senders.
     pub sender: String,
     /// Whether it may send now (default true).
     #[serde(default = "yes")]

@@ -17,7 +17,7 @@ use switchboard_domain::wire::webhooks::{EventMessage, WebhookEvent};
 use switchboard_domain::wire::{TlMessage, TlStatus};
 use switchboard_domain::{
     AccountId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus, Msisdn,
-    Timestamp,
+    SenderId, Timestamp,
 };
 use switchboard_http_upstream::{CallbackError, HttpUpstream, HttpUpstreamConfig};
 use switchboard_provider::{OutboundMessage, Provider, ProviderEvent, ReceiptStatus, event_channel};
@@ -155,7 +155,7 @@ fn msg(to: &str) -> OutboundMessage {
         id: MessageId::new(),
         account_id: AccountId::new(),
         to: Msisdn::parse(to).unwrap(),
-        from: Msisdn::parse("+18005550000").unwrap(),
+        from: SenderId::parse("+18005550000").unwrap(),
         kind: MessageKind::Sms,
         body: Some("hello".into()),
         media: Vec::new(),
@@ -193,9 +193,14 @@ async fn a_taken_message_keeps_their_id_and_sends_ours_as_the_key() {
     let queued = up.send(&msg(QUEUED)).await.unwrap();
     assert_eq!(queued.provider_message_id, fake.ids.lock().unwrap()[1].to_string());
 
+    // An alphanumeric sender goes as it is.
+    let named = OutboundMessage { from: SenderId::parse("ACME Bank").unwrap(), ..msg(SENT) };
+    up.send(&named).await.unwrap();
+    assert_eq!(fake.requests.lock().unwrap()[2].1["from"], json!("ACME Bank"));
+
     let status = &up.status()[0];
     assert_eq!((status.name.as_str(), status.kind.as_str()), ("peer", "http"));
-    assert_eq!((status.connected, status.sent, status.failed, status.in_flight, status.window), (true, 2, 0, 0, 0));
+    assert_eq!((status.connected, status.sent, status.failed, status.in_flight, status.window), (true, 3, 0, 0, 0));
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ pub mod simulator;
 use std::fmt;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, SenderId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 pub use router::{RouteConfig, Router, RouterError, SharedLimits, UpstreamLimits};
@@ -38,7 +38,7 @@ pub struct OutboundMessage {
     /// Recipient.
     pub to: Msisdn,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Text.

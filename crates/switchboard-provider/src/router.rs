@@ -479,7 +479,7 @@ impl Provider for Router {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn};
+    use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn, SenderId};
 
     use super::*;
 
@@ -536,7 +536,7 @@ mod tests {
             id: MessageId::new(),
             account_id: account,
             to: Msisdn::parse(to).unwrap(),
-            from: Msisdn::parse(from).unwrap(),
+            from: SenderId::parse(from).unwrap(),
             kind: MessageKind::Sms,
             body: Some("hi".into()),
             media: Vec::new(),

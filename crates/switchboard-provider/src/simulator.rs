@@ -329,7 +329,7 @@ impl Simulator {
 mod tests {
     use super::*;
     use crate::Report;
-    use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn};
+    use switchboard_domain::{Encoding, MessageId, MessageKind, Msisdn, SenderId};
 
     fn msg(to: &str, attempt: u32) -> OutboundMessage {
         msg_of(to, attempt, 1)
@@ -340,7 +340,7 @@ mod tests {
             id: MessageId::new(),
             account_id: switchboard_domain::AccountId::new(),
             to: Msisdn::parse(to).unwrap(),
-            from: Msisdn::parse("+18005559876").unwrap(),
+            from: SenderId::parse("+18005559876").unwrap(),
             kind: MessageKind::Sms,
             body: Some("hi".into()),
             media: Vec::new(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use switchboard_domain::{
     AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
-    Msisdn, Timestamp,
+    Msisdn, SenderId, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
@@ -64,11 +64,11 @@ impl fmt::Debug for ApiKeyRecord {
     }
 }
 
-/// A sender number assigned to an account.
+/// A sender assigned to an account: a number, or an alphanumeric sender ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderRecord {
-    /// Its number.
-    pub address: Msisdn,
+    /// Its number or name.
+    pub address: SenderId,
     /// Owner.
     pub account_id: AccountId,
     /// Whether it may send.
@@ -150,7 +150,7 @@ impl LedgerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptOutRecord {
     /// Sender number.
-    pub sender: Msisdn,
+    pub sender: SenderId,
     /// Suppressed recipient.
     pub recipient: Msisdn,
     /// Account of the sender.
@@ -173,7 +173,7 @@ pub struct MessageRecord {
     /// Recipient.
     pub to: Msisdn,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// Text.
     pub body: Option<String>,
     /// Media URLs of an MMS, in order.
@@ -250,7 +250,7 @@ pub struct NewMessage {
     /// Recipient.
     pub to: Msisdn,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// Text.
     pub body: Option<String>,
     /// Media URLs of an MMS, in order.
@@ -296,7 +296,7 @@ pub struct NewBatch {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// Text.
     pub body: Option<String>,
     /// How many recipients (messages) it has.
@@ -317,7 +317,7 @@ pub struct BatchRecord {
     /// SMS or MMS.
     pub kind: MessageKind,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// Text.
     pub body: Option<String>,
     /// Recipients.
@@ -481,7 +481,7 @@ pub struct ChannelRecord {
     /// Display name.
     pub name: String,
     /// The sender number it sends from.
-    pub sender: Msisdn,
+    pub sender: SenderId,
     /// Whether it may send.
     pub active: bool,
     /// Whether its sender can send MMS.

@@ -20,11 +20,6 @@ const ESM_TYPE_RECEIPT: u8 = 0x04;
 /// Message type: an intermediate delivery notification.
 const ESM_TYPE_INTERMEDIATE: u8 = 0x20;
 
-/// Whether `from` is an alphanumeric sender (it holds a letter).
-pub fn is_alphanumeric_sender(from: &str) -> bool {
-    from.chars().any(char::is_alphabetic)
-}
-
 /// The 8-bit concatenation reference of a message: taken from its id, so that every attempt at
 /// the same message uses the same one.
 pub fn reference_of(message: &OutboundMessage) -> u8 {
@@ -43,7 +38,7 @@ pub fn build_submits(message: &OutboundMessage, config: &SmppConfig) -> Result<V
         return Err(ProviderError::permanent_with(ErrorType::InvalidContent, "the message has no text"));
     };
     let from = message.from.as_str();
-    let (source, source_ton, source_npi) = if is_alphanumeric_sender(from) {
+    let (source, source_ton, source_npi) = if message.from.is_alphanumeric() {
         (from, config.alphanumeric_source_ton, config.alphanumeric_source_npi)
     } else {
         (from.trim_start_matches('+'), config.source_ton, config.source_npi)

@@ -1,7 +1,7 @@
 //! One decoder per record, over a driver-neutral [`Row`], and the columns each reads, in
 //! order. A stored value that is not what the schema promises is [`StorageError::Corrupt`].
 
-use switchboard_domain::{AccountId, EventType, MessageId, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, EventType, MessageId, Msisdn, SenderId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -21,6 +21,11 @@ pub(crate) fn corrupt(what: &str, value: impl std::fmt::Display) -> StorageError
 /// data.
 fn msisdn(what: &str, v: &str) -> Result<Msisdn> {
     Msisdn::parse(v).map_err(|_| corrupt(what, "not an E.164 number"))
+}
+
+/// A stored sender: a number, or an alphanumeric sender ID.
+fn sender(what: &str, v: &str) -> Result<SenderId> {
+    SenderId::parse(v).map_err(|_| corrupt(what, "neither an E.164 number nor an alphanumeric sender ID"))
 }
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
@@ -59,7 +64,7 @@ pub(crate) const SENDER_COLUMNS: &str = "address, account_id, active, sms, mms, 
 impl FromRow for SenderRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
         Ok(SenderRecord {
-            address: msisdn("sender address", &r.get::<String>()?)?,
+            address: sender("sender address", &r.get::<String>()?)?,
             account_id: r.get()?,
             active: r.get()?,
             sms: r.get()?,
@@ -92,7 +97,7 @@ pub(crate) const OPT_OUT_COLUMNS: &str = "sender, recipient, account_id, created
 impl FromRow for OptOutRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
         Ok(OptOutRecord {
-            sender: msisdn("opt-out sender", &r.get::<String>()?)?,
+            sender: sender("opt-out sender", &r.get::<String>()?)?,
             recipient: msisdn("opt-out recipient", &r.get::<String>()?)?,
             account_id: r.get()?,
             created_at: r.get()?,
@@ -135,7 +140,7 @@ impl FromRow for MessageRecord {
             direction: r.get()?,
             kind: r.get()?,
             to: msisdn("recipient", &r.get::<String>()?)?,
-            from: msisdn("sender", &r.get::<String>()?)?,
+            from: sender("sender", &r.get::<String>()?)?,
             body: r.get()?,
             media: match (r.get::<Option<String>>()?, r.get::<Option<String>>()?) {
                 (_, Some(all)) => serde_json::from_str(&all).map_err(|e| corrupt("media", e))?,
@@ -173,7 +178,7 @@ impl FromRow for BatchRecord {
             id: r.get()?,
             account_id: r.get()?,
             kind: r.get()?,
-            from: msisdn("batch sender", &r.get::<String>()?)?,
+            from: sender("batch sender", &r.get::<String>()?)?,
             body: r.get()?,
             recipients: r.get()?,
             first_message_id: r.get()?,
@@ -195,7 +200,7 @@ impl FromRow for ChannelRecord {
             id: r.get()?,
             account_id: r.get()?,
             name: r.get()?,
-            sender: msisdn("channel sender", &r.get::<String>()?)?,
+            sender: sender("channel sender", &r.get::<String>()?)?,
             active: r.get()?,
             mms: r.get()?,
             created_at: r.get()?,

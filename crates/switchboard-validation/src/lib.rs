@@ -11,7 +11,7 @@
 pub mod template;
 
 use switchboard_domain::encoding::{self, TextInfo, UnsupportedCharacter};
-use switchboard_domain::{MessageKind, Msisdn, PhoneError, UrlPolicy};
+use switchboard_domain::{MessageKind, Msisdn, PhoneError, SenderId, UrlPolicy};
 use validator::{ValidateLength, ValidateUrl};
 
 /// The limits a send request must respect.
@@ -53,6 +53,8 @@ pub struct SendFields<'a> {
     pub to: &'a str,
     /// Sender.
     pub from: &'a str,
+    /// Whether `from` may be an alphanumeric sender ID as well as an E.164 number.
+    pub alphanumeric_from: bool,
     /// Text.
     pub body: Option<&'a str>,
     /// Media URL; its presence makes the message an MMS.
@@ -67,7 +69,7 @@ pub struct SendCommand {
     /// Recipient.
     pub to: Msisdn,
     /// Sender.
-    pub from: Msisdn,
+    pub from: SenderId,
     /// SMS, or MMS when a media URL is given.
     pub kind: MessageKind,
     /// The text (None for a media-only MMS).
@@ -87,6 +89,8 @@ pub struct BatchFields<'a> {
     pub to: Vec<&'a str>,
     /// Sender; `None` lets the account's default sender send.
     pub from: Option<&'a str>,
+    /// Whether `from` may be an alphanumeric sender ID as well as an E.164 number.
+    pub alphanumeric_from: bool,
     /// Text.
     pub body: Option<&'a str>,
 }
@@ -97,7 +101,7 @@ pub struct BatchCommand {
     /// Distinct recipients, in the order first given.
     pub recipients: Vec<Msisdn>,
     /// Sender, if one was named.
-    pub from: Option<Msisdn>,
+    pub from: Option<SenderId>,
     /// The text.
     pub body: String,
     /// Encoding and segments of the text.
@@ -110,7 +114,7 @@ pub enum ValidationError {
     /// `to` is not E.164.
     #[error("to: {0}")]
     InvalidTo(PhoneError),
-    /// `from` is not E.164.
+    /// `from` is not E.164 (nor, where the dialect allows one, an alphanumeric sender ID).
     #[error("from: {0}")]
     InvalidFrom(PhoneError),
     /// An SMS without text.
@@ -163,11 +167,17 @@ pub enum ValidationError {
     },
 }
 
+/// Parses a sender: an E.164 number, or also an alphanumeric sender ID if `alphanumeric` is set.
+fn sender(from: &str, alphanumeric: bool) -> Result<SenderId, ValidationError> {
+    let parsed = if alphanumeric { SenderId::parse(from) } else { SenderId::parse_number(from) };
+    parsed.map_err(ValidationError::InvalidFrom)
+}
+
 impl Policy {
     /// Checks a single-recipient send.
     pub fn check_send(&self, f: SendFields<'_>) -> Result<SendCommand, ValidationError> {
         let to = Msisdn::parse(f.to).map_err(ValidationError::InvalidTo)?;
-        let from = Msisdn::parse(f.from).map_err(ValidationError::InvalidFrom)?;
+        let from = sender(f.from, f.alphanumeric_from)?;
 
         let media_url = match f.media_url {
             None => None,
@@ -219,7 +229,7 @@ impl Policy {
         if recipients.len() > self.max_recipients {
             return Err(ValidationError::TooManyRecipients { count: recipients.len(), max: self.max_recipients });
         }
-        let from = f.from.map(Msisdn::parse).transpose().map_err(ValidationError::InvalidFrom)?;
+        let from = f.from.map(|from| sender(from, f.alphanumeric_from)).transpose()?;
         let body = match f.body {
             Some(b) if !b.trim().is_empty() => b,
             _ => return Err(ValidationError::MissingBody),
@@ -286,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn alphanumeric_senders_only_where_the_dialect_allows_them() {
+        let p = Policy::default();
+        let named = SendFields { from: "ACME", ..sms("hi") };
+        assert!(matches!(p.check_send(named), Err(ValidationError::InvalidFrom(PhoneError::NotE164(_)))));
+        let cmd = p.check_send(SendFields { alphanumeric_from: true, ..named }).unwrap();
+        assert!(cmd.from.is_alphanumeric());
+        assert_eq!(cmd.from.as_str(), "ACME");
+        let long = SendFields { from: "ACMEACMEACME", alphanumeric_from: true, ..sms("hi") };
+        assert!(matches!(p.check_send(long), Err(ValidationError::InvalidFrom(PhoneError::NotSenderId(_)))));
+        let batch =
+            BatchFields { to: vec!["+18005551234"], from: Some("ACME"), body: Some("hi"), alphanumeric_from: true };
+        assert_eq!(p.check_batch(batch).unwrap().from.unwrap().as_str(), "ACME");
+    }
+
+    #[test]
     fn body_limits() {
         let p = Policy::default();
         assert!(p.check_send(sms(&"é".repeat(640))).is_ok());
@@ -339,7 +364,7 @@ mod tests {
     #[test]
     fn batches_are_deduplicated_and_capped() {
         let p = Policy { max_recipients: 2, ..Policy::default() };
-        let f = |to: Vec<&'static str>| BatchFields { to, from: None, body: Some("hi") };
+        let f = |to: Vec<&'static str>| BatchFields { to, from: None, body: Some("hi"), alphanumeric_from: false };
         let cmd = p.check_batch(f(vec!["+18005550001", "+18005550001", "+18005550002"])).unwrap();
         assert_eq!(cmd.recipients.len(), 2);
         assert_eq!(cmd.from, None);

@@ -39,8 +39,9 @@ pub struct MbSmsRequest {
     pub to: MbRecipients,
     /// The text, up to 640 characters.
     pub message: String,
-    /// An E.164 sender assigned to the project; without it the project's first active SMS
-    /// sender sends.
+    /// A sender assigned to the project: an E.164 number or an alphanumeric sender ID (1 to 11
+    /// letters, digits and spaces, at least one letter). Without it the project's first active
+    /// SMS sender sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
 }

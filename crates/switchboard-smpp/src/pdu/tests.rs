@@ -3,7 +3,7 @@
 use super::*;
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::values::MessageState;
-use switchboard_domain::{AccountId, Encoding, MessageId};
+use switchboard_domain::{AccountId, Encoding, MessageId, SenderId};
 
 fn config() -> SmppConfig {
     SmppConfig::new("test", "127.0.0.1", 2775, "sys", "pw")
@@ -14,7 +14,7 @@ fn message(body: &str, encoding: Encoding) -> OutboundMessage {
         id: MessageId::new(),
         account_id: AccountId::new(),
         to: Msisdn::parse("+447700900123").unwrap(),
-        from: Msisdn::parse("+18005550100").unwrap(),
+        from: SenderId::parse("+18005550100").unwrap(),
         kind: MessageKind::Sms,
         body: Some(body.to_owned()),
         media: Vec::new(),
@@ -67,9 +67,13 @@ fn mms_and_empty_messages_are_refused() {
 }
 
 #[test]
-fn alphanumeric_senders() {
-    assert!(is_alphanumeric_sender("MyShop"));
-    assert!(!is_alphanumeric_sender("+18005550100"));
+fn alphanumeric_senders_go_as_they_are_with_their_own_ton_and_npi() {
+    let numbered = &build_submits(&message("hi", Encoding::Gsm7), &config()).unwrap()[0];
+    let m = OutboundMessage { from: SenderId::parse("My Shop").unwrap(), ..message("hi", Encoding::Gsm7) };
+    let named = &build_submits(&m, &config()).unwrap()[0];
+    let source = |s: &SubmitSm| (s.source_addr.to_string(), u8::from(s.source_addr_ton), u8::from(s.source_addr_npi));
+    assert_eq!(source(numbered), ("18005550100".to_owned(), 1, 1));
+    assert_eq!(source(named), ("My Shop".to_owned(), 5, 0));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn};
+use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, SenderId};
 use switchboard_provider::{
     OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission, event_channel,
 };
@@ -29,7 +29,7 @@ fn message(body: &str, encoding: Encoding) -> OutboundMessage {
         id: MessageId::new(),
         account_id: AccountId::new(),
         to: Msisdn::parse("+447700900123").unwrap(),
-        from: Msisdn::parse("+18005550100").unwrap(),
+        from: SenderId::parse("+18005550100").unwrap(),
         kind: MessageKind::Sms,
         body: Some(body.to_owned()),
         media: Vec::new(),

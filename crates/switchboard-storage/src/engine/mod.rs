@@ -12,7 +12,7 @@ pub(crate) mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Msisdn, SenderId, Timestamp};
 use uuid::Uuid;
 
 use crate::{Backend, Result, StorageError};
@@ -53,6 +53,7 @@ param_from! {
     &'a String => |v| Param::Text(Some(v.as_str()));
     &'a Option<String> => |v| Param::Text(v.as_deref());
     &'a Msisdn => |v| Param::Text(Some(v.as_str()));
+    &'a SenderId => |v| Param::Text(Some(v.as_str()));
     i64 => |v| Param::Int(Some(v));
     Option<i64> => |v| Param::Int(v);
     u32 => |v| Param::Int(Some(i64::from(v)));

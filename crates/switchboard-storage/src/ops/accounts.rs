@@ -1,7 +1,7 @@
 //! Accounts and what belongs to them: API keys, senders, opt-outs; and the installation's
 //! server-key records in `settings`.
 
-use switchboard_domain::{AccountId, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, SenderId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -127,7 +127,7 @@ pub(crate) async fn list_senders(tx: &mut impl Tx, account: AccountId) -> Result
 }
 
 /// A sender by address, whoever owns it.
-pub(crate) async fn sender(tx: &mut impl Tx, address: &Msisdn) -> Result<Option<SenderRecord>> {
+pub(crate) async fn sender(tx: &mut impl Tx, address: &SenderId) -> Result<Option<SenderRecord>> {
     tx.fetch_optional(&format!("SELECT {SENDER_COLUMNS} FROM senders WHERE address = $1"), &[address.into()]).await
 }
 

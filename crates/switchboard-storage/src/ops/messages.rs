@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use switchboard_domain::{AccountId, MessageId, MessageStatus, Msisdn, Timestamp};
+use switchboard_domain::{AccountId, MessageId, MessageStatus, SenderId, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Facts> {
             facts.by_key.insert((m.account_id, key.clone()), earlier);
         }
     }
-    let mut by_sender: HashMap<&Msisdn, Vec<&str>> = HashMap::new();
+    let mut by_sender: HashMap<&SenderId, Vec<&str>> = HashMap::new();
     for m in batch {
         by_sender.entry(&m.from).or_default().push(m.to.as_str());
     }

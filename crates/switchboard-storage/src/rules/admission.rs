@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus, Msisdn};
+use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus, Msisdn, SenderId};
 use switchboard_ledger::{Balance, Credits};
 
 use crate::{AcceptOutcome, MessageRecord, NewBatch, NewMessage, SenderRecord};
@@ -19,9 +19,9 @@ pub struct Facts {
     /// Balances of every account in the group (locked for the transaction).
     pub balances: HashMap<AccountId, Balance>,
     /// Every sender address in the group that exists, whoever owns it.
-    pub senders: HashMap<Msisdn, SenderRecord>,
+    pub senders: HashMap<SenderId, SenderRecord>,
     /// Opted-out (sender, recipient) pairs among the group's.
-    pub opted_out: HashSet<(Msisdn, Msisdn)>,
+    pub opted_out: HashSet<(SenderId, Msisdn)>,
     /// Earlier messages by (account, idempotency key), among the group's keys.
     pub by_key: HashMap<(AccountId, String), MessageRecord>,
 }
@@ -201,9 +201,13 @@ mod tests {
         Msisdn::parse(number).unwrap()
     }
 
+    fn s(number: &str) -> SenderId {
+        SenderId::parse(number).unwrap()
+    }
+
     fn sender(account: AccountId) -> SenderRecord {
         SenderRecord {
-            address: n("+18005559876"),
+            address: s("+18005559876"),
             account_id: account,
             active: true,
             sms: true,
@@ -218,7 +222,7 @@ mod tests {
             account_id: account,
             kind: MessageKind::Sms,
             to: n("+18005551234"),
-            from: n("+18005559876"),
+            from: s("+18005559876"),
             body: Some(body.into()),
             media: Vec::new(),
             encoding: Encoding::Gsm7,
@@ -240,7 +244,7 @@ mod tests {
     fn facts(account: AccountId, sms: i64) -> Facts {
         let mut f = Facts::default();
         f.balances.insert(account, Balance::new(Credits::new(sms, 0)).unwrap());
-        f.senders.insert(n("+18005559876"), sender(account));
+        f.senders.insert(s("+18005559876"), sender(account));
         f
     }
 
@@ -272,9 +276,9 @@ mod tests {
         let other = AccountId::new();
         let mut f = facts(a, 100);
         assert_eq!(plan(&[msg(other, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderNotAssigned);
-        f.senders.get_mut(&n("+18005559876")).unwrap().active = false;
+        f.senders.get_mut(&s("+18005559876")).unwrap().active = false;
         assert_eq!(plan(&[msg(a, None, "x")], &mut f)[0].outcome(), AcceptOutcome::SenderInactive);
-        f.senders.get_mut(&n("+18005559876")).unwrap().active = true;
+        f.senders.get_mut(&s("+18005559876")).unwrap().active = true;
         let mut mms = msg(a, None, "x");
         mms.kind = MessageKind::Mms;
         assert_eq!(plan(&[mms], &mut f)[0].outcome(), AcceptOutcome::SenderNotCapable);
@@ -287,7 +291,7 @@ mod tests {
             id: switchboard_domain::BatchId::new(),
             account_id: a,
             kind: MessageKind::Sms,
-            from: n("+18005559876"),
+            from: s("+18005559876"),
             body: Some("x".into()),
             recipients: 3,
             first_message_id: MessageId::new(),
@@ -303,7 +307,7 @@ mod tests {
 
         // A sender refusal comes first, whatever the balance.
         let mut f = facts(a, 0);
-        f.senders.get_mut(&n("+18005559876")).unwrap().active = false;
+        f.senders.get_mut(&s("+18005559876")).unwrap().active = false;
         let steps = plan(&members, &mut f);
         assert!(steps.iter().all(|s| s.outcome() == AcceptOutcome::SenderInactive));
 
@@ -314,7 +318,7 @@ mod tests {
         assert_eq!(f.balances[&a].credits(), Credits::new(5, 0));
 
         // With one recipient opted out, two charged messages fit; the request is stored once.
-        f.opted_out.insert((n("+18005559876"), n("+18005550002")));
+        f.opted_out.insert((s("+18005559876"), n("+18005550002")));
         let steps = plan(&members, &mut f);
         assert!(matches!(&steps[0], Step::Insert { new_batch: Some(_), .. }));
         assert!(matches!(&steps[1], Step::Insert { new_batch: None, charge: None, .. }));
@@ -326,7 +330,7 @@ mod tests {
     fn opted_out_is_stored_failed_and_free() {
         let a = AccountId::new();
         let mut f = facts(a, 0);
-        f.opted_out.insert((n("+18005559876"), n("+18005551234")));
+        f.opted_out.insert((s("+18005559876"), n("+18005551234")));
         let step = plan(&[msg(a, None, "x")], &mut f).remove(0);
         let Step::Insert { record, charge: None, .. } = &step else { panic!("{step:?}") };
         assert_eq!(record.status, MessageStatus::Failed);

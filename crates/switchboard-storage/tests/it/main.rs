@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use switchboard_domain::{
-    AccountId, BatchId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, Timestamp,
+    AccountId, BatchId, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Msisdn, SenderId, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use switchboard_storage::testing::TestDatabase;
@@ -20,6 +20,10 @@ const TO: &str = "+18005551234";
 /// A phone number written out in a test.
 fn msisdn(number: &str) -> Msisdn {
     Msisdn::parse(number).expect("a test number is E.164")
+}
+
+fn sender(address: &str) -> SenderId {
+    SenderId::parse(address).expect("a test sender is a number or a name")
 }
 
 async fn on_sqlite<F, Fut>(test: F)
@@ -93,7 +97,7 @@ async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId
     }
     store
         .create_sender(&SenderRecord {
-            address: msisdn(FROM),
+            address: sender(FROM),
             account_id: account,
             active: true,
             sms: true,
@@ -111,7 +115,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         account_id: account,
         kind: MessageKind::Sms,
         to: msisdn(TO),
-        from: msisdn(FROM),
+        from: sender(FROM),
         body: Some(body.into()),
         media: Vec::new(),
         encoding: Encoding::Gsm7,
@@ -144,7 +148,7 @@ fn request(account: AccountId, recipients: &[&str]) -> Vec<NewMessage> {
         id: BatchId::new(),
         account_id: account,
         kind: MessageKind::Sms,
-        from: msisdn(FROM),
+        from: sender(FROM),
         body: Some("hello".into()),
         recipients: recipients.len() as u32,
         first_message_id: ids[0],
@@ -222,7 +226,7 @@ async fn accounts_keys_and_senders(store: Arc<dyn Store>) {
     assert_eq!(store.list_api_keys(a.id).await.unwrap().len(), 1);
 
     let sender = SenderRecord {
-        address: msisdn(FROM),
+        address: sender(FROM),
         account_id: a.id,
         active: true,
         sms: true,
@@ -278,7 +282,7 @@ async fn accept_refuses_without_writing(store: Arc<dyn Store>) {
     let a = funded_account(&store, 2, 0).await;
     let other = store.create_account("other").await.unwrap().id;
     let mut wrong_sender = message(a, None, "x");
-    wrong_sender.from = msisdn("+18005550000");
+    wrong_sender.from = sender("+18005550000");
     let foreign = message(other, None, "x");
     let mut mms = message(a, None, "x");
     mms.kind = MessageKind::Mms;
@@ -326,7 +330,7 @@ async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) 
     let b = store.create_account("b").await.unwrap().id;
     store.top_up(b, Credits::new(2, 0), None).await.unwrap();
     let mut theirs = message(b, Some("k1"), "hello");
-    theirs.from = msisdn("+18005550001");
+    theirs.from = sender("+18005550001");
     store
         .create_sender(&SenderRecord {
             address: theirs.from.clone(),
@@ -636,7 +640,7 @@ async fn channels_and_templates(store: Arc<dyn Store>) {
         id: uuid::Uuid::new_v4(),
         account_id: account,
         name: "main".into(),
-        sender: msisdn(FROM),
+        sender: sender(FROM),
         active: true,
         mms: false,
         created_at: Timestamp::now(),

@@ -316,7 +316,7 @@ async fn the_upgraded_database_takes_new_writes(store: &Arc<dyn Store>, acme: Ac
 
     // A new message is charged, claimed with those 0.1 left queued, sent in two parts, and settled:
     // its first part by the receipt 0.1 kept unmatched, the second by a new one.
-    let (from, to, price) = (msisdn("+15550100001"), msisdn("+15550200060"), Credits::new(2, 0));
+    let (from, to, price) = (sender("+15550100001"), msisdn("+15550200060"), Credits::new(2, 0));
     let new = NewMessage { from, to, segments: 2, price, created_at: now, ..message(acme, None, "After the upgrade") };
     let accepted = store.accept(std::slice::from_ref(&new)).await.unwrap();
     assert!(matches!(accepted[..], [AcceptOutcome::Queued(_)]), "{accepted:?}");

@@ -162,7 +162,7 @@ async fn the_outbox_fans_out_to_endpoints_and_the_message_url(store: Arc<dyn Sto
     store.top_up(quiet, Credits::new(10, 0), None).await.unwrap();
     store
         .create_sender(&SenderRecord {
-            address: msisdn("+18005550042"),
+            address: sender("+18005550042"),
             account_id: quiet,
             active: true,
             sms: true,
@@ -171,7 +171,7 @@ async fn the_outbox_fans_out_to_endpoints_and_the_message_url(store: Arc<dyn Sto
         })
         .await
         .unwrap();
-    let m = NewMessage { from: msisdn("+18005550042"), ..message(quiet, None, "shh") };
+    let m = NewMessage { from: sender("+18005550042"), ..message(quiet, None, "shh") };
     let id = send(&store, m, "q-1", &[]).await;
     store.record_receipts(&[receipt("q-1", MessageStatus::Delivered)]).await.unwrap();
     assert_eq!(store.get_message(id).await.unwrap().unwrap().status, MessageStatus::Delivered);
@@ -457,7 +457,7 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
         id: uuid::Uuid::new_v4(),
         account_id: a,
         name: name.into(),
-        sender: msisdn(FROM),
+        sender: sender(FROM),
         active,
         mms: true,
         created_at: now.plus_millis(-age),
