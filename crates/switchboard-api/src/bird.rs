@@ -14,14 +14,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use switchboard_core::{
-    AccessError, AuthError, ChannelMessage, MAX_SCHEDULE_AHEAD_MS, SendError, TemplateError, TemplateRef,
-};
+use switchboard_core::{AccessError, ChannelMessage, MAX_SCHEDULE_AHEAD_MS, SendError, TemplateError, TemplateRef};
 use switchboard_domain::wire::bird::{
     BirdBody, BirdConnector, BirdError, BirdFailure, BirdFailureSource, BirdIdentifier, BirdMedia, BirdMessage,
     BirdMessageList, BirdPart, BirdReceiver, BirdSendRequest, BirdTextBody,
@@ -36,6 +34,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{Body, DialectError, Path, Query, client_ip};
+use crate::problem::{Problem, THROTTLED, answers_problems, with_retry_after};
 
 /// Most media in one message.
 const MAX_MEDIA: usize = 10;
@@ -93,99 +92,80 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NotFound", format!("{what} not found"))
     }
 
-    fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "authentication required: send Authorization: AccessKey <key id>:<secret>",
-        )
-    }
-
     fn forbidden() -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", "these credentials are not for this workspace")
     }
+}
 
-    fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "temporarily unavailable; try again")
+/// Bird's table: each problem's status, code and message (and, for a 422, its fields).
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        match problem {
+            Problem::Request { status, message } => {
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "Unauthorized",
+                    StatusCode::FORBIDDEN => "Forbidden",
+                    StatusCode::NOT_FOUND => "NotFound",
+                    StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+                    StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
+                    StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+                    StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+                    StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+                    s if s.is_server_error() => "InternalError",
+                    _ => "InvalidPayload",
+                };
+                Self::new(status, code, message)
+            }
+            Problem::Validation(e) => {
+                let text = e.to_string();
+                let field = text.split_once(": ").map_or("body", |(field, _)| field);
+                Self::field(field, text_problem(&e))
+            }
+            Problem::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "InvalidPayload", m),
+            Problem::Unauthorized => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "authentication required: send Authorization: AccessKey <key id>:<secret>",
+            ),
+            Problem::Throttled(wait) => Self {
+                retry_after: Some(wait.seconds()),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", THROTTLED)
+            },
+            // Another workspace's channel or message is not found here: ids do not leak.
+            Problem::NotFound(what) | Problem::Forbidden(what) => Self::not_found(what),
+            Problem::Conflict(m) => Self::conflict("Conflict", m),
+            Problem::SenderNotAssigned => {
+                Self::conflict("SenderNotAssigned", "the channel's sender is no longer assigned to this workspace")
+            }
+            Problem::SenderInactive => Self::conflict("SenderInactive", "the channel's sender is not active"),
+            Problem::SenderNotCapable => {
+                Self::conflict("ChannelNotMmsCapable", "the channel cannot send media (MMS); send a text body")
+            }
+            Problem::InsufficientCredits => {
+                Self::conflict("InsufficientCredits", "the balance cannot pay for this message; nothing was charged")
+            }
+            Problem::IdempotencyConflict => {
+                Self::conflict("Conflict", "the idempotency key was already used with a different request")
+            }
+            Problem::NoDefaultSender => {
+                Self::conflict("Conflict", "no from number given, and the account has no active SMS sender")
+            }
+            Problem::Unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "temporarily unavailable; try again")
+            }
+        }
     }
 }
+
+answers_problems!(ApiError);
+
+impl DialectError for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = BirdError { code: self.code.into(), message: self.message, details: self.details };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl DialectError for ApiError {
-    fn request(status: StatusCode, message: String) -> Self {
-        let code = match status {
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::NOT_FOUND => "NotFound",
-            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-            StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
-            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            s if s.is_server_error() => "InternalError",
-            _ => "InvalidPayload",
-        };
-        Self::new(status, code, message)
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::InvalidCredentials => Self::unauthorized(),
-            AuthError::Throttled(wait) => {
-                let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TooManyRequests",
-                    "too many failed authentication attempts; retry after the time in Retry-After",
-                );
-                e.retry_after = Some(wait.seconds());
-                e
-            }
-            AuthError::Unavailable => Self::unavailable(),
-        }
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            // Another workspace's channel or message is not found here: ids do not leak.
-            AccessError::NotFound(what) | AccessError::Forbidden(what) => Self::not_found(what),
-            AccessError::Conflict(m) => Self::conflict("Conflict", m),
-            AccessError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "InvalidPayload", m),
-            AccessError::Unavailable => Self::unavailable(),
-        }
-    }
-}
-
-impl From<SendError> for ApiError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::SenderNotAssigned => {
-                Self::conflict("SenderNotAssigned", "the channel's sender is no longer assigned to this workspace")
-            }
-            SendError::SenderInactive => Self::conflict("SenderInactive", "the channel's sender is not active"),
-            SendError::SenderNotCapable => {
-                Self::conflict("ChannelNotMmsCapable", "the channel cannot send media (MMS); send a text body")
-            }
-            SendError::InsufficientCredits => {
-                Self::conflict("InsufficientCredits", "the balance cannot pay for this message; nothing was charged")
-            }
-            SendError::IdempotencyConflict | SendError::NoDefaultSender => Self::conflict("Conflict", e.to_string()),
-            SendError::Unavailable => Self::unavailable(),
-        }
+        with_retry_after((self.status, Json(body)).into_response(), self.retry_after)
     }
 }
 
@@ -228,7 +208,7 @@ impl FromRequestParts<AppState> for BirdChannel {
                 state.core.authenticate(client_ip(parts), id, secret).await?
             }
             Some(("bearer", token)) => state.core.authenticate_token(client_ip(parts), token).await?,
-            _ => return Err(ApiError::unauthorized()),
+            _ => return Err(Problem::Unauthorized.into()),
         };
         state.core.check_rate(account).await.map_err(|wait| {
             let mut e = ApiError::new(
@@ -533,7 +513,7 @@ fn template_problem(e: TemplateError) -> ApiError {
         TemplateError::NoActiveVersion => ApiError::field("template.version", "the template has no active version"),
         e @ TemplateError::UnknownLocale { .. } => ApiError::field("template.locale", e.to_string()),
         TemplateError::MissingParameter(p) => ApiError::field("template.parameters", p.to_string()),
-        TemplateError::Unavailable => ApiError::unavailable(),
+        TemplateError::Unavailable => Problem::Unavailable.into(),
     }
 }
 
@@ -598,7 +578,7 @@ pub(crate) async fn send(
     if let Some(contact) = details.receiver.as_mut().and_then(|r| r.contacts.first_mut()) {
         contact.identifier_value = Some(to.as_str().to_owned());
     }
-    let details_json = serde_json::to_string(&details).map_err(|_| ApiError::unavailable())?;
+    let details_json = serde_json::to_string(&details).map_err(|_| ApiError::from(Problem::Unavailable))?;
     let notify_url =
         details.notification.as_ref().and_then(|n| n.get("url")).and_then(|u| u.as_str()).map(str::to_owned);
     let message = ChannelMessage {

@@ -12,6 +12,8 @@ use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 use switchboard_domain::Cidr;
 
+use crate::problem::Problem;
+
 /// The header a proxy appends the address it saw to.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -124,10 +126,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// How a dialect shows a request-level error.
-pub(crate) trait DialectError: IntoResponse + Sized + Send {
-    /// An error with this status and message; the dialect picks its code.
-    fn request(status: StatusCode, message: String) -> Self;
+/// A dialect's error type: it answers every [`Problem`] in its own shape.
+pub(crate) trait DialectError: From<Problem> + IntoResponse + Sized + Send {
+    /// A request-level error with this status and message; the dialect picks its code.
+    fn request(status: StatusCode, message: String) -> Self {
+        Problem::Request { status, message }.into()
+    }
 }
 
 /// A JSON body; any rejection becomes the dialect's error. A `charset` parameter other than

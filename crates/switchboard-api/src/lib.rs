@@ -14,6 +14,7 @@ mod lifecycle;
 mod mudbase;
 mod openapi;
 mod operator;
+mod problem;
 mod textingline;
 
 use std::fmt;

@@ -9,12 +9,12 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use switchboard_core::{AccessError, AuthError, BatchSent, MAX_HISTORY_PAGE, SendError};
+use switchboard_core::{BatchSent, MAX_HISTORY_PAGE};
 use switchboard_domain::wire::mudbase::{
     MbByStatus, MbByType, MbErrorBody, MbErrorDetail, MbHistory, MbHistoryEntry, MbOk, MbPagination, MbPeriod,
     MbSmsRequest, MbSmsSent, MbStats, MbStatus, MbToken, MbType,
@@ -25,6 +25,7 @@ use switchboard_validation::{BatchFields, ValidationError};
 
 use crate::AppState;
 use crate::extract::{Body, ClientIp, DialectError, Path, Query, client_ip};
+use crate::problem::{Problem, THROTTLED, answers_problems, with_retry_after};
 use crate::textingline::basic_credentials;
 
 /// The routes of the dialect.
@@ -53,133 +54,103 @@ impl ApiError {
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
-
-    fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "authentication required: send X-API-Key: <key id>:<secret>, or Authorization: Bearer <token> \
-             from POST /api/auth/token",
-        )
-    }
-
-    fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "access denied: these credentials are not for this project")
-    }
-
-    fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "temporarily unavailable; try again")
-    }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body =
-            MbErrorBody { success: false, error: MbErrorDetail { code: self.code.into(), message: self.message } };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl DialectError for ApiError {
-    fn request(status: StatusCode, message: String) -> Self {
-        let code = match status {
-            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
-            StatusCode::FORBIDDEN => "FORBIDDEN",
-            StatusCode::NOT_FOUND => "NOT_FOUND",
-            StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
-            StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
-            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
-            StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
-            s if s.is_server_error() => "INTERNAL_ERROR",
-            _ => "VALIDATION_ERROR",
-        };
-        Self::new(status, code, message)
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(e: ValidationError) -> Self {
-        match e {
-            ValidationError::Compliance => {
+/// Mudbase's table: each problem's status, code and message.
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        match problem {
+            Problem::Request { status, message } => {
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+                    StatusCode::FORBIDDEN => "FORBIDDEN",
+                    StatusCode::NOT_FOUND => "NOT_FOUND",
+                    StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+                    StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
+                    StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+                    StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+                    s if s.is_server_error() => "INTERNAL_ERROR",
+                    _ => "VALIDATION_ERROR",
+                };
+                Self::new(status, code, message)
+            }
+            Problem::Validation(ValidationError::Compliance) => {
                 Self::new(StatusCode::BAD_REQUEST, "COMPLIANCE_VIOLATION", "message: violates compliance rules")
             }
-            ValidationError::UnsupportedCharacter(c) => {
+            Problem::Validation(ValidationError::UnsupportedCharacter(c)) => {
                 Self::new(StatusCode::BAD_REQUEST, "INVALID_CONTENT", format!("message: {c}"))
             }
             // The core names the fields as TextingLine does; Mudbase calls the text `message`.
-            ValidationError::MissingBody => Self::invalid("message: required, and not only spaces"),
-            ValidationError::BodyTooLong { chars, max } => {
+            Problem::Validation(ValidationError::MissingBody) => {
+                Self::invalid("message: required, and not only spaces")
+            }
+            Problem::Validation(ValidationError::BodyTooLong { chars, max }) => {
                 Self::invalid(format!("message: {chars} characters is over the limit of {max}"))
             }
-            other => Self::invalid(other.to_string()),
-        }
-    }
-}
-
-impl From<SendError> for ApiError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::SenderNotAssigned => Self::new(
+            Problem::Validation(other) => Self::invalid(other.to_string()),
+            Problem::Invalid(m) | Problem::Conflict(m) => Self::invalid(m),
+            Problem::Unauthorized => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authentication required: send X-API-Key: <key id>:<secret>, or Authorization: Bearer <token> \
+                 from POST /api/auth/token",
+            ),
+            Problem::Throttled(wait) => Self {
+                retry_after: Some(wait.seconds()),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", THROTTLED)
+            },
+            Problem::Forbidden(_) => Self::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "access denied: these credentials are not for this project",
+            ),
+            Problem::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found")),
+            Problem::SenderNotAssigned => Self::new(
                 StatusCode::BAD_REQUEST,
                 "SENDER_NOT_ASSIGNED",
                 "from: the sender is not assigned to this project",
             ),
-            SendError::SenderInactive => {
+            Problem::SenderInactive => {
                 Self::new(StatusCode::BAD_REQUEST, "SENDER_INACTIVE", "from: the sender is not in an active state")
             }
-            SendError::SenderNotCapable => {
+            Problem::SenderNotCapable => {
                 Self::new(StatusCode::BAD_REQUEST, "SENDER_NOT_CAPABLE", "from: the sender is not enabled for SMS")
             }
-            SendError::NoDefaultSender => Self::new(
+            Problem::NoDefaultSender => Self::new(
                 StatusCode::BAD_REQUEST,
                 "NO_SENDER",
                 "from: required, since the project has no active SMS sender to send from",
             ),
             // 403, not 402: the platform documents 400, 401 and 403 only, and its SDK raises
             // its matching exception for those alone.
-            SendError::InsufficientCredits => Self::new(
+            Problem::InsufficientCredits => Self::new(
                 StatusCode::FORBIDDEN,
                 "INSUFFICIENT_CREDITS",
                 "insufficient credits for every recipient; nothing was sent or charged",
             ),
             // Mudbase sends carry no idempotency key, so this cannot happen; answer honestly.
-            SendError::IdempotencyConflict => Self::new(StatusCode::CONFLICT, "CONFLICT", e.to_string()),
-            SendError::Unavailable => Self::unavailable(),
-        }
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found")),
-            AccessError::Forbidden(_) => Self::forbidden(),
-            AccessError::Invalid(m) | AccessError::Conflict(m) => Self::invalid(m),
-            AccessError::Unavailable => Self::unavailable(),
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::InvalidCredentials => Self::unauthorized(),
-            AuthError::Throttled(wait) => {
-                let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMITED",
-                    "too many failed authentication attempts; retry after the time in Retry-After",
-                );
-                e.retry_after = Some(wait.seconds());
-                e
+            Problem::IdempotencyConflict => Self::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                "the idempotency key was already used with a different request",
+            ),
+            Problem::Unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "temporarily unavailable; try again")
             }
-            AuthError::Unavailable => Self::unavailable(),
         }
+    }
+}
+
+answers_problems!(ApiError);
+
+impl DialectError for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            MbErrorBody { success: false, error: MbErrorDetail { code: self.code.into(), message: self.message } };
+        with_retry_after((self.status, Json(body)).into_response(), self.retry_after)
     }
 }
 
@@ -217,7 +188,7 @@ impl FromRequestParts<AppState> for MbAccount {
         } else if let Some((id, secret)) = api_key(&parts.headers) {
             state.core.authenticate(client, &id, &secret).await?
         } else {
-            return Err(ApiError::unauthorized());
+            return Err(Problem::Unauthorized.into());
         };
         rate_limit(state, account).await?;
         Ok(MbAccount(account))
@@ -250,7 +221,7 @@ impl FromRequestParts<AppState> for MbProject {
         let Path(project, ..) = Path::<String, ApiError>::from_request_parts(parts, state).await?;
         match project.parse::<AccountId>() {
             Ok(p) if p == account => Ok(MbProject(p)),
-            _ => Err(ApiError::forbidden()),
+            _ => Err(Problem::Forbidden("project").into()),
         }
     }
 }
@@ -499,7 +470,7 @@ pub(crate) async fn issue_token(
     ClientIp(client): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or_else(ApiError::unauthorized)?;
+    let (id, secret) = api_key(&headers).or_else(|| basic_credentials(&headers)).ok_or(Problem::Unauthorized)?;
     let account = state.core.authenticate(client, &id, &secret).await?;
     rate_limit(&state, account).await?;
     let token = state.core.issue_token(&id, account);

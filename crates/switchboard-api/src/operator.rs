@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
-use switchboard_core::{AccessError, RetryAfter};
 use switchboard_domain::AccountId;
 use switchboard_domain::wire::webhooks::MessagePart;
 use switchboard_domain::wire::{AdminError, AdminErrorBody, Message};
@@ -23,6 +22,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{DialectError, client_ip};
+use crate::problem::{Problem, THROTTLED, answers_problems, with_retry_after};
 
 /// An admin API error.
 #[derive(Debug)]
@@ -42,51 +42,66 @@ impl ApiError {
     }
 }
 
-impl DialectError for ApiError {
-    fn request(status: StatusCode, message: String) -> Self {
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::REQUEST_TIMEOUT => "request_timeout",
-            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-            s if s.is_server_error() => "service_unavailable",
-            _ => "invalid_request",
-        };
-        Self::new(status, code, message)
+/// The admin API's table: each problem's status, code and message.
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        match problem {
+            Problem::Request { status, message } => {
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    StatusCode::NOT_FOUND => "not_found",
+                    StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                    StatusCode::REQUEST_TIMEOUT => "request_timeout",
+                    StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+                    s if s.is_server_error() => "service_unavailable",
+                    _ => "invalid_request",
+                };
+                Self::new(status, code, message)
+            }
+            Problem::Validation(e) => Self::invalid(e.to_string()),
+            Problem::Invalid(m) => Self::invalid(m),
+            Problem::Unauthorized => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid operator token (Authorization: Bearer …)",
+            ),
+            Problem::Throttled(wait) => Self {
+                retry_after: Some(wait.seconds()),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", THROTTLED)
+            },
+            Problem::Forbidden(what) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", format!("{what} belongs to another account"))
+            }
+            Problem::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Problem::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            Problem::SenderNotAssigned => Self::invalid("sender: not assigned to the account"),
+            Problem::SenderInactive => Self::invalid("sender: not active"),
+            Problem::SenderNotCapable => Self::invalid("sender: not enabled for this kind of message"),
+            Problem::NoDefaultSender => Self::invalid("sender: the account has no active SMS sender"),
+            Problem::InsufficientCredits => {
+                Self::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", "the balance cannot pay")
+            }
+            Problem::IdempotencyConflict => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the idempotency key was already used with a different request",
+            ),
+            Problem::Unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "temporarily unavailable")
+            }
+        }
     }
 }
+
+answers_problems!(ApiError);
+
+impl DialectError for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } }),
-        )
-            .into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
-            }
-            AccessError::Forbidden(what) => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{what} belongs to another account"))
-            }
-            AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            AccessError::Invalid(m) => ApiError::invalid(m),
-            AccessError::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "temporarily unavailable")
-            }
-        }
+        let body = AdminErrorBody { error: AdminError { code: self.code.to_owned(), message: self.message } };
+        with_retry_after((self.status, Json(body)).into_response(), self.retry_after)
     }
 }
 
@@ -106,34 +121,16 @@ impl FromRequestParts<AppState> for Operator {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or invalid operator token (Authorization: Bearer …)",
-            )
-        };
-        let Some(token) = presented else { return Err(unauthorized()) };
+        let Some(token) = presented else { return Err(Problem::Unauthorized.into()) };
         let guard = state.core.operator_guard();
         let client = client_ip(parts);
-        guard.admit(client).map_err(throttled)?;
+        guard.admit(client).map_err(Problem::Throttled)?;
         if bool::from(token.as_bytes().ct_eq(state.operator_token.expose().as_bytes())) {
             return Ok(Operator);
         }
-        guard.failed(client, None).map_err(throttled)?;
-        Err(unauthorized())
+        guard.failed(client, None).map_err(Problem::Throttled)?;
+        Err(Problem::Unauthorized.into())
     }
-}
-
-/// Too many wrong operator tokens from this address.
-fn throttled(wait: RetryAfter) -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_requests",
-        "too many failed authentication attempts; retry after the time in Retry-After",
-    );
-    e.retry_after = Some(wait.seconds());
-    e
 }
 
 /// The account of a path; one that is not an account id is not found, like an unknown one.

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
-use switchboard_core::{AccessError, AuthError, RetryAfter, SendError, SendOutcome};
+use switchboard_core::{AccessError, SendOutcome};
 use switchboard_domain::wire::{TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
 use switchboard_domain::{AccountId, MessageId, MessageStatus};
 use switchboard_records::MessageRecord;
@@ -21,6 +21,7 @@ use switchboard_validation::{SendFields, ValidationError};
 
 use crate::AppState;
 use crate::extract::{Body, DialectError, Path, Query, client_ip};
+use crate::problem::{Problem, THROTTLED, answers_problems, with_retry_after};
 
 /// The routes of the dialect.
 pub(crate) fn routes() -> Router<AppState> {
@@ -44,52 +45,100 @@ impl ApiError {
         Self { status, code, kind, message: message.into(), retry_after: None }
     }
 
-    fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            30401,
-            "unauthorized",
-            "missing or invalid credentials: use HTTP Basic with your key id and key secret",
-        )
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", message)
     }
 
-    /// Too many failed credential checks from this address or for this key id.
-    fn throttled(wait: RetryAfter) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            30429,
-            "too_many_requests",
-            "too many failed authentication attempts; retry after the time in Retry-After",
-        );
-        e.retry_after = Some(wait.seconds());
-        e
-    }
-
-    fn unavailable() -> Self {
+    fn sender_not_assigned() -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            30503,
-            "service_unavailable",
-            "temporarily unavailable; retry with the same idempotencyKey",
+            StatusCode::BAD_REQUEST,
+            33004,
+            "sender_not_assigned",
+            "The from number is not assigned to your account",
         )
     }
 }
 
-impl DialectError for ApiError {
-    fn request(status: StatusCode, message: String) -> Self {
-        let (code, kind) = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => (30413, "payload_too_large"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (30415, "unsupported_media_type"),
-            StatusCode::NOT_FOUND => (30404, "not_found"),
-            StatusCode::METHOD_NOT_ALLOWED => (30405, "method_not_allowed"),
-            StatusCode::REQUEST_TIMEOUT => (30408, "request_timeout"),
-            StatusCode::TOO_MANY_REQUESTS => (30429, "too_many_requests"),
-            s if s.is_server_error() => (30503, "service_unavailable"),
-            _ => (30001, "invalid_request"),
-        };
-        Self::new(status, code, kind, message)
+/// TextingLine's table: each problem's status, numeric code, kind and message.
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        match problem {
+            Problem::Request { status, message } => {
+                let (code, kind) = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => (30413, "payload_too_large"),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (30415, "unsupported_media_type"),
+                    StatusCode::NOT_FOUND => (30404, "not_found"),
+                    StatusCode::METHOD_NOT_ALLOWED => (30405, "method_not_allowed"),
+                    StatusCode::REQUEST_TIMEOUT => (30408, "request_timeout"),
+                    StatusCode::TOO_MANY_REQUESTS => (30429, "too_many_requests"),
+                    s if s.is_server_error() => (30503, "service_unavailable"),
+                    _ => (30001, "invalid_request"),
+                };
+                Self::new(status, code, kind, message)
+            }
+            Problem::Validation(e @ ValidationError::UnsupportedCharacter(_)) => Self::new(
+                StatusCode::BAD_REQUEST,
+                33016,
+                "unsupported_characters",
+                format!("Message body contains unsupported characters: {e}"),
+            ),
+            Problem::Validation(ValidationError::Compliance) => {
+                Self::new(StatusCode::BAD_REQUEST, 33019, "compliance_violation", "Message violates compliance rules")
+            }
+            Problem::Validation(e) => Self::invalid(e.to_string()),
+            Problem::Invalid(m) | Problem::Conflict(m) => Self::invalid(m),
+            Problem::Unauthorized => Self::new(
+                StatusCode::UNAUTHORIZED,
+                30401,
+                "unauthorized",
+                "missing or invalid credentials: use HTTP Basic with your key id and key secret",
+            ),
+            Problem::Throttled(wait) => Self {
+                retry_after: Some(wait.seconds()),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, 30429, "too_many_requests", THROTTLED)
+            },
+            Problem::Forbidden(what) => {
+                Self::new(StatusCode::FORBIDDEN, 30403, "forbidden", format!("this {what} belongs to another account"))
+            }
+            Problem::NotFound(what) => {
+                Self::new(StatusCode::NOT_FOUND, 30404, "not_found", format!("{what} not found"))
+            }
+            // TextingLine requires `from`, so a send never needs a default sender.
+            Problem::SenderNotAssigned | Problem::NoDefaultSender => Self::sender_not_assigned(),
+            Problem::SenderInactive => Self::new(
+                StatusCode::BAD_REQUEST,
+                33009,
+                "sender_inactive",
+                "The from number is not in an active state",
+            ),
+            Problem::SenderNotCapable => Self::new(
+                StatusCode::BAD_REQUEST,
+                30003,
+                "sender_not_capable",
+                "The from number is not enabled for this message type (SMS or MMS)",
+            ),
+            Problem::InsufficientCredits => {
+                Self::new(StatusCode::PAYMENT_REQUIRED, 33023, "insufficient_credits", "Insufficient credits")
+            }
+            Problem::IdempotencyConflict => Self::new(
+                StatusCode::CONFLICT,
+                30409,
+                "idempotency_conflict",
+                "This idempotencyKey was already used with a different request",
+            ),
+            Problem::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                30503,
+                "service_unavailable",
+                "temporarily unavailable; retry with the same idempotencyKey",
+            ),
+        }
     }
 }
+
+answers_problems!(ApiError);
+
+impl DialectError for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -107,93 +156,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"switchboard\""));
         }
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(e: ValidationError) -> Self {
-        let message = e.to_string();
-        match e {
-            ValidationError::UnsupportedCharacter(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                33016,
-                "unsupported_characters",
-                format!("Message body contains unsupported characters: {message}"),
-            ),
-            ValidationError::Compliance => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                33019,
-                "compliance_violation",
-                "Message violates compliance rules",
-            ),
-            _ => ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", message),
-        }
-    }
-}
-
-impl From<SendError> for ApiError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::SenderNotAssigned => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                33004,
-                "sender_not_assigned",
-                "The from number is not assigned to your account",
-            ),
-            SendError::SenderInactive => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                33009,
-                "sender_inactive",
-                "The from number is not in an active state",
-            ),
-            SendError::SenderNotCapable => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                30003,
-                "sender_not_capable",
-                "The from number is not enabled for this message type (SMS or MMS)",
-            ),
-            SendError::InsufficientCredits => {
-                ApiError::new(StatusCode::PAYMENT_REQUIRED, 33023, "insufficient_credits", "Insufficient credits")
-            }
-            // TextingLine requires `from`, so a send never needs a default sender.
-            SendError::NoDefaultSender => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                33004,
-                "sender_not_assigned",
-                "The from number is not assigned to your account",
-            ),
-            SendError::IdempotencyConflict => ApiError::new(
-                StatusCode::CONFLICT,
-                30409,
-                "idempotency_conflict",
-                "This idempotencyKey was already used with a different request",
-            ),
-            SendError::Unavailable => ApiError::unavailable(),
-        }
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, 30404, "not_found", format!("{what} not found"))
-            }
-            AccessError::Forbidden(what) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                30403,
-                "forbidden",
-                format!("this {what} belongs to another account"),
-            ),
-            AccessError::Invalid(m) | AccessError::Conflict(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", m)
-            }
-            AccessError::Unavailable => ApiError::unavailable(),
-        }
+        with_retry_after(response, self.retry_after)
     }
 }
 
@@ -205,13 +168,8 @@ impl FromRequestParts<AppState> for BasicAccount {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (id, secret) = basic_credentials(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        match state.core.authenticate(client_ip(parts), &id, &secret).await {
-            Ok(account) => Ok(BasicAccount(account)),
-            Err(AuthError::InvalidCredentials) => Err(ApiError::unauthorized()),
-            Err(AuthError::Throttled(wait)) => Err(ApiError::throttled(wait)),
-            Err(AuthError::Unavailable) => Err(ApiError::unavailable()),
-        }
+        let (id, secret) = basic_credentials(&parts.headers).ok_or_else(|| ApiError::from(Problem::Unauthorized))?;
+        Ok(BasicAccount(state.core.authenticate(client_ip(parts), &id, &secret).await?))
     }
 }
 
@@ -348,13 +306,11 @@ pub(crate) async fn list_messages(
 ) -> Result<Json<TlMessageList>, ApiError> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", "limit: must be 1 to 100"));
+        return Err(ApiError::invalid("limit: must be 1 to 100"));
     }
     let before = match params.cursor.as_deref() {
         None => None,
-        Some(c) => Some(c.parse::<MessageId>().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, 30002, "invalid_parameter", "cursor: not a cursor from this API")
-        })?),
+        Some(c) => Some(c.parse::<MessageId>().map_err(|_| ApiError::invalid("cursor: not a cursor from this API"))?),
     };
     // One more than asked tells whether another page follows.
     let mut page = state.core.messages(account, before, limit + 1).await?;
