@@ -14,7 +14,13 @@ use switchboard_provider::{RouteConfig, UpstreamLimits};
 use switchboard_signing::Secret;
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on_both_backends};
 
-on_both_backends!(one_switchboard_relays_to_another_and_hears_back, failover_and_no_route, smpp_upstream_end_to_end);
+on_both_backends!(
+    one_switchboard_relays_to_another_and_hears_back,
+    failover_and_no_route,
+    smpp_upstream_end_to_end,
+    smpp_throttling_slows_the_bind_and_loses_nothing,
+    smpp_backlog_goes_at_once_when_the_bind_is_back,
+);
 
 const HANDSET: &str = "+18005551234";
 const LONG: Duration = Duration::from_secs(20);
@@ -260,6 +266,131 @@ async fn smpp_upstream_end_to_end(backend: Backend) {
     assert!(u["sent"].as_u64().unwrap() >= 1, "{u}");
     let metrics = reqwest::get(format!("{}/metrics", app.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchboard_upstream_connected{upstream=\"smsc\"} 1"), "{metrics}");
+    app.stop().await;
+    db.remove().await;
+}
+
+/// 20 messages, 5 of them in two parts, through an SMSC that takes 2 submissions a second and
+/// throttles the rest, with no `max_per_second`: the bind learns the pace, every message is
+/// delivered, none fails, and no part is taken twice.
+async fn smpp_throttling_slows_the_bind_and_loses_nothing(backend: Backend) {
+    use std::collections::HashSet;
+    use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions, ReceiptOptions};
+    let Some(db) = TestDb::new(backend, "smpp_throttled").await else { return };
+    let quota =
+        FakeSmscOptions { receipts: Some(ReceiptOptions::default()), quota_per_second: Some(2), ..Default::default() };
+    let smsc = FakeSmsc::start(quota).await;
+    let options = FakeSmscOptions::default();
+    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
+        "name": "smsc",
+        "host": "127.0.0.1",
+        "port": smsc.port(),
+        "system_id": options.system_id,
+        "password": options.password,
+        "throttling_sleep_ms": 500,
+    }))
+    .expect("an SMPP upstream");
+    let mut settings = db.settings();
+    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    settings.provider_timeout_ms = 30_000;
+    let app = TestApp::start(settings).await;
+    let t = app.provision(1000, 0).await;
+    eventually("the bind", LONG, || async {
+        let ups = admin(&app, Method::GET, "/upstreams", None).await;
+        (ups["data"][0]["connected"] == true).then_some(())
+    })
+    .await;
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let body = if i % 4 == 0 { format!("{i} {}", "y".repeat(200)) } else { format!("message {i}") };
+        let to = format!("+1800555{:04}", 2000 + i);
+        let req = TlSendRequest { to, from: t.from.clone(), body: Some(body), ..Default::default() };
+        ids.push(t.client.send(&req).await.unwrap().message.id.to_string());
+    }
+    for id in &ids {
+        let m = eventually("delivered through throttling", Duration::from_secs(90), || async {
+            let m = admin(&app, Method::GET, &format!("/messages/{id}"), None).await;
+            assert_ne!(m["status"], "failed", "{m}");
+            (m["status"] == "delivered").then_some(m)
+        })
+        .await;
+        assert!(m["parts"].as_array().unwrap().len() <= 2, "{m}");
+    }
+    let submits = smsc.submits();
+    let taken: Vec<_> = submits.iter().filter(|s| s.message_id.is_some()).collect();
+    assert_eq!(taken.len(), 25, "15 one-part and 5 two-part messages");
+    let distinct: HashSet<_> = taken.iter().map(|s| (s.destination.clone(), s.short_message.clone())).collect();
+    assert_eq!(distinct.len(), 25, "no part was taken twice");
+    let ups = admin(&app, Method::GET, "/upstreams", None).await;
+    let u = &ups["data"][0];
+    assert!(u["throttled"].as_u64().unwrap() > 0, "{u}");
+    assert_eq!(u["failed"], 0, "{u}");
+    app.stop().await;
+    db.remove().await;
+}
+
+/// Messages sent while the SMSC refuses binds wait for their retry, 30 to 60 s away; when the
+/// bind is back, they are all offered at once instead of each waiting out its timer (the test
+/// gives up long before any timer would come).
+async fn smpp_backlog_goes_at_once_when_the_bind_is_back(backend: Backend) {
+    use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions};
+    let Some(db) = TestDb::new(backend, "smpp_backlog").await else { return };
+    let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
+    let options = FakeSmscOptions::default();
+    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
+        "name": "smsc",
+        "host": "127.0.0.1",
+        "port": smsc.port(),
+        "system_id": options.system_id,
+        "password": options.password,
+        "reconnect_min_ms": 100,
+        "reconnect_max_ms": 200,
+    }))
+    .expect("an SMPP upstream");
+    let mut settings = db.settings();
+    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    // The first retry of a message no upstream could take waits 30 to 60 s.
+    settings.dispatch_base_backoff_ms = 60_000;
+    let app = TestApp::start(settings).await;
+    let t = app.provision(100, 0).await;
+    let connected = |want: bool| {
+        let app = &app;
+        async move {
+            let ups = admin(app, Method::GET, "/upstreams", None).await;
+            (ups["data"][0]["connected"] == want).then_some(())
+        }
+    };
+    eventually("the bind", LONG, || connected(true)).await;
+
+    // The SMSC goes down for maintenance.
+    smsc.refuse_binds(true);
+    smsc.drop_connections();
+    eventually("the bind lost", LONG, || connected(false)).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let to = format!("+1800555{:04}", 3000 + i);
+        let req = TlSendRequest { to, from: t.from.clone(), body: Some(format!("backlog {i}")), ..Default::default() };
+        ids.push(t.client.send(&req).await.unwrap().message.id.to_string());
+    }
+    // Every message has been tried once and waits for its retry.
+    for id in &ids {
+        eventually("a first attempt", LONG, || async {
+            let m = admin(&app, Method::GET, &format!("/messages/{id}"), None).await;
+            assert_eq!(m["status"], "queued", "{m}");
+            (m["attempts"] == 1 && m["errorMessage"].is_string()).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(smsc.submit_count(), 0);
+
+    // Back: the whole backlog goes with the bind, not with its timers.
+    smsc.refuse_binds(false);
+    eventually("the backlog submitted", LONG, || async { (smsc.submit_count() == 10).then_some(()) }).await;
+    for id in &ids {
+        let m = admin(&app, Method::GET, &format!("/messages/{id}"), None).await;
+        assert_eq!((&m["status"], &m["attempts"]), (&json!("sent"), &json!(2)), "{m}");
+    }
     app.stop().await;
     db.remove().await;
 }

@@ -216,7 +216,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
                 metrics::gauge!("switchboard_upstream_in_flight", "upstream" => name.clone()).set(u.in_flight as f64);
                 metrics::gauge!("switchboard_upstream_window", "upstream" => name.clone()).set(u.window as f64);
                 metrics::gauge!("switchboard_upstream_sent", "upstream" => name.clone()).set(u.sent as f64);
-                metrics::gauge!("switchboard_upstream_failed", "upstream" => name).set(u.failed as f64);
+                metrics::gauge!("switchboard_upstream_failed", "upstream" => name.clone()).set(u.failed as f64);
+                metrics::gauge!("switchboard_upstream_throttled", "upstream" => name.clone()).set(u.throttled as f64);
+                // 0 when the upstream is not limited.
+                metrics::gauge!("switchboard_upstream_rate_per_second", "upstream" => name)
+                    .set(u.rate_per_second.unwrap_or(0.0));
             }
             ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
         }

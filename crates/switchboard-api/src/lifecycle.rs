@@ -284,6 +284,8 @@ pub(crate) async fn list_upstreams(State(s): State<AppState>, _: Operator) -> Ad
             sent: u.sent,
             failed: u.failed,
             detail: u.detail,
+            rate_per_second: u.rate_per_second,
+            throttled: u.throttled,
         })
         .collect();
     Ok(Json(Page { data, next_cursor: None }))

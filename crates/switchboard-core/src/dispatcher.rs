@@ -4,16 +4,21 @@
 //! PostgreSQL without sending a message twice; a node that dies mid-send leaves its claims to
 //! expire and be taken again. Sends run concurrently up to `max_in_flight`; their results are
 //! recorded in groups (one transaction each) by a separate task, and waiting requests are told.
+//!
+//! A message that no upstream could take (`unavailable`) waits for its retry; when an upstream
+//! says it can take messages again (an SMPP bind is back), the messages this node saw wait that
+//! way are made due at once instead of each waiting out its own backoff.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::RngExt;
-use switchboard_domain::Timestamp;
+use switchboard_domain::{MessageId, Timestamp};
 use switchboard_provider::{OutboundMessage, Provider, ProviderError};
 use switchboard_records::{DispatchOutcome, DispatchResult, MessageRecord};
 use switchboard_storage::Store;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::waiters::{DispatchNews, Waiters};
 
@@ -57,25 +62,57 @@ impl Default for DispatcherConfig {
     }
 }
 
+/// Most messages remembered as waiting for an upstream; past it, the others wait out their
+/// own backoff.
+const MAX_WAITING: usize = 100_000;
+
+/// The messages whose last attempt found no upstream able to take them: by id, the attempt and
+/// the retry time recorded, so that they are made due again only if nothing happened to them
+/// since.
+#[derive(Debug, Default)]
+struct Waiting(Mutex<HashMap<MessageId, (u32, Timestamp)>>);
+
+impl Waiting {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, (u32, Timestamp)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Starts the dispatcher tasks. Returns where to hand messages that this node admitted
-/// already claimed for their first attempt.
+/// already claimed for their first attempt. `ready` is notified when an upstream can take
+/// messages again.
 pub fn start(
     store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
     config: DispatcherConfig,
     waiters: Arc<Waiters>,
+    ready: Arc<Notify>,
 ) -> mpsc::UnboundedSender<MessageRecord> {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (fresh_tx, fresh_rx) = mpsc::unbounded_channel();
-    tokio::spawn(recorder(store.clone(), results_rx, waiters));
+    let waiting = Arc::new(Waiting::default());
+    tokio::spawn(recorder(store.clone(), results_rx, waiters, waiting.clone()));
     let sender = Sender {
         permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         provider,
         config: Arc::new(config),
         results: results_tx,
     };
-    tokio::spawn(claimer(store, sender, fresh_rx));
+    tokio::spawn(claimer(store, sender, fresh_rx, ready, waiting));
     fresh_tx
+}
+
+/// Makes the messages remembered as waiting for an upstream due now.
+async fn offer_again(store: &dyn Store, waiting: &Waiting) {
+    let entries: Vec<(MessageId, u32, Timestamp)> =
+        waiting.map().drain().map(|(id, (attempt, due))| (id, attempt, due)).collect();
+    if entries.is_empty() {
+        return;
+    }
+    match store.offer_again(&entries, Timestamp::now()).await {
+        Ok(n) => tracing::info!(waiting = entries.len(), offered = n, "an upstream is back; offering its backlog"),
+        Err(e) => tracing::error!(error = %e, "offering the backlog again failed; it waits for its retries"),
+    }
 }
 
 /// Runs provider calls, at most `max_in_flight` at once.
@@ -83,7 +120,7 @@ struct Sender {
     permits: Arc<Semaphore>,
     provider: Arc<dyn Provider>,
     config: Arc<DispatcherConfig>,
-    results: mpsc::UnboundedSender<DispatchResult>,
+    results: mpsc::UnboundedSender<(DispatchResult, bool)>,
 }
 
 impl Sender {
@@ -108,7 +145,13 @@ impl Sender {
     }
 }
 
-async fn claimer(store: Arc<dyn Store>, sender: Sender, mut fresh: mpsc::UnboundedReceiver<MessageRecord>) {
+async fn claimer(
+    store: Arc<dyn Store>,
+    sender: Sender,
+    mut fresh: mpsc::UnboundedReceiver<MessageRecord>,
+    ready: Arc<Notify>,
+    waiting: Arc<Waiting>,
+) {
     let config = sender.config.clone();
     let mut fresh_open = true;
     let mut next_claim = tokio::time::Instant::now();
@@ -154,11 +197,16 @@ async fn claimer(store: Arc<dyn Store>, sender: Sender, mut fresh: mpsc::Unbound
                 None => fresh_open = false,
             },
             _ = tokio::time::sleep_until(next_claim) => {}
+            () = ready.notified() => {
+                offer_again(store.as_ref(), &waiting).await;
+                next_claim = tokio::time::Instant::now();
+            }
         }
     }
 }
 
-async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageRecord) -> DispatchResult {
+/// One attempt at a message; the flag says whether it found no upstream able to take it.
+async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageRecord) -> (DispatchResult, bool) {
     let base = DispatchResult {
         id: m.id,
         account_id: m.account_id,
@@ -168,7 +216,7 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
     };
     // A message past its validity is not sent at all.
     if m.expires_at.is_some_and(|e| e <= base.at) {
-        return DispatchResult { outcome: DispatchOutcome::Expired, ..base };
+        return (DispatchResult { outcome: DispatchOutcome::Expired, ..base }, false);
     }
     let expires_at = m.expires_at;
     // The numbers were parsed once, where the request was validated, and are stored and read
@@ -187,6 +235,7 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
     };
     let sent = tokio::time::timeout(config.send_timeout, provider.send(&outbound)).await;
     let at = Timestamp::now();
+    let unavailable = matches!(&sent, Ok(Err(e)) if e.unavailable);
     let outcome = match sent {
         Ok(Ok(submission)) => {
             DispatchOutcome::Sent { provider_message_id: submission.provider_message_id, parts: submission.parts }
@@ -210,7 +259,8 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         }
         Err(_) => failed(ProviderError::retryable(switchboard_domain::ErrorType::ProviderError, "provider timed out")),
     };
-    DispatchResult { at, outcome, ..base }
+    let waits = unavailable && matches!(outcome, DispatchOutcome::Retry { .. });
+    (DispatchResult { at, outcome, ..base }, waits)
 }
 
 fn failed(e: ProviderError) -> DispatchOutcome {
@@ -252,23 +302,34 @@ const RECORD_GATHER: Duration = Duration::from_millis(2);
 /// How often the recorder tries to store one group of results.
 const RECORD_TRIES: u32 = 20;
 
-async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<DispatchResult>, waiters: Arc<Waiters>) {
+async fn recorder(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(DispatchResult, bool)>,
+    waiters: Arc<Waiters>,
+    waiting: Arc<Waiting>,
+) {
+    let mut received = Vec::with_capacity(RECORD_BATCH);
     let mut batch = Vec::with_capacity(RECORD_BATCH);
+    let mut waits = Vec::with_capacity(RECORD_BATCH);
     let gather = !store.backend().groups_admissions();
     loop {
-        if rx.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+        if rx.recv_many(&mut received, RECORD_BATCH).await == 0 {
             return;
         }
         // Let a few more results arrive so that one commit (one fsync) records many: this
         // delays only the bookkeeping after a send, never an admission.
-        if gather && batch.len() < RECORD_BATCH / 4 {
+        if gather && received.len() < RECORD_BATCH / 4 {
             tokio::time::sleep(RECORD_GATHER).await;
-            while batch.len() < RECORD_BATCH {
+            while received.len() < RECORD_BATCH {
                 match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => received.push(r),
                     Err(_) => break,
                 }
             }
+        }
+        for (r, w) in received.drain(..) {
+            batch.push(r);
+            waits.push(w);
         }
         let mut tries = 0u32;
         loop {
@@ -276,10 +337,22 @@ async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Dispatc
             match store.record_results(&batch).await {
                 Ok(changed) => {
                     let changed: std::collections::HashSet<_> = changed.into_iter().collect();
-                    for r in batch.drain(..) {
+                    for (r, waits) in batch.drain(..).zip(waits.drain(..)) {
                         if !changed.contains(&r.id) {
                             continue;
                         }
+                        let mut waiting = waiting.map();
+                        match &r.outcome {
+                            DispatchOutcome::Retry { next_attempt_at, .. }
+                                if waits && (waiting.len() < MAX_WAITING || waiting.contains_key(&r.id)) =>
+                            {
+                                waiting.insert(r.id, (r.attempt, *next_attempt_at));
+                            }
+                            _ => {
+                                waiting.remove(&r.id);
+                            }
+                        }
+                        drop(waiting);
                         match r.outcome {
                             DispatchOutcome::Sent { provider_message_id, .. } => {
                                 metrics::counter!("switchboard_messages_sent_total").increment(1);
@@ -307,6 +380,7 @@ async fn recorder(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Dispatc
                     // The claims' leases run out and the messages are dispatched again.
                     tracing::error!(error = %e, count = batch.len(), "recording dispatch results failed; leaving them to their leases");
                     batch.clear();
+                    waits.clear();
                     break;
                 }
             }

@@ -249,6 +249,8 @@ struct Inner {
     receipts: lifecycle::ReceiptRecorder,
     sealer: Arc<Sealer>,
     provider: Arc<dyn Provider>,
+    /// Notified when an upstream can take messages again, so the dispatcher offers its backlog.
+    upstream_ready: Arc<tokio::sync::Notify>,
     config: CoreConfig,
 }
 
@@ -281,9 +283,11 @@ impl Core {
         let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);
         let waiters = Arc::new(Waiters::default());
-        let local = config
-            .run_dispatcher
-            .then(|| dispatcher::start(store.clone(), provider.clone(), config.dispatcher.clone(), waiters.clone()));
+        let upstream_ready = Arc::new(tokio::sync::Notify::new());
+        let local = config.run_dispatcher.then(|| {
+            let config = config.dispatcher.clone();
+            dispatcher::start(store.clone(), provider.clone(), config, waiters.clone(), upstream_ready.clone())
+        });
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         let channels = channels::ChannelCache::new(config.auth_cache_ttl);
@@ -303,6 +307,7 @@ impl Core {
             receipts,
             sealer,
             provider,
+            upstream_ready,
             config,
         };
         let core = Self { inner: Arc::new(inner) };

@@ -228,6 +228,10 @@ pub(crate) async fn provider_events(core: crate::Core, mut events: EventReceiver
     while let Some(Report { event, ack }) = events.recv().await {
         match event {
             ProviderEvent::Receipt(r) => core.inner.receipts.push(receipt_update(r), ack),
+            ProviderEvent::Ready { upstream } => {
+                tracing::info!(%upstream, "upstream ready");
+                core.inner.upstream_ready.notify_one();
+            }
             ProviderEvent::Inbound(m) => {
                 let core = core.clone();
                 tokio::spawn(async move {

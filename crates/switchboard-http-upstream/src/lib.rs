@@ -576,6 +576,7 @@ impl Provider for HttpUpstream {
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             detail: health.last_error.clone(),
+            ..UpstreamStatus::default()
         }]
     }
 }

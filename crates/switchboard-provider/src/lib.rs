@@ -113,6 +113,12 @@ pub enum ProviderEvent {
     Receipt(Receipt),
     /// An inbound message.
     Inbound(InboundMessage),
+    /// The upstream can take messages again (an SMPP bind is back), so the messages that
+    /// found it unable to may go now.
+    Ready {
+        /// The upstream's name.
+        upstream: String,
+    },
 }
 
 /// What became of an event reported with [`EventSink::report`], once the core has dealt with it.
@@ -264,7 +270,7 @@ impl ProviderError {
 }
 
 /// How an upstream stands, for the admin API and the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpstreamStatus {
     /// Its configured name.
     pub name: String,
@@ -282,6 +288,11 @@ pub struct UpstreamStatus {
     pub failed: u64,
     /// A short description of its state (the last error, the peer), if any.
     pub detail: Option<String>,
+    /// The most messages a second it sends now: its cap, or the lower rate it learned from the
+    /// upstream's throttling; `None` when not limited.
+    pub rate_per_second: Option<f64>,
+    /// How often the upstream throttled (asked it to slow down) since the server started.
+    pub throttled: u64,
 }
 
 /// An upstream that sends messages: a carrier link, another messaging API, or the simulator.
@@ -301,6 +312,11 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self) -> Vec<UpstreamStatus> {
         Vec::new()
     }
+
+    /// Stops it cleanly as the server stops: from then on `send` answers `unavailable`, and an
+    /// upstream that holds sessions (an SMPP bind) closes them as its protocol asks, once what
+    /// is in flight has been answered or has timed out. Does nothing by default.
+    async fn shutdown(&self) {}
 }
 
 impl fmt::Debug for dyn Provider {

@@ -473,6 +473,21 @@ impl Provider for Router {
     fn status(&self) -> Vec<UpstreamStatus> {
         self.upstreams.iter().flat_map(|u| u.provider.status()).collect()
     }
+
+    /// Stops every upstream, side by side.
+    async fn shutdown(&self) {
+        let stops: Vec<_> = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                let provider = u.provider.clone();
+                tokio::spawn(async move { provider.shutdown().await })
+            })
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -143,14 +143,33 @@ pub struct SmppConfig {
     /// Most `submit_sm` waiting for their answer at once on a bind; 10 by default.
     #[serde(default = "default_window")]
     pub window: u32,
-    /// Most `deliver_sm` (receipts and inbound messages) a session has waiting to be stored
-    /// at once; 256 by default. Each is answered only once it is stored; past this many, the
-    /// session reads no further request until one is.
+    /// Most `deliver_sm` and `data_sm` (receipts and inbound messages) a session has waiting to
+    /// be stored at once; 256 by default. Each is answered only once it is stored; past this
+    /// many, the session reads no further request until one is. A part of a concatenated
+    /// inbound message waiting for the other parts does not count (see
+    /// `reassembly_timeout_ms`); the whole message counts as one once its last part comes.
     #[serde(default = "default_receive_window")]
     pub receive_window: u32,
-    /// Most `submit_sm` a second over all sends of this upstream; no cap by default.
+    /// How long the parts of a concatenated inbound message wait for the rest, in
+    /// milliseconds from the first part; 30000 by default. Parts are answered only once the
+    /// whole message is stored; when the rest does not come in time, each part received is
+    /// answered `ESME_RX_T_APPN` so that the SMSC delivers it again later.
+    #[serde(default = "default_reassembly_timeout_ms")]
+    pub reassembly_timeout_ms: u64,
+    /// Most `submit_sm` a second over all sends of this upstream; no cap by default. When the
+    /// SMSC throttles (`ESME_RTHROTTLED`, `ESME_RMSGQFUL`), the bind sends slower than this,
+    /// at the rate it learns, and probes back up towards it.
     #[serde(default)]
     pub max_per_second: Option<u32>,
+    /// How long every send on the bind pauses when the SMSC throttles, in milliseconds; 1000
+    /// by default (Kannel's `throttling-sleep`).
+    #[serde(default = "default_throttling_sleep_ms")]
+    pub throttling_sleep_ms: u64,
+    /// How long one message may wait at the bind through throttling before it goes back to
+    /// the queue (without using up an attempt), in milliseconds; 20000 by default. Keep it
+    /// below the server's `provider_timeout_ms`.
+    #[serde(default = "default_throttled_wait_ms")]
+    pub throttled_wait_ms: u64,
     /// Seconds between `enquire_link`s; 30 by default.
     #[serde(default = "default_enquire_link_secs")]
     pub enquire_link_secs: u64,
@@ -187,6 +206,15 @@ fn default_window() -> u32 {
 }
 fn default_receive_window() -> u32 {
     256
+}
+fn default_reassembly_timeout_ms() -> u64 {
+    30_000
+}
+fn default_throttling_sleep_ms() -> u64 {
+    1_000
+}
+fn default_throttled_wait_ms() -> u64 {
+    20_000
 }
 fn default_enquire_link_secs() -> u64 {
     30
@@ -240,7 +268,10 @@ impl SmppConfig {
             dest_npi: 1,
             window: default_window(),
             receive_window: default_receive_window(),
+            reassembly_timeout_ms: default_reassembly_timeout_ms(),
             max_per_second: None,
+            throttling_sleep_ms: default_throttling_sleep_ms(),
+            throttled_wait_ms: default_throttled_wait_ms(),
             enquire_link_secs: default_enquire_link_secs(),
             response_timeout_ms: default_response_timeout_ms(),
             reconnect_min_ms: default_reconnect_min_ms(),
@@ -283,8 +314,17 @@ impl SmppConfig {
         if self.receive_window == 0 {
             return Err(ConfigError("receive_window must be at least 1".into()));
         }
+        if self.reassembly_timeout_ms == 0 || self.reassembly_timeout_ms > 600_000 {
+            return Err(ConfigError("reassembly_timeout_ms must be 1 to 600000".into()));
+        }
         if self.max_per_second == Some(0) {
             return Err(ConfigError("max_per_second must be at least 1 (leave it out for no cap)".into()));
+        }
+        if self.throttling_sleep_ms == 0 || self.throttling_sleep_ms > 60_000 {
+            return Err(ConfigError("throttling_sleep_ms must be 1 to 60000".into()));
+        }
+        if self.throttled_wait_ms > 3_600_000 {
+            return Err(ConfigError("throttled_wait_ms must be at most 3600000".into()));
         }
         if self.response_timeout_ms == 0 || self.enquire_link_secs == 0 {
             return Err(ConfigError("response_timeout_ms and enquire_link_secs must not be 0".into()));
@@ -310,6 +350,10 @@ impl SmppConfig {
 
     pub(crate) fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms.max(1))
+    }
+
+    pub(crate) fn reassembly_timeout(&self) -> Duration {
+        Duration::from_millis(self.reassembly_timeout_ms.max(1))
     }
 }
 
@@ -354,7 +398,10 @@ impl fmt::Debug for SmppConfig {
             .field("dest_npi", &self.dest_npi)
             .field("window", &self.window)
             .field("receive_window", &self.receive_window)
+            .field("reassembly_timeout_ms", &self.reassembly_timeout_ms)
             .field("max_per_second", &self.max_per_second)
+            .field("throttling_sleep_ms", &self.throttling_sleep_ms)
+            .field("throttled_wait_ms", &self.throttled_wait_ms)
             .field("enquire_link_secs", &self.enquire_link_secs)
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
@@ -385,6 +432,7 @@ mod tests {
         assert_eq!(config.bind, BindMode::Transceiver);
         assert_eq!((config.window, config.response_timeout_ms, config.enquire_link_secs), (10, 10_000, 30));
         assert_eq!((config.alphanumeric_source_ton, config.alphanumeric_source_npi), (5, 0));
+        assert_eq!((config.receive_window, config.reassembly_timeout_ms), (256, 30_000));
         assert!(config.registered_delivery && !config.tls && config.max_per_second.is_none());
         assert_eq!(config.tls_ca_file, None);
         assert!(config.tls_ca_roots().unwrap().is_none());
@@ -428,6 +476,8 @@ mod tests {
             dest_ton = 0
             dest_npi = 0
             window = 3
+            receive_window = 4
+            reassembly_timeout_ms = 5000
             max_per_second = 50
             enquire_link_secs = 5
             response_timeout_ms = 2000
@@ -443,6 +493,7 @@ mod tests {
         assert_eq!(config.tls_ca_file.as_deref(), Some(ca.as_path()));
         assert_eq!(config.tls_ca_roots().unwrap().map(|roots| roots.len()), Some(1));
         assert_eq!(config.msg_id_format, MsgIdFormat::SubmitDecimalReceiptHex);
+        assert_eq!((config.receive_window, config.reassembly_timeout_ms), (4, 5_000));
         assert_eq!(config.max_per_second, Some(50));
         assert!(config.tls && !config.registered_delivery);
         config.validate().unwrap();
@@ -532,6 +583,8 @@ mod tests {
             SmppConfig { system_id: "1234567890123456".into(), ..ok.clone() },
             SmppConfig { system_id: String::new(), ..ok.clone() },
             SmppConfig { window: 0, ..ok.clone() },
+            SmppConfig { reassembly_timeout_ms: 0, ..ok.clone() },
+            SmppConfig { reassembly_timeout_ms: 600_001, ..ok.clone() },
             SmppConfig { max_per_second: Some(0), ..ok.clone() },
             SmppConfig { reconnect_min_ms: 5, reconnect_max_ms: 4, ..ok.clone() },
             SmppConfig { system_type: "é".into(), ..ok.clone() },

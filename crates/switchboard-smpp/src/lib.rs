@@ -31,21 +31,32 @@
 //! the same canonical id; other `deliver_sm` become
 //! [`ProviderEvent::Inbound`](switchboard_provider::ProviderEvent::Inbound) (see
 //! [`pdu::read_deliver_sm`]). A receipt may come before the answer to its `submit_sm`; it is sent
-//! on as it comes, and the core keeps it until the submission is recorded.
+//! on as it comes, and the core keeps it until the submission is recorded. A `data_sm` from the
+//! SMSC is read the same way, its text in the `message_payload` TLV (see [`pdu::read_data_sm`]),
+//! and answered with `data_sm_resp`.
 //!
-//! A `deliver_sm` that reports something is answered `ESME_ROK` only once the core says it is
-//! stored (its transaction has committed), and `ESME_RX_T_APPN` when it could not be stored or
+//! The parts of a concatenated inbound message (a user data header with an 8-bit or 16-bit
+//! reference, or the SAR TLVs) become one inbound message, their texts joined in order (see
+//! [`reassembly`]). Each part stays unanswered until the whole message is stored; parts whose
+//! message is not complete within `reassembly_timeout_ms` of its first part are answered
+//! `ESME_RX_T_APPN`, as are those of the oldest incomplete message when more than 1,000 wait.
+//!
+//! A `deliver_sm` or `data_sm` that reports something is answered `ESME_ROK` only once the core
+//! says it is stored (its transaction has committed), and `ESME_RX_T_APPN` when it could not be stored or
 //! the server is stopping, so that the SMSC delivers it again; one that the server drops before
 //! answering is delivered again by the SMSC after the next bind. Answers may go out in another
 //! order than the requests came (each names its request's sequence number), and the session
-//! keeps reading meanwhile, with at most `receive_window` waiting to be stored at once.
+//! keeps reading meanwhile, with at most `receive_window` waiting to be stored at once (a part
+//! waiting for the rest of its message does not count; the whole message counts as one).
 //!
 //! With the `testing` feature, `testing::FakeSmsc` is an in-process SMSC (over TCP or TLS) for
 //! tests and benchmarks.
 
 mod client;
 pub mod config;
+mod pace;
 pub mod pdu;
+pub mod reassembly;
 pub mod receipt;
 pub mod text;
 mod upstream;

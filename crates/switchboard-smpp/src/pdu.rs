@@ -1,15 +1,16 @@
 //! Building `submit_sm` from an outbound message and reading what comes back (`submit_sm_resp`
-//! statuses, `deliver_sm`), with no I/O.
+//! statuses, `deliver_sm`, `data_sm`), with no I/O.
 
 use rusmpp::CommandStatus;
-use rusmpp::pdus::{DeliverSm, SubmitSm};
-use rusmpp::tlvs::TlvValue;
+use rusmpp::pdus::{DataSm, DeliverSm, SubmitSm};
+use rusmpp::tlvs::{Tlv, TlvValue};
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, Npi, RegisteredDelivery, Ton};
 use switchboard_domain::{ErrorType, MessageKind, Msisdn, Timestamp};
 use switchboard_provider::{InboundMessage, OutboundMessage, ProviderError, ProviderEvent, Receipt, ReceiptStatus};
 
 use crate::config::{MsgIdFormat, SmppConfig};
+use crate::reassembly::{self, Part};
 use crate::receipt::{self, ReceiptState};
 use crate::text::{self, ESM_CLASS_UDHI};
 
@@ -122,11 +123,14 @@ pub fn submit_status_error(status: CommandStatus) -> ProviderError {
     }
 }
 
-/// What a `deliver_sm` carries.
+/// What a `deliver_sm` or a `data_sm` carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// A final receipt or an inbound message, for the core.
     Event(ProviderEvent),
+    /// One part of a concatenated inbound message, to be joined with the others (see
+    /// [`crate::reassembly`]).
+    Part(Part),
     /// A receipt of a state that is not final (`ENROUTE`, `ACCEPTD`): nothing to report.
     Pending {
         /// The part's canonical id.
@@ -148,25 +152,72 @@ pub enum Delivery {
 ///
 /// An inbound message needs a source and destination that can be written in E.164 (given with
 /// `+`, or as digits with TON international or unknown; with TON unknown a leading `00` is
-/// dropped), and a text in `data_coding` 0, 1, 3 or 8. Parts of a concatenated inbound message
-/// are reported one by one, each with its own text.
+/// dropped), and a text in `data_coding` 0, 1, 3 or 8, in `short_message` or else in the
+/// `message_payload` TLV. A part of a concatenated message (a user data header with a
+/// concatenation element, or the three SAR TLVs, for a message of two parts or more) is a
+/// [`Delivery::Part`], its text still to be joined with the other parts'.
 pub fn read_deliver_sm(pdu: &DeliverSm, format: MsgIdFormat) -> Delivery {
-    let esm = u8::from(pdu.esm_class);
+    read_incoming(
+        Incoming {
+            esm_class: u8::from(pdu.esm_class),
+            data_coding: u8::from(pdu.data_coding),
+            short_message: pdu.short_message().as_ref(),
+            tlvs: pdu.tlvs(),
+            source: (pdu.source_addr.as_str(), u8::from(pdu.source_addr_ton)),
+            destination: (pdu.destination_addr.as_str(), u8::from(pdu.dest_addr_ton)),
+        },
+        format,
+    )
+}
+
+/// Reads a `data_sm` from the SMSC as [`read_deliver_sm`] reads a `deliver_sm`: its text (a
+/// receipt's or an inbound message's) is in the `message_payload` TLV, since `data_sm` has no
+/// `short_message`.
+pub fn read_data_sm(pdu: &DataSm, format: MsgIdFormat) -> Delivery {
+    read_incoming(
+        Incoming {
+            esm_class: u8::from(pdu.esm_class),
+            data_coding: u8::from(pdu.data_coding),
+            short_message: &[],
+            tlvs: pdu.tlvs(),
+            source: (pdu.source_addr.as_str(), u8::from(pdu.source_addr_ton)),
+            destination: (pdu.destination_addr.as_str(), u8::from(pdu.dest_addr_ton)),
+        },
+        format,
+    )
+}
+
+/// The fields of a `deliver_sm` or `data_sm` that say what it carries.
+struct Incoming<'a> {
+    esm_class: u8,
+    data_coding: u8,
+    short_message: &'a [u8],
+    tlvs: &'a [Tlv],
+    /// Address and TON.
+    source: (&'a str, u8),
+    destination: (&'a str, u8),
+}
+
+fn read_incoming(pdu: Incoming<'_>, format: MsgIdFormat) -> Delivery {
+    let esm = pdu.esm_class;
     let udhi = esm & ESM_CLASS_UDHI != 0;
-    let data_coding = u8::from(pdu.data_coding);
-    let mut bytes: &[u8] = pdu.short_message().as_ref();
+    let data_coding = pdu.data_coding;
+    let mut bytes: &[u8] = pdu.short_message;
     let mut tlv_id = None;
     let mut tlv_state = None;
-    for tlv in pdu.tlvs() {
+    let (mut sar_reference, mut sar_total, mut sar_seq) = (None, None, None);
+    for tlv in pdu.tlvs {
         match tlv.value() {
             Some(TlvValue::ReceiptedMessageId(id)) => tlv_id = Some(id.as_str().to_owned()),
             Some(TlvValue::MessageState(state)) => tlv_state = Some(u8::from(*state)),
             Some(TlvValue::MessagePayload(payload)) if bytes.is_empty() => bytes = payload.value.as_ref(),
+            Some(TlvValue::SarMsgRefNum(reference)) => sar_reference = Some(*reference),
+            Some(TlvValue::SarTotalSegments(total)) => sar_total = Some(*total),
+            Some(TlvValue::SarSegmentSeqnum(seq)) => sar_seq = Some(*seq),
             _ => {}
         }
     }
     let body = text::strip_udh(udhi, bytes);
-    let decoded = text::decode_text(data_coding, body);
     let kind = esm & ESM_TYPE_MASK;
     let flagged = kind == ESM_TYPE_RECEIPT || kind == ESM_TYPE_INTERMEDIATE;
     // Receipt texts are ASCII whatever the data_coding says (GSM-7 would read `_` as `§`).
@@ -178,26 +229,28 @@ pub fn read_deliver_sm(pdu: &DeliverSm, format: MsgIdFormat) -> Delivery {
     if flagged || fields.is_receipt() || tlv_id.is_some() && (tlv_state.is_some() || fields.stat.is_some()) {
         return read_receipt(fields, tlv_id, tlv_state, format);
     }
-    let ton = |t: Ton| u8::from(t);
-    let Some(from) = e164(pdu.source_addr.as_str(), ton(pdu.source_addr_ton)) else {
-        return Delivery::Skipped(format!(
-            "inbound message from `{}`, which is not an E.164 number",
-            mask(pdu.source_addr.as_str())
-        ));
+    let (source, source_ton) = pdu.source;
+    let Some(from) = e164(source, source_ton) else {
+        return Delivery::Skipped(format!("inbound message from `{}`, which is not an E.164 number", mask(source)));
     };
-    let Some(to) = e164(pdu.destination_addr.as_str(), ton(pdu.dest_addr_ton)) else {
-        return Delivery::Skipped(format!(
-            "inbound message to `{}`, which is not an E.164 number",
-            pdu.destination_addr.as_str()
-        ));
+    let (destination, dest_ton) = pdu.destination;
+    let Some(to) = e164(destination, dest_ton) else {
+        return Delivery::Skipped(format!("inbound message to `{destination}`, which is not an E.164 number"));
     };
-    let Some(body) = decoded else {
+    let Some(decoded) = text::decode_text(data_coding, body) else {
         return Delivery::Skipped(format!("inbound message in data_coding 0x{data_coding:02X}, which is not text"));
     };
+    let concatenation = udhi
+        .then(|| reassembly::udh_concatenation(bytes))
+        .flatten()
+        .or_else(|| reassembly::sar_concatenation(sar_reference, sar_total, sar_seq));
+    if let Some(concatenation) = concatenation {
+        return Delivery::Part(Part { from, to, concatenation, data_coding, data: body.to_vec() });
+    }
     Delivery::Event(ProviderEvent::Inbound(InboundMessage {
         from,
         to,
-        body: Some(body),
+        body: Some(decoded),
         media: Vec::new(),
         provider_ref: None,
         at: Timestamp::now(),

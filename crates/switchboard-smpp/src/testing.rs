@@ -113,6 +113,9 @@ pub struct FakeSmscOptions {
     pub id_format: IdFormat,
     /// Answer this many first submissions (over all connections) with `ESME_RTHROTTLED`.
     pub throttle_first: usize,
+    /// Take at most this many submissions in any second (over all connections) and answer the
+    /// rest `ESME_RTHROTTLED`, as a carrier's quota does. `None` (the default): no quota.
+    pub quota_per_second: Option<u32>,
     /// Wait this long before answering each submission (submissions wait side by side).
     pub answer_delay: Duration,
     /// Send a `DELIVRD` receipt for each accepted part, to a session bound to receive.
@@ -134,6 +137,7 @@ impl Default for FakeSmscOptions {
             password: "secret".to_owned(),
             id_format: IdFormat::Decimal,
             throttle_first: 0,
+            quota_per_second: None,
             answer_delay: Duration::ZERO,
             receipts: None,
             drop_after_submits: None,
@@ -203,6 +207,8 @@ struct Shared {
     max_in_flight: AtomicUsize,
     binds: AtomicUsize,
     unbinds: AtomicUsize,
+    early_unbinds: AtomicUsize,
+    refusing_binds: AtomicBool,
     dropped_once: AtomicBool,
     tls_failures: AtomicUsize,
     connections: Mutex<HashMap<u64, Conn>>,
@@ -211,6 +217,12 @@ struct Shared {
     deliveries: AtomicUsize,
     redeliveries: AtomicUsize,
     answers: Mutex<Vec<DeliveryAnswer>>,
+    /// When the submissions taken in the last second were taken (for the quota).
+    taken: Mutex<VecDeque<Instant>>,
+    /// The `data_sm` sent and not answered yet, by connection and sequence number.
+    data_sm_waiting: Mutex<std::collections::HashSet<(u64, u32)>>,
+    /// Every answer to a `data_sm`, with the answer's command.
+    data_sm_answers: Mutex<Vec<(CommandId, DeliveryAnswer)>>,
 }
 
 impl Shared {
@@ -304,6 +316,8 @@ impl FakeSmsc {
             max_in_flight: AtomicUsize::new(0),
             binds: AtomicUsize::new(0),
             unbinds: AtomicUsize::new(0),
+            early_unbinds: AtomicUsize::new(0),
+            refusing_binds: AtomicBool::new(false),
             dropped_once: AtomicBool::new(false),
             tls_failures: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
@@ -311,6 +325,9 @@ impl FakeSmsc {
             deliveries: AtomicUsize::new(0),
             redeliveries: AtomicUsize::new(0),
             answers: Mutex::new(Vec::new()),
+            taken: Mutex::new(VecDeque::new()),
+            data_sm_waiting: Mutex::new(std::collections::HashSet::new()),
+            data_sm_answers: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeSmsc { addr, shared, accept }
@@ -349,6 +366,11 @@ impl FakeSmsc {
     /// How many `unbind` it received (and answered).
     pub fn unbind_count(&self) -> usize {
         self.shared.unbinds.load(Ordering::Relaxed)
+    }
+
+    /// How many `unbind` came while a `submit_sm` of that connection was still unanswered.
+    pub fn early_unbind_count(&self) -> usize {
+        self.shared.early_unbinds.load(Ordering::Relaxed)
     }
 
     /// How many TLS handshakes failed or did not complete in time (always 0 without TLS).
@@ -453,6 +475,95 @@ impl FakeSmsc {
         for id in ids {
             self.shared.kill(id);
         }
+    }
+
+    /// While `refuse` holds, answers every bind `ESME_RBINDFAIL`, as an SMSC down for
+    /// maintenance does.
+    pub fn refuse_binds(&self, refuse: bool) {
+        self.shared.refusing_binds.store(refuse, Ordering::Relaxed);
+    }
+
+    /// Sends a concatenated inbound message as `deliver_sm` parts to a session bound to
+    /// receive: part `n` (from 1) carries `parts[n - 1]` (octets in `data_coding`) after the
+    /// user data header `05 00 03 <reference> <count> <n>`, with `esm_class` UDHI. Only the
+    /// parts numbered in `send` go, in that order (so a test can send them out of order, or
+    /// leave some out). Returns whether a session was bound for each; the parts are kept until
+    /// answered `ESME_ROK`, as [`FakeSmsc::inject`] keeps them.
+    pub fn deliver_concatenated(
+        &self,
+        from: &str,
+        to: &str,
+        reference: u8,
+        data_coding: u8,
+        parts: &[Vec<u8>],
+        send: &[u8],
+    ) -> bool {
+        let count = u8::try_from(parts.len()).unwrap_or(u8::MAX);
+        send.iter().all(|&n| {
+            let Some(payload) = usize::from(n).checked_sub(1).and_then(|i| parts.get(i)) else { return false };
+            let mut short_message = vec![0x05, 0x00, 0x03, reference, count, n];
+            short_message.extend_from_slice(payload);
+            let pdu = DeliverSm::builder()
+                .source_addr_ton(Ton::International)
+                .source_addr_npi(Npi::Isdn)
+                .source_addr(address(from))
+                .dest_addr_ton(Ton::International)
+                .dest_addr_npi(Npi::Isdn)
+                .destination_addr(address(to))
+                .esm_class(EsmClass::from(text::ESM_CLASS_UDHI))
+                .data_coding(DataCoding::from(data_coding))
+                .short_message(OctetString::from_vec(short_message).unwrap_or_default())
+                .build();
+            self.inject(pdu)
+        })
+    }
+
+    /// Sends a `data_sm` as is to a session bound to receive. Returns whether one was bound.
+    /// Unlike a `deliver_sm`, a `data_sm` is not kept to deliver again: its answers are
+    /// recorded (see [`FakeSmsc::data_sm_answers`]) and that is all.
+    pub fn inject_data_sm(&self, pdu: rusmpp::pdus::DataSm) -> bool {
+        self.shared.deliver_data_sm(pdu)
+    }
+
+    /// Sends an inbound text message as one `data_sm` (GSM-7 if it can, else UCS-2, the whole
+    /// text in the `message_payload` TLV) to a session bound to receive. Returns whether one
+    /// was bound.
+    pub fn deliver_data_sm(&self, from: &str, to: &str, text: &str) -> bool {
+        let Some((data_coding, payload)) = encode_whole(text) else { return false };
+        let mut pdu = data_sm(from, to, 0, data_coding);
+        pdu.push_tlv(rusmpp::tlvs::MessageSubmissionRequestTlvValue::MessagePayload(message_payload(payload)));
+        self.inject_data_sm(pdu)
+    }
+
+    /// Sends a `DELIVRD` receipt as a `data_sm` for a submission it answered (`esm_class`
+    /// 0x04, the `receipted_message_id` and `message_state` TLVs, and the receipt text in
+    /// `message_payload`) to a session bound to receive. Returns whether one was bound;
+    /// `false` as well for a submission it never answered.
+    pub fn deliver_data_sm_receipt(&self, submit: &RecordedSubmit) -> bool {
+        let Some(id) = &submit.message_id else { return false };
+        let text =
+            format!("id:{id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:");
+        let pdu = data_sm(&submit.destination, &submit.source, 0x04, text::DATA_CODING_GSM7);
+        let mut parts = pdu.into_parts();
+        parts.tlvs.extend([
+            rusmpp::tlvs::Tlv::new(rusmpp::tlvs::TlvValue::ReceiptedMessageId(
+                COctetString::from_string(id.clone()).unwrap_or_default(),
+            )),
+            rusmpp::tlvs::Tlv::new(rusmpp::tlvs::TlvValue::MessageState(rusmpp::values::MessageState::Delivered)),
+            rusmpp::tlvs::Tlv::new(rusmpp::tlvs::TlvValue::MessagePayload(message_payload(text.into_bytes()))),
+        ]);
+        self.inject_data_sm(rusmpp::pdus::DataSm::from_parts(parts))
+    }
+
+    /// Every answer to a `data_sm` so far, in order of arrival, with the answer's command
+    /// (`DataSmResp`, or `GenericNack` from a client that does not take `data_sm`).
+    pub fn data_sm_answers(&self) -> Vec<(CommandId, DeliveryAnswer)> {
+        self.shared.data_sm_answers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many `data_sm` wait for their answer.
+    pub fn unanswered_data_sm(&self) -> usize {
+        self.shared.data_sm_waiting.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -604,11 +715,20 @@ impl Connection {
                 }
                 Some(Pdu::Unbind) => {
                     self.shared.unbinds.fetch_add(1, Ordering::Relaxed);
+                    if self.in_flight.load(Ordering::Relaxed) > 0 {
+                        self.shared.early_unbinds.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::UnbindResp));
                     false
                 }
                 // The answer to an unbind this side sent: the session is over.
                 _ if command.id() == CommandId::UnbindResp => false,
+                // The answer to a `data_sm` (`data_sm_resp`, or any other response to it).
+                _ if command.id().is_response()
+                    && self.shared.data_sm_answered(self.id, sequence, command.id(), command.status()) =>
+                {
+                    true
+                }
                 _ if command.id() == CommandId::DeliverSmResp => {
                     self.delivery_answered(sequence, command.status());
                     true
@@ -656,8 +776,13 @@ impl Connection {
         kind: BindKind,
     ) -> bool {
         let options = &self.shared.options;
-        let ok = system_id.as_str() == options.system_id && password.as_str() == options.password;
-        let status = if ok { CommandStatus::EsmeRok } else { CommandStatus::EsmeRinvpaswd };
+        let refusing = self.shared.refusing_binds.load(Ordering::Relaxed);
+        let ok = !refusing && system_id.as_str() == options.system_id && password.as_str() == options.password;
+        let status = match (ok, refusing) {
+            (true, _) => CommandStatus::EsmeRok,
+            (false, true) => CommandStatus::EsmeRbindfail,
+            (false, false) => CommandStatus::EsmeRinvpaswd,
+        };
         if !ok {
             let id = match kind {
                 BindKind::Transceiver => CommandId::BindTransceiverResp,
@@ -711,7 +836,19 @@ impl Connection {
         shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
 
         let mut receipt = None;
-        let resp = if n <= options.throttle_first {
+        let over_quota = options.quota_per_second.is_some_and(|quota| {
+            let mut taken = shared.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            while taken.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+                taken.pop_front();
+            }
+            let over = taken.len() >= quota as usize;
+            if !over {
+                taken.push_back(now);
+            }
+            over
+        });
+        let resp = if n <= options.throttle_first || over_quota {
             bodiless(CommandId::SubmitSmResp, CommandStatus::EsmeRthrottled, sequence)
         } else {
             let number = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -804,4 +941,60 @@ fn receipt_pdu(submit: &RecordedSubmit, text_id: &str, tlv_id: Option<&str>) -> 
         pdu.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(id));
     }
     pdu
+}
+
+impl Shared {
+    /// Sends a `data_sm` to any connection that receives and waits for its answer; returns
+    /// whether one did.
+    fn deliver_data_sm(&self, pdu: rusmpp::pdus::DataSm) -> bool {
+        let conns = self.conns();
+        let Some((&id, conn)) = conns.iter().find(|(_, c)| c.receives.load(Ordering::Relaxed)) else {
+            return false;
+        };
+        let sequence = next_sequence(&conn.sequence);
+        self.data_sm_waiting.lock().unwrap_or_else(PoisonError::into_inner).insert((id, sequence));
+        conn.out.send(Command::new(CommandStatus::EsmeRok, sequence, pdu)).is_ok()
+    }
+
+    /// Records the answer to a `data_sm` sent on connection `conn`; returns whether `sequence`
+    /// was one.
+    fn data_sm_answered(&self, conn: u64, sequence: u32, id: CommandId, status: CommandStatus) -> bool {
+        if !self.data_sm_waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&(conn, sequence)) {
+            return false;
+        }
+        let answer = DeliveryAnswer { status, at: Instant::now() };
+        self.data_sm_answers.lock().unwrap_or_else(PoisonError::into_inner).push((id, answer));
+        true
+    }
+}
+
+/// An address without its `+`.
+fn address(number: &str) -> COctetString<1, 21> {
+    COctetString::from_string(number.trim_start_matches('+').to_owned()).unwrap_or_default()
+}
+
+/// A `data_sm` from `from` to `to` (international numbers) with no TLVs.
+fn data_sm(from: &str, to: &str, esm_class: u8, data_coding: u8) -> rusmpp::pdus::DataSm {
+    rusmpp::pdus::DataSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr_npi(Npi::Isdn)
+        .source_addr(address(from))
+        .dest_addr_ton(Ton::International)
+        .dest_addr_npi(Npi::Isdn)
+        .destination_addr(address(to))
+        .esm_class(EsmClass::from(esm_class))
+        .data_coding(DataCoding::from(data_coding))
+        .build()
+}
+
+fn message_payload(bytes: Vec<u8>) -> rusmpp::values::MessagePayload {
+    rusmpp::values::MessagePayload::new(rusmpp::types::AnyOctetString::from_vec(bytes))
+}
+
+/// A whole text in GSM-7 if it can, else in UCS-2, unsplit: its `data_coding` and octets.
+fn encode_whole(text: &str) -> Option<(u8, Vec<u8>)> {
+    let encoded = text::encode_text(text, Encoding::Gsm7, 0).ok()?;
+    let header = if encoded.udhi { 6 } else { 0 };
+    let octets = encoded.parts.iter().flat_map(|part| part[header..].iter().copied()).collect();
+    Some((encoded.data_coding, octets))
 }

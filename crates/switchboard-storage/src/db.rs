@@ -167,6 +167,14 @@ impl<E: Engine> Store for Db<E> {
         self.engine.write(move |tx| Box::pin(dispatch::claim_due(tx, now, lease_until, limit))).await
     }
 
+    async fn offer_again(&self, waiting: &[(MessageId, u32, Timestamp)], now: Timestamp) -> Result<u64> {
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let waiting = waiting.to_vec();
+        self.engine.write(move |tx| Box::pin(async move { dispatch::offer_again(tx, &waiting, now).await })).await
+    }
+
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>> {
         if results.is_empty() {
             return Ok(Vec::new());

@@ -203,6 +203,11 @@ pub trait Store: Send + Sync + 'static {
     /// the message may settle at once.
     async fn record_results(&self, results: &[DispatchResult]) -> Result<Vec<MessageId>>;
 
+    /// Makes queued messages that wait for a retry due at `now`: each `(id, attempt, due)` whose
+    /// row is still as that retry left it (`queued`, at that attempt, due then). A message
+    /// claimed, sent or ended since is left alone. Returns how many were made due.
+    async fn offer_again(&self, waiting: &[(MessageId, u32, Timestamp)], now: Timestamp) -> Result<u64>;
+
     /// Reads a multi-recipient send request.
     async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>>;
     /// Lists an account's multi-recipient send requests, newest first, optionally only those

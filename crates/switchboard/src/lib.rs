@@ -35,6 +35,7 @@ pub struct App {
     router: axum::Router,
     serving: serve::ServeConfig,
     core: Core,
+    provider: Arc<dyn Provider>,
     webhooks: Option<switchboard_webhooks::Worker>,
 }
 
@@ -65,6 +66,9 @@ impl App {
         // Deliveries in flight are left to their leases: the next start (or another node)
         // delivers them.
         drop(self.webhooks);
+        // Upstreams close their sessions as their protocols ask (SMPP: unbind once the window
+        // has drained); messages the dispatcher still hands over meanwhile wait in the queue.
+        self.provider.shutdown().await;
         served
     }
 }
@@ -139,8 +143,9 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         ..CoreConfig::default()
     };
     let server_keys = keys::load(settings, store.as_ref()).await?;
-    let core =
-        Core::start(store, provider, Some(events_rx), &server_keys, config).await.context("starting the core")?;
+    let core = Core::start(store, provider.clone(), Some(events_rx), &server_keys, config)
+        .await
+        .context("starting the core")?;
     // The simulator keeps the receipts it owes in memory: those of parts it took before this
     // start are read back from the database and sent when due.
     if settings.upstreams.is_empty()
@@ -188,7 +193,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), serving, core, webhooks })
+    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks })
 }
 
 /// Raises the open-file limit to its hard limit and derives how connections are treated.

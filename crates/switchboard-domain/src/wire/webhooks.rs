@@ -303,6 +303,13 @@ pub struct Upstream {
     /// Its last error, or its peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The most messages a second it sends now: its `max_per_second`, or the lower rate it
+    /// learned from the upstream's throttling; absent when not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// How often the upstream throttled since the server started.
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 /// One part of a message, as the upstream knows it.

@@ -1,4 +1,4 @@
-//! Tests of `submit_sm` building, status mapping and `deliver_sm` reading.
+//! Tests of `submit_sm` building, status mapping and `deliver_sm` and `data_sm` reading.
 
 use super::*;
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
@@ -182,11 +182,138 @@ fn inbound_messages() {
     let Delivery::Event(ProviderEvent::Inbound(m)) = read_deliver_sm(&d, MsgIdFormat::AsIs) else { panic!() };
     assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_deref()), ("+447700900123", "+18005550100", Some("Hi €")));
 
-    let d = deliver(0x40, 8, "+447700900123", "0018005550100", &[5, 0, 3, 1, 2, 1, 0x04, 0x36]);
-    let mut d = d;
+    let mut d = deliver(0, 8, "+447700900123", "0018005550100", &[0x04, 0x36]);
     d.dest_addr_ton = Ton::Unknown;
     let Delivery::Event(ProviderEvent::Inbound(m)) = read_deliver_sm(&d, MsgIdFormat::AsIs) else { panic!() };
     assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_deref()), ("+447700900123", "+18005550100", Some("ж")));
+}
+
+fn part_of(d: Delivery) -> Part {
+    match d {
+        Delivery::Part(p) => p,
+        other => panic!("not a part: {other:?}"),
+    }
+}
+
+#[test]
+fn parts_of_concatenated_inbound_messages() {
+    // A user data header with an 8-bit reference: the part's octets come without it.
+    let d = deliver(0x40, 8, "+447700900123", "18005550100", &[5, 0, 3, 0xAB, 2, 1, 0x04, 0x36]);
+    let p = part_of(read_deliver_sm(&d, MsgIdFormat::AsIs));
+    assert_eq!((p.from.as_str(), p.to.as_str()), ("+447700900123", "+18005550100"));
+    assert_eq!(p.concatenation, reassembly::Concatenation { reference: 0xAB, total: 2, seq: 1 });
+    assert_eq!((p.data_coding, p.data), (8, vec![0x04, 0x36]));
+
+    // A 16-bit reference.
+    let d = deliver(0x40, 0, "447700900123", "18005550100", &[6, 8, 4, 0x12, 0x34, 3, 3, b'h', b'i']);
+    let p = part_of(read_deliver_sm(&d, MsgIdFormat::AsIs));
+    assert_eq!(p.concatenation, reassembly::Concatenation { reference: 0x1234, total: 3, seq: 3 });
+    assert_eq!(p.data, b"hi");
+
+    // The SAR TLVs.
+    let mut d = deliver(0, 0, "447700900123", "18005550100", b"part two");
+    d.push_tlv(MessageDeliveryRequestTlvValue::SarMsgRefNum(0xBEEF));
+    d.push_tlv(MessageDeliveryRequestTlvValue::SarTotalSegments(2));
+    d.push_tlv(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(2));
+    let p = part_of(read_deliver_sm(&d, MsgIdFormat::AsIs));
+    assert_eq!(p.concatenation, reassembly::Concatenation { reference: 0xBEEF, total: 2, seq: 2 });
+    assert_eq!(p.data, b"part two");
+
+    // A header of one part, or with no concatenation element, makes a message of its own.
+    let d = deliver(0x40, 0, "447700900123", "18005550100", &[5, 0, 3, 1, 1, 1, b'o', b'k']);
+    let Delivery::Event(ProviderEvent::Inbound(m)) = read_deliver_sm(&d, MsgIdFormat::AsIs) else { panic!() };
+    assert_eq!(m.body.as_deref(), Some("ok"));
+    let d = deliver(0x40, 0, "447700900123", "18005550100", &[4, 5, 2, 0x0B, 0x84, b'o', b'k']);
+    let Delivery::Event(ProviderEvent::Inbound(m)) = read_deliver_sm(&d, MsgIdFormat::AsIs) else { panic!() };
+    assert_eq!(m.body.as_deref(), Some("ok"));
+
+    // A binary part, or one from an address that is not E.164, is skipped like a whole message.
+    let d = deliver(0x40, 4, "447700900123", "18005550100", &[5, 0, 3, 1, 2, 1, 0xff]);
+    assert!(matches!(read_deliver_sm(&d, MsgIdFormat::AsIs), Delivery::Skipped(_)));
+    let d = deliver(0x40, 0, "447700900123", "12345", &[5, 0, 3, 1, 2, 1, b'x']);
+    assert!(matches!(read_deliver_sm(&d, MsgIdFormat::AsIs), Delivery::Skipped(_)));
+}
+
+fn data_sm(esm: u8, dc: u8, source: &str, dest: &str, tlvs: Vec<TlvValue>) -> DataSm {
+    let d = DataSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr(COctetString::from_string(source.to_owned()).unwrap())
+        .dest_addr_ton(Ton::International)
+        .destination_addr(COctetString::from_string(dest.to_owned()).unwrap())
+        .esm_class(EsmClass::from(esm))
+        .data_coding(DataCoding::from(dc))
+        .build();
+    let mut parts = d.into_parts();
+    parts.tlvs.extend(tlvs.into_iter().map(Tlv::new));
+    DataSm::from_parts(parts)
+}
+
+fn payload(bytes: &[u8]) -> TlvValue {
+    TlvValue::MessagePayload(rusmpp::values::MessagePayload::new(rusmpp::types::AnyOctetString::from_vec(
+        bytes.to_vec(),
+    )))
+}
+
+#[test]
+fn data_sm_inbound_messages() {
+    let d = data_sm(0, 0, "447700900123", "18005550100", vec![payload(&[0x48, 0x69, 0x20, 0x1b, 0x65])]);
+    let Delivery::Event(ProviderEvent::Inbound(m)) = read_data_sm(&d, MsgIdFormat::AsIs) else { panic!() };
+    assert_eq!((m.from.as_str(), m.to.as_str(), m.body.as_deref()), ("+447700900123", "+18005550100", Some("Hi €")));
+
+    let d = data_sm(0, 8, "447700900123", "18005550100", vec![payload(&[0xD8, 0x3D, 0xDE, 0x00])]);
+    let Delivery::Event(ProviderEvent::Inbound(m)) = read_data_sm(&d, MsgIdFormat::AsIs) else { panic!() };
+    assert_eq!(m.body.as_deref(), Some("😀"));
+
+    // Parts, by a user data header at the start of the payload or by the SAR TLVs.
+    let d = data_sm(0x40, 0, "447700900123", "18005550100", vec![payload(&[5, 0, 3, 9, 2, 2, b'y', b'o'])]);
+    let p = part_of(read_data_sm(&d, MsgIdFormat::AsIs));
+    assert_eq!(
+        (p.concatenation, p.data),
+        (reassembly::Concatenation { reference: 9, total: 2, seq: 2 }, b"yo".to_vec())
+    );
+    let sar =
+        vec![payload(b"one"), TlvValue::SarMsgRefNum(7), TlvValue::SarTotalSegments(3), TlvValue::SarSegmentSeqnum(1)];
+    let p = part_of(read_data_sm(&data_sm(0, 0, "447700900123", "18005550100", sar), MsgIdFormat::AsIs));
+    assert_eq!(
+        (p.concatenation, p.data),
+        (reassembly::Concatenation { reference: 7, total: 3, seq: 1 }, b"one".to_vec())
+    );
+
+    // Not E.164, or not text.
+    let d = data_sm(0, 0, "447700900123", "12345", vec![payload(b"hi")]);
+    assert!(matches!(read_data_sm(&d, MsgIdFormat::AsIs), Delivery::Skipped(_)));
+    let d = data_sm(0, 4, "447700900123", "18005550100", vec![payload(b"\x01")]);
+    assert!(matches!(read_data_sm(&d, MsgIdFormat::AsIs), Delivery::Skipped(_)));
+}
+
+#[test]
+fn data_sm_receipts() {
+    // By the TLVs alone.
+    let tlvs = vec![
+        TlvValue::ReceiptedMessageId(COctetString::from_string("00FF".into()).unwrap()),
+        TlvValue::MessageState(MessageState::Delivered),
+    ];
+    let d = data_sm(0x04, 0, "447700900123", "18005550100", tlvs);
+    let r = receipt_of(read_data_sm(&d, MsgIdFormat::SubmitHexReceiptDecimal));
+    assert_eq!((r.provider_ref.as_str(), r.status), ("255", ReceiptStatus::Delivered));
+
+    // By the text in the payload, even without the esm_class flag.
+    let text = b"id:77 sub:001 dlvrd:000 submit date:2401011200 done date:2401011201 stat:UNDELIV err:001 text:";
+    let d = data_sm(0, 0, "447700900123", "18005550100", vec![payload(text)]);
+    let r = receipt_of(read_data_sm(&d, MsgIdFormat::AsIs));
+    assert_eq!((r.provider_ref.as_str(), r.status), ("77", ReceiptStatus::Undelivered));
+    assert_eq!(r.description.as_deref(), Some("stat:UNDELIV err:001"));
+
+    // A state that is not final.
+    let tlvs = vec![
+        TlvValue::ReceiptedMessageId(COctetString::from_string("12".into()).unwrap()),
+        TlvValue::MessageState(MessageState::Enroute),
+    ];
+    let d = data_sm(0x04, 0, "447700900123", "18005550100", tlvs);
+    assert_eq!(
+        read_data_sm(&d, MsgIdFormat::AsIs),
+        Delivery::Pending { provider_ref: "12".into(), stat: "ENROUTE".into() }
+    );
 }
 
 #[test]

@@ -14,8 +14,17 @@ async fn started_raw(config: SmppConfig) -> (Arc<SmppUpstream>, EventReceiver) {
     (upstream, reports)
 }
 
+/// The next report of something the SMSC sent (a bind's readiness is passed over).
 async fn next_report(reports: &mut EventReceiver) -> Report {
-    tokio::time::timeout(Duration::from_secs(10), reports.recv()).await.expect("a report in time").expect("a report")
+    loop {
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("a report in time")
+            .expect("a report");
+        if !matches!(report.event, ProviderEvent::Ready { .. }) {
+            return report;
+        }
+    }
 }
 
 fn inbound_body(report: &Report) -> String {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_domain::{AccountId, Encoding, ErrorType, MessageId, MessageKind, Msisdn, SenderId};
+use switchboard_domain::{AccountId, Encoding, MessageId, MessageKind, Msisdn, SenderId};
 use switchboard_provider::{
     OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission, event_channel,
 };
@@ -13,6 +13,7 @@ use switchboard_smpp::{BindMode, MsgIdFormat, SmppConfig, SmppUpstream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod acks;
+mod inbound;
 mod tls;
 
 fn config_for(smsc: &FakeSmsc) -> SmppConfig {
@@ -54,7 +55,10 @@ async fn started(config: SmppConfig) -> (Arc<SmppUpstream>, UnboundedReceiver<Pr
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(report) = reports.recv().await {
-            let _ = tx.send(report.event);
+            // Each bind says it is ready; the tests read what the SMSC sent.
+            if !matches!(report.event, ProviderEvent::Ready { .. }) {
+                let _ = tx.send(report.event);
+            }
             report.ack.stored();
         }
     });
@@ -178,15 +182,36 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 }
 
 #[tokio::test]
-async fn throttling_is_retryable() {
-    let options = FakeSmscOptions { throttle_first: 1, ..FakeSmscOptions::default() };
+async fn a_throttled_part_goes_again_at_the_bind_pace() {
+    // The second part of a two-part message is throttled twice: it is sent again, alone, after
+    // the pause, and the first part is not sent again.
+    let options = FakeSmscOptions { quota_per_second: Some(1), ..FakeSmscOptions::default() };
     let smsc = FakeSmsc::start(options).await;
-    let (upstream, _events) = started(config_for(&smsc)).await;
+    let config = SmppConfig { throttling_sleep_ms: 300, ..config_for(&smsc) };
+    let (upstream, _events) = started(config).await;
+    let submission = upstream.send(&message(&"z".repeat(200), Encoding::Gsm7)).await.unwrap();
+    assert_eq!(submission.parts.len(), 2);
+    let submits = smsc.submits();
+    let taken: Vec<_> = submits.iter().filter(|s| s.message_id.is_some()).collect();
+    assert_eq!(taken.len(), 2, "each part taken once");
+    assert_eq!(submits.iter().filter(|s| s.short_message == taken[0].short_message).count(), 1);
+    let status = &upstream.status()[0];
+    assert!(status.throttled >= 1, "{status:?}");
+    assert!(status.rate_per_second.is_some_and(|r| r < 2.0), "{status:?}");
+    assert_eq!((status.sent, status.failed), (1, 0));
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_past_its_wait_is_unavailable_and_uses_no_attempt() {
+    let options = FakeSmscOptions { throttle_first: 1000, ..FakeSmscOptions::default() };
+    let smsc = FakeSmsc::start(options).await;
+    let config = SmppConfig { throttling_sleep_ms: 50, throttled_wait_ms: 300, ..config_for(&smsc) };
+    let (upstream, _events) = started(config).await;
     let err = upstream.send(&message("first", Encoding::Gsm7)).await.unwrap_err();
-    assert!(err.retryable && !err.unavailable, "{err}");
-    assert_eq!(err.error_type, ErrorType::ProviderError);
+    assert!(err.retryable && err.unavailable, "{err}");
     assert!(err.message.contains("ESME_RTHROTTLED (0x00000058)"), "{err}");
-    upstream.send(&message("second", Encoding::Gsm7)).await.unwrap();
+    assert!(smsc.submit_count() >= 2, "sent again before giving up");
     upstream.shutdown().await;
 }
 

@@ -88,6 +88,33 @@ static MARK_SENT: Values = Values::new(
      RETURNING messages.id, messages.account_id, messages.batch_id, messages.created_at, messages.notify_url",
 );
 
+/// Makes waiting retries due, several rows a statement: `$1` id, `$2` attempt, `$3` the retry
+/// time recorded, `$4` now, per row.
+static OFFER_AGAIN: Values = Values::new(
+    "UPDATE messages SET next_attempt_at = v.now FROM (SELECT column1 AS id, column2 AS attempt, column3 AS due, \
+     column4 AS now FROM (VALUES ",
+    4,
+    ") AS t) AS v WHERE messages.id = v.id AND messages.attempts = v.attempt AND messages.next_attempt_at = v.due \
+     AND messages.status = 'queued' AND messages.next_attempt_at > v.now",
+);
+
+/// See [`crate::Store::offer_again`].
+pub(crate) async fn offer_again(
+    tx: &mut impl Tx,
+    waiting: &[(MessageId, u32, Timestamp)],
+    now: Timestamp,
+) -> Result<u64> {
+    let mut offered = 0;
+    for chunk in chunked(waiting) {
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 4);
+        for (id, attempt, due) in chunk {
+            push_row(&mut params, [(*id).into(), (*attempt).into(), (*due).into(), now.into()]);
+        }
+        offered += tx.execute(OFFER_AGAIN.sql(chunk.len()), &params).await?;
+    }
+    Ok(offered)
+}
+
 /// Records the parts of sent messages; a part that a receipt reached first keeps the
 /// receipt's status. Returns each part's message and status.
 static INSERT_PARTS: Values = Values::new(

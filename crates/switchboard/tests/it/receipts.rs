@@ -97,6 +97,23 @@ impl Server {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
     }
+
+    /// SIGTERM, as a service manager stops it; waits for the process to end and returns
+    /// whether it ended well.
+    #[cfg(unix)]
+    async fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        assert!(sent.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(start.elapsed() < LIMIT, "the server did not stop");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 impl Drop for Server {
@@ -285,6 +302,37 @@ async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit(backend:
     assert_eq!(smsc.submit_count(), 2, "the message and the reply");
     assert_eq!((smsc.unanswered_deliveries(), smsc.pending_redeliveries()), (0, 0));
     server.kill();
+    db.remove().await;
+}
+
+/// SIGTERM closes each SMPP bind with `unbind`, after the answer to the `submit_sm` in flight.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_unbinds_from_the_smsc() {
+    let Some(db) = Db::new(Backend::Sqlite, "smpp_sigterm").await else { return };
+    let options = FakeSmscOptions { answer_delay: Duration::from_millis(800), ..FakeSmscOptions::default() };
+    let smsc = FakeSmsc::start(options.clone()).await;
+    let config = db.dir.join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             system_id = \"{}\"\npassword = \"{}\"\n",
+            smsc.port(),
+            options.system_id,
+            options.password
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&db, free_port(), Some(&config), &[]);
+    server.ready().await;
+    let (_, client) = provision(&server.url).await;
+    eventually("the bind", || async { (smsc.bind_count() == 1).then_some(()) }).await;
+    send(&client, HANDSET, "in flight at the stop").await;
+    eventually("the submission", || async { (smsc.submit_count() == 1).then_some(()) }).await;
+    assert!(server.terminate().await, "the server ends well");
+    assert_eq!(smsc.unbind_count(), 1, "the bind was closed with unbind");
+    assert_eq!(smsc.early_unbind_count(), 0, "the submission in flight was answered before the unbind");
     db.remove().await;
 }
 
