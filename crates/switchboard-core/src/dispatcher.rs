@@ -94,6 +94,7 @@ pub fn start(
     tokio::spawn(recorder(store.clone(), results_rx, waiters, waiting.clone()));
     let sender = Sender {
         permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        store: store.clone(),
         provider,
         config: Arc::new(config),
         results: results_tx,
@@ -118,6 +119,7 @@ async fn offer_again(store: &dyn Store, waiting: &Waiting) {
 /// Runs provider calls, at most `max_in_flight` at once.
 struct Sender {
     permits: Arc<Semaphore>,
+    store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
     config: Arc<DispatcherConfig>,
     results: mpsc::UnboundedSender<(DispatchResult, bool)>,
@@ -136,8 +138,9 @@ impl Sender {
             return true;
         }
         let (provider, config, results) = (self.provider.clone(), self.config.clone(), self.results.clone());
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let result = attempt(provider.as_ref(), &config, message).await;
+            let result = attempt(provider.as_ref(), store.as_ref(), &config, message).await;
             let _ = results.send(result);
             drop(permit);
         });
@@ -206,7 +209,12 @@ async fn claimer(
 }
 
 /// One attempt at a message; the flag says whether it found no upstream able to take it.
-async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageRecord) -> (DispatchResult, bool) {
+async fn attempt(
+    provider: &dyn Provider,
+    store: &dyn Store,
+    config: &DispatcherConfig,
+    m: MessageRecord,
+) -> (DispatchResult, bool) {
     let base = DispatchResult {
         id: m.id,
         account_id: m.account_id,
@@ -219,6 +227,19 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         return (DispatchResult { outcome: DispatchOutcome::Expired, ..base }, false);
     }
     let expires_at = m.expires_at;
+    // The parts an earlier attempt got taken are not sent again.
+    let sent_parts = if m.segments > 1 && m.attempts > 1 {
+        match store.sent_parts(m.id).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::error!(error = %e, message_id = %m.id, "reading the parts already sent failed");
+                let outcome = retry(config, m.attempts.min(12), base.at, expires_at, "storage unavailable".into());
+                return (DispatchResult { outcome, ..base }, false);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     // The numbers were parsed once, where the request was validated, and are stored and read
     // back as `Msisdn`s: nothing here parses them again.
     let outbound = OutboundMessage {
@@ -232,6 +253,7 @@ async fn attempt(provider: &dyn Provider, config: &DispatcherConfig, m: MessageR
         encoding: m.encoding,
         segments: m.segments,
         attempt: m.attempts,
+        sent_parts,
     };
     let sent = tokio::time::timeout(config.send_timeout, provider.send(&outbound)).await;
     let at = Timestamp::now();

@@ -228,6 +228,18 @@ pub(crate) async fn provider_events(core: crate::Core, mut events: EventReceiver
     while let Some(Report { event, ack }) = events.recv().await {
         match event {
             ProviderEvent::Receipt(r) => core.inner.receipts.push(receipt_update(r), ack),
+            ProviderEvent::PartSent { message, part, provider_ref } => {
+                let store = core.inner.store.clone();
+                tokio::spawn(async move {
+                    match store.record_sent_part(message, part, &provider_ref, Timestamp::now()).await {
+                        Ok(()) => ack.stored(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, message_id = %message, part, "a part sent could not be recorded");
+                            ack.not_stored();
+                        }
+                    }
+                });
+            }
             ProviderEvent::Ready { upstream } => {
                 tracing::info!(%upstream, "upstream ready");
                 core.inner.upstream_ready.notify_one();

@@ -162,6 +162,7 @@ fn msg(to: &str) -> OutboundMessage {
         encoding: Encoding::Gsm7,
         segments: 1,
         attempt: 1,
+        sent_parts: Vec::new(),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct OutboundMessage {
     pub segments: u32,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// The parts an earlier attempt got the upstream to take: (part from 1, the upstream's id
+    /// for it). An upstream that sends parts one by one sends these no more.
+    pub sent_parts: Vec<(u32, String)>,
 }
 
 /// The upstream took the message.
@@ -113,6 +116,16 @@ pub enum ProviderEvent {
     Receipt(Receipt),
     /// An inbound message.
     Inbound(InboundMessage),
+    /// The upstream took one part of a message it is still sending; reported (and waited on)
+    /// so that no later attempt sends that part again, whatever becomes of this one.
+    PartSent {
+        /// The message.
+        message: MessageId,
+        /// Which part, from 1.
+        part: u32,
+        /// The upstream's id for the part.
+        provider_ref: String,
+    },
     /// The upstream can take messages again (an SMPP bind is back), so the messages that
     /// found it unable to may go now.
     Ready {

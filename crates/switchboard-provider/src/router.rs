@@ -558,6 +558,7 @@ mod tests {
             encoding: Encoding::Gsm7,
             segments: 1,
             attempt: 1,
+            sent_parts: Vec::new(),
         }
     }
 

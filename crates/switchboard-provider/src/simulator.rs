@@ -347,6 +347,7 @@ mod tests {
             encoding: Encoding::Gsm7,
             segments,
             attempt,
+            sent_parts: Vec::new(),
         }
     }
 

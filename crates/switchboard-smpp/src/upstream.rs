@@ -219,7 +219,8 @@ impl Inner {
         ProviderError::unavailable(format!("not bound to the SMSC at {}: {why}", self.config.peer()))
     }
 
-    /// Sends every part of `message`, one after the other. A part the SMSC throttles is sent
+    /// Sends every part of `message` that no earlier attempt got taken, one after the other,
+    /// reporting each part of a long message as it is taken. A part the SMSC throttles is sent
     /// again, alone, once the bind's pace allows, for up to `throttled_wait_ms`; then the
     /// message goes back to the queue as `unavailable`, which uses up no attempt.
     async fn send(self: &Arc<Self>, message: &OutboundMessage) -> Result<Submission, ProviderError> {
@@ -228,10 +229,14 @@ impl Inner {
             return Err(self.unavailable_now());
         };
         let give_up = Instant::now() + Duration::from_millis(self.config.throttled_wait_ms);
-        let mut ids = Vec::with_capacity(parts.len());
-        for sm in parts {
-            // A later part that fails leaves the earlier ones with the SMSC: the error goes back
-            // as is, and a retry sends every part again.
+        let count = parts.len();
+        let mut ids = Vec::with_capacity(count);
+        for (n, sm) in (1u32..).zip(parts) {
+            // A part an earlier attempt got taken is not sent again.
+            if let Some((_, id)) = message.sent_parts.iter().find(|(part, _)| *part == n) {
+                ids.push(id.clone());
+                continue;
+            }
             let id = loop {
                 match self.submit(&session, sm.clone()).await {
                     Ok(id) => break id,
@@ -247,6 +252,14 @@ impl Inner {
                     Err(Refused::Other(e)) => return Err(e),
                 }
             };
+            // Each taken part of a long message is stored before the next goes, so that no
+            // later attempt (after a refusal, a drop or a restart) sends it again.
+            if count > 1 {
+                let sent = ProviderEvent::PartSent { message: message.id, part: n, provider_ref: id.clone() };
+                if let Ok(stored) = self.events.report(sent) {
+                    let _ = tokio::time::timeout(self.config.response_timeout(), stored.wait()).await;
+                }
+            }
             ids.push(id);
         }
         let provider_message_id = ids.first().cloned().unwrap_or_default();

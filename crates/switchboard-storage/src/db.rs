@@ -167,6 +167,19 @@ impl<E: Engine> Store for Db<E> {
         self.engine.write(move |tx| Box::pin(dispatch::claim_due(tx, now, lease_until, limit))).await
     }
 
+    async fn record_sent_part(&self, message: MessageId, part: u32, provider_ref: &str, at: Timestamp) -> Result<()> {
+        let provider_ref = provider_ref.to_owned();
+        self.engine
+            .write(move |tx| {
+                Box::pin(async move { dispatch::record_sent_part(tx, message, part, &provider_ref, at).await })
+            })
+            .await
+    }
+
+    async fn sent_parts(&self, message: MessageId) -> Result<Vec<(u32, String)>> {
+        self.engine.read(move |tx| Box::pin(dispatch::sent_parts(tx, message))).await
+    }
+
     async fn offer_again(&self, waiting: &[(MessageId, u32, Timestamp)], now: Timestamp) -> Result<u64> {
         if waiting.is_empty() {
             return Ok(0);

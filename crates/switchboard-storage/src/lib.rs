@@ -208,6 +208,16 @@ pub trait Store: Send + Sync + 'static {
     /// claimed, sent or ended since is left alone. Returns how many were made due.
     async fn offer_again(&self, waiting: &[(MessageId, u32, Timestamp)], now: Timestamp) -> Result<u64>;
 
+    /// Records that the upstream took one part of a message that is still being sent (`part`
+    /// from 1, with the upstream's id for it), so that no later attempt sends it again. A
+    /// receipt that came for it first keeps its status, as when [`Store::record_results`]
+    /// records the parts.
+    async fn record_sent_part(&self, message: MessageId, part: u32, provider_ref: &str, at: Timestamp) -> Result<()>;
+
+    /// The parts of a message that an upstream has taken: (part from 1, the upstream's id), in
+    /// part order.
+    async fn sent_parts(&self, message: MessageId) -> Result<Vec<(u32, String)>>;
+
     /// Reads a multi-recipient send request.
     async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>>;
     /// Lists an account's multi-recipient send requests, newest first, optionally only those

@@ -21,6 +21,7 @@ fn message(body: &str, encoding: Encoding) -> OutboundMessage {
         encoding,
         segments: 1,
         attempt: 1,
+        sent_parts: Vec::new(),
     }
 }
 

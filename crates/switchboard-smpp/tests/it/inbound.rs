@@ -18,15 +18,18 @@ async fn started_raw(config: SmppConfig) -> (Arc<SmppUpstream>, EventReceiver) {
     (upstream, reports)
 }
 
-/// The next report of something the SMSC sent (a bind's readiness is passed over).
+/// The next report of something the SMSC sent (a bind's readiness is passed over, and the
+/// parts of long messages taken are acknowledged as stored).
 async fn next_report(reports: &mut EventReceiver) -> Report {
     loop {
         let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
             .await
             .expect("a report in time")
             .expect("a report");
-        if !matches!(report.event, ProviderEvent::Ready { .. }) {
-            return report;
+        match report.event {
+            ProviderEvent::Ready { .. } => {}
+            ProviderEvent::PartSent { .. } => report.ack.stored(),
+            _ => return report,
         }
     }
 }

@@ -37,6 +37,7 @@ fn message(body: &str, encoding: Encoding) -> OutboundMessage {
         encoding,
         segments: 1,
         attempt: 1,
+        sent_parts: Vec::new(),
     }
 }
 
@@ -55,8 +56,9 @@ async fn started(config: SmppConfig) -> (Arc<SmppUpstream>, UnboundedReceiver<Pr
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(report) = reports.recv().await {
-            // Each bind says it is ready; the tests read what the SMSC sent.
-            if !matches!(report.event, ProviderEvent::Ready { .. }) {
+            // Each bind says it is ready, and each part of a long message is reported as it is
+            // taken; the tests read what the SMSC sent.
+            if !matches!(report.event, ProviderEvent::Ready { .. } | ProviderEvent::PartSent { .. }) {
                 let _ = tx.send(report.event);
             }
             report.ack.stored();
@@ -526,5 +528,21 @@ async fn sustained_load_through_a_small_window_never_stalls() {
         "{total} sends from {callers} callers through a window of 10 in {elapsed:?} ({:.0}/s)",
         total as f64 / elapsed.as_secs_f64()
     );
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn parts_taken_at_an_earlier_attempt_are_not_sent_again() {
+    let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
+    let (upstream, _events) = started(config_for(&smsc)).await;
+    let long = message(&"w".repeat(300), Encoding::Gsm7);
+    let again = OutboundMessage { attempt: 2, sent_parts: vec![(1, "earlier-1".into())], ..long };
+    let submission = upstream.send(&again).await.unwrap();
+    assert_eq!(submission.parts.len(), 2);
+    assert_eq!(submission.parts[0], "earlier-1");
+    assert_eq!(submission.provider_message_id, "earlier-1");
+    let submits = smsc.submits();
+    assert_eq!(submits.len(), 1, "only the second part goes");
+    assert_eq!(submits[0].short_message[5], 2, "its header names part 2");
     upstream.shutdown().await;
 }

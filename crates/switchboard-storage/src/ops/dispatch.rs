@@ -88,6 +88,30 @@ static MARK_SENT: Values = Values::new(
      RETURNING messages.id, messages.account_id, messages.batch_id, messages.created_at, messages.notify_url",
 );
 
+/// See [`crate::Store::record_sent_part`].
+pub(crate) async fn record_sent_part(
+    tx: &mut impl Tx,
+    message: MessageId,
+    part: u32,
+    provider_ref: &str,
+    at: Timestamp,
+) -> Result<()> {
+    let params = [provider_ref.into(), message.into(), part.into(), MessageStatus::Sent.as_str().into(), at.into()];
+    tx.fetch_all::<(Uuid, String)>(INSERT_PARTS.sql(1), &params).await?;
+    Ok(())
+}
+
+/// See [`crate::Store::sent_parts`].
+pub(crate) async fn sent_parts(tx: &mut impl Tx, message: MessageId) -> Result<Vec<(u32, String)>> {
+    let rows: Vec<(i64, String)> = tx
+        .fetch_all(
+            "SELECT part, provider_ref FROM message_parts WHERE message_id = $1 ORDER BY part",
+            &[message.into()],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|(part, provider_ref)| (u32::try_from(part).unwrap_or(0), provider_ref)).collect())
+}
+
 /// Makes waiting retries due, several rows a statement: `$1` id, `$2` attempt, `$3` the retry
 /// time recorded, `$4` now, per row.
 static OFFER_AGAIN: Values = Values::new(

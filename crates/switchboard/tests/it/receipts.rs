@@ -305,6 +305,60 @@ async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit(backend:
     db.remove().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_part_taken_before_a_crash_is_not_sent_again_sqlite() {
+    a_part_taken_before_a_crash_is_not_sent_again(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_part_taken_before_a_crash_is_not_sent_again_postgres() {
+    a_part_taken_before_a_crash_is_not_sent_again(Backend::Postgres).await;
+}
+
+/// A three-part message meets an SMSC that takes one submission a second: its first part is
+/// taken, the second throttled, and the server is killed while it waits. After the restart the
+/// message is sent with its second and third parts only: every part is taken exactly once.
+async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
+    let Some(db) = Db::new(backend, "smpp_parts").await else { return };
+    let options = FakeSmscOptions { quota_per_second: Some(1), ..FakeSmscOptions::default() };
+    let smsc = FakeSmsc::start(options.clone()).await;
+    let config = db.dir.join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             system_id = \"{}\"\npassword = \"{}\"\nthrottling_sleep_ms = 5000\n",
+            smsc.port(),
+            options.system_id,
+            options.password
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let server = Server::start(&db, port, Some(&config), &[]);
+    server.ready().await;
+    let admin = AdminClient::new(&server.url, TOKEN);
+    let (_, client) = provision(&server.url).await;
+    eventually("the bind", || async { (smsc.bind_count() == 1).then_some(()) }).await;
+    let id = send(&client, HANDSET, &"p".repeat(400)).await;
+    // The first part taken, the second throttled: the server waits out the pause.
+    eventually("the second part throttled", || async { (smsc.submit_count() >= 2).then_some(()) }).await;
+    server.kill();
+    let taken = |smsc: &FakeSmsc| smsc.submits().into_iter().filter(|s| s.message_id.is_some()).collect::<Vec<_>>();
+    assert_eq!(taken(&smsc).len(), 1);
+
+    let server = Server::start(&db, port, Some(&config), &[]);
+    server.ready().await;
+    let m = eventually("the message sent", || message_with(&admin, id, MessageStatus::Sent)).await;
+    assert_eq!(m.parts.len(), 3, "{m:?}");
+    let taken = taken(&smsc);
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    let distinct: std::collections::HashSet<_> = taken.iter().map(|s| s.short_message.clone()).collect();
+    assert_eq!(distinct.len(), 3, "no part was taken twice");
+    server.kill();
+    db.remove().await;
+}
+
 /// SIGTERM closes each SMPP bind with `unbind`, after the answer to the `submit_sm` in flight.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
