@@ -78,29 +78,68 @@ impl Waiting {
     }
 }
 
+/// Stops a running dispatcher cleanly (see [`Stopper::stop`]).
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    stop: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    in_flight_max: u32,
+    unrecorded: Arc<std::sync::atomic::AtomicUsize>,
+    send_timeout: Duration,
+}
+
+impl Stopper {
+    /// Stops claiming, waits for the attempts in flight to end (at most the send timeout and a
+    /// second) and for their results to be recorded (at most 10 s more), so that no message an
+    /// upstream took is left to its lease and sent again after the next start.
+    pub async fn stop(&self) {
+        self.stop.notify_one();
+        let all = tokio::time::timeout(
+            self.send_timeout + Duration::from_secs(1),
+            self.permits.acquire_many(self.in_flight_max),
+        )
+        .await;
+        if all.is_err() {
+            tracing::warn!("attempts still in flight at the stop; their leases will run out");
+        }
+        // Nothing claimed before the stop starts after it: it stays leased, and is sent after
+        // the lease, by the next start or another node.
+        self.permits.close();
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.unrecorded.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Starts the dispatcher tasks. Returns where to hand messages that this node admitted
-/// already claimed for their first attempt. `ready` is notified when an upstream can take
-/// messages again.
+/// already claimed for their first attempt, and what stops it. `ready` is notified when an
+/// upstream can take messages again.
 pub fn start(
     store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
     config: DispatcherConfig,
     waiters: Arc<Waiters>,
     ready: Arc<Notify>,
-) -> mpsc::UnboundedSender<MessageRecord> {
+) -> (mpsc::UnboundedSender<MessageRecord>, Stopper) {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (fresh_tx, fresh_rx) = mpsc::unbounded_channel();
     let waiting = Arc::new(Waiting::default());
-    tokio::spawn(recorder(store.clone(), results_rx, waiters, waiting.clone()));
-    let sender = Sender {
-        permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-        store: store.clone(),
-        provider,
-        config: Arc::new(config),
-        results: results_tx,
+    let unrecorded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(recorder(store.clone(), results_rx, waiters, waiting.clone(), unrecorded.clone()));
+    let in_flight_max = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let permits = Arc::new(Semaphore::new(in_flight_max));
+    let stopper = Stopper {
+        stop: Arc::new(Notify::new()),
+        permits: permits.clone(),
+        in_flight_max: in_flight_max as u32,
+        unrecorded: unrecorded.clone(),
+        send_timeout: config.send_timeout,
     };
-    tokio::spawn(claimer(store, sender, fresh_rx, ready, waiting));
-    fresh_tx
+    let sender =
+        Sender { permits, store: store.clone(), provider, config: Arc::new(config), results: results_tx, unrecorded };
+    tokio::spawn(claimer(store, sender, fresh_rx, ready, waiting, stopper.stop.clone()));
+    (fresh_tx, stopper)
 }
 
 /// Makes the messages remembered as waiting for an upstream due now.
@@ -123,6 +162,8 @@ struct Sender {
     provider: Arc<dyn Provider>,
     config: Arc<DispatcherConfig>,
     results: mpsc::UnboundedSender<(DispatchResult, bool)>,
+    /// Results sent to the recorder and not yet recorded (or given up on).
+    unrecorded: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Sender {
@@ -138,10 +179,13 @@ impl Sender {
             return true;
         }
         let (provider, config, results) = (self.provider.clone(), self.config.clone(), self.results.clone());
-        let store = self.store.clone();
+        let (store, unrecorded) = (self.store.clone(), self.unrecorded.clone());
         tokio::spawn(async move {
             let result = attempt(provider.as_ref(), store.as_ref(), &config, message).await;
-            let _ = results.send(result);
+            unrecorded.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            if results.send(result).is_err() {
+                unrecorded.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
             drop(permit);
         });
         true
@@ -154,6 +198,7 @@ async fn claimer(
     mut fresh: mpsc::UnboundedReceiver<MessageRecord>,
     ready: Arc<Notify>,
     waiting: Arc<Waiting>,
+    stop: Arc<Notify>,
 ) {
     let config = sender.config.clone();
     let mut fresh_open = true;
@@ -204,6 +249,8 @@ async fn claimer(
                 offer_again(store.as_ref(), &waiting).await;
                 next_claim = tokio::time::Instant::now();
             }
+            // Claims no more; what is in flight finishes (see `Stopper::stop`).
+            () = stop.notified() => return,
         }
     }
 }
@@ -329,6 +376,7 @@ async fn recorder(
     mut rx: mpsc::UnboundedReceiver<(DispatchResult, bool)>,
     waiters: Arc<Waiters>,
     waiting: Arc<Waiting>,
+    unrecorded: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut received = Vec::with_capacity(RECORD_BATCH);
     let mut batch = Vec::with_capacity(RECORD_BATCH);
@@ -353,6 +401,7 @@ async fn recorder(
             batch.push(r);
             waits.push(w);
         }
+        let count = batch.len();
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -407,6 +456,7 @@ async fn recorder(
                 }
             }
         }
+        unrecorded.fetch_sub(count, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -251,6 +251,8 @@ struct Inner {
     provider: Arc<dyn Provider>,
     /// Notified when an upstream can take messages again, so the dispatcher offers its backlog.
     upstream_ready: Arc<tokio::sync::Notify>,
+    /// Stops this node's dispatcher, if it runs one.
+    dispatcher: Option<dispatcher::Stopper>,
     config: CoreConfig,
 }
 
@@ -284,10 +286,15 @@ impl Core {
         let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);
         let waiters = Arc::new(Waiters::default());
         let upstream_ready = Arc::new(tokio::sync::Notify::new());
-        let local = config.run_dispatcher.then(|| {
-            let config = config.dispatcher.clone();
-            dispatcher::start(store.clone(), provider.clone(), config, waiters.clone(), upstream_ready.clone())
-        });
+        let (local, dispatcher) = match config.run_dispatcher {
+            true => {
+                let config = config.dispatcher.clone();
+                let (fresh, stopper) =
+                    dispatcher::start(store.clone(), provider.clone(), config, waiters.clone(), upstream_ready.clone());
+                (Some(fresh), Some(stopper))
+            }
+            false => (None, None),
+        };
         let committer =
             Committer::start(store.clone(), config.commit_writers, config.commit_max_batch, config.commit_queue, local);
         let channels = channels::ChannelCache::new(config.auth_cache_ttl);
@@ -308,6 +315,7 @@ impl Core {
             sealer,
             provider,
             upstream_ready,
+            dispatcher,
             config,
         };
         let core = Self { inner: Arc::new(inner) };
@@ -315,6 +323,16 @@ impl Core {
             tokio::spawn(lifecycle::provider_events(core.clone(), events));
         }
         Ok(core)
+    }
+
+    /// Stops dispatching as the server stops: no more claims, and the attempts in flight end
+    /// and are recorded (within the send timeout), so that nothing an upstream took is sent
+    /// again after the next start. Call it once the API takes no more requests, and before
+    /// the provider's [`Provider::shutdown`].
+    pub async fn stop(&self) {
+        if let Some(dispatcher) = &self.inner.dispatcher {
+            dispatcher.stop().await;
+        }
     }
 
     /// How each upstream stands.

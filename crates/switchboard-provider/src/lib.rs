@@ -259,6 +259,9 @@ pub struct ProviderError {
     /// message never reached it, and waits for it without using up its attempts, until its
     /// validity ends.
     pub unavailable: bool,
+    /// The upstream took some of the message's parts before this error: the rest must go
+    /// through it, so a router tries no other upstream for it.
+    pub partly_taken: bool,
     /// A description for the message's `errorMessage`.
     pub message: String,
 }
@@ -266,19 +269,36 @@ pub struct ProviderError {
 impl ProviderError {
     /// A permanent failure with the type's standard description.
     pub fn permanent(error_type: ErrorType) -> Self {
-        Self { error_type, retryable: false, unavailable: false, message: error_type.description().to_owned() }
+        Self {
+            error_type,
+            retryable: false,
+            unavailable: false,
+            partly_taken: false,
+            message: error_type.description().to_owned(),
+        }
     }
     /// A permanent failure with a description of its own.
     pub fn permanent_with(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { error_type, retryable: false, unavailable: false, message: message.into() }
+        Self { error_type, retryable: false, unavailable: false, partly_taken: false, message: message.into() }
     }
     /// A failure that may pass on a later attempt.
     pub fn retryable(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { error_type, retryable: true, unavailable: false, message: message.into() }
+        Self { error_type, retryable: true, unavailable: false, partly_taken: false, message: message.into() }
     }
     /// The upstream cannot take messages now; see [`ProviderError::unavailable`].
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { error_type: ErrorType::ProviderError, retryable: true, unavailable: true, message: message.into() }
+        Self {
+            error_type: ErrorType::ProviderError,
+            retryable: true,
+            unavailable: true,
+            partly_taken: false,
+            message: message.into(),
+        }
+    }
+
+    /// The same error, marked as coming after the upstream took some of the message's parts.
+    pub fn after_parts_taken(self) -> Self {
+        Self { partly_taken: true, ..self }
     }
 }
 
@@ -324,6 +344,13 @@ pub trait Provider: Send + Sync + 'static {
     /// How its upstreams stand (a router reports each of its upstreams).
     fn status(&self) -> Vec<UpstreamStatus> {
         Vec::new()
+    }
+
+    /// Whether it sends a long message part by part and honours
+    /// [`OutboundMessage::sent_parts`] (an SMPP upstream). One that does not would send the
+    /// parts already taken again, so a router gives it no message that has any.
+    fn sends_parts(&self) -> bool {
+        false
     }
 
     /// Stops it cleanly as the server stops: from then on `send` answers `unavailable`, and an

@@ -430,6 +430,10 @@ impl Provider for Router {
         let mut last_retryable: Option<ProviderError> = None;
         let mut unavailable = Vec::new();
         for upstream in route.upstreams.iter().map(|&i| &self.upstreams[i]) {
+            if !message.sent_parts.is_empty() && !upstream.provider.sends_parts() {
+                unavailable.push(format!("{}: cannot send the rest of a message in parts", upstream.name));
+                continue;
+            }
             if !upstream.connected() {
                 unavailable.push(format!("{}: not connected", upstream.name));
                 continue;
@@ -454,6 +458,8 @@ impl Provider for Router {
             }
             match upstream.provider.send(message).await {
                 Ok(submission) => return Ok(submission),
+                // The rest of the message goes through the upstream that took its first parts.
+                Err(e) if e.partly_taken => return Err(e),
                 Err(e) if e.unavailable => {
                     tracing::debug!(upstream = %upstream.name, error = %e.message, "upstream unavailable; trying the next");
                     unavailable.push(format!("{}: {}", upstream.name, e.message));
@@ -472,6 +478,10 @@ impl Provider for Router {
 
     fn status(&self) -> Vec<UpstreamStatus> {
         self.upstreams.iter().flat_map(|u| u.provider.status()).collect()
+    }
+
+    fn sends_parts(&self) -> bool {
+        self.upstreams.iter().any(|u| u.provider.sends_parts())
     }
 
     /// Stops every upstream, side by side.
@@ -581,6 +591,44 @@ mod tests {
 
     async fn sent_by(router: &Router, m: &OutboundMessage) -> String {
         router.send(m).await.unwrap().provider_message_id
+    }
+
+    /// A fake that sends part by part.
+    struct Parts(Arc<Fake>);
+
+    #[async_trait]
+    impl Provider for Parts {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        async fn send(&self, message: &OutboundMessage) -> Result<Submission, ProviderError> {
+            self.0.send(message).await
+        }
+        fn sends_parts(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_message_in_parts_stays_with_an_upstream_that_sends_parts() {
+        let cut = ProviderError::unavailable("the bind dropped after part 1").after_parts_taken();
+        let (a, b) = (Fake::new("a", Err(cut)), Fake::ok("b"));
+        let upstreams: Vec<(String, Arc<dyn Provider>, UpstreamLimits)> = vec![
+            ("a".into(), Arc::new(Parts(a.clone())), UpstreamLimits::default()),
+            ("b".into(), b.clone(), UpstreamLimits::default()),
+        ];
+        let router = Router::new(upstreams, vec![route("", &["a", "b"])], None).unwrap();
+        assert!(router.sends_parts());
+        // A failure after parts were taken is not passed on to the next upstream.
+        let e = router.send(&msg("+18005550001")).await.unwrap_err();
+        assert!(e.partly_taken && e.unavailable, "{e:?}");
+        assert_eq!((a.calls(), b.calls()), (1, 0));
+        // A message with parts taken never goes to an upstream that sends whole messages.
+        let rest = OutboundMessage { sent_parts: vec![(1, "p1".into())], ..msg("+18005550001") };
+        let whole = Router::new(ups(&[&b]), vec![route("", &["b"])], None).unwrap();
+        let e = whole.send(&rest).await.unwrap_err();
+        assert!(e.unavailable && e.message.contains("b: cannot send the rest"), "{e:?}");
+        assert_eq!(b.calls(), 0);
     }
 
     #[tokio::test]

@@ -165,8 +165,9 @@ pub struct SmppConfig {
     /// by default (Kannel's `throttling-sleep`).
     #[serde(default = "default_throttling_sleep_ms")]
     pub throttling_sleep_ms: u64,
-    /// How long one message may wait at the bind through throttling before it goes back to
-    /// the queue (without using up an attempt), in milliseconds; 20000 by default. Keep it
+    /// How long one message may wait at the bind (for room in the window, for a turn of the
+    /// pace, through throttling) before it goes back to the queue unsent (without using up an
+    /// attempt), in milliseconds; 15000 by default. With `response_timeout_ms` it must stay
     /// below the server's `provider_timeout_ms`.
     #[serde(default = "default_throttled_wait_ms")]
     pub throttled_wait_ms: u64,
@@ -214,7 +215,7 @@ fn default_throttling_sleep_ms() -> u64 {
     1_000
 }
 fn default_throttled_wait_ms() -> u64 {
-    20_000
+    15_000
 }
 fn default_enquire_link_secs() -> u64 {
     30

@@ -91,14 +91,21 @@ impl Pace {
         }
     }
 
-    /// Waits for this send's turn.
-    pub(crate) async fn until_ready(&self) {
+    /// Waits for this send's turn, if it comes by `deadline`; false (and no turn taken) when it
+    /// would come later.
+    pub(crate) async fn until_ready_by(&self, deadline: Instant) -> bool {
         let wait = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             let mut at = now.max(state.paused_until);
-            if let Some(rate) = self.in_force(&state) {
+            let rate = self.in_force(&state);
+            if rate.is_some() {
                 at = at.max(state.next);
+            }
+            if at > deadline {
+                return false;
+            }
+            if let Some(rate) = rate {
                 state.next = at + Duration::from_secs_f64(1.0 / rate);
             }
             remember(&mut state.recent, at);
@@ -107,6 +114,14 @@ impl Pace {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        true
+    }
+
+    /// Waits for this send's turn.
+    #[cfg(test)]
+    async fn until_ready(&self) {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        assert!(self.until_ready_by(far).await);
     }
 
     /// The SMSC throttled a send: pause, and lower the rate to a little under what the SMSC took
@@ -207,6 +222,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         pace.accepted();
         assert_eq!(pace.rate(), Some(raise(raise(rate))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_past_the_deadline_is_not_taken() {
+        let pace = Pace::new(Some(1), Duration::from_secs(1));
+        let now = Instant::now();
+        assert!(pace.until_ready_by(now).await, "the first turn is now");
+        assert!(!pace.until_ready_by(Instant::now() + Duration::from_millis(500)).await, "the next is 1 s away");
+        assert!(pace.until_ready_by(Instant::now() + Duration::from_secs(1)).await, "and is still free");
+        assert_eq!(Instant::now() - now, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

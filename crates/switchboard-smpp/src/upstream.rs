@@ -238,64 +238,97 @@ impl Inner {
                 continue;
             }
             let id = loop {
-                match self.submit(&session, sm.clone()).await {
+                let part = (count > 1).then_some((message.id, n));
+                match self.submit(&session, sm.clone(), give_up, part).await {
                     Ok(id) => break id,
                     Err(Refused::Throttled(e)) if Instant::now() < give_up && !session.window.is_closed() => {
                         tracing::debug!(upstream = %self.config.name, error = %e.message, "throttled; sending the part again");
                     }
-                    Err(Refused::Throttled(e)) => {
-                        return Err(ProviderError::unavailable(format!(
-                            "{}; the message waits for the bind's pace (its attempts are not used up)",
-                            e.message
-                        )));
+                    Err(refused) => {
+                        let e = match refused {
+                            Refused::Throttled(e) => ProviderError::unavailable(format!(
+                                "{}; the message waits for the bind's pace (its attempts are not used up)",
+                                e.message
+                            )),
+                            Refused::Other(e) => e,
+                        };
+                        // The parts taken stay with this upstream: the rest must follow them.
+                        let taken = !ids.is_empty();
+                        return Err(if taken { e.after_parts_taken() } else { e });
                     }
-                    Err(Refused::Other(e)) => return Err(e),
                 }
             };
-            // Each taken part of a long message is stored before the next goes, so that no
-            // later attempt (after a refusal, a drop or a restart) sends it again.
-            if count > 1 {
-                let sent = ProviderEvent::PartSent { message: message.id, part: n, provider_ref: id.clone() };
-                if let Ok(stored) = self.events.report(sent) {
-                    let _ = tokio::time::timeout(self.config.response_timeout(), stored.wait()).await;
-                }
-            }
             ids.push(id);
         }
         let provider_message_id = ids.first().cloned().unwrap_or_default();
         Ok(Submission { provider_message_id, parts: ids })
     }
 
-    /// Sends one `submit_sm` within the window and the rate cap, and reads its answer.
+    /// Sends one `submit_sm` within the window and the bind's pace, and reads its answer. A send
+    /// that would get no room in the window or no turn of the pace by `give_up` goes back to the
+    /// queue as `unavailable` (using up no attempt) without being sent.
     ///
     /// The submission runs in its own task holding the window permit, so that a caller that
     /// gives up early does not free the slot while the SMSC still owes the answer.
-    async fn submit(self: &Arc<Self>, session: &Arc<TxSession>, sm: SubmitSm) -> Result<String, Refused> {
+    async fn submit(
+        self: &Arc<Self>,
+        session: &Arc<TxSession>,
+        sm: SubmitSm,
+        give_up: Instant,
+        part: Option<(switchboard_domain::MessageId, u32)>,
+    ) -> Result<String, Refused> {
         let lost = || {
             ProviderError::unavailable(format!(
                 "the bind to {} was lost before the message went out",
                 self.config.peer()
             ))
         };
-        let permit = session.window.clone().acquire_owned().await.map_err(|_| lost())?;
-        self.pace.until_ready().await;
+        let no_turn = || {
+            ProviderError::unavailable(format!(
+                "no turn on the bind to {} within throttled_wait_ms; the message waits in the queue \
+                 (its attempts are not used up)",
+                self.config.peer()
+            ))
+        };
+        let permit = match tokio::time::timeout_at(give_up, session.window.clone().acquire_owned()).await {
+            Ok(permit) => permit.map_err(|_| lost())?,
+            Err(_) => return Err(no_turn().into()),
+        };
+        if !self.pace.until_ready_by(give_up).await {
+            return Err(no_turn().into());
+        }
         if session.window.is_closed() {
             return Err(lost().into());
         }
         let link = session.link.clone();
         let timeout = self.config.response_timeout();
         let inner = self.clone();
+        // The answer is read, and a taken part of a long message reported, by the task, so
+        // that both happen even when the caller has given up meanwhile.
         let task = tokio::spawn(async move {
             inner.in_flight.fetch_add(1, Ordering::Relaxed);
             let answer = link.request(sm, timeout).await;
             inner.in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
-            answer
+            let result = match answer {
+                Ok(resp) => inner.submit_answer(&resp),
+                Err(RequestError::NotSent(_)) => Err(Refused::Other(ProviderError::unavailable(format!(
+                    "the bind to {} was lost before the message went out",
+                    inner.config.peer()
+                )))),
+                Err(e) => Err(inner.submit_error(e).into()),
+            };
+            if let (Ok(id), Some((message, part))) = (&result, part) {
+                // Stored before the next part goes, so that no later attempt sends it again.
+                let sent = ProviderEvent::PartSent { message, part, provider_ref: id.clone() };
+                if let Ok(stored) = inner.events.report(sent) {
+                    let _ = tokio::time::timeout(inner.config.response_timeout(), stored.wait()).await;
+                }
+            }
+            result
         });
         match task.await {
-            Ok(Ok(resp)) => self.submit_answer(&resp),
-            Ok(Err(RequestError::NotSent(_))) => Err(lost().into()),
-            Ok(Err(e)) => Err(self.submit_error(e).into()),
+            Ok(result) => result,
             Err(e) => Err(ProviderError::unavailable(format!("the submission task failed: {e}")).into()),
         }
     }
@@ -710,6 +743,10 @@ impl Provider for SmppUpstream {
 
     async fn shutdown(&self) {
         SmppUpstream::shutdown(self).await;
+    }
+
+    fn sends_parts(&self) -> bool {
+        true
     }
 
     fn status(&self) -> Vec<UpstreamStatus> {

@@ -66,8 +66,10 @@ impl App {
         // Deliveries in flight are left to their leases: the next start (or another node)
         // delivers them.
         drop(self.webhooks);
-        // Upstreams close their sessions as their protocols ask (SMPP: unbind once the window
-        // has drained); messages the dispatcher still hands over meanwhile wait in the queue.
+        // The dispatcher claims no more, and what it has in flight ends and is recorded; then
+        // upstreams close their sessions as their protocols ask (SMPP: unbind once the window
+        // has drained).
+        self.core.stop().await;
         self.provider.shutdown().await;
         served
     }
@@ -258,6 +260,19 @@ fn upstreams(
                 let mut config = s.config.clone();
                 config.password = secret_value(&config.password)?;
                 config.validate().with_context(|| format!("upstream {}", config.name))?;
+                // A send gives up waiting at the bind, and its last answer comes, before the
+                // dispatcher's timeout cuts it off (which would use up an attempt).
+                let longest = config.throttled_wait_ms.saturating_add(config.response_timeout_ms);
+                if longest >= settings.provider_timeout_ms {
+                    anyhow::bail!(
+                        "upstream {}: throttled_wait_ms ({}) plus response_timeout_ms ({}) must be less than \
+                         provider_timeout_ms ({})",
+                        config.name,
+                        config.throttled_wait_ms,
+                        config.response_timeout_ms,
+                        settings.provider_timeout_ms
+                    );
+                }
                 // The SMPP upstream caps its own rate (`max_per_second`), per bind.
                 (SmppUpstream::start(config, events.clone()), UpstreamLimits::default())
             }

@@ -211,8 +211,10 @@ async fn throttling_past_its_wait_is_unavailable_and_uses_no_attempt() {
     let config = SmppConfig { throttling_sleep_ms: 50, throttled_wait_ms: 300, ..config_for(&smsc) };
     let (upstream, _events) = started(config).await;
     let err = upstream.send(&message("first", Encoding::Gsm7)).await.unwrap_err();
+    // Either the last answer was a throttling past the wait, or the bind's pace, slowed by
+    // the throttling, had no turn for it in time.
     assert!(err.retryable && err.unavailable, "{err}");
-    assert!(err.message.contains("ESME_RTHROTTLED (0x00000058)"), "{err}");
+    assert!(err.message.contains("ESME_RTHROTTLED (0x00000058)") || err.message.contains("no turn"), "{err}");
     assert!(smsc.submit_count() >= 2, "sent again before giving up");
     upstream.shutdown().await;
 }
@@ -544,5 +546,28 @@ async fn parts_taken_at_an_earlier_attempt_are_not_sent_again() {
     let submits = smsc.submits();
     assert_eq!(submits.len(), 1, "only the second part goes");
     assert_eq!(submits[0].short_message[5], 2, "its header names part 2");
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_send_with_no_turn_in_time_waits_in_the_queue_unsent() {
+    // Two a second, and a send may wait 300 ms for its turn: of six sent at once, the first
+    // goes and the ones whose turn would come too late go back unsent, as unavailable.
+    let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
+    let config = SmppConfig { max_per_second: Some(2), throttled_wait_ms: 300, ..config_for(&smsc) };
+    let (upstream, _events) = started(config).await;
+    let sends: Vec<_> = (0..6)
+        .map(|i| {
+            let upstream = upstream.clone();
+            tokio::spawn(async move { upstream.send(&message(&format!("m{i}"), Encoding::Gsm7)).await })
+        })
+        .collect();
+    let results = futures_join(sends).await;
+    let taken = results.iter().filter(|r| r.is_ok()).count();
+    assert!((1..6).contains(&taken), "{results:?}");
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(e.unavailable, "{e}");
+    }
+    assert_eq!(smsc.submit_count(), taken, "nothing sent for those that went back");
     upstream.shutdown().await;
 }

@@ -237,7 +237,7 @@ async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit(backend:
         &config,
         format!(
             "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n",
+             system_id = \"{}\"\npassword = \"{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
             smsc.port(),
             options.system_id,
             options.password
@@ -327,7 +327,7 @@ async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
         &config,
         format!(
             "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\nthrottling_sleep_ms = 5000\n",
+             system_id = \"{}\"\npassword = \"{}\"\nthrottling_sleep_ms = 5000\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
             smsc.port(),
             options.system_id,
             options.password
@@ -359,7 +359,8 @@ async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
     db.remove().await;
 }
 
-/// SIGTERM closes each SMPP bind with `unbind`, after the answer to the `submit_sm` in flight.
+/// SIGTERM closes each SMPP bind with `unbind`, after the answer to the `submit_sm` in flight,
+/// which is recorded before the process ends.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_unbinds_from_the_smsc() {
@@ -371,22 +372,31 @@ async fn sigterm_unbinds_from_the_smsc() {
         &config,
         format!(
             "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\n",
+             system_id = \"{}\"\npassword = \"{}\"\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
             smsc.port(),
             options.system_id,
             options.password
         ),
     )
     .unwrap();
-    let server = Server::start(&db, free_port(), Some(&config), &[]);
+    let port = free_port();
+    let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
     let (_, client) = provision(&server.url).await;
     eventually("the bind", || async { (smsc.bind_count() == 1).then_some(()) }).await;
-    send(&client, HANDSET, "in flight at the stop").await;
+    let id = send(&client, HANDSET, "in flight at the stop").await;
     eventually("the submission", || async { (smsc.submit_count() == 1).then_some(()) }).await;
     assert!(server.terminate().await, "the server ends well");
     assert_eq!(smsc.unbind_count(), 1, "the bind was closed with unbind");
     assert_eq!(smsc.early_unbind_count(), 0, "the submission in flight was answered before the unbind");
+    // Its answer was recorded before the process ended: after a restart the message is sent,
+    // not waiting for its lease to run out to be sent a second time.
+    let server = Server::start(&db, port, Some(&config), &[]);
+    server.ready().await;
+    let m = AdminClient::new(&server.url, TOKEN).message(id).await.unwrap();
+    assert_eq!(m.status, MessageStatus::Sent, "{m:?}");
+    assert_eq!(smsc.submit_count(), 1);
+    server.kill();
     db.remove().await;
 }
 
