@@ -267,8 +267,10 @@ async fn attempt(
         account_id: m.account_id,
         attempt: m.attempts,
         at: Timestamp::now(),
-        outcome: DispatchOutcome::Retry { next_attempt_at: Timestamp::now(), error: String::new() },
+        outcome: DispatchOutcome::Retry { next_attempt_at: Timestamp::now(), error: String::new(), unavailable: false },
     };
+    // Attempts that found no upstream able to take the message do not count.
+    let counted = m.attempts.saturating_sub(m.unavailable_attempts);
     // A message past its validity is not sent at all.
     if m.expires_at.is_some_and(|e| e <= base.at) {
         return (DispatchResult { outcome: DispatchOutcome::Expired, ..base }, false);
@@ -280,7 +282,8 @@ async fn attempt(
             Ok(parts) => parts,
             Err(e) => {
                 tracing::error!(error = %e, message_id = %m.id, "reading the parts already sent failed");
-                let outcome = retry(config, m.attempts.min(12), base.at, expires_at, "storage unavailable".into());
+                let outcome =
+                    retry(config, m.attempts.min(12), base.at, expires_at, "storage unavailable".into(), true);
                 return (DispatchResult { outcome, ..base }, false);
             }
         }
@@ -317,14 +320,14 @@ async fn attempt(
                 && (expires_at.is_some()
                     || at.millis() < m.created_at.millis() + config.unavailable_limit.as_millis() as i64) =>
         {
-            retry(config, m.attempts.min(12), at, expires_at, e.message)
+            retry(config, m.attempts.min(12), at, expires_at, e.message, true)
         }
-        Ok(Err(e)) if e.retryable && !e.unavailable && m.attempts < config.max_attempts => {
-            retry(config, m.attempts, at, expires_at, e.message)
+        Ok(Err(e)) if e.retryable && !e.unavailable && counted < config.max_attempts => {
+            retry(config, counted, at, expires_at, e.message, false)
         }
         Ok(Err(e)) => failed(e),
-        Err(_) if m.attempts < config.max_attempts => {
-            retry(config, m.attempts, at, expires_at, "provider timed out".into())
+        Err(_) if counted < config.max_attempts => {
+            retry(config, counted, at, expires_at, "provider timed out".into(), false)
         }
         Err(_) => failed(ProviderError::retryable(switchboard_domain::ErrorType::ProviderError, "provider timed out")),
     };
@@ -345,10 +348,11 @@ fn retry(
     now: Timestamp,
     expires_at: Option<Timestamp>,
     error: String,
+    unavailable: bool,
 ) -> DispatchOutcome {
     metrics::counter!("switchboard_dispatch_retries_total").increment(1);
     let next = now.plus_millis(backoff(config, attempt).as_millis() as i64);
-    DispatchOutcome::Retry { next_attempt_at: expires_at.map_or(next, |e| next.min(e)), error }
+    DispatchOutcome::Retry { next_attempt_at: expires_at.map_or(next, |e| next.min(e)), error, unavailable }
 }
 
 /// Exponential backoff with full jitter in the upper half: `base * 2^(attempt-1)`, capped.

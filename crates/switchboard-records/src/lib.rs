@@ -196,6 +196,9 @@ pub struct MessageRecord {
     pub request_hash: Option<Vec<u8>>,
     /// Dispatch attempts.
     pub attempts: u32,
+    /// Of those, the attempts that found no upstream able to take it (not bound, throttling):
+    /// they do not count toward the dispatcher's `max_attempts`.
+    pub unavailable_attempts: u32,
     /// When the dispatcher may next take it (while queued).
     pub next_attempt_at: Timestamp,
     /// The upstream's id.
@@ -425,6 +428,9 @@ pub enum DispatchOutcome {
         next_attempt_at: Timestamp,
         /// The error that caused the retry.
         error: String,
+        /// Whether no upstream could take it (the attempt does not count toward
+        /// `max_attempts`).
+        unavailable: bool,
     },
     /// Not sent within its validity: ends `expired`, refunded.
     Expired,

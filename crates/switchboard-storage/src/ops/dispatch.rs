@@ -204,12 +204,20 @@ pub(crate) async fn record_results(tx: &mut impl Tx, results: &[DispatchResult])
         match &r.outcome {
             // Sent results are applied in bulk above.
             DispatchOutcome::Sent { .. } => {}
-            DispatchOutcome::Retry { next_attempt_at, error } => {
+            DispatchOutcome::Retry { next_attempt_at, error, unavailable } => {
                 let done = tx
                     .execute(
-                        "UPDATE messages SET next_attempt_at = $1, error_message = $2, updated_at = $3 \
+                        "UPDATE messages SET next_attempt_at = $1, error_message = $2, updated_at = $3, \
+                         unavailable_attempts = unavailable_attempts + $6 \
                          WHERE id = $4 AND status = 'queued' AND attempts = $5",
-                        &[(*next_attempt_at).into(), error.as_str().into(), r.at.into(), r.id.into(), r.attempt.into()],
+                        &[
+                            (*next_attempt_at).into(),
+                            error.as_str().into(),
+                            r.at.into(),
+                            r.id.into(),
+                            r.attempt.into(),
+                            u32::from(*unavailable).into(),
+                        ],
                     )
                     .await?;
                 if done == 1 {

@@ -133,13 +133,13 @@ async fn insert_events(tx: &mut impl Tx, events: &[EventRecord]) -> Result<()> {
 }
 
 static INSERT_MESSAGES: Values =
-    Values::new(concat!("INSERT INTO messages (", message_columns!(), ") VALUES "), 29, "");
+    Values::new(concat!("INSERT INTO messages (", message_columns!(), ") VALUES "), 30, "");
 
 /// Stores new messages, in chunks of several rows.
 pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]) -> Result<()> {
     for chunk in chunked(records) {
         let media: Vec<_> = chunk.iter().map(|m| media_columns(&m.media)).collect();
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 29);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 30);
         for (m, (media_url, media)) in chunk.iter().zip(&media) {
             push_row(
                 &mut params,
@@ -173,6 +173,7 @@ pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]
                     m.expires_at.into(),
                     (&m.details).into(),
                     (&m.notify_url).into(),
+                    m.unavailable_attempts.into(),
                 ],
             );
         }

@@ -152,6 +152,7 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         idempotency_key: m.idempotency_key.clone(),
         request_hash: Some(m.request_hash.clone()),
         attempts: u32::from(m.claim_until.is_some() && m.scheduled_for.is_none()),
+        unavailable_attempts: 0,
         next_attempt_at: m.scheduled_for.or(m.claim_until).unwrap_or(m.created_at),
         provider_message_id: None,
         created_at: m.created_at,

@@ -27,6 +27,7 @@ pub(crate) fn inbound_record(inbound: &NewInbound, account: AccountId, channel: 
         idempotency_key: None,
         request_hash: None,
         attempts: 0,
+        unavailable_attempts: 0,
         next_attempt_at: inbound.received_at,
         provider_message_id: inbound.provider_ref.clone(),
         created_at: inbound.received_at,

@@ -78,6 +78,7 @@ contract!(
     concurrent_same_key_charges_once,
     claims_are_disjoint_and_leases_expire,
     results_apply_once_and_refund_once,
+    waits_for_upstreams_are_counted_apart_and_offered_again,
     admitted_already_claimed,
     paging_is_newest_first,
     requests_are_all_or_nothing_and_tracked,
@@ -432,7 +433,7 @@ async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
             1,
             DispatchOutcome::Failed { error_type: ErrorType::InvalidDestination, message: "bad".into(), refund: true },
         ),
-        result(2, DispatchOutcome::Retry { next_attempt_at: now, error: "later".into() }),
+        result(2, DispatchOutcome::Retry { next_attempt_at: now, error: "later".into(), unavailable: false }),
     ];
     assert_eq!(store.record_results(&results).await.unwrap().len(), 3);
     // The same results again change nothing: no second refund, no second event.
@@ -462,6 +463,44 @@ async fn results_apply_once_and_refund_once(store: Arc<dyn Store>) {
         ..result(2, DispatchOutcome::Sent { provider_message_id: "late".into(), parts: Vec::new() })
     };
     assert!(store.record_results(&[stale]).await.unwrap().is_empty());
+}
+
+/// A retry because no upstream could take the message is counted apart from the attempts;
+/// `offer_again` makes such a retry due at once, but only while the row is as that retry left
+/// it; the parts an attempt got taken are read back in order.
+async fn waits_for_upstreams_are_counted_apart_and_offered_again(store: Arc<dyn Store>) {
+    let a = funded_account(&store, 10, 0).await;
+    store.accept(&[message(a, None, "1")]).await.unwrap();
+    let now = Timestamp::now();
+    let claimed = store.claim_due(now, now.plus_millis(60_000), 10).await.unwrap();
+    let m = &claimed[0];
+    assert_eq!((m.attempts, m.unavailable_attempts), (1, 0));
+    let later = now.plus_millis(3_600_000);
+    let retry = DispatchResult {
+        id: m.id,
+        account_id: a,
+        attempt: 1,
+        at: now,
+        outcome: DispatchOutcome::Retry { next_attempt_at: later, error: "not bound".into(), unavailable: true },
+    };
+    assert_eq!(store.record_results(&[retry]).await.unwrap(), vec![m.id]);
+    let stored = store.get_message(m.id).await.unwrap().unwrap();
+    assert_eq!((stored.attempts, stored.unavailable_attempts, stored.next_attempt_at), (1, 1, later));
+    assert!(store.claim_due(Timestamp::now(), later, 10).await.unwrap().is_empty(), "not due yet");
+
+    // Offered with another attempt or another retry time: left alone.
+    assert_eq!(store.offer_again(&[(m.id, 2, later), (m.id, 1, now)], Timestamp::now()).await.unwrap(), 0);
+    // As that retry left it: due now, and claimed at once.
+    assert_eq!(store.offer_again(&[(m.id, 1, later)], Timestamp::now()).await.unwrap(), 1);
+    let again = store.claim_due(Timestamp::now(), Timestamp::now().plus_millis(60_000), 10).await.unwrap();
+    assert_eq!(again.iter().map(|m| (m.id, m.attempts, m.unavailable_attempts)).collect::<Vec<_>>(), [(m.id, 2, 1)]);
+    // Claimed now: the same offer no longer touches it.
+    assert_eq!(store.offer_again(&[(m.id, 1, later)], Timestamp::now()).await.unwrap(), 0);
+
+    // Parts taken while the message is still being sent, read back in order.
+    store.record_sent_part(m.id, 2, "p-2", Timestamp::now()).await.unwrap();
+    store.record_sent_part(m.id, 1, "p-1", Timestamp::now()).await.unwrap();
+    assert_eq!(store.sent_parts(m.id).await.unwrap(), [(1, "p-1".to_owned()), (2, "p-2".to_owned())]);
 }
 
 async fn paging_is_newest_first(store: Arc<dyn Store>) {
