@@ -35,7 +35,8 @@
 //!
 //! After `unhealthy_after` connection failures in a row the upstream reports itself not
 //! connected (so a router passes it over) and refuses sends at once as unavailable. Meanwhile
-//! it probes `GET {base_url}/healthz` every `health_interval_ms`, and is healthy again as soon
+//! it probes `GET {base_url}/healthz` every `health_interval_ms`, and is healthy again (and says
+//! so with `ProviderEvent::Ready`, so that the messages waiting for it go) as soon
 //! as that answers 200. Any answer to a send, whatever its status, resets the count.
 
 use std::fmt;
@@ -426,6 +427,8 @@ async fn probe(upstream: Weak<HttpUpstream>, interval: Duration) {
                 health.unhealthy = false;
                 drop(health);
                 tracing::info!(upstream = %upstream.name, "HTTP upstream answers its health check again");
+                // Messages that found it unreachable may go now.
+                let _ = upstream.events.send(ProviderEvent::Ready { upstream: upstream.name.clone() });
                 return;
             }
             Ok(response) => format!("its health check answered HTTP {}", response.status().as_u16()),

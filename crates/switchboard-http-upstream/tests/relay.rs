@@ -289,7 +289,7 @@ async fn unhealthy_after_connection_failures_and_back_when_it_answers() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let secret = Secret::generate();
-    let (sink, _rx) = event_channel();
+    let (sink, mut reports) = event_channel();
     let config = HttpUpstreamConfig { unhealthy_after: 2, ..config(addr, &secret) };
     let up = HttpUpstream::new(config, sink).unwrap();
 
@@ -309,6 +309,9 @@ async fn unhealthy_after_connection_failures_and_back_when_it_answers() {
     fake.sick.store(false, Ordering::SeqCst);
     wait_healthy(&up).await;
     assert!(up.status()[0].connected);
+    // It says so, so that the messages that found it unreachable go now.
+    let ready = tokio::time::timeout(Duration::from_secs(5), reports.recv()).await.unwrap().unwrap();
+    assert_eq!(ready.event, ProviderEvent::Ready { upstream: "peer".into() });
     up.send(&msg(SENT)).await.unwrap();
     assert_eq!(up.status()[0].sent, 1);
 }
