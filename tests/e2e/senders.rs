@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use switchboard::settings::UpstreamSettings;
+
 use switchboard_domain::wire::{CreateSender, TlSendRequest};
 use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions};
 use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on_both_backends};
@@ -39,17 +39,8 @@ async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -
 async fn alphanumeric_senders_end_to_end(backend: Backend) {
     let Some(db) = TestDb::new(backend, "alphanumeric_senders").await else { return };
     let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
-    let options = FakeSmscOptions::default();
-    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
-        "name": "smsc",
-        "host": "127.0.0.1",
-        "port": smsc.port(),
-        "system_id": options.system_id,
-        "password": options.password,
-    }))
-    .expect("an SMPP upstream");
     let mut settings = db.settings();
-    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    settings.upstreams = vec![switchboard_tests::smpp_upstream(smsc.port(), json!({}))];
     let app = TestApp::start(settings).await;
     let t = app.provision(100, 0).await;
     let account = t.account;

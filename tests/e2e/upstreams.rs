@@ -223,18 +223,13 @@ async fn smpp_upstream_end_to_end(backend: Backend) {
     let Some(db) = TestDb::new(backend, "smpp_upstream").await else { return };
     let smsc =
         FakeSmsc::start(FakeSmscOptions { receipts: Some(ReceiptOptions::default()), ..Default::default() }).await;
-    let options = FakeSmscOptions::default();
-    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
-        "name": "smsc",
-        "host": "127.0.0.1",
-        "port": smsc.port(),
-        "system_id": options.system_id,
-        "password": options.password,
-        "window": 4,
-    }))
-    .expect("an SMPP upstream");
     let mut settings = db.settings();
-    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    settings.upstreams = vec![switchboard_tests::smpp_upstream(
+        smsc.port(),
+        json!({
+            "window": 4,
+        }),
+    )];
     let app = TestApp::start(settings).await;
     let t = app.provision(100, 0).await;
     eventually("the bind", LONG, || async {
@@ -280,18 +275,13 @@ async fn smpp_throttling_slows_the_bind_and_loses_nothing(backend: Backend) {
     let quota =
         FakeSmscOptions { receipts: Some(ReceiptOptions::default()), quota_per_second: Some(2), ..Default::default() };
     let smsc = FakeSmsc::start(quota).await;
-    let options = FakeSmscOptions::default();
-    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
-        "name": "smsc",
-        "host": "127.0.0.1",
-        "port": smsc.port(),
-        "system_id": options.system_id,
-        "password": options.password,
-        "throttling_sleep_ms": 500,
-    }))
-    .expect("an SMPP upstream");
     let mut settings = db.settings();
-    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    settings.upstreams = vec![switchboard_tests::smpp_upstream(
+        smsc.port(),
+        json!({
+            "throttling_sleep_ms": 500,
+        }),
+    )];
     settings.provider_timeout_ms = 30_000;
     let app = TestApp::start(settings).await;
     let t = app.provision(1000, 0).await;
@@ -336,19 +326,14 @@ async fn smpp_backlog_goes_at_once_when_the_bind_is_back(backend: Backend) {
     use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions};
     let Some(db) = TestDb::new(backend, "smpp_backlog").await else { return };
     let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
-    let options = FakeSmscOptions::default();
-    let config: switchboard_smpp::SmppConfig = serde_json::from_value(json!({
-        "name": "smsc",
-        "host": "127.0.0.1",
-        "port": smsc.port(),
-        "system_id": options.system_id,
-        "password": options.password,
-        "reconnect_min_ms": 100,
-        "reconnect_max_ms": 200,
-    }))
-    .expect("an SMPP upstream");
     let mut settings = db.settings();
-    settings.upstreams = vec![UpstreamSettings::Smpp(config.into())];
+    settings.upstreams = vec![switchboard_tests::smpp_upstream(
+        smsc.port(),
+        json!({
+            "reconnect_min_ms": 100,
+            "reconnect_max_ms": 200,
+        }),
+    )];
     // The first retry of a message no upstream could take waits 30 to 60 s.
     settings.dispatch_base_backoff_ms = 60_000;
     let app = TestApp::start(settings).await;

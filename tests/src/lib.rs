@@ -356,3 +356,21 @@ async fn receive(
     });
     status
 }
+
+/// An SMPP upstream named `smsc` bound to a fake SMSC on `port` with its default credentials,
+/// with the settings in `extra` (a JSON object of `SmppConfig` fields) on top.
+pub fn smpp_upstream(port: u16, extra: serde_json::Value) -> switchboard::settings::UpstreamSettings {
+    let options = switchboard_smpp::testing::FakeSmscOptions::default();
+    let mut config = serde_json::json!({
+        "name": "smsc",
+        "host": "127.0.0.1",
+        "port": port,
+        "system_id": options.system_id,
+        "password": options.password,
+    });
+    if let (Some(config), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    let config: switchboard_smpp::SmppConfig = serde_json::from_value(config).expect("an SMPP upstream");
+    switchboard::settings::UpstreamSettings::Smpp(config.into())
+}

@@ -2,33 +2,8 @@
 //! real one, delivers again what was not answered `ESME_ROK`.
 
 use rusmpp::CommandStatus;
-use switchboard_provider::{EventReceiver, Report};
 
 use super::*;
-
-/// The upstream, bound, with the raw reports, which the test acknowledges itself.
-async fn started_raw(config: SmppConfig) -> (Arc<SmppUpstream>, EventReceiver) {
-    let (sink, reports) = event_channel();
-    let upstream = SmppUpstream::start(config, sink);
-    wait_until("bound", || upstream.is_bound()).await;
-    (upstream, reports)
-}
-
-/// The next report of something the SMSC sent (a bind's readiness is passed over, and the
-/// parts of long messages taken are acknowledged as stored).
-async fn next_report(reports: &mut EventReceiver) -> Report {
-    loop {
-        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
-            .await
-            .expect("a report in time")
-            .expect("a report");
-        match report.event {
-            ProviderEvent::Ready { .. } => {}
-            ProviderEvent::PartSent { .. } => report.ack.stored(),
-            _ => return report,
-        }
-    }
-}
 
 fn inbound_body(report: &Report) -> String {
     match &report.event {

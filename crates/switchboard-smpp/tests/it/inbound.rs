@@ -2,37 +2,13 @@
 //! it is stored; a `data_sm` is taken as a `deliver_sm` is, and answered with `data_sm_resp`.
 
 use rusmpp::{CommandId, CommandStatus};
-use switchboard_provider::{EventReceiver, InboundMessage, Report};
+use switchboard_provider::InboundMessage;
 use switchboard_smpp::text;
 
 use super::*;
 
 const FROM: &str = "+447700900123";
 const TO: &str = "+18005550100";
-
-/// The upstream, bound, with the raw reports, which the test acknowledges itself.
-async fn started_raw(config: SmppConfig) -> (Arc<SmppUpstream>, EventReceiver) {
-    let (sink, reports) = event_channel();
-    let upstream = SmppUpstream::start(config, sink);
-    wait_until("bound", || upstream.is_bound()).await;
-    (upstream, reports)
-}
-
-/// The next report of something the SMSC sent (a bind's readiness is passed over, and the
-/// parts of long messages taken are acknowledged as stored).
-async fn next_report(reports: &mut EventReceiver) -> Report {
-    loop {
-        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
-            .await
-            .expect("a report in time")
-            .expect("a report");
-        match report.event {
-            ProviderEvent::Ready { .. } => {}
-            ProviderEvent::PartSent { .. } => report.ack.stored(),
-            _ => return report,
-        }
-    }
-}
 
 fn inbound(report: &Report) -> &InboundMessage {
     match &report.event {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use switchboard_domain::{AccountId, Encoding, MessageId, MessageKind, Msisdn, SenderId};
 use switchboard_provider::{
-    OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Submission, event_channel,
+    EventReceiver, OutboundMessage, Provider, ProviderError, ProviderEvent, Receipt, ReceiptStatus, Report, Submission,
+    event_channel,
 };
 use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions, IdFormat, ReceiptOptions, ReceiptTiming};
 use switchboard_smpp::{BindMode, MsgIdFormat, SmppConfig, SmppUpstream};
@@ -67,6 +68,30 @@ async fn started(config: SmppConfig) -> (Arc<SmppUpstream>, UnboundedReceiver<Pr
     let upstream = SmppUpstream::start(config, sink);
     wait_until("bound", || upstream.is_bound()).await;
     (upstream, events)
+}
+
+/// The upstream, bound, with the raw reports, which the test acknowledges itself.
+pub(crate) async fn started_raw(config: SmppConfig) -> (Arc<SmppUpstream>, EventReceiver) {
+    let (sink, reports) = event_channel();
+    let upstream = SmppUpstream::start(config, sink);
+    wait_until("bound", || upstream.is_bound()).await;
+    (upstream, reports)
+}
+
+/// The next report of something the SMSC sent (a bind's readiness is passed over, and the
+/// parts of long messages taken are acknowledged as stored).
+pub(crate) async fn next_report(reports: &mut EventReceiver) -> Report {
+    loop {
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("a report in time")
+            .expect("a report");
+        match report.event {
+            ProviderEvent::Ready { .. } => {}
+            ProviderEvent::PartSent { .. } => report.ack.stored(),
+            _ => return report,
+        }
+    }
 }
 
 async fn next_receipt(events: &mut UnboundedReceiver<ProviderEvent>) -> Receipt {

@@ -123,6 +123,23 @@ impl Drop for Server {
     }
 }
 
+/// A settings file with one SMPP upstream, `smsc`, bound to the fake SMSC with its default
+/// credentials, short timeouts (so that a send always ends well within the test server's
+/// provider timeout), and the TOML lines in `extra`.
+fn smpp_config(db: &Db, smsc: &FakeSmsc, extra: &str) -> PathBuf {
+    let options = FakeSmscOptions::default();
+    let config = db.dir.join("switchboard.toml");
+    let toml = format!(
+        "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         system_id = \"{}\"\npassword = \"{}\"\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n{extra}",
+        smsc.port(),
+        options.system_id,
+        options.password
+    );
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
 /// Waits until `check` gives a value, polling every 25 ms, failing after [`LIMIT`].
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -231,19 +248,7 @@ async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit_postgres
 async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit(backend: Backend) {
     let Some(db) = Db::new(backend, "smpp_acks").await else { return };
     let smsc = FakeSmsc::start(FakeSmscOptions::default()).await;
-    let options = FakeSmscOptions::default();
-    let config = db.dir.join("switchboard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
-            smsc.port(),
-            options.system_id,
-            options.password
-        ),
-    )
-    .unwrap();
+    let config = smpp_config(&db, &smsc, "reconnect_min_ms = 100\nreconnect_max_ms = 400\n");
     let port = free_port();
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
@@ -321,19 +326,8 @@ async fn a_part_taken_before_a_crash_is_not_sent_again_postgres() {
 async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
     let Some(db) = Db::new(backend, "smpp_parts").await else { return };
     let options = FakeSmscOptions { quota_per_second: Some(1), ..FakeSmscOptions::default() };
-    let smsc = FakeSmsc::start(options.clone()).await;
-    let config = db.dir.join("switchboard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\nthrottling_sleep_ms = 5000\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
-            smsc.port(),
-            options.system_id,
-            options.password
-        ),
-    )
-    .unwrap();
+    let smsc = FakeSmsc::start(options).await;
+    let config = smpp_config(&db, &smsc, "throttling_sleep_ms = 5000\n");
     let port = free_port();
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
@@ -366,19 +360,8 @@ async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
 async fn sigterm_unbinds_from_the_smsc() {
     let Some(db) = Db::new(Backend::Sqlite, "smpp_sigterm").await else { return };
     let options = FakeSmscOptions { answer_delay: Duration::from_millis(800), ..FakeSmscOptions::default() };
-    let smsc = FakeSmsc::start(options.clone()).await;
-    let config = db.dir.join("switchboard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[upstreams]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             system_id = \"{}\"\npassword = \"{}\"\nresponse_timeout_ms = 1000\nthrottled_wait_ms = 500\n",
-            smsc.port(),
-            options.system_id,
-            options.password
-        ),
-    )
-    .unwrap();
+    let smsc = FakeSmsc::start(options).await;
+    let config = smpp_config(&db, &smsc, "");
     let port = free_port();
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
