@@ -209,6 +209,11 @@ impl Inner {
         }
     }
 
+    /// The bind went away before a `submit_sm` was written: the SMSC never saw it.
+    fn lost_before_sending(&self) -> ProviderError {
+        ProviderError::unavailable(format!("the bind to {} was lost before the message went out", self.config.peer()))
+    }
+
     fn unavailable_now(&self) -> ProviderError {
         let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let why = links
@@ -277,12 +282,7 @@ impl Inner {
         give_up: Instant,
         part: Option<(switchboard_domain::MessageId, u32)>,
     ) -> Result<String, Refused> {
-        let lost = || {
-            ProviderError::unavailable(format!(
-                "the bind to {} was lost before the message went out",
-                self.config.peer()
-            ))
-        };
+        let lost = || self.lost_before_sending();
         let no_turn = || {
             ProviderError::unavailable(format!(
                 "no turn on the bind to {} within throttled_wait_ms; the message waits in the queue \
@@ -312,10 +312,7 @@ impl Inner {
             drop(permit);
             let result = match answer {
                 Ok(resp) => inner.submit_answer(&resp),
-                Err(RequestError::NotSent(_)) => Err(Refused::Other(ProviderError::unavailable(format!(
-                    "the bind to {} was lost before the message went out",
-                    inner.config.peer()
-                )))),
+                Err(RequestError::NotSent(_)) => Err(inner.lost_before_sending().into()),
                 Err(e) => Err(inner.submit_error(e).into()),
             };
             if let (Ok(id), Some((message, part))) = (&result, part) {
