@@ -310,10 +310,12 @@ fn wal_file(path: &Path) -> Result<std::fs::File> {
     Ok(wal)
 }
 
-/// The writer thread: it runs every write waiting for it (up to `JOBS_PER_COMMIT`) in one
-/// transaction, each in a savepoint of its own (grouped writes of the same operation together),
-/// commits, and hands the commit to the sync thread; it goes on with the next writes while that
-/// commit goes to disk.
+/// The writer thread: it takes every write waiting for it (up to `JOBS_PER_COMMIT`), runs them
+/// in one transaction, each in a savepoint of its own (grouped writes of the same operation
+/// together), commits, and hands the commit to the sync thread. Writes that come while a
+/// transaction runs wait for the next one: gathered while this one commits, they make larger
+/// groups (one multi-row statement for many admissions costs far less than several small ones),
+/// and the sync thread syncs this commit meanwhile.
 fn write_loop(
     conn: &mut SqliteTx,
     rx: &mpsc::Receiver<Box<dyn Job>>,
@@ -324,22 +326,13 @@ fn write_loop(
     let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(JOBS_PER_COMMIT);
     while let Ok(first) = rx.recv() {
         waiting.push(first);
-        // Writes that come while these run join the same commit.
-        loop {
-            while waiting.len() < JOBS_PER_COMMIT
-                && let Ok(job) = rx.try_recv()
-            {
-                waiting.push(job);
-            }
-            if waiting.is_empty() {
-                break;
-            }
-            for job in merge(std::mem::take(&mut waiting)) {
-                tx.run(conn, job, durable);
-            }
-            if tx.jobs.len() >= JOBS_PER_COMMIT {
-                break;
-            }
+        while waiting.len() < JOBS_PER_COMMIT
+            && let Ok(job) = rx.try_recv()
+        {
+            waiting.push(job);
+        }
+        for job in merge(std::mem::take(&mut waiting)) {
+            tx.run(conn, job, durable);
         }
         tx.commit(conn, durable);
         if let Some(bound) = bound.as_deref_mut() {
