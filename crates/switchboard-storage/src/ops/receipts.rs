@@ -25,6 +25,24 @@ static UPSERT_RECEIPTS: Values = Values::new(
      RETURNING provider_ref, message_id, part",
 );
 
+/// The messages receipts reached, by id (`$n` each), with what settling needs of them.
+static REACHED: Values = Values::new(
+    concat!(
+        "SELECT m.status, m.sent_at, m.sms_charged, m.mms_charged, a.refund_carrier_failures, ",
+        "m.id, m.account_id, m.batch_id, m.created_at, m.notify_url FROM messages m JOIN accounts a ",
+        "ON a.id = m.account_id WHERE m.id IN (VALUES "
+    ),
+    1,
+    ")",
+);
+
+/// The parts of the messages receipts reached, by message id (`$n` each).
+static REACHED_PARTS: Values = Values::new(
+    "SELECT message_id, part, status, error_type, description FROM message_parts WHERE message_id IN (VALUES ",
+    1,
+    ")",
+);
+
 /// Settles a message that is still `sent`.
 const SETTLE: &str = "UPDATE messages SET status = $1, error_type = $2, error_message = $3, updated_at = $4 \
      WHERE id = $5 AND status = 'sent'";
@@ -87,7 +105,7 @@ pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Resu
             tx.fetch_all(UPSERT_RECEIPTS.sql(chunk.len()), &params).await?;
         stored.extend(rows.into_iter().map(|(r, m, p)| (r, (m, p))));
     }
-    let mut reached = reached(tx, &refs, &stored).await?;
+    let mut reached = reached(tx, &stored).await?;
     let mut fx = Effects::default();
     // Per receipt: its outcome, and the settlement it made, if any.
     let mut outcomes: Vec<(ReceiptOutcome, Option<usize>)> = Vec::with_capacity(receipts.len());
@@ -167,47 +185,45 @@ pub(crate) async fn record(tx: &mut impl Tx, receipts: &[ReceiptUpdate]) -> Resu
 /// receipts: a part a receipt changed was `sent` until then.
 async fn reached(
     tx: &mut impl Tx,
-    refs: &[&str],
     stored: &HashMap<String, (Option<MessageId>, Option<i64>)>,
 ) -> Result<HashMap<MessageId, Reached>> {
     let mut reached: HashMap<MessageId, Reached> = HashMap::new();
-    if !stored.values().any(|(m, _)| m.is_some()) {
-        return Ok(reached);
+    // The messages are those the stored parts name: read by their ids, with no second look
+    // at the parts by reference.
+    let mut ids: Vec<MessageId> = stored.values().filter_map(|(m, _)| *m).collect();
+    ids.sort();
+    ids.dedup();
+    for chunk in chunked(&ids) {
+        let params: Vec<Param<'_>> = chunk.iter().map(|id| (*id).into()).collect();
+        for mut row in tx.query(REACHED.sql(chunk.len()), &params).await? {
+            let status: String = row.get()?;
+            let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("message status", status))?;
+            let sent_at: Option<Timestamp> = row.get()?;
+            let charged = Credits::new(row.get()?, row.get()?);
+            let refund_failures: bool = row.get()?;
+            let changed: Changed = FromRow::from_row(&mut row)?;
+            reached
+                .insert(changed.id, Reached { status, sent_at, charged, refund_failures, changed, parts: Vec::new() });
+        }
     }
-    let list = tx.backend().in_list(1);
-    let sql = format!(
-        concat!(
-            "SELECT m.status, m.sent_at, m.sms_charged, m.mms_charged, a.refund_carrier_failures, ",
-            "m.id, m.account_id, m.batch_id, m.created_at, m.notify_url FROM messages m JOIN accounts a ",
-            "ON a.id = m.account_id WHERE m.id IN (SELECT message_id FROM message_parts WHERE provider_ref {})"
-        ),
-        list
-    );
-    for mut row in tx.query(&sql, &[Param::Texts(refs)]).await? {
-        let status: String = row.get()?;
-        let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("message status", status))?;
-        let sent_at: Option<Timestamp> = row.get()?;
-        let charged = Credits::new(row.get()?, row.get()?);
-        let refund_failures: bool = row.get()?;
-        let changed: Changed = FromRow::from_row(&mut row)?;
-        reached.insert(changed.id, Reached { status, sent_at, charged, refund_failures, changed, parts: Vec::new() });
-    }
-    let sql = format!(
-        "SELECT message_id, part, status, error_type, description FROM message_parts WHERE message_id IN \
-         (SELECT message_id FROM message_parts WHERE provider_ref {list}) ORDER BY message_id, part"
-    );
     let changed: HashSet<(MessageId, Option<i64>)> = stored.values().filter_map(|(m, p)| m.map(|m| (m, *p))).collect();
-    for mut row in tx.query(&sql, &[Param::Texts(refs)]).await? {
-        let message: MessageId = row.get()?;
-        let mut part: PartState = FromRow::from_row(&mut row)?;
-        if changed.contains(&(message, Some(i64::from(part.part)))) {
-            part.status = MessageStatus::Sent;
-            part.error_type = None;
-            part.description = None;
+    for chunk in chunked(&ids) {
+        let params: Vec<Param<'_>> = chunk.iter().map(|id| (*id).into()).collect();
+        for mut row in tx.query(REACHED_PARTS.sql(chunk.len()), &params).await? {
+            let message: MessageId = row.get()?;
+            let mut part: PartState = FromRow::from_row(&mut row)?;
+            if changed.contains(&(message, Some(i64::from(part.part)))) {
+                part.status = MessageStatus::Sent;
+                part.error_type = None;
+                part.description = None;
+            }
+            if let Some(m) = reached.get_mut(&message) {
+                m.parts.push(part);
+            }
         }
-        if let Some(m) = reached.get_mut(&message) {
-            m.parts.push(part);
-        }
+    }
+    for m in reached.values_mut() {
+        m.parts.sort_by_key(|p| p.part);
     }
     Ok(reached)
 }
