@@ -5,15 +5,18 @@
 //! types is known to be valid. The [`wire`] module holds the JSON shapes of the HTTP API, so
 //! that the server and `switchboard-client` agree on them by construction.
 
+#[macro_use]
+pub mod message;
+pub mod destination;
 pub mod encoding;
 pub mod ids;
-pub mod message;
 pub mod phone;
 pub mod sealed;
 pub mod timestamp;
 pub mod url_policy;
 pub mod wire;
 
+pub use destination::{AccountDestinations, Destination, DestinationRules, NumberType, Region, RegionError};
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
 pub use ids::{AccountId, BatchId, EventId, IdError, MessageId};
 pub use message::{Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
