@@ -6,6 +6,7 @@ mod bird;
 mod cluster;
 mod concurrency;
 mod contract;
+mod destinations;
 mod guessing;
 mod keys;
 mod lifecycle;

@@ -13,7 +13,7 @@ use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on
 
 on_both_backends!(alphanumeric_senders_end_to_end);
 
-const HANDSET: &str = "+447700900123";
+const HANDSET: &str = "+447400123456";
 const LONG: Duration = Duration::from_secs(20);
 
 async fn call(

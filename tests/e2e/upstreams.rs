@@ -196,7 +196,7 @@ async fn failover_and_no_route(backend: Backend) {
     let sent = t
         .client
         .send(&TlSendRequest {
-            to: "+447700900123".into(),
+            to: "+447400123456".into(),
             from: t.from.clone(),
             body: Some("x".into()),
             ..Default::default()

@@ -66,6 +66,14 @@ pub(crate) enum Load {
     Smpp,
 }
 
+/// The seven digits after `+1800` of the `i`-th request's recipient: a different valid US
+/// toll-free number for each of 8 million requests (the exchange after `800` starts with 2 to
+/// 9, as the plan requires), so every message passes the destination lookup as real traffic
+/// would.
+fn recipient(i: usize) -> usize {
+    2_000_000 + i % 8_000_000
+}
+
 impl Dialect {
     fn recipients(&self) -> usize {
         match self {
@@ -82,7 +90,7 @@ impl Dialect {
                 let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key_id}:{secret}"));
                 let body = format!(
                     r#"{{"to":"+1800{:07}","from":"+18005559876","body":"Your verification code is {:06} ({tag})"}}"#,
-                    i % 10_000_000,
+                    recipient(i),
                     i % 1_000_000
                 );
                 format!(
@@ -93,7 +101,7 @@ impl Dialect {
             }
             Dialect::Mudbase { project, batch } => {
                 let to: Vec<String> =
-                    (0..*batch).map(|j| format!("\"+1800{:07}\"", (i * batch + j) % 10_000_000)).collect();
+                    (0..*batch).map(|j| format!("\"+1800{:07}\"", recipient(i * batch + j))).collect();
                 let body = format!(
                     r#"{{"to":[{}],"message":"Your order {:06} has shipped ({tag})","from":"+18005559876"}}"#,
                     to.join(","),
@@ -108,14 +116,14 @@ impl Dialect {
             Dialect::Kannel => format!(
                 "GET /cgi-bin/sendsms?username={key_id}&password={secret}&from=18005559876&to=1800{:07}\
                  &text=Your+verification+code+is+{:06}+({}) HTTP/1.1\r\nHost: {addr}\r\n\r\n",
-                i % 10_000_000,
+                recipient(i),
                 i % 1_000_000,
                 tag.replace(' ', "+")
             ),
             Dialect::Bird { workspace, channel } => {
                 let body = format!(
                     r#"{{"receiver":{{"contacts":[{{"identifierKey":"phonenumber","identifierValue":"+1800{:07}"}}]}},"body":{{"type":"text","text":{{"text":"Your verification code is {:06} ({tag})"}}}},"reference":"bench-{i}"}}"#,
-                    i % 10_000_000,
+                    recipient(i),
                     i % 1_000_000
                 );
                 format!(

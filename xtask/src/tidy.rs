@@ -11,6 +11,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("switchboard-validation", &["switchboard-domain"]),
     ("switchboard-ledger", &["switchboard-domain"]),
     ("switchboard-provider", &["switchboard-domain"]),
+    // Destination lookups: rules over the domain's values, no I/O of their own.
+    ("switchboard-lookup", &["switchboard-domain"]),
     // The records as plain data: what crosses the core, free of SQL drivers and I/O.
     ("switchboard-records", &["switchboard-domain", "switchboard-ledger"]),
     ("switchboard-storage", &["switchboard-domain", "switchboard-ledger", "switchboard-records"]),
@@ -25,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-domain",
             "switchboard-validation",
             "switchboard-ledger",
+            "switchboard-lookup",
             "switchboard-provider",
             "switchboard-records",
             "switchboard-storage",

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
     Account, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel,
-    CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender,
-    StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
+    CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, MAX_ALLOWED_COUNTRIES, Message, OptOut,
+    OptOutRequest, Page, Sender, StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel,
+    UpdateSender, UpdateTemplateVersion,
 };
 use switchboard_ledger::Credits;
 use switchboard_records::{
@@ -58,6 +59,8 @@ pub(crate) fn account_wire(a: &AccountRecord) -> Account {
         mms_credits: a.balance.mms,
         rate_limit: a.rate_limit,
         refund_carrier_failures: a.refund_carrier_failures,
+        allowed_countries: a.destinations.allowed_regions.as_ref().map(|set| set.iter().copied().collect()),
+        accept_fixed_or_mobile: a.destinations.fixed_or_mobile,
         created_at: a.created_at,
     }
 }
@@ -206,9 +209,10 @@ pub(crate) async fn get_account(
     Ok(Json(account_wire(&s.core.account(account_id(&account)?).await?)))
 }
 
-/// Change an account's settings: its Mudbase request rate limit, and whether messages the
-/// carrier reports undelivered or failed are refunded.
-#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = UpdateAccount, example = json!({"rateLimit": 500, "refundCarrierFailures": true})),
+/// Change an account's settings: its Mudbase request rate limit, whether messages the
+/// carrier reports undelivered or failed are refunded, the countries it sends to, and whether
+/// it accepts fixed-or-mobile numbers.
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = UpdateAccount, example = json!({"rateLimit": 500, "refundCarrierFailures": true, "allowedCountries": ["US", "CA"], "acceptFixedOrMobile": true})),
     security(("operator" = [])), responses((status = 200, body = Account), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_account(
     State(s): State<AppState>,
@@ -217,12 +221,25 @@ pub(crate) async fn update_account(
     Body(req, ..): Body<UpdateAccount, ApiError>,
 ) -> AdminResult<Json<Account>> {
     let account = account_id(&account)?;
+    if req.allowed_countries.as_ref().and_then(Option::as_ref).is_some_and(|l| l.len() > MAX_ALLOWED_COUNTRIES) {
+        return Err(ApiError::invalid(format!("allowedCountries: at most {MAX_ALLOWED_COUNTRIES} countries")));
+    }
     let mut record = match req.rate_limit {
         Some(limit) => s.core.set_rate_limit(account, limit).await?,
         None => s.core.account(account).await?,
     };
     if let Some(refund) = req.refund_carrier_failures {
         record = s.core.set_refund_carrier_failures(account, refund).await?;
+    }
+    if req.allowed_countries.is_some() || req.accept_fixed_or_mobile.is_some() {
+        let mut destinations = record.destinations.clone();
+        if let Some(allowed) = req.allowed_countries {
+            destinations.allowed_regions = allowed.map(|list| list.into_iter().collect());
+        }
+        if let Some(accept) = req.accept_fixed_or_mobile {
+            destinations.fixed_or_mobile = accept;
+        }
+        record = s.core.set_destinations(account, destinations).await?;
     }
     Ok(Json(account_wire(&record)))
 }

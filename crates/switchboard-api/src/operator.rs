@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 use switchboard_domain::AccountId;
 use switchboard_domain::wire::webhooks::MessagePart;
-use switchboard_domain::wire::{AdminError, AdminErrorBody, Message};
+use switchboard_domain::wire::{AdminError, AdminErrorBody, DestinationInfo, Message};
 use switchboard_records::{MessageRecord, PartRecord};
 use uuid::Uuid;
 
@@ -172,6 +172,11 @@ pub(crate) fn message_wire(m: &MessageRecord) -> Message {
         sent_at: m.sent_at,
         events: Vec::new(),
         parts: Vec::new(),
+        destination: m.destination.map(|d| DestinationInfo {
+            valid: d.valid,
+            number_type: d.number_type,
+            country: d.region,
+        }),
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchboard_domain::MessageId;
 use switchboard_domain::wire::webhooks::{
     CreateWebhook, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults, UpdateWebhook,
     Upstream, Webhook, WebhookDelivery,
@@ -19,6 +18,7 @@ use switchboard_domain::wire::{
     TemplateVersion, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
     UpdateTemplateVersion,
 };
+use switchboard_domain::{MessageId, Region};
 use uuid::Uuid;
 
 mod mudbase;
@@ -253,6 +253,23 @@ impl AdminClient {
     pub async fn set_refund_carrier_failures(&self, id: Uuid, refund: bool) -> Result<Account> {
         let change = UpdateAccount { refund_carrier_failures: Some(refund), ..UpdateAccount::default() };
         self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&change)).await
+    }
+
+    /// Changes an account's settings: the fields of `change` that are set.
+    pub async fn update_account(&self, id: Uuid, change: &UpdateAccount) -> Result<Account> {
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(change)).await
+    }
+
+    /// Sets the countries an account sends to (`Some(None)`: every country) and whether it
+    /// accepts fixed-or-mobile numbers; `None` leaves either as it is.
+    pub async fn set_destinations(
+        &self,
+        id: Uuid,
+        allowed_countries: Option<Option<Vec<Region>>>,
+        accept_fixed_or_mobile: Option<bool>,
+    ) -> Result<Account> {
+        let change = UpdateAccount { allowed_countries, accept_fixed_or_mobile, ..UpdateAccount::default() };
+        self.update_account(id, &change).await
     }
 
     /// Creates an API key; the only time its secret is shown.

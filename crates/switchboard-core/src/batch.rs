@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use switchboard_domain::{AccountId, BatchId, ErrorType, MessageId, MessageKind, MessageStatus, SenderId, Timestamp};
+use switchboard_domain::{AccountId, BatchId, MessageId, MessageKind, MessageStatus, SenderId, Timestamp};
 use switchboard_records::{
     AcceptOutcome, AccountRecord, BatchRecord, BatchState, MessageCounts, MessageRecord, NewBatch, NewMessage,
 };
@@ -77,11 +77,16 @@ impl Core {
         hash.update(cmd.body.as_bytes());
         let request_hash = hash.finalize().to_vec();
         let lease = self.inner.config.dispatcher.lease.as_millis() as i64;
+        let mut checked = Vec::with_capacity(cmd.recipients.len());
+        for to in &cmd.recipients {
+            checked.push(self.check_destination(to, MessageKind::Sms).await?);
+        }
         let messages: Vec<NewMessage> = cmd
             .recipients
             .iter()
             .zip(&ids)
-            .map(|(to, id)| NewMessage {
+            .zip(checked)
+            .map(|((to, id), (destination, refusal))| NewMessage {
                 id: *id,
                 account_id: account,
                 kind: MessageKind::Sms,
@@ -102,6 +107,8 @@ impl Core {
                 expires_at: None,
                 details: None,
                 notify_url: None,
+                destination,
+                refusal,
             })
             .collect();
 
@@ -123,7 +130,7 @@ impl Core {
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let record = match outcome {
                 AcceptOutcome::Queued(r) => r,
-                AcceptOutcome::OptedOut(r) => {
+                AcceptOutcome::Failed(r) => {
                     if let Some(n) = news.get_mut(i) {
                         *n = None;
                     }
@@ -144,10 +151,14 @@ impl Core {
             };
             records.push(record);
         }
-        let opted_out = records.iter().filter(|r| r.status == MessageStatus::Failed).count() as u64;
-        metrics::counter!("switchboard_messages_accepted_total").increment(records.len() as u64 - opted_out);
-        metrics::counter!("switchboard_messages_failed_total", "error_type" => ErrorType::OptedOut.as_str())
-            .increment(opted_out);
+        for record in &records {
+            if record.status == MessageStatus::Failed {
+                crate::count_failed(record);
+            } else {
+                metrics::counter!("switchboard_messages_accepted_total").increment(1);
+                crate::destinations::count(record);
+            }
+        }
 
         // Wait, all together, for the provider to take the queued ones.
         let deadline = tokio::time::Instant::now() + wait;

@@ -121,6 +121,7 @@ impl Core {
         let created_at = id.created_at();
         let config = &self.inner.config;
         let scheduled_for = message.scheduled_for.filter(|at| *at > created_at);
+        let (destination, refused) = self.check_destination(&message.to, message.kind).await?;
         let new = NewMessage {
             id,
             account_id: channel.account_id,
@@ -144,13 +145,20 @@ impl Core {
             expires_at: message.expires_at,
             details: message.details,
             notify_url: message.notify_url,
+            destination,
+            refusal: refused,
         };
         match self.inner.committer.submit(new).await.map_err(|_| SendError::Unavailable)? {
             AcceptOutcome::Queued(record) => {
                 metrics::counter!("switchboard_messages_accepted_total").increment(1);
+                crate::destinations::count(&record);
                 Ok(record)
             }
-            AcceptOutcome::OptedOut(record) | AcceptOutcome::Replayed(record) => Ok(record),
+            AcceptOutcome::Failed(record) => {
+                crate::count_failed(&record);
+                Ok(record)
+            }
+            AcceptOutcome::Replayed(record) => Ok(record),
             other => Err(refusal(other)),
         }
     }

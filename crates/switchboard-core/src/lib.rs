@@ -9,6 +9,7 @@ pub mod auth;
 mod batch;
 mod channels;
 pub mod committer;
+pub mod destinations;
 pub mod dispatcher;
 pub mod guard;
 pub mod keys;
@@ -22,8 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use switchboard_domain::{AccountId, ErrorType, MessageId, MessageStatus, Msisdn, SenderId, Timestamp};
+use switchboard_domain::{
+    AccountDestinations, AccountId, DestinationRules, ErrorType, MessageId, MessageStatus, Msisdn, SenderId, Timestamp,
+};
 use switchboard_ledger::{Credits, Tariff};
+use switchboard_lookup::Lookup;
 use switchboard_provider::{EventReceiver, Provider};
 use switchboard_records::{
     AcceptOutcome, AccountRecord, ApiKeyRecord, EventRecord, LedgerRecord, MessageRecord, NewMessage, OptOutRecord,
@@ -80,6 +84,10 @@ pub struct CoreConfig {
     pub token_ttl: Duration,
     /// The answers to STOP, START and HELP.
     pub replies: KeywordReplies,
+    /// What tells a recipient's validity, number type and country; `None` checks nothing.
+    pub lookup: Option<Arc<dyn Lookup>>,
+    /// The operator's rules on destinations, for every account.
+    pub destinations: DestinationRules,
 }
 
 impl Default for CoreConfig {
@@ -98,6 +106,8 @@ impl Default for CoreConfig {
             default_rate_limit: 100,
             token_ttl: Duration::from_secs(900),
             replies: KeywordReplies::default(),
+            lookup: Some(destinations::default_lookup()),
+            destinations: DestinationRules::default(),
         }
     }
 }
@@ -222,6 +232,13 @@ impl AccessError {
             }
         }
     }
+}
+
+/// Counts a message stored failed at once (opted out, or its destination refused).
+fn count_failed(record: &MessageRecord) {
+    let error_type = record.error_type.map_or("unknown", ErrorType::as_str);
+    metrics::counter!("switchboard_messages_failed_total", "error_type" => error_type).increment(1);
+    destinations::count(record);
 }
 
 /// Longest names and references accepted by the admin operations.
@@ -389,6 +406,7 @@ impl Core {
         let id = MessageId::new();
         let created_at = id.created_at();
         let price = self.inner.config.tariff.price(cmd.kind);
+        let (destination, refused) = self.check_destination(&cmd.to, cmd.kind).await?;
         let message = NewMessage {
             id,
             account_id: account,
@@ -415,6 +433,8 @@ impl Core {
             expires_at: None,
             details: None,
             notify_url: None,
+            destination,
+            refusal: refused,
         };
         let wait = self.inner.config.sent_wait;
         // Register before committing, so news from a fast dispatcher cannot be missed.
@@ -433,6 +453,7 @@ impl Core {
         match outcome {
             AcceptOutcome::Queued(mut record) => {
                 metrics::counter!("switchboard_messages_accepted_total").increment(1);
+                destinations::count(&record);
                 if let Some(rx) = news {
                     match tokio::time::timeout(wait, rx).await {
                         Ok(Ok(news)) => apply_news(&mut record, news),
@@ -441,9 +462,8 @@ impl Core {
                 }
                 Ok(SendOutcome::Created(record))
             }
-            AcceptOutcome::OptedOut(record) => {
-                metrics::counter!("switchboard_messages_failed_total", "error_type" => ErrorType::OptedOut.as_str())
-                    .increment(1);
+            AcceptOutcome::Failed(record) => {
+                count_failed(&record);
                 Ok(SendOutcome::Created(record))
             }
             AcceptOutcome::Replayed(record) => Ok(SendOutcome::Replayed(record)),
@@ -515,6 +535,15 @@ impl Core {
     /// failed.
     pub async fn set_refund_carrier_failures(&self, id: AccountId, refund: bool) -> Result<AccountRecord, AccessError> {
         self.inner.store.set_refund_carrier_failures(id, refund).await.map_err(AccessError::from_storage("account"))
+    }
+
+    /// Sets the countries an account sends to and whether it accepts fixed-or-mobile numbers.
+    pub async fn set_destinations(
+        &self,
+        id: AccountId,
+        destinations: AccountDestinations,
+    ) -> Result<AccountRecord, AccessError> {
+        self.inner.store.set_destinations(id, destinations).await.map_err(AccessError::from_storage("account"))
     }
 
     /// Creates an API key for an account; the returned secret is never stored.
@@ -666,7 +695,7 @@ fn refusal(outcome: AcceptOutcome) -> SendError {
         AcceptOutcome::SenderInactive => SendError::SenderInactive,
         AcceptOutcome::SenderNotCapable => SendError::SenderNotCapable,
         AcceptOutcome::InsufficientCredits => SendError::InsufficientCredits,
-        AcceptOutcome::Queued(_) | AcceptOutcome::OptedOut(_) | AcceptOutcome::Replayed(_) => SendError::Unavailable,
+        AcceptOutcome::Queued(_) | AcceptOutcome::Failed(_) | AcceptOutcome::Replayed(_) => SendError::Unavailable,
     }
 }
 

@@ -10,7 +10,7 @@ pub mod webhooks;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, Timestamp};
+use crate::{Direction, Encoding, ErrorType, MessageId, MessageKind, MessageStatus, NumberType, Region, Timestamp};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -164,6 +164,14 @@ pub struct Account {
     /// Whether messages the carrier reports undelivered or failed are refunded.
     #[serde(default)]
     pub refund_carrier_failures: bool,
+    /// The only countries the account sends to (ISO 3166-1 alpha-2 codes); `null` for every
+    /// country. A message to any other is stored failed with `geographic_restriction`.
+    #[serde(default)]
+    pub allowed_countries: Option<Vec<Region>>,
+    /// Whether numbers the plan does not tell apart as fixed or mobile (all of the North
+    /// American plan) are accepted; when not, they fail with `invalid_destination`.
+    #[serde(default = "yes")]
+    pub accept_fixed_or_mobile: bool,
     /// Creation time.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
@@ -183,6 +191,32 @@ pub struct UpdateAccount {
     /// leaves it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_carrier_failures: Option<bool>,
+    /// The only countries the account may send to, as ISO 3166-1 alpha-2 codes (at most
+    /// 300); `null` allows every country; absent leaves it as it is.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Region>>, max_items = 300))]
+    pub allowed_countries: Option<Option<Vec<Region>>>,
+    /// Whether fixed-or-mobile numbers are accepted; absent leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_fixed_or_mobile: Option<bool>,
+}
+
+/// The most countries an account's list holds.
+pub const MAX_ALLOWED_COUNTRIES: usize = 300;
+
+/// Admin: what the lookup told of a message's recipient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationInfo {
+    /// Whether the number is valid in its numbering plan.
+    pub valid: bool,
+    /// Its line type.
+    pub number_type: NumberType,
+    /// Its country or territory (ISO 3166-1 alpha-2); absent for numbers of no country and
+    /// invalid ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Region>,
 }
 
 /// Reads a field that is present (a value or `null`) as `Some`, so that an absent field, which
@@ -581,6 +615,9 @@ pub struct Message {
     /// read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<webhooks::MessagePart>,
+    /// What the destination lookup told of the recipient, when it was looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<DestinationInfo>,
 }
 
 /// Admin: a page of items, newest first.

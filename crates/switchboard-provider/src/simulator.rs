@@ -55,6 +55,17 @@ pub const SILENT: &str = "+15550005001";
 /// Test number: every receipt twice, parts in reverse order.
 pub const DUPLICATE_RECEIPTS: &str = "+15550005002";
 
+/// The documented test numbers above, as inclusive ranges of numbers of one length. They lie
+/// in the fictional `555` exchange, which no numbering plan calls valid, so a destination
+/// lookup must let them through explicitly (and nothing else of that exchange).
+pub const TEST_RANGES: &[(&str, &str)] = &[
+    ("+15550001001", "+15550001011"),
+    ("+15550002001", "+15550002003"),
+    ("+15550003001", "+15550003011"),
+    ("+15550004001", "+15550004011"),
+    ("+15550005001", "+15550005002"),
+];
+
 /// How every id the simulator gives (a message's and each part's) begins.
 pub const ID_PREFIX: &str = "sim-";
 
@@ -333,6 +344,24 @@ mod tests {
 
     fn msg(to: &str, attempt: u32) -> OutboundMessage {
         msg_of(to, attempt, 1)
+    }
+
+    #[test]
+    fn every_test_number_lies_in_the_test_ranges() {
+        let within = |n: &str| TEST_RANGES.iter().any(|(a, b)| n.len() == a.len() && *a <= n && n <= *b);
+        let mut numbers: Vec<String> =
+            [INVALID_DESTINATION, SLOW, FLAKY, ALWAYS_RETRYABLE, SILENT, DUPLICATE_RECEIPTS].map(String::from).into();
+        numbers.extend((1..=11).map(|i| format!("+155500010{i:02}")));
+        for e in ERROR_CODES {
+            numbers.push(failed_receipt_number(e));
+            numbers.push(undelivered_receipt_number(e));
+        }
+        for n in &numbers {
+            assert!(within(n), "{n}");
+        }
+        for outside in ["+15550001000", "+15550001012", "+15550002004", "+15550005003", "+15550000001"] {
+            assert!(!within(outside), "{outside}");
+        }
     }
 
     fn msg_of(to: &str, attempt: u32, segments: u32) -> OutboundMessage {

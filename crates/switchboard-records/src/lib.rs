@@ -11,8 +11,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use switchboard_domain::{
-    AccountId, BatchId, Direction, Encoding, ErrorType, EventId, EventType, MessageId, MessageKind, MessageStatus,
-    Msisdn, SenderId, Timestamp,
+    AccountDestinations, AccountId, BatchId, Destination, Direction, Encoding, ErrorType, EventId, EventType,
+    MessageId, MessageKind, MessageStatus, Msisdn, SenderId, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
 use uuid::Uuid;
@@ -30,6 +30,8 @@ pub struct AccountRecord {
     pub rate_limit: Option<u32>,
     /// Whether messages the carrier reports undelivered or failed are refunded.
     pub refund_carrier_failures: bool,
+    /// The countries it sends to and whether it accepts fixed-or-mobile numbers.
+    pub destinations: AccountDestinations,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -219,6 +221,8 @@ pub struct MessageRecord {
     pub details: Option<String>,
     /// Where this message's own status notifications go.
     pub notify_url: Option<String>,
+    /// What the lookup told of the recipient (outbound messages sent through the API).
+    pub destination: Option<Destination>,
 }
 
 impl MessageRecord {
@@ -287,6 +291,11 @@ pub struct NewMessage {
     pub details: Option<String>,
     /// Where this message's own status notifications go.
     pub notify_url: Option<String>,
+    /// What the lookup told of the recipient, stored with the message.
+    pub destination: Option<Destination>,
+    /// The operator's rules refused the destination with this error: the message is stored
+    /// `failed` and not charged. The account's own rules are applied where it is stored.
+    pub refusal: Option<ErrorType>,
 }
 
 /// A multi-recipient send request to store with its messages.
@@ -395,8 +404,9 @@ impl MessageCounts {
 pub enum AcceptOutcome {
     /// Stored, charged, and queued (or scheduled, if it has a schedule).
     Queued(MessageRecord),
-    /// Stored as failed because the recipient opted out; nothing charged.
-    OptedOut(MessageRecord),
+    /// Stored as failed, and not charged: the recipient opted out, or the destination was
+    /// refused (its `error_type` says which).
+    Failed(MessageRecord),
     /// The idempotency key was used before with the same content: the earlier message.
     Replayed(MessageRecord),
     /// The idempotency key was used before with different content. Nothing stored.

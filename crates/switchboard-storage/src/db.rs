@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Timestamp};
+use switchboard_domain::{AccountDestinations, AccountId, BatchId, EventId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -286,6 +286,10 @@ impl<E: Engine> Store for Db<E> {
 
     async fn set_refund_carrier_failures(&self, account: AccountId, refund: bool) -> Result<AccountRecord> {
         self.engine.write(move |tx| Box::pin(accounts::set_refund_carrier_failures(tx, account, refund))).await
+    }
+
+    async fn set_destinations(&self, account: AccountId, destinations: AccountDestinations) -> Result<AccountRecord> {
+        self.engine.write(move |tx| Box::pin(accounts::set_destinations(tx, account, destinations))).await
     }
 
     async fn record_receipts(&self, updates: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use async_trait::async_trait;
-use switchboard_domain::{AccountId, BatchId, EventId, MessageId, Timestamp};
+use switchboard_domain::{AccountDestinations, AccountId, BatchId, EventId, MessageId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -279,6 +279,11 @@ pub trait Store: Send + Sync + 'static {
     /// Sets whether the account is refunded for messages the carrier reports undelivered or
     /// failed; `NotFound` if there is no such account.
     async fn set_refund_carrier_failures(&self, account: AccountId, refund: bool) -> Result<AccountRecord>;
+
+    /// Sets the countries the account sends to and whether it accepts fixed-or-mobile
+    /// numbers; sends admitted after the change are held to it. `NotFound` if there is no such
+    /// account.
+    async fn set_destinations(&self, account: AccountId, destinations: AccountDestinations) -> Result<AccountRecord>;
 
     /// Applies delivery receipts in one transaction, one outcome per receipt, in order.
     ///

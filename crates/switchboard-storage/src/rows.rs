@@ -1,7 +1,9 @@
 //! One decoder per record, over a driver-neutral [`Row`], and the columns each reads, in
 //! order. A stored value that is not what the schema promises is [`StorageError::Corrupt`].
 
-use switchboard_domain::{AccountId, EventType, MessageId, Msisdn, SenderId, Timestamp};
+use switchboard_domain::{
+    AccountDestinations, AccountId, Destination, EventType, MessageId, Msisdn, NumberType, Region, SenderId, Timestamp,
+};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -28,8 +30,8 @@ fn sender(what: &str, v: &str) -> Result<SenderId> {
     SenderId::parse(v).map_err(|_| corrupt(what, "neither an E.164 number nor an alphanumeric sender ID"))
 }
 
-pub(crate) const ACCOUNT_COLUMNS: &str =
-    "id, name, sms_credits, mms_credits, rate_limit, created_at, refund_carrier_failures";
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, mms_credits, rate_limit, created_at, \
+     refund_carrier_failures, allowed_regions, accept_fixed_or_mobile";
 
 impl FromRow for AccountRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
@@ -40,8 +42,20 @@ impl FromRow for AccountRecord {
             rate_limit: r.get::<Option<i64>>()?.and_then(|n| u32::try_from(n).ok()),
             created_at: r.get()?,
             refund_carrier_failures: r.get()?,
+            destinations: account_destinations(r)?,
         })
     }
+}
+
+/// An account's `allowed_regions` and `accept_fixed_or_mobile` columns.
+pub(crate) fn account_destinations(r: &mut Row) -> Result<AccountDestinations> {
+    let allowed_regions = match r.get::<Option<String>>()? {
+        None => None,
+        Some(stored) => {
+            Some(AccountDestinations::parse_regions(&stored).ok_or_else(|| corrupt("allowed regions", &stored))?)
+        }
+    };
+    Ok(AccountDestinations { allowed_regions, fixed_or_mobile: r.get()? })
 }
 
 pub(crate) const API_KEY_COLUMNS: &str = "id, account_id, name, secret_hash, created_at, revoked_at";
@@ -119,7 +133,7 @@ macro_rules! message_columns {
         "id, account_id, direction, kind, recipient, sender, body, media_url, media, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
          next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, \
-         expires_at, details, notify_url, unavailable_attempts"
+         expires_at, details, notify_url, unavailable_attempts, dest_region, dest_type"
     };
 }
 pub(crate) use message_columns;
@@ -130,6 +144,13 @@ pub(crate) fn media_columns(media: &[String]) -> (Option<&str>, Option<String>) 
     let first = media.first().map(String::as_str);
     let all = (media.len() > 1).then(|| serde_json::to_string(media).unwrap_or_default());
     (first, all)
+}
+
+/// A message's `dest_region` and `dest_type` columns.
+fn destination(region: Option<String>, number_type: Option<NumberType>) -> Result<Option<Destination>> {
+    let Some(number_type) = number_type else { return Ok(None) };
+    let region = region.map(|r| Region::parse(&r).map_err(|_| corrupt("destination region", r))).transpose()?;
+    Ok(Some(Destination { valid: number_type != NumberType::Unknown, number_type, region }))
 }
 
 impl FromRow for MessageRecord {
@@ -166,6 +187,7 @@ impl FromRow for MessageRecord {
             details: r.get()?,
             notify_url: r.get()?,
             unavailable_attempts: r.get()?,
+            destination: destination(r.get()?, r.get()?)?,
         })
     }
 }

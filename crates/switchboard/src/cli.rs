@@ -11,7 +11,7 @@ use switchboard_domain::wire::webhooks::{CreateWebhook, InjectInbound, InjectRec
 use switchboard_domain::wire::{
     CreateChannel, CreateSender, CreateTemplateVersion, TopUp, UpdateChannel, UpdateSender,
 };
-use switchboard_domain::{ErrorType, MessageId};
+use switchboard_domain::{ErrorType, MessageId, Region};
 use uuid::Uuid;
 
 /// Switchboard: an SMS/MMS messaging gateway.
@@ -172,6 +172,31 @@ pub enum AccountsCmd {
         #[arg(long)]
         off: bool,
     },
+    /// Set the countries an account sends to and whether it accepts numbers that may be fixed
+    /// lines (fixed-or-mobile, as every North American number is).
+    SetDestinations {
+        /// Account id.
+        account: Uuid,
+        /// The only countries it may send to, comma-separated ISO 3166-1 alpha-2 codes
+        /// (`US,CA`).
+        #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "all_countries")]
+        countries: Option<Vec<Region>>,
+        /// Let it send to every country.
+        #[arg(long)]
+        all_countries: bool,
+        /// Whether fixed-or-mobile numbers are accepted.
+        #[arg(long, value_parser = on_off)]
+        fixed_or_mobile: Option<bool>,
+    },
+}
+
+/// Reads `on` or `off`.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}`: expected on or off")),
+    }
 }
 
 /// API key operations.
@@ -621,6 +646,13 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Accounts(AccountsCmd::SetRefundCarrierFailures { account, on, .. }) => {
             print(&c.set_refund_carrier_failures(account, on).await?)
         }
+        AdminCommand::Accounts(AccountsCmd::SetDestinations { account, countries, all_countries, fixed_or_mobile }) => {
+            let countries = if all_countries { Some(None) } else { countries.map(Some) };
+            if countries.is_none() && fixed_or_mobile.is_none() {
+                anyhow::bail!("nothing to change: give --countries, --all-countries or --fixed-or-mobile");
+            }
+            print(&c.set_destinations(account, countries, fixed_or_mobile).await?)
+        }
         AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
         AdminCommand::Keys(KeysCmd::Revoke { account, key }) => print(&c.revoke_key(account, &key).await?),
@@ -776,6 +808,25 @@ mod tests {
         assert!(parse(&["channels", "update", ACCOUNT, OTHER, "--active", "--inactive"]).is_err());
         let cmd = parse(&["channels", "create", ACCOUNT, "--name", "Support", "--sender", "+18005559876"]).unwrap();
         assert!(matches!(cmd, AdminCommand::Channels(ChannelsCmd::Create { inactive: false, .. })));
+    }
+
+    #[test]
+    fn set_destinations_reads_countries_and_on_off() {
+        let cmd = parse(&["accounts", "set-destinations", ACCOUNT, "--countries", "us,CA", "--fixed-or-mobile", "off"])
+            .unwrap();
+        let AdminCommand::Accounts(AccountsCmd::SetDestinations { countries, all_countries, fixed_or_mobile, .. }) =
+            cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        let codes: Vec<String> = countries.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (codes, all_countries, fixed_or_mobile),
+            (vec!["US".to_owned(), "CA".to_owned()], false, Some(false))
+        );
+        assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--all-countries", "--countries", "US"]).is_err());
+        assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--countries", "USA"]).is_err());
+        assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--fixed-or-mobile", "maybe"]).is_err());
     }
 
     #[test]

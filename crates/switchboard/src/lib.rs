@@ -122,6 +122,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
             help: settings.help_reply.clone(),
         },
         sent_wait: Duration::from_millis(settings.sent_wait_ms),
+        lookup: (settings.destination_lookup != "off").then(switchboard_core::destinations::default_lookup),
+        destinations: settings.destination_rules()?,
         // Only PostgreSQL's committer has writer tasks: SQLite's writer thread groups itself.
         commit_writers: settings.commit_writers.unwrap_or(4),
         commit_max_batch: settings.commit_max_batch,

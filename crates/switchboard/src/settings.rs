@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use switchboard_domain::{DestinationRules, NumberType, Region};
 use switchboard_http_upstream::HttpUpstreamConfig;
 use switchboard_provider::{RouteConfig, UpstreamLimits};
 use switchboard_smpp::SmppConfig;
@@ -138,6 +139,21 @@ pub struct Settings {
     pub help_reply: String,
     /// Most messages per second from one sender number, across every upstream.
     pub sender_max_per_second: Option<u32>,
+    /// How destinations are looked up before a send is stored: `offline` (libphonenumber's
+    /// metadata, built in) or `off` (numbers are checked for their E.164 form only, and no
+    /// destination rule applies). `SWITCHBOARD_DESTINATION_LOOKUP`.
+    pub destination_lookup: String,
+    /// Countries (ISO 3166-1 alpha-2) no message goes to: `geographic_restriction`.
+    /// `SWITCHBOARD_BLOCKED_COUNTRIES` takes them comma-separated.
+    pub blocked_countries: Vec<String>,
+    /// Countries MMS goes to (`US` and `CA` by default); an MMS to any other is
+    /// `service_restricted`. `SWITCHBOARD_MMS_COUNTRIES` takes them comma-separated.
+    pub mms_countries: Vec<String>,
+    /// Number types refused as `invalid_destination` (by default `fixed_line`, `premium_rate`,
+    /// `shared_cost`, `uan`, `voicemail`, `pager`); the others are `mobile`,
+    /// `fixed_line_or_mobile`, `toll_free`, `voip` and `personal_number`.
+    /// `SWITCHBOARD_REFUSED_NUMBER_TYPES` takes them comma-separated.
+    pub refused_number_types: Vec<String>,
     /// The upstreams messages go to; none means the built-in simulator alone.
     pub upstreams: Vec<UpstreamSettings>,
     /// Which upstreams take which messages; none sends everything to the upstreams in order.
@@ -290,6 +306,10 @@ impl Default for Settings {
             start_reply: replies.start,
             help_reply: replies.help,
             sender_max_per_second: None,
+            destination_lookup: "offline".into(),
+            blocked_countries: Vec::new(),
+            mms_countries: vec!["US".into(), "CA".into()],
+            refused_number_types: NumberType::REFUSED_BY_DEFAULT.iter().map(|t| t.as_str().to_owned()).collect(),
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -391,6 +411,16 @@ impl Settings {
             self.tenant_url_allow_cidrs =
                 v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         }
+        env!(destination_lookup, "SWITCHBOARD_DESTINATION_LOOKUP", string);
+        for (field, name) in [
+            (&mut self.blocked_countries, "SWITCHBOARD_BLOCKED_COUNTRIES"),
+            (&mut self.mms_countries, "SWITCHBOARD_MMS_COUNTRIES"),
+            (&mut self.refused_number_types, "SWITCHBOARD_REFUSED_NUMBER_TYPES"),
+        ] {
+            if let Some(v) = var(name) {
+                *field = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            }
+        }
         if let Some(v) = var("SWITCHBOARD_TRUSTED_PROXIES") {
             self.trusted_proxies = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         }
@@ -425,9 +455,36 @@ impl Settings {
         self.trusted_proxies.iter().map(|r| r.parse().context("trusted_proxies")).collect()
     }
 
+    /// The operator's destination rules: `blocked_countries`, `mms_countries` and
+    /// `refused_number_types`.
+    pub fn destination_rules(&self) -> anyhow::Result<DestinationRules> {
+        let regions = |list: &[String], what: &str| -> anyhow::Result<_> {
+            list.iter().map(|c| Region::parse(c).with_context(|| what.to_owned())).collect()
+        };
+        let refused_types = self
+            .refused_number_types
+            .iter()
+            .map(|t| {
+                NumberType::parse(t).with_context(|| {
+                    let known: Vec<&str> = NumberType::ALL.iter().map(|t| t.as_str()).collect();
+                    format!("refused_number_types: `{t}` is not one of {}", known.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(DestinationRules {
+            blocked_regions: regions(&self.blocked_countries, "blocked_countries")?,
+            mms_regions: regions(&self.mms_countries, "mms_countries")?,
+            refused_types,
+        })
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.url_policy()?;
+        self.destination_rules()?;
+        if !["offline", "off"].contains(&self.destination_lookup.as_str()) {
+            bail!("destination_lookup must be offline or off");
+        }
         self.trusted_proxies()?;
         for u in &self.upstreams {
             let unknown: Vec<&str> = u.unknown_keys().collect();

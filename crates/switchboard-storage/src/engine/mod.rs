@@ -190,6 +190,7 @@ name_column!(
     switchboard_domain::MessageKind => "a message kind",
     switchboard_domain::Encoding => "an encoding",
     switchboard_domain::EventType => "an event type",
+    switchboard_domain::NumberType => "a number type",
     switchboard_ledger::EntryKind => "a ledger entry kind",
     crate::DeliveryState => "a delivery state",
 );

@@ -1,7 +1,7 @@
 //! Accounts and what belongs to them: API keys, senders, opt-outs; and the installation's
 //! server-key records in `settings`.
 
-use switchboard_domain::{AccountId, SenderId, Timestamp};
+use switchboard_domain::{AccountDestinations, AccountId, SenderId, Timestamp};
 use switchboard_ledger::Credits;
 use uuid::Uuid;
 
@@ -22,6 +22,7 @@ pub(crate) async fn create(tx: &mut impl Tx, name: String) -> Result<AccountReco
         balance: Credits::ZERO,
         rate_limit: None,
         refund_carrier_failures: false,
+        destinations: AccountDestinations::default(),
         created_at: Timestamp::now(),
     };
     tx.execute(
@@ -58,6 +59,21 @@ pub(crate) async fn set_refund_carrier_failures(
 ) -> Result<AccountRecord> {
     let sql = format!("UPDATE accounts SET refund_carrier_failures = $1 WHERE id = $2 RETURNING {ACCOUNT_COLUMNS}");
     tx.fetch_optional(&sql, &[refund.into(), account.into()]).await?.ok_or(StorageError::NotFound)
+}
+
+/// See [`crate::Store::set_destinations`].
+pub(crate) async fn set_destinations(
+    tx: &mut impl Tx,
+    account: AccountId,
+    destinations: AccountDestinations,
+) -> Result<AccountRecord> {
+    let sql = format!(
+        "UPDATE accounts SET allowed_regions = $1, accept_fixed_or_mobile = $2 WHERE id = $3 RETURNING {ACCOUNT_COLUMNS}"
+    );
+    let regions = destinations.stored_regions();
+    tx.fetch_optional(&sql, &[regions.as_deref().into(), destinations.fixed_or_mobile.into(), account.into()])
+        .await?
+        .ok_or(StorageError::NotFound)
 }
 
 /// See [`crate::Store::create_api_key`].

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use switchboard_domain::{AccountId, MessageId, MessageStatus, SenderId, Timestamp};
-use switchboard_ledger::{Credits, EntryKind};
+use switchboard_domain::{AccountDestinations, AccountId, MessageId, MessageStatus, SenderId, Timestamp};
+use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
 use super::{Effects, finish, insert_messages, ledger};
@@ -75,6 +75,25 @@ pub(crate) async fn accept(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Vec
     Ok(steps.iter().map(Step::outcome).collect())
 }
 
+/// Locks an account's balance for an admission and reads its destination settings with it.
+async fn lock_account(tx: &mut impl Tx, account: AccountId) -> Result<Option<(Balance, AccountDestinations)>> {
+    let sql = format!(
+        "SELECT sms_credits, mms_credits, allowed_regions, accept_fixed_or_mobile FROM accounts WHERE id = $1{}",
+        tx.backend().for_update()
+    );
+    let row: Option<(i64, i64, Option<String>, bool)> = tx.fetch_optional(&sql, &[account.into()]).await?;
+    let Some((sms, mms, regions, fixed_or_mobile)) = row else { return Ok(None) };
+    let balance = Balance::new(Credits::new(sms, mms))?;
+    let allowed_regions = match regions {
+        None => None,
+        Some(stored) => Some(
+            AccountDestinations::parse_regions(&stored)
+                .ok_or_else(|| StorageError::Corrupt(format!("allowed regions of {account}: {stored}")))?,
+        ),
+    };
+    Ok(Some((balance, AccountDestinations { allowed_regions, fixed_or_mobile })))
+}
+
 /// What the admission rules need to know of a group, read inside its transaction.
 async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Facts> {
     let mut facts = Facts::default();
@@ -83,8 +102,9 @@ async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Facts> {
     accounts.sort();
     accounts.dedup();
     for account in accounts {
-        if let Some(balance) = ledger::lock_balance(tx, account).await? {
+        if let Some((balance, destinations)) = lock_account(tx, account).await? {
             facts.balances.insert(account, balance);
+            facts.destinations.insert(account, destinations);
         }
     }
     // Keys are read after the locks: a racing group for the same account has committed by

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use switchboard_domain::{AccountId, Direction, ErrorType, MessageStatus, Msisdn, SenderId};
+use switchboard_domain::{AccountDestinations, AccountId, Direction, ErrorType, MessageStatus, Msisdn, SenderId};
 use switchboard_ledger::{Balance, Credits};
 
 use crate::{AcceptOutcome, MessageRecord, NewBatch, NewMessage, SenderRecord};
@@ -24,6 +24,8 @@ pub struct Facts {
     pub opted_out: HashSet<(SenderId, Msisdn)>,
     /// Earlier messages by (account, idempotency key), among the group's keys.
     pub by_key: HashMap<(AccountId, String), MessageRecord>,
+    /// The destination settings of every account in the group.
+    pub destinations: HashMap<AccountId, AccountDestinations>,
 }
 
 /// What to do with one message.
@@ -49,7 +51,7 @@ impl Step {
     pub fn outcome(&self) -> AcceptOutcome {
         match self {
             Step::Insert { record, .. } if record.status == MessageStatus::Failed => {
-                AcceptOutcome::OptedOut(record.clone())
+                AcceptOutcome::Failed(record.clone())
             }
             // Queued or scheduled.
             Step::Insert { record, .. } => AcceptOutcome::Queued(record.clone()),
@@ -114,10 +116,19 @@ fn affordable(members: &[NewMessage], facts: &Facts) -> bool {
     let Some(first) = members.first() else { return true };
     let Some(balance) = facts.balances.get(&first.account_id) else { return false };
     let mut balance = *balance;
-    members
-        .iter()
-        .filter(|m| !facts.opted_out.contains(&(m.from.clone(), m.to.clone())))
-        .all(|m| balance.charge(m.price).is_ok())
+    members.iter().filter(|m| refusal(m, facts).is_none()).all(|m| balance.charge(m.price).is_ok())
+}
+
+/// Why the message is stored failed and free rather than charged, if it is: the operator's
+/// rules refused its destination, the account's own rules do, or the recipient opted out
+/// from the sender.
+fn refusal(m: &NewMessage, facts: &Facts) -> Option<ErrorType> {
+    m.refusal
+        .or_else(|| {
+            let destination = m.destination.as_ref()?;
+            facts.destinations.get(&m.account_id)?.refusal(destination)
+        })
+        .or_else(|| facts.opted_out.contains(&(m.from.clone(), m.to.clone())).then_some(ErrorType::OptedOut))
 }
 
 fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
@@ -163,12 +174,13 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         expires_at: m.expires_at,
         details: m.details.clone(),
         notify_url: m.notify_url.clone(),
+        destination: m.destination,
     };
 
-    let charge = if facts.opted_out.contains(&(m.from.clone(), m.to.clone())) {
+    let charge = if let Some(error) = refusal(m, facts) {
         record.status = MessageStatus::Failed;
-        record.error_type = Some(ErrorType::OptedOut);
-        record.error_message = Some(ErrorType::OptedOut.description().to_owned());
+        record.error_type = Some(error);
+        record.error_message = Some(error.description().to_owned());
         None
     } else {
         let Some(balance) = facts.balances.get_mut(&m.account_id) else {
@@ -239,6 +251,8 @@ mod tests {
             expires_at: None,
             details: None,
             notify_url: None,
+            destination: None,
+            refusal: None,
         }
     }
 
@@ -336,6 +350,40 @@ mod tests {
         let Step::Insert { record, charge: None, .. } = &step else { panic!("{step:?}") };
         assert_eq!(record.status, MessageStatus::Failed);
         assert_eq!(record.error_type, Some(ErrorType::OptedOut));
-        assert!(matches!(step.outcome(), AcceptOutcome::OptedOut(_)));
+        assert!(matches!(step.outcome(), AcceptOutcome::Failed(_)));
+    }
+
+    #[test]
+    fn refused_destinations_are_stored_failed_and_free() {
+        use switchboard_domain::{Destination, NumberType, Region};
+        let a = AccountId::new();
+        let us =
+            Destination { valid: true, number_type: NumberType::FixedLineOrMobile, region: Region::parse("US").ok() };
+        let mut f = facts(a, 2);
+        f.destinations.insert(
+            a,
+            AccountDestinations { allowed_regions: Some([Region::parse("CA").unwrap()].into()), fixed_or_mobile: true },
+        );
+        // The operator's refusal, then the account's country list; neither is charged.
+        let mut refused = msg(a, None, "x");
+        refused.refusal = Some(ErrorType::ServiceRestricted);
+        let mut outside = msg(a, None, "y");
+        outside.destination = Some(us);
+        let steps = plan(&[refused, outside.clone()], &mut f);
+        for (step, error) in steps.iter().zip([ErrorType::ServiceRestricted, ErrorType::GeographicRestriction]) {
+            let Step::Insert { record, charge: None, .. } = step else { panic!("{step:?}") };
+            assert_eq!((record.status, record.error_type), (MessageStatus::Failed, Some(error)));
+            assert_eq!(record.charged, Credits::ZERO);
+        }
+        assert_eq!(f.balances[&a].credits(), Credits::new(2, 0));
+        // Another account without a list sends there, and pays.
+        let b = AccountId::new();
+        f.balances.insert(b, Balance::new(Credits::new(2, 0)).unwrap());
+        f.senders.insert(s("+18005559876"), sender(b));
+        outside.account_id = b;
+        let step = plan(&[outside], &mut f).remove(0);
+        let Step::Insert { record, charge: Some(_), .. } = &step else { panic!("{step:?}") };
+        assert_eq!(record.destination, Some(us));
+        assert_eq!(f.balances[&b].credits(), Credits::ZERO);
     }
 }

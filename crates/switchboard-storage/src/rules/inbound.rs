@@ -38,6 +38,7 @@ pub(crate) fn inbound_record(inbound: &NewInbound, account: AccountId, channel: 
         expires_at: None,
         details: None,
         notify_url: None,
+        destination: None,
     }
 }
 

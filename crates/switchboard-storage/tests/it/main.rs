@@ -59,6 +59,7 @@ macro_rules! contract {
     };
 }
 
+mod destinations;
 mod numbers;
 mod pending_parts;
 mod rates;
@@ -132,6 +133,8 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         expires_at: None,
         details: None,
         notify_url: None,
+        destination: None,
+        refusal: None,
     }
 }
 
@@ -310,7 +313,7 @@ async fn opted_out_is_stored_failed_and_free(store: Arc<dyn Store>) {
     store.add_opt_out(a, FROM, TO).await.unwrap();
     assert_eq!(store.list_opt_outs(a, 10).await.unwrap().len(), 1);
     let out = store.accept(&[message(a, None, "x")]).await.unwrap();
-    let AcceptOutcome::OptedOut(m) = &out[0] else { panic!("{out:?}") };
+    let AcceptOutcome::Failed(m) = &out[0] else { panic!("{out:?}") };
     assert_eq!((m.status, m.error_type, m.charged), (MessageStatus::Failed, Some(ErrorType::OptedOut), Credits::ZERO));
     assert_eq!(balance(&store, a).await, Credits::new(2, 0));
     store.remove_opt_out(a, FROM, TO).await.unwrap();
@@ -569,7 +572,7 @@ async fn requests_are_all_or_nothing_and_tracked(store: Arc<dyn Store>) {
     let admitted = request(a, &to);
     let outcomes = store.accept(&admitted).await.unwrap();
     assert!(matches!(outcomes[0], AcceptOutcome::Queued(_)));
-    assert!(matches!(outcomes[1], AcceptOutcome::OptedOut(_)));
+    assert!(matches!(outcomes[1], AcceptOutcome::Failed(_)));
     assert!(matches!(outcomes[2], AcceptOutcome::Queued(_)));
     assert_eq!(balance(&store, a).await, Credits::new(1, 0));
     let id = admitted[0].batch.as_ref().unwrap().id;

@@ -537,7 +537,7 @@ async fn inbound_messages_opt_outs_and_replies(store: Arc<dyn Store>) {
     assert_eq!(pairs(&store, a, reply.id).await, vec![(EventType::Accepted, target(&hook))]);
     assert_eq!(pairs(&store, a, stop.id).await, vec![(EventType::Inbound, target(&hook))]);
     assert_eq!(recent_counts(&store, a).await, vec![(MessageStatus::Queued, 1)]);
-    assert!(matches!(store.accept(&[message(a, None, "promo")]).await.unwrap()[0], AcceptOutcome::OptedOut(_)));
+    assert!(matches!(store.accept(&[message(a, None, "promo")]).await.unwrap()[0], AcceptOutcome::Failed(_)));
     let again = store.receive_inbound(&inbound("STOP again"), OptOutChange::OptOut, None).await.unwrap();
     assert!(!again.opt_out_changed);
     // The reply is sent like any queued message.

@@ -46,13 +46,14 @@ macro_rules! migration {
 /// The migrations of the SQLite schema: (version, file name, SQL), applied in order. They are
 /// recorded in `_sqlx_migrations`, the table (and checksums) that earlier versions' migrator
 /// kept, so a database they made upgrades in place.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     migration!(1, "0001_init.sql"),
     migration!(2, "0002_batches_and_counts.sql"),
     migration!(3, "0003_channels_templates_schedules.sql"),
     migration!(4, "0004_receipts_webhooks_inbound.sql"),
     migration!(5, "0005_rate_budgets.sql"),
     migration!(6, "0006_unavailable_attempts.sql"),
+    migration!(7, "0007_destinations.sql"),
 ];
 
 /// The SQLite engine.
