@@ -176,6 +176,27 @@ async fn the_admin_cli_operates_a_server() {
     assert_eq!(listed["data"][0]["id"], m.id.to_string());
     let shown = cli(&url, &["messages", "get", &m.id.to_string()]);
     assert_eq!(shown["events"][0]["status"], "accepted");
+    assert_eq!(shown["destination"], serde_json::json!({"valid": true, "numberType": "toll_free", "country": "US"}));
+    // The account's destinations: US and Canada only, no fixed-or-mobile numbers.
+    let limited = cli(&url, &["accounts", "set-destinations", &id, "--countries", "us,CA", "--fixed-or-mobile", "off"]);
+    assert_eq!(
+        (&limited["allowedCountries"], &limited["acceptFixedOrMobile"]),
+        (&serde_json::json!(["CA", "US"]), &Value::Bool(false))
+    );
+    let landline_or_mobile = TlSendRequest { to: "+14155550100".into(), ..req.clone() };
+    let refused = client.send(&landline_or_mobile).await.unwrap().message;
+    assert_eq!(refused.error_type, Some(switchboard_domain::ErrorType::InvalidDestination));
+    let everywhere = cli(&url, &["accounts", "set-destinations", &id, "--all-countries", "--fixed-or-mobile", "on"]);
+    assert_eq!(
+        (&everywhere["allowedCountries"], &everywhere["acceptFixedOrMobile"]),
+        (&Value::Null, &Value::Bool(true))
+    );
+    let out = Command::new(BIN)
+        .args(["admin", "--server", &url, "accounts", "set-destinations", &id])
+        .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to change"));
     cli(&url, &["opt-outs", "add", &id, "+18005559876", "+18005551234"]);
     assert_eq!(cli(&url, &["opt-outs", "list", &id])["data"].as_array().unwrap().len(), 1);
     cli(&url, &["senders", "update", &id, "+18005559876", "--active", "false"]);
