@@ -608,6 +608,45 @@ mod tests {
     }
 
     #[test]
+    fn destination_rules_are_read_and_checked() {
+        let rules = Settings::default().destination_rules().unwrap();
+        assert_eq!(rules, DestinationRules::default());
+        let mut s = Settings::default();
+        let env = |name: &str| match name {
+            "SWITCHBOARD_BLOCKED_COUNTRIES" => Some("ru, by".to_owned()),
+            "SWITCHBOARD_MMS_COUNTRIES" => Some("US,CA,PR".to_owned()),
+            "SWITCHBOARD_REFUSED_NUMBER_TYPES" => Some("premium_rate,voip".to_owned()),
+            "SWITCHBOARD_DESTINATION_LOOKUP" => Some("off".to_owned()),
+            _ => None,
+        };
+        s.apply_env(env).unwrap();
+        s.validate().unwrap();
+        let rules = s.destination_rules().unwrap();
+        let codes = |set: &std::collections::BTreeSet<Region>| set.iter().map(Region::to_string).collect::<Vec<_>>();
+        assert_eq!(codes(&rules.blocked_regions), ["BY", "RU"]);
+        assert_eq!(codes(&rules.mms_regions), ["CA", "PR", "US"]);
+        assert_eq!(rules.refused_types.into_iter().collect::<Vec<_>>(), [NumberType::PremiumRate, NumberType::Voip]);
+        assert_eq!(s.destination_lookup, "off");
+        for bad in [
+            Settings { blocked_countries: vec!["USA".into()], ..Settings::default() },
+            Settings { mms_countries: vec!["1".into()], ..Settings::default() },
+            Settings { refused_number_types: vec!["landline".into()], ..Settings::default() },
+            Settings { destination_lookup: "hlr".into(), ..Settings::default() },
+        ] {
+            let err = format!("{:#}", bad.validate().unwrap_err());
+            assert!(
+                ["blocked_countries", "mms_countries", "refused_number_types", "destination_lookup"]
+                    .iter()
+                    .any(|k| err.contains(k)),
+                "{err}"
+            );
+        }
+        let file: Settings = toml::from_str("blocked_countries = [\"KP\"]\nmms_countries = []").unwrap();
+        let rules = file.destination_rules().unwrap();
+        assert_eq!((codes(&rules.blocked_regions), rules.mms_regions.len()), (vec!["KP".to_owned()], 0));
+    }
+
+    #[test]
     fn tenant_url_allowances() {
         let d = Settings::default();
         assert!(d.tenant_url_allow_cidrs.is_empty());
