@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use switchboard_domain::wire::{TlSendRequest, TlStatus};
 use switchboard_domain::{ErrorType, MessageId, Region};
-use switchboard_tests::{Backend, OPERATOR_TOKEN, Tenant, TestApp, TestDb, on_both_backends};
+use switchboard_tests::{Backend, Tenant, TestApp, TestDb, admin_call as admin, call, on_both_backends};
 
 on_both_backends!(destinations_are_decided_before_sending);
 
@@ -23,20 +23,6 @@ const UK_NOT_IN_PLAN: &str = "+447700900123";
 const US_NUMBER: &str = "+14155550100";
 const NOT_IN_PLAN_US: &str = "+15550001000";
 const MEDIA: &str = "https://example.com/cat.png";
-
-async fn call(app: &TestApp, method: Method, path: &str, auth: String, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", app.url)).header("authorization", auth);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    call(app, method, &format!("/admin/v1{path}"), format!("Bearer {OPERATOR_TOKEN}"), body).await
-}
 
 async fn credits(app: &TestApp, t: &Tenant) -> (i64, i64) {
     let b = app.admin.balance(t.account).await.expect("balance");
@@ -151,9 +137,14 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
 
     // Mudbase: refused recipients are failures of the request, and free.
     let before = credits(&app, &t).await;
-    let (status, body) =
-        call(&app, Method::POST, &format!("/api/messaging/projects/{}/messaging/sms", t.account), String::new(), None)
-            .await;
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        &format!("/api/messaging/projects/{}/messaging/sms", t.account),
+        ("authorization", String::new()),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let resp = reqwest::Client::new()
         .post(format!("{}/api/messaging/projects/{}/messaging/sms", app.url, t.account))
@@ -174,7 +165,9 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
     // Bird: the message is stored failed with its reason, and free.
     let channel = create_channel(&app, t.account, &t.from).await;
     let messages = format!("/workspaces/{}/channels/{channel}/messages", t.account);
-    let bird = |body: Value| call(&app, Method::POST, &messages, format!("AccessKey {}", t.api_key), Some(body));
+    let bird = |body: Value| {
+        call(&app, Method::POST, &messages, ("authorization", format!("AccessKey {}", t.api_key)), Some(body))
+    };
     let before = credits(&app, &t).await;
     let to = |n: &str| json!({"contacts": [{"identifierKey": "phonenumber", "identifierValue": n}]});
     let text = json!({"type": "text", "text": {"text": "Hello"}});
@@ -188,7 +181,7 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
         assert_eq!(m["failure"]["source"]["code"], json!(code), "{m}");
         assert!(m["reason"].as_str().is_some_and(|r| !r.is_empty()), "{m}");
         let id = m["id"].as_str().expect("id");
-        let auth = format!("AccessKey {}", t.api_key);
+        let auth = ("authorization", format!("AccessKey {}", t.api_key));
         let (_, read) = call(&app, Method::GET, &format!("{messages}/{id}"), auth, None).await;
         assert_eq!(
             (read["status"].clone(), read["failure"]["source"]["code"].clone()),

@@ -9,32 +9,12 @@ use serde_json::{Value, json};
 
 use switchboard_domain::wire::{CreateSender, TlSendRequest};
 use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions};
-use switchboard_tests::{Backend, OPERATOR_TOKEN, TestApp, TestDb, eventually, on_both_backends};
+use switchboard_tests::{Backend, TestApp, TestDb, admin_call as admin, call, eventually, on_both_backends};
 
 on_both_backends!(alphanumeric_senders_end_to_end);
 
 const HANDSET: &str = "+447400123456";
 const LONG: Duration = Duration::from_secs(20);
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    auth: (&str, String),
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", app.url)).header(auth.0, auth.1);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    call(app, method, &format!("/admin/v1{path}"), ("authorization", format!("Bearer {OPERATOR_TOKEN}")), body).await
-}
 
 async fn alphanumeric_senders_end_to_end(backend: Backend) {
     let Some(db) = TestDb::new(backend, "alphanumeric_senders").await else { return };

@@ -196,6 +196,34 @@ pub struct Tenant {
     pub client: Client,
 }
 
+/// Calls a server over raw HTTP with one authentication header (name, value), and returns the
+/// status and the JSON body (`null` when there is none).
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    auth: (&str, String),
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", app.url)).header(auth.0, auth.1);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Calls the admin API (`path` under `/admin/v1`) with the operator token.
+pub async fn admin_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    call(app, method, &format!("/admin/v1{path}"), ("authorization", format!("Bearer {OPERATOR_TOKEN}")), body).await
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, failing after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where

@@ -67,19 +67,8 @@ async fn destinations_are_stored_and_held_to_the_account(store: Arc<dyn Store>) 
     // Another account sends to the same country at the same time, and pays.
     let b = store.create_account("b").await.unwrap().id;
     store.top_up(b, Credits::new(2, 0), None).await.unwrap();
-    store
-        .create_sender(&SenderRecord {
-            address: sender("+18005550001"),
-            account_id: b,
-            active: true,
-            sms: true,
-            mms: false,
-            created_at: Timestamp::now(),
-        })
-        .await
-        .unwrap();
-    let theirs =
-        NewMessage { account_id: b, from: sender("+18005550001"), ..NewMessage { id: MessageId::new(), ..to_gb } };
+    let from = sms_sender(&store, b, "+18005550001").await;
+    let theirs = NewMessage { account_id: b, from, ..NewMessage { id: MessageId::new(), ..to_gb } };
     let again = NewMessage { id: MessageId::new(), ..to_us };
     let out = store.accept(&[theirs, again]).await.unwrap();
     assert!(matches!(&out[0], AcceptOutcome::Queued(m) if m.charged == Credits::new(2, 0)), "{out:?}");

@@ -190,6 +190,20 @@ async fn dispatch_all(store: &Arc<dyn Store>, outcome: impl Fn(&str) -> Dispatch
     store.record_results(&results).await.unwrap();
 }
 
+/// Assigns an active SMS-only sender to an account, and returns it.
+async fn sms_sender(store: &Arc<dyn Store>, account: AccountId, address: &str) -> SenderId {
+    let record = SenderRecord {
+        address: sender(address),
+        account_id: account,
+        active: true,
+        sms: true,
+        mms: false,
+        created_at: Timestamp::now(),
+    };
+    store.create_sender(&record).await.unwrap();
+    record.address
+}
+
 async fn balance(store: &Arc<dyn Store>, account: AccountId) -> Credits {
     store.get_account(account).await.unwrap().unwrap().balance
 }
@@ -334,18 +348,7 @@ async fn idempotency_replays_and_conflicts_across_groups(store: Arc<dyn Store>) 
     let b = store.create_account("b").await.unwrap().id;
     store.top_up(b, Credits::new(2, 0), None).await.unwrap();
     let mut theirs = message(b, Some("k1"), "hello");
-    theirs.from = sender("+18005550001");
-    store
-        .create_sender(&SenderRecord {
-            address: theirs.from.clone(),
-            account_id: b,
-            active: true,
-            sms: true,
-            mms: false,
-            created_at: Timestamp::now(),
-        })
-        .await
-        .unwrap();
+    theirs.from = sms_sender(&store, b, "+18005550001").await;
     assert!(matches!(store.accept(&[theirs]).await.unwrap()[0], AcceptOutcome::Queued(_)));
     assert_eq!(balance(&store, a).await, Credits::new(98, 0));
 }

@@ -160,18 +160,7 @@ async fn the_outbox_fans_out_to_endpoints_and_the_message_url(store: Arc<dyn Sto
     // An account without endpoints, sending without a URL, gets no deliveries.
     let quiet = store.create_account("quiet").await.unwrap().id;
     store.top_up(quiet, Credits::new(10, 0), None).await.unwrap();
-    store
-        .create_sender(&SenderRecord {
-            address: sender("+18005550042"),
-            account_id: quiet,
-            active: true,
-            sms: true,
-            mms: false,
-            created_at: Timestamp::now(),
-        })
-        .await
-        .unwrap();
-    let m = NewMessage { from: sender("+18005550042"), ..message(quiet, None, "shh") };
+    let m = NewMessage { from: sms_sender(&store, quiet, "+18005550042").await, ..message(quiet, None, "shh") };
     let id = send(&store, m, "q-1", &[]).await;
     store.record_receipts(&[receipt("q-1", MessageStatus::Delivered)]).await.unwrap();
     assert_eq!(store.get_message(id).await.unwrap().unwrap().status, MessageStatus::Delivered);
