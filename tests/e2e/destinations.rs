@@ -108,13 +108,25 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
     assert_ne!(status, TlStatus::Failed);
     let (status, _, _) = textingline(&limited, US_NUMBER, false).await;
     assert_ne!(status, TlStatus::Failed);
+    // Through Mudbase and a Bird channel too: the UK recipient fails, the US one goes.
+    let (status, body) = mudbase(&app, &limited, json!([UK_MOBILE, US_NUMBER])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((&body["data"]["successCount"], &body["data"]["failureCount"]), (&json!(1), &json!(1)), "{body}");
+    let channel = create_channel(&app, limited.account, &limited.from).await;
+    let (status, m) = bird(&app, &limited, channel, UK_MOBILE, json!({"type": "text", "text": {"text": "Hi"}})).await;
+    assert_eq!(
+        (status, &m["failure"]["source"]["code"]),
+        (StatusCode::ACCEPTED, &json!("geographic_restriction")),
+        "{m}"
+    );
+    assert_eq!(credits(&app, &limited).await, (100 - 2 - 2, 0), "the TextingLine and Mudbase US messages");
     let account =
         app.admin.set_destinations(limited.account, None, Some(false)).await.expect("refuse fixed-or-mobile numbers");
     assert_eq!(account.allowed_countries, Some(vec![Region::parse("CA").unwrap(), Region::parse("US").unwrap()]));
     assert!(!account.accept_fixed_or_mobile);
     let (status, error_type, _) = textingline(&limited, US_NUMBER, false).await;
     assert_eq!((status, error_type), (TlStatus::Failed, Some(ErrorType::InvalidDestination)));
-    assert_eq!(credits(&app, &limited).await, (98, 0), "one message charged");
+    assert_eq!(credits(&app, &limited).await, (96, 0), "nothing more charged");
     // Bad settings are refused whole.
     for bad in
         [json!({"allowedCountries": ["USA"]}), json!({"allowedCountries": "US"}), json!({"acceptFixedOrMobile": 1})]
@@ -137,62 +149,42 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
 
     // Mudbase: refused recipients are failures of the request, and free.
     let before = credits(&app, &t).await;
-    let (status, body) = call(
-        &app,
-        Method::POST,
-        &format!("/api/messaging/projects/{}/messaging/sms", t.account),
-        ("authorization", String::new()),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/messaging/projects/{}/messaging/sms", app.url, t.account))
-        .header("x-api-key", &t.api_key)
-        .json(&json!({"to": [UK_LANDLINE, UK_MOBILE, UK_PREMIUM, US_NUMBER], "message": "Your order has shipped"}))
-        .send()
-        .await
-        .expect("mudbase send");
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let body: Value = resp.json().await.expect("json");
-    assert_eq!(
-        (body["data"]["successCount"].clone(), body["data"]["failureCount"].clone()),
-        (json!(2), json!(2)),
-        "{body}"
-    );
+    let (status, body) =
+        mudbase(&app, &t, json!([UK_LANDLINE, UK_MOBILE, UK_PREMIUM, UK_NOT_IN_PLAN, US_NUMBER])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((&body["data"]["successCount"], &body["data"]["failureCount"]), (&json!(2), &json!(3)), "{body}");
     assert_eq!(credits(&app, &t).await, (before.0 - 4, before.1));
 
     // Bird: the message is stored failed with its reason, and free.
     let channel = create_channel(&app, t.account, &t.from).await;
-    let messages = format!("/workspaces/{}/channels/{channel}/messages", t.account);
-    let bird = |body: Value| {
-        call(&app, Method::POST, &messages, ("authorization", format!("AccessKey {}", t.api_key)), Some(body))
-    };
     let before = credits(&app, &t).await;
-    let to = |n: &str| json!({"contacts": [{"identifierKey": "phonenumber", "identifierValue": n}]});
     let text = json!({"type": "text", "text": {"text": "Hello"}});
     let image = json!({"type": "image", "image": {"images": [{"mediaUrl": MEDIA}]}});
-    for (number, body, code) in [(UK_LANDLINE, &text, "invalid_destination"), (UK_MOBILE, &image, "service_restricted")]
-    {
-        let (status, m) = bird(json!({"receiver": to(number), "body": body})).await;
+    for (number, body, code) in [
+        (UK_LANDLINE, &text, "invalid_destination"),
+        (UK_PREMIUM, &text, "invalid_destination"),
+        (UK_NOT_IN_PLAN, &text, "invalid_destination"),
+        (UK_MOBILE, &image, "service_restricted"),
+    ] {
+        let (status, m) = bird(&app, &t, channel, number, body.clone()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{m}");
         // As Bird answers every send, `accepted`, with the failure already there; read back,
         // the message has failed before sending.
         assert_eq!(m["failure"]["source"]["code"], json!(code), "{m}");
         assert!(m["reason"].as_str().is_some_and(|r| !r.is_empty()), "{m}");
-        let id = m["id"].as_str().expect("id");
-        let auth = ("authorization", format!("AccessKey {}", t.api_key));
-        let (_, read) = call(&app, Method::GET, &format!("{messages}/{id}"), auth, None).await;
+        let path = format!("/workspaces/{}/channels/{channel}/messages/{}", t.account, m["id"].as_str().expect("id"));
+        let (_, read) =
+            call(&app, Method::GET, &path, ("authorization", format!("AccessKey {}", t.api_key)), None).await;
         assert_eq!(
-            (read["status"].clone(), read["failure"]["source"]["code"].clone()),
-            (json!("sending_failed"), json!(code)),
+            (&read["status"], &read["failure"]["source"]["code"]),
+            (&json!("sending_failed"), &json!(code)),
             "{read}"
         );
     }
     assert_eq!(credits(&app, &t).await, before);
-    let (status, m) = bird(json!({"receiver": to(US_NUMBER), "body": image})).await;
+    let (status, m) = bird(&app, &t, channel, US_NUMBER, image).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{m}");
-    assert_ne!(m["status"], "sending_failed", "{m}");
+    assert!(m.get("failure").is_none(), "{m}");
     assert_eq!(credits(&app, &t).await, (before.0 - 2, before.1 - 1));
 
     // The ledger holds exactly one charge per message that was not refused.
@@ -216,6 +208,18 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
 
     app.stop().await;
     db.remove().await;
+}
+
+async fn mudbase(app: &TestApp, t: &Tenant, to: Value) -> (StatusCode, Value) {
+    let path = format!("/api/messaging/projects/{}/messaging/sms", t.account);
+    call(app, Method::POST, &path, ("x-api-key", t.api_key.clone()), Some(json!({"to": to, "message": "Hi"}))).await
+}
+
+async fn bird(app: &TestApp, t: &Tenant, channel: Uuid, to: &str, body: Value) -> (StatusCode, Value) {
+    let path = format!("/workspaces/{}/channels/{channel}/messages", t.account);
+    let receiver = json!({"contacts": [{"identifierKey": "phonenumber", "identifierValue": to}]});
+    let auth = ("authorization", format!("AccessKey {}", t.api_key));
+    call(app, Method::POST, &path, auth, Some(json!({"receiver": receiver, "body": body}))).await
 }
 
 async fn create_channel(app: &TestApp, account: Uuid, sender: &str) -> Uuid {
