@@ -21,7 +21,28 @@ on_both_backends!(
     admin_cli_channels_and_templates,
     webhook_endpoint_urls_are_held_to_the_url_policy,
     refused_targets_are_never_called,
+    metrics_can_require_a_token,
 );
+
+async fn metrics_can_require_a_token(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "metrics_token").await else { return };
+    let token = "metrics-token-0123456789";
+    let app = TestApp::start(switchboard::Settings { metrics_token: Some(token.into()), ..db.settings() }).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", app.url);
+    for wrong in [None, Some("Bearer metrics-token-012345678"), Some("Basic bWV0cmljczp4")] {
+        let mut req = http.get(&url);
+        if let Some(w) = wrong {
+            req = req.header("authorization", w);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{wrong:?}");
+    }
+    let ok = http.get(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.text().await.unwrap().contains("# TYPE switchboard_http_requests_total counter"));
+    app.stop().await;
+    db.remove().await;
+}
 
 async fn admin_operations(backend: Backend) {
     let Some(db) = TestDb::new(backend, "admin_operations").await else {
@@ -105,8 +126,65 @@ async fn operational_endpoints(backend: Backend) {
     let http = reqwest::Client::new();
     let health: Value = http.get(format!("{}/healthz", app.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
+    // Ready, check by check; a database migrated by a newer version is named as the problem.
+    let ready = http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "writer": "ok", "dispatcher": "ok"}})
+    );
+    let bytes = if db.url().starts_with("sqlite:") { "x'00'" } else { "'\\x00'::bytea" };
+    let newer = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99, 'from a newer version', TRUE, {bytes}, 0)"
+    );
+    execute(&db, &newer).await;
+    let not_ready = http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let not_ready: Value = not_ready.json().await.unwrap();
+    assert_eq!(not_ready["status"], "not_ready", "{not_ready}");
+    assert_eq!(
+        not_ready["checks"]["migrations"],
+        json!(format!("the schema is at version 99; this version needs {}", switchboard_storage::SCHEMA_VERSION))
+    );
+    assert_eq!((&not_ready["checks"]["database"], &not_ready["checks"]["writer"]), (&json!("ok"), &json!("ok")));
+    execute(&db, "DELETE FROM _sqlx_migrations WHERE version = 99").await;
+    let sent = t.client.send(&req).await.unwrap().message;
+    t.client.message(&sent.id.to_string()).await.unwrap();
+    let nowhere = http.get(format!("{}/no/such/path/+18005551234", app.url)).send().await.unwrap();
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
     let metrics = http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchboard_messages_accepted_total"), "{metrics}");
+    // Every family says what it is and what it means.
+    let families: Vec<&str> = metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+    assert!(families.len() >= 10, "{metrics}");
+    for family in &families {
+        let name = family.split(' ').next().unwrap();
+        assert!(metrics.lines().any(|l| l.starts_with(&format!("# HELP {name} "))), "no HELP for {name}");
+    }
+    for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(families.iter().any(|f| f.split(' ').next() == Some(family)), "no TYPE for {line}");
+    }
+    // Requests by route template (never the raw path), method and status, with latency buckets.
+    for expected in [
+        r#"switchboard_http_requests_total{route="/api/v1/messaging/message",method="POST",status="201"}"#,
+        r#"switchboard_http_requests_total{route="/api/v1/messaging/message/{id}",method="GET",status="200"}"#,
+        r#"switchboard_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+        r#"switchboard_http_request_seconds_bucket{route="/api/v1/messaging/message",method="POST",status="201",le="0.005"}"#,
+        "# TYPE switchboard_http_request_seconds histogram",
+        "# TYPE switchboard_commit_seconds histogram",
+        "# TYPE switchboard_upstream_sent_total counter",
+        "# TYPE switchboard_messages_queued gauge",
+        "# TYPE switchboard_receipts_awaited gauge",
+        "# TYPE switchboard_webhook_deliveries_due gauge",
+        "# TYPE switchboard_messages_scheduled gauge",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(expected)), "{expected} missing from:\n{metrics}");
+    }
+    assert!(!metrics.contains("18005551234"), "no number in the metrics");
     let doc: Value = http.get(format!("{}/openapi.json", app.url)).send().await.unwrap().json().await.unwrap();
     for path in [
         "/api/v1/messaging/message",
@@ -660,4 +738,20 @@ async fn refused_targets_are_never_called(backend: Backend) {
     assert!(receiver.requests().is_empty(), "the receiver was called: {:?}", receiver.requests());
     app.stop().await;
     db.remove().await;
+}
+
+/// Runs one statement on the test's database beside the server, as an outside change would.
+async fn execute(db: &TestDb, sql: &str) {
+    if let Some(path) = db.url().strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).expect("open the SQLite file");
+        c.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+        c.execute_batch(sql).expect("change the SQLite file");
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(db.url()).await.expect("connect to PostgreSQL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut c)
+            .await
+            .expect("change the PostgreSQL database");
+    }
 }

@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -83,6 +83,8 @@ pub struct AppState {
     pub operator_token: Secret,
     /// Renders Prometheus metrics, if a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Secret>,
     /// Limits.
     pub limits: HttpLimits,
     /// The HTTP upstreams by name, whose delivery outcomes come back to
@@ -109,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .merge(lifecycle::routes().layer(CatchPanicLayer::custom(|_| internal_error_on("/admin/"))))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/upstreams/{name}/events", axum::routing::post(lifecycle::upstream_callback))
         .fallback(not_found)
@@ -121,9 +124,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(trusted_proxies))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
+        .layer(axum::middleware::from_fn(observe))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::debug_span!("request", method = %req.method(), path = %masked_path(req.uri().path()))
         }))
+}
+
+/// Counts each request by route (the template it matched, never the raw path, which may hold
+/// ids and numbers; `unmatched` for none), method and status, and records its latency.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route: String = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("switchboard_http_requests_total", &labels).increment(1);
+    metrics::histogram!("switchboard_http_request_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The path with phone numbers (segments starting `+` or `%2B`) masked, for logs.
@@ -192,6 +210,31 @@ pub(crate) async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Readiness: whether this node can take and send messages now. Each check is named:
+/// `database` (it answers within 2 s), `migrations` (its schema is this version's), `writer`
+/// (a write is committed and durable within 5 s; on SQLite this passes the writer and sync
+/// threads) and, on a node that dispatches, `dispatcher` (its tasks run). 503 names what failed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "Operations",
+    responses(
+        (status = 200, description = "Every check passed", body = Object,
+            example = json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "writer": "ok", "dispatcher": "ok"}})),
+        (status = 503, description = "A check failed; its value says what", body = Object,
+            example = json!({"status": "not_ready", "checks": {"database": "ok", "migrations": "the schema is at version 8; this version needs 7", "writer": "ok", "dispatcher": "ok"}})),
+    )
+)]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    let checks = state.core.readiness().await;
+    let ready = checks.iter().all(|c| c.problem.is_none());
+    let named: serde_json::Map<String, serde_json::Value> =
+        checks.into_iter().map(|c| (c.name.to_owned(), c.problem.unwrap_or_else(|| "ok".to_owned()).into())).collect();
+    let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": named});
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
 /// Prometheus metrics, in the text exposition format.
 #[utoipa::path(
     get,
@@ -199,33 +242,52 @@ pub(crate) async fn health() -> Json<serde_json::Value> {
     tag = "Operations",
     responses(
         (status = 200, description = "Every metric, in Prometheus' text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "`metrics_token` is set and the request does not carry it", body = String, content_type = "text/plain"),
         (status = 404, description = "Metrics are not enabled in this process", body = String, content_type = "text/plain"),
     )
 )]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => {
-            // Upstream state is read when it is scraped, not kept up to date on every send.
-            for u in state.core.upstreams() {
-                let name = u.name.clone();
-                metrics::gauge!("switchboard_upstream_connected", "upstream" => name.clone()).set(if u.connected {
-                    1.0
-                } else {
-                    0.0
-                });
-                metrics::gauge!("switchboard_upstream_in_flight", "upstream" => name.clone()).set(u.in_flight as f64);
-                metrics::gauge!("switchboard_upstream_window", "upstream" => name.clone()).set(u.window as f64);
-                metrics::gauge!("switchboard_upstream_sent", "upstream" => name.clone()).set(u.sent as f64);
-                metrics::gauge!("switchboard_upstream_failed", "upstream" => name.clone()).set(u.failed as f64);
-                metrics::gauge!("switchboard_upstream_throttled", "upstream" => name.clone()).set(u.throttled as f64);
-                // 0 when the upstream is not limited.
-                metrics::gauge!("switchboard_upstream_rate_per_second", "upstream" => name)
-                    .set(u.rate_per_second.unwrap_or(0.0));
-            }
-            ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
+pub(crate) async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled").into_response();
+    };
+    if let Some(token) = &state.metrics_token {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.expose().as_bytes())) {
+            return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], "the metrics need their bearer token")
+                .into_response();
         }
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
+    // Upstream state and the backlog are read when they are scraped, not kept up to date on
+    // every send.
+    for u in state.core.upstreams() {
+        let name = u.name.clone();
+        metrics::gauge!("switchboard_upstream_connected", "upstream" => name.clone())
+            .set(f64::from(u8::from(u.connected)));
+        metrics::gauge!("switchboard_upstream_in_flight", "upstream" => name.clone()).set(u.in_flight as f64);
+        metrics::gauge!("switchboard_upstream_window", "upstream" => name.clone()).set(u.window as f64);
+        metrics::counter!("switchboard_upstream_sent_total", "upstream" => name.clone()).absolute(u.sent);
+        metrics::counter!("switchboard_upstream_failed_total", "upstream" => name.clone()).absolute(u.failed);
+        metrics::counter!("switchboard_upstream_throttled_total", "upstream" => name.clone()).absolute(u.throttled);
+        // 0 when the upstream is not limited.
+        metrics::gauge!("switchboard_upstream_rate_per_second", "upstream" => name)
+            .set(u.rate_per_second.unwrap_or(0.0));
+    }
+    match state.core.backlog().await {
+        Ok(b) => {
+            metrics::gauge!("switchboard_messages_queued").set(b.queued as f64);
+            metrics::gauge!("switchboard_messages_scheduled").set(b.scheduled as f64);
+            metrics::gauge!("switchboard_webhook_deliveries_due").set(b.deliveries_due as f64);
+            metrics::gauge!("switchboard_receipts_awaited").set(b.receipts_awaited as f64);
+        }
+        // The other metrics are still worth serving; the gauges keep their last values.
+        Err(e) => tracing::warn!(error = %e, "reading the backlog for the metrics failed"),
+    }
+    ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 #[cfg(test)]

@@ -63,10 +63,11 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         admin::add_template_version,
         admin::update_template_version,
         crate::health,
+        crate::ready,
         crate::metrics,
     ),
     modifiers(&Security, &Contract),
-    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"), (name = "Upstreams", description = "Delivery outcomes from HTTP upstreams"), (name = "Operations", description = "Health and metrics"))
+    tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"), (name = "Upstreams", description = "Delivery outcomes from HTTP upstreams"), (name = "Operations", description = "Health, readiness and metrics"))
 )]
 pub struct ApiDoc;
 
@@ -133,7 +134,7 @@ fn dialect(path: &str) -> (&'static str, &'static str) {
         ("bird", "BirdError")
     } else if path.starts_with("/api/messaging/") || path.starts_with("/api/auth/") {
         ("mudbase", "MbErrorBody")
-    } else if path == "/healthz" || path == "/metrics" {
+    } else if ["/healthz", "/readyz", "/metrics"].contains(&path) {
         ("operations", "")
     } else {
         ("textingline", "TlErrorBody")
@@ -212,7 +213,7 @@ impl Modify for Contract {
                 if path.contains('{') {
                     also.push("404");
                 }
-                let operational = path == "/healthz" || path == "/metrics";
+                let operational = ["/healthz", "/readyz", "/metrics"].contains(&path.as_str());
                 for status in also {
                     if operational || op.responses.responses.contains_key(status) {
                         continue;

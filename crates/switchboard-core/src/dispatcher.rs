@@ -82,13 +82,35 @@ impl Waiting {
 #[derive(Debug, Clone)]
 pub struct Stopper {
     stop: Arc<Notify>,
+    /// Tasks of the dispatcher still running: the claimer and the recorder.
+    alive: Arc<std::sync::atomic::AtomicUsize>,
     permits: Arc<Semaphore>,
     in_flight_max: u32,
     unrecorded: Arc<std::sync::atomic::AtomicUsize>,
     send_timeout: Duration,
 }
 
+/// Counts a dispatcher task as running while it lives; ending, even by a panic, uncounts it.
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl Stopper {
+    /// Whether the dispatcher's tasks (the claimer and the recorder) are both running.
+    pub fn running(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::Acquire) == 2
+    }
     /// Stops claiming, waits for the attempts in flight to end (at most the send timeout and a
     /// second) and for their results to be recorded (at most 10 s more), so that no message an
     /// upstream took is left to its lease and sent again after the next start.
@@ -126,11 +148,18 @@ pub fn start(
     let (fresh_tx, fresh_rx) = mpsc::unbounded_channel();
     let waiting = Arc::new(Waiting::default());
     let unrecorded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tokio::spawn(recorder(store.clone(), results_rx, waiters, waiting.clone(), unrecorded.clone()));
+    let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let recording = Alive::new(&alive);
+    let recorder = recorder(store.clone(), results_rx, waiters, waiting.clone(), unrecorded.clone());
+    tokio::spawn(async move {
+        let _alive = recording;
+        recorder.await
+    });
     let in_flight_max = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(in_flight_max));
     let stopper = Stopper {
         stop: Arc::new(Notify::new()),
+        alive: alive.clone(),
         permits: permits.clone(),
         in_flight_max: in_flight_max as u32,
         unrecorded: unrecorded.clone(),
@@ -138,7 +167,12 @@ pub fn start(
     };
     let sender =
         Sender { permits, store: store.clone(), provider, config: Arc::new(config), results: results_tx, unrecorded };
-    tokio::spawn(claimer(store, sender, fresh_rx, ready, waiting, stopper.stop.clone()));
+    let claiming = Alive::new(&alive);
+    let claimer = claimer(store, sender, fresh_rx, ready, waiting, stopper.stop.clone());
+    tokio::spawn(async move {
+        let _alive = claiming;
+        claimer.await
+    });
     (fresh_tx, stopper)
 }
 

@@ -112,6 +112,15 @@ impl Default for CoreConfig {
     }
 }
 
+/// One readiness check: its name, and what is wrong, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// `database`, `migrations`, `writer` or `dispatcher`.
+    pub name: &'static str,
+    /// What failed; `None` when the check passed.
+    pub problem: Option<String>,
+}
+
 /// What a send came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -350,6 +359,53 @@ impl Core {
         if let Some(dispatcher) = &self.inner.dispatcher {
             dispatcher.stop().await;
         }
+    }
+
+    /// Whether this node can do its work, check by check: the database answers (within 2 s),
+    /// its schema is this version's, a write commits and is made durable (within 5 s: on
+    /// SQLite through the writer and the sync threads), and, if this node runs one, the
+    /// dispatcher's tasks run. Each check is named, with what failed.
+    pub async fn readiness(&self) -> Vec<Check> {
+        let store = self.inner.store.as_ref();
+        let mut checks = Vec::with_capacity(4);
+        let version = tokio::time::timeout(Duration::from_secs(2), store.schema_version()).await;
+        let (database, migrations) = match version {
+            Err(_) => (Some("no answer within 2 s".to_owned()), None),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the database did not answer");
+                (Some("no answer (the server's log says why)".to_owned()), None)
+            }
+            Ok(Ok(v)) if v == switchboard_storage::SCHEMA_VERSION => (None, None),
+            Ok(Ok(v)) => (
+                None,
+                Some(format!(
+                    "the schema is at version {v}; this version needs {}",
+                    switchboard_storage::SCHEMA_VERSION
+                )),
+            ),
+        };
+        checks.push(Check { name: "database", problem: database });
+        checks.push(Check { name: "migrations", problem: migrations });
+        let write = match tokio::time::timeout(Duration::from_secs(5), store.write_probe()).await {
+            Err(_) => Some("a write was not durable within 5 s".to_owned()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: a write failed");
+                Some("a write failed (the server's log says why)".to_owned())
+            }
+            Ok(Ok(())) => None,
+        };
+        checks.push(Check { name: "writer", problem: write });
+        if let Some(dispatcher) = &self.inner.dispatcher {
+            let problem = (!dispatcher.running()).then(|| "the dispatcher has stopped".to_owned());
+            checks.push(Check { name: "dispatcher", problem });
+        }
+        checks
+    }
+
+    /// How much work waits: queued and scheduled messages, webhook deliveries due, messages
+    /// awaiting receipts.
+    pub async fn backlog(&self) -> Result<switchboard_storage::Backlog, AccessError> {
+        self.inner.store.backlog(Timestamp::now()).await.map_err(AccessError::from_storage("backlog"))
     }
 
     /// How each upstream stands.

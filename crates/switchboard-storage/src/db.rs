@@ -65,6 +65,18 @@ impl<E: Engine> Store for Db<E> {
         self.engine.scrub().await
     }
 
+    async fn schema_version(&self) -> Result<i64> {
+        self.engine.read(|tx| Box::pin(stats::schema_version(tx))).await
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog> {
+        self.engine.read(move |tx| Box::pin(stats::backlog(tx, now))).await
+    }
+
+    async fn write_probe(&self) -> Result<()> {
+        self.engine.write(|_| Box::pin(async { Ok(()) })).await
+    }
+
     async fn create_account(&self, name: &str) -> Result<AccountRecord> {
         let name = name.to_owned();
         self.engine.write(move |tx| Box::pin(accounts::create(tx, name))).await

@@ -132,6 +132,19 @@ pub trait Store: Send + Sync + 'static {
     /// its vacuums.
     async fn scrub(&self) -> Result<()>;
 
+    /// The newest migration applied to the database (0 for none); this version needs
+    /// [`SCHEMA_VERSION`].
+    async fn schema_version(&self) -> Result<i64>;
+
+    /// How much work waits, for the metrics: messages queued and scheduled, webhook deliveries
+    /// due by `now`, and messages sent and waiting for their receipts.
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog>;
+
+    /// Runs an empty write transaction and returns once it is committed and durable: on SQLite
+    /// it passes through the writer thread and the sync thread, on PostgreSQL it is a round trip
+    /// of `BEGIN` and `COMMIT`. For readiness checks.
+    async fn write_probe(&self) -> Result<()>;
+
     /// Creates an account with zero balances.
     async fn create_account(&self, name: &str) -> Result<AccountRecord>;
     /// Reads an account.
@@ -373,6 +386,23 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
+/// How much work waits (see [`Store::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Messages queued for the dispatcher.
+    pub queued: i64,
+    /// Messages scheduled for later.
+    pub scheduled: i64,
+    /// Webhook deliveries due now, not yet delivered.
+    pub deliveries_due: i64,
+    /// Messages an upstream took and whose receipts have not all come.
+    pub receipts_awaited: i64,
+}
+
+/// The newest migration of this version's schema, the same on both engines
+/// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
+pub const SCHEMA_VERSION: i64 = 7;
+
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
@@ -402,6 +432,23 @@ impl Default for ConnectOptions {
             max_connections: 8,
             acquire_timeout: std::time::Duration::from_secs(10),
             wal_limit_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    /// Each engine has one migration file per version, 1 to [`super::SCHEMA_VERSION`].
+    #[test]
+    fn both_engines_have_every_version() {
+        for engine in ["sqlite", "postgres"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(engine);
+            let mut versions: Vec<i64> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().split('_').next().unwrap().parse().unwrap())
+                .collect();
+            versions.sort_unstable();
+            assert_eq!(versions, (1..=super::SCHEMA_VERSION).collect::<Vec<_>>(), "{engine}");
         }
     }
 }

@@ -184,6 +184,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         trusted_proxies,
         operator_token: Secret::new(operator_token),
         metrics: telemetry::metrics_handle(),
+        metrics_token: settings.metrics_token.clone().map(Secret::new),
         upstream_callbacks: Arc::new(callbacks),
         limits: HttpLimits {
             max_body_bytes: settings.max_body_bytes,

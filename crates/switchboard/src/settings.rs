@@ -139,6 +139,10 @@ pub struct Settings {
     pub help_reply: String,
     /// Most messages per second from one sender number, across every upstream.
     pub sender_max_per_second: Option<u32>,
+    /// A bearer token that `GET /metrics` then requires (`Authorization: Bearer …`), at least 16
+    /// characters; unset, the metrics are open to whoever reaches the port.
+    /// `SWITCHBOARD_METRICS_TOKEN`.
+    pub metrics_token: Option<String>,
     /// How destinations are looked up before a send is stored: `offline` (libphonenumber's
     /// metadata, built in) or `off` (numbers are checked for their E.164 form only, and no
     /// destination rule applies). `SWITCHBOARD_DESTINATION_LOOKUP`.
@@ -248,6 +252,7 @@ impl std::fmt::Debug for Settings {
             .field("operator_token", &self.operator_token.as_ref().map(|_| "<redacted>"))
             .field("server_keys_file", &self.server_keys_file)
             .field("server_keys", &self.server_keys.as_ref().map(|_| "<redacted>"))
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -306,6 +311,7 @@ impl Default for Settings {
             start_reply: replies.start,
             help_reply: replies.help,
             sender_max_per_second: None,
+            metrics_token: None,
             destination_lookup: "offline".into(),
             blocked_countries: Vec::new(),
             mms_countries: vec!["US".into(), "CA".into()],
@@ -412,6 +418,7 @@ impl Settings {
                 v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         }
         env!(destination_lookup, "SWITCHBOARD_DESTINATION_LOOKUP", string);
+        env!(metrics_token, "SWITCHBOARD_METRICS_TOKEN", option);
         for (field, name) in [
             (&mut self.blocked_countries, "SWITCHBOARD_BLOCKED_COUNTRIES"),
             (&mut self.mms_countries, "SWITCHBOARD_MMS_COUNTRIES"),
@@ -482,6 +489,9 @@ impl Settings {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.url_policy()?;
         self.destination_rules()?;
+        if self.metrics_token.as_ref().is_some_and(|t| t.chars().count() < 16) {
+            bail!("metrics_token must be at least 16 characters");
+        }
         if !["offline", "off"].contains(&self.destination_lookup.as_str()) {
             bail!("destination_lookup must be offline or off");
         }

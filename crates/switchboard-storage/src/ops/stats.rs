@@ -143,3 +143,25 @@ pub(crate) async fn take_rate_tokens(
         .await?;
     Ok(if taken == 1 { want } else { 0 })
 }
+
+/// See [`crate::Store::backlog`]. The queued, scheduled and due rows are counted through the
+/// partial indexes that hold only them; the messages awaiting receipts from the running counts
+/// (`message_counts`), never from the messages themselves.
+pub(crate) async fn backlog(tx: &mut impl Tx, now: Timestamp) -> Result<crate::Backlog> {
+    let count = "SELECT \
+        (SELECT COUNT(*) FROM messages WHERE status = 'queued'), \
+        (SELECT COUNT(*) FROM messages WHERE status = 'scheduled'), \
+        (SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1), \
+        (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM message_counts WHERE status = 'sent')";
+    let (queued, scheduled, deliveries_due, receipts_awaited): (i64, i64, i64, i64) =
+        tx.fetch_optional(count, &[now.into()]).await?.unwrap_or_default();
+    Ok(crate::Backlog { queued, scheduled, deliveries_due, receipts_awaited })
+}
+
+/// See [`crate::Store::schema_version`]: both engines record their migrations in
+/// `_sqlx_migrations`.
+pub(crate) async fn schema_version(tx: &mut impl Tx) -> Result<i64> {
+    let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+    let row: Option<(Option<i64>,)> = tx.fetch_optional(sql, &[]).await?;
+    Ok(row.and_then(|(v,)| v).unwrap_or(0))
+}

@@ -90,7 +90,16 @@ contract!(
     scheduled_messages_wait_and_cancel_with_a_refund,
     expiry_ends_expired_with_a_refund,
     media_and_details_round_trip,
+    readiness_probes,
 );
+
+async fn readiness_probes(store: Arc<dyn Store>) {
+    assert_eq!(store.schema_version().await.unwrap(), switchboard_storage::SCHEMA_VERSION);
+    store.write_probe().await.unwrap();
+    // A probe leaves nothing behind: the store writes and reads as before it.
+    let a = funded_account(&store, 2, 0).await;
+    assert!(matches!(store.accept(&[message(a, None, "x")]).await.unwrap()[0], AcceptOutcome::Queued(_)));
+}
 
 async fn funded_account(store: &Arc<dyn Store>, sms: i64, mms: i64) -> AccountId {
     let account = store.create_account("test").await.unwrap().id;
