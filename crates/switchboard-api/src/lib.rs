@@ -124,23 +124,62 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(trusted_proxies))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
-        .layer(axum::middleware::from_fn(observe))
+        .layer(axum::middleware::from_fn(access))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::debug_span!("request", method = %req.method(), path = %masked_path(req.uri().path()))
         }))
 }
 
-/// Counts each request by route (the template it matched, never the raw path, which may hold
-/// ids and numbers; `unmatched` for none), method and status, and records its latency.
-async fn observe(req: Request, next: Next) -> Response {
+/// The header that carries a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id: the client's `X-Request-Id` when it is sane (1 to 64 letters, digits and
+/// `.`, `_`, `:`, `-`), else one made here, unique in the process and unlikely to repeat
+/// across processes (a random prefix drawn at start and a counter).
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    let given = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
+        (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    });
+    if let Some(id) = given {
+        return id.to_owned();
+    }
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u32);
+    format!("{prefix:08x}{:012x}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Every request's id, access line and metrics: the request runs in a span that carries its id
+/// (and, once its credentials are checked, its account), so every log line of it says which
+/// request it belongs to; its answer carries the id in `X-Request-Id`; when it is answered, one
+/// line at `info` gives the method, the route (the matched template, never the raw path, which
+/// may hold numbers and ids), the status and the latency; and it is counted by route, method and
+/// status, with its latency. Nothing of the body, no number and no secret is logged.
+async fn access(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
+    let id = request_id(req.headers());
     let route: String = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = req.method().as_str().to_owned();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let span = tracing::info_span!("request", id = %id, account = tracing::field::Empty);
+    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let latency = started.elapsed();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            target: "switchboard::access",
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
+    let labels = [("route", route), ("method", method), ("status", status.to_string())];
     metrics::counter!("switchboard_http_requests_total", &labels).increment(1);
-    metrics::histogram!("switchboard_http_request_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("switchboard_http_request_seconds", &labels).record(latency.as_secs_f64());
     response
 }
 

@@ -211,6 +211,12 @@ impl Authenticator {
     }
 }
 
+/// Names the authenticated account on the request's log span (its `account` field), so that
+/// the access line and every log line of the request say whose it was.
+pub(crate) fn note_account(account: AccountId) {
+    tracing::Span::current().record("account", tracing::field::display(account));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

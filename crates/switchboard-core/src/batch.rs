@@ -251,6 +251,9 @@ impl Core {
             // A token names its key only once its signature holds: the address alone pays.
             self.inner.guard.failed(client, None).map_err(AuthError::Throttled)?;
         }
+        if let Ok(account) = &checked {
+            crate::auth::note_account(*account);
+        }
         checked
     }
 

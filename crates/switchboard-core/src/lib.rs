@@ -447,6 +447,10 @@ impl Core {
                 self.inner.guard.failed(client, key).map_err(AuthError::Throttled)?;
                 Err(AuthError::InvalidCredentials)
             }
+            Ok(account) => {
+                auth::note_account(account);
+                Ok(account)
+            }
             other => other,
         }
     }

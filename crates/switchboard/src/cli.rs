@@ -73,6 +73,13 @@ pub struct ServeArgs {
     /// sqlite://… or postgres://… (also SWITCHBOARD_DATABASE_URL).
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Logs as `text` or `json` lines on standard error (also SWITCHBOARD_LOG_FORMAT).
+    #[arg(long, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// The data folder: the embedded database, the key file and the operator token (also
+    /// SWITCHBOARD_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// How to reach the admin API.

@@ -18,6 +18,12 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(url) = &args.database_url {
         settings.database_url = url.clone();
     }
+    if let Some(format) = &args.log_format {
+        settings.log_format = format.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        settings.data_dir = dir.clone();
+    }
     settings.validate()?;
     Ok(settings)
 }
@@ -28,14 +34,14 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = settings(&args)?;
-            telemetry::init_logs(&settings.log_format);
+            let _logs = telemetry::init_logs(&settings.log_format);
             let app = switchboard::build(&settings).await?;
             app.run_until(shutdown_signal()).await?;
             tracing::info!("stopped");
         }
         Command::Migrate(args) => {
             let settings = settings(&args)?;
-            telemetry::init_logs(&settings.log_format);
+            let _logs = telemetry::init_logs(&settings.log_format);
             switchboard::migrate(&settings).await?;
             tracing::info!("database is up to date");
         }

@@ -9,11 +9,24 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the log subscriber. `RUST_LOG` filters (default `info`).
-pub fn init_logs(format: &str) {
+/// Installs the log subscriber, writing to standard error as `text` or `json`, with colour
+/// only when standard error is a terminal. `RUST_LOG` filters (default `info`).
+///
+/// Lines are handed to a writer thread (`tracing-appender`'s non-blocking writer) that writes
+/// them in batches, so a request never waits on a slow pipe (a terminal, journald) or pays a
+/// system call for its access line. Keep the returned guard alive while the process logs:
+/// dropping it flushes what is left.
+pub fn init_logs(format: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("logs")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let installed = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    installed.is_ok().then_some(guard)
 }
 
 /// What a metric is.

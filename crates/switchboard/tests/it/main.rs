@@ -1,6 +1,7 @@
 //! The `switchboard` binary as a user runs it: killed mid-flight and restarted, and the admin
 //! command line.
 
+mod access_log;
 #[cfg(unix)]
 mod connections;
 #[cfg(unix)]

@@ -1,0 +1,98 @@
+//! The access log as an operator reads it: one JSON line per request at the default level, with
+//! the request's id (the client's `X-Request-Id`, or one made and returned), its route template,
+//! status, latency and account, and never a phone number, a body or a secret.
+
+use super::*;
+
+/// Starts the binary with JSON logs at the default level, its standard error in `log`.
+fn start_logging(dir: &Path, port: u16, log: &Path) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(dir)
+        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
+        .env("SWITCHBOARD_SENT_WAIT_MS", "0")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start the binary")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_has_an_id_and_one_access_line() {
+    let dir = temp_dir("access");
+    let log = dir.join("stderr.log");
+    let port = free_port();
+    let server =
+        Server { child: start_logging(&dir.join("data"), port, &log), url: format!("http://127.0.0.1:{port}") };
+    server.ready().await;
+    let admin = AdminClient::new(&server.url, TOKEN);
+    let account = admin.create_account("logs").await.unwrap();
+    admin
+        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
+        .await
+        .unwrap();
+    admin.top_up(account.id, &TopUp { sms: 10, mms: 0, reference: None }).await.unwrap();
+    let key = admin.create_key(account.id, None).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let send = |id: Option<&str>, secret: &str| {
+        let mut req = http
+            .post(format!("{}/api/v1/messaging/message", server.url))
+            .basic_auth(&key.key.id, Some(secret))
+            .json(&serde_json::json!({"to": "+18005551234", "from": "+18005559876", "body": "Your code is 9931"}));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req.send()
+    };
+    let sent = send(Some("order-4711.retry:2"), &key.secret).await.unwrap();
+    assert_eq!(sent.status(), 201);
+    assert_eq!(sent.headers()["x-request-id"], "order-4711.retry:2");
+    let refused = send(Some("not sane; has spaces"), "sk_wrong").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let made = refused.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.len() == 20 && made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+    let message = sent.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let read = http
+        .get(format!("{}/api/v1/messaging/message/{message}", server.url))
+        .basic_auth(&key.key.id, Some(&key.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    // Ask it to stop, so that the log is written out, and read it.
+    let Server { mut child, .. } = server;
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let access: Vec<&Value> = lines.iter().filter(|l| l["target"] == "switchboard::access").collect();
+    let line = |id: &str| {
+        access.iter().find(|l| l["span"]["id"] == id).unwrap_or_else(|| panic!("no access line for {id}:\n{text}"))
+    };
+    let ok = line("order-4711.retry:2");
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(
+        (&ok["fields"]["method"], &ok["fields"]["route"], &ok["fields"]["status"]),
+        (&Value::from("POST"), &Value::from("/api/v1/messaging/message"), &Value::from(201))
+    );
+    assert!(ok["fields"]["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{ok}");
+    assert_eq!(ok["span"]["account"], account.id.to_string());
+    let bad = line(&made);
+    assert_eq!((&bad["fields"]["status"], bad["span"].get("account")), (&Value::from(401), None));
+    assert!(
+        access.iter().any(|l| l["fields"]["route"] == "/api/v1/messaging/message/{id}" && l["fields"]["status"] == 200),
+        "{text}"
+    );
+    // The admin calls are logged too, one line each.
+    assert!(
+        access.iter().filter(|l| l["fields"]["route"].as_str().is_some_and(|r| r.starts_with("/admin/"))).count() >= 4
+    );
+    for private in ["18005551234", "Your code", &key.secret, TOKEN, &message] {
+        assert!(!text.contains(private), "{private} is in the log:\n{text}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
