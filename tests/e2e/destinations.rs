@@ -22,6 +22,8 @@ const UK_PREMIUM: &str = "+449090123456";
 const UK_NOT_IN_PLAN: &str = "+447700900123";
 const US_NUMBER: &str = "+14155550100";
 const NOT_IN_PLAN_US: &str = "+15550001000";
+/// A valid Dutch mobile number in the range the operator blocks.
+const NL_BLOCKED: &str = "+31612345678";
 const MEDIA: &str = "https://example.com/cat.png";
 
 async fn credits(app: &TestApp, t: &Tenant) -> (i64, i64) {
@@ -45,7 +47,9 @@ async fn textingline(t: &Tenant, to: &str, media: bool) -> (TlStatus, Option<Err
 
 async fn destinations_are_decided_before_sending(backend: Backend) {
     let Some(db) = TestDb::new(backend, "destinations_are_decided").await else { return };
-    let app = TestApp::start(db.settings()).await;
+    // The operator blocks one Dutch range outright.
+    let settings = switchboard::Settings { blocked_destinations: vec!["+3161234".into()], ..db.settings() };
+    let app = TestApp::start(settings).await;
     let t = app.provision(100, 10).await;
 
     // TextingLine: each refusal is 201 failed with its error type, and free.
@@ -55,6 +59,7 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
         (NOT_IN_PLAN_US, false, ErrorType::InvalidDestination),
         (UK_PREMIUM, false, ErrorType::InvalidDestination),
         (UK_MOBILE, true, ErrorType::ServiceRestricted),
+        (NL_BLOCKED, false, ErrorType::DestinationBlocked),
     ] {
         let (status, error_type, _) = textingline(&t, to, media).await;
         assert_eq!((status, error_type), (TlStatus::Failed, Some(error)), "{to}");
@@ -201,6 +206,7 @@ async fn destinations_are_decided_before_sending(backend: Backend) {
         r#"switchboard_destination_lookups_total{number_type="mobile",outcome="service_restricted"}"#,
         r#"switchboard_destination_lookups_total{number_type="mobile",outcome="geographic_restriction"}"#,
         r#"switchboard_destination_lookups_total{number_type="premium_rate",outcome="invalid_destination"}"#,
+        r#"switchboard_destination_lookups_total{number_type="mobile",outcome="destination_blocked"}"#,
         r#"switchboard_destination_lookups_total{number_type="fixed_line_or_mobile",outcome="allowed"}"#,
     ] {
         assert!(metrics.lines().any(|l| l.starts_with(line)), "{line} missing from:\n{metrics}");

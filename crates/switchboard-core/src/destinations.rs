@@ -1,6 +1,6 @@
-//! The destination check every send goes through before it is stored: the lookup tells what
-//! the recipient's number is, and the operator's [`DestinationRules`] refuse what no account
-//! may send to. The account's own settings (its countries, fixed-or-mobile numbers) are
+//! The destination check every send goes through before it is stored: the operator's blocked
+//! numbers are refused, the lookup tells what the recipient's number is, and the operator's
+//! [`DestinationRules`](switchboard_domain::DestinationRules) refuse what no account may send to. The account's own settings (its countries, fixed-or-mobile numbers) are
 //! applied where the message is stored, in the admission's transaction, so that a change to
 //! them holds from the next send on.
 //!
@@ -45,9 +45,11 @@ impl Core {
     /// Looks up a recipient and applies the operator's rules. A lookup that cannot answer
     /// (an online one down) refuses the send as unavailable: nothing is sent unchecked.
     pub(crate) async fn check_destination(&self, to: &Msisdn, kind: MessageKind) -> Result<Checked, SendError> {
-        let Some(lookup) = &self.inner.config.lookup else { return Ok((None, None)) };
+        let rules = &self.inner.config.destinations;
+        let blocked = rules.blocks(to).then_some(ErrorType::DestinationBlocked);
+        let Some(lookup) = &self.inner.config.lookup else { return Ok((None, blocked)) };
         match lookup.lookup(to).await {
-            Ok(destination) => Ok((Some(destination), self.inner.config.destinations.refusal(&destination, kind))),
+            Ok(destination) => Ok((Some(destination), blocked.or_else(|| rules.refusal(&destination, kind)))),
             Err(error) => {
                 tracing::warn!(%error, "destination lookup failed");
                 metrics::counter!("switchboard_destination_lookups_total", "number_type" => "none", "outcome" => "lookup_failed")
@@ -63,9 +65,12 @@ impl Core {
 pub(crate) fn count(record: &MessageRecord) {
     let Some(destination) = &record.destination else { return };
     let outcome = match record.error_type {
-        Some(e @ (ErrorType::InvalidDestination | ErrorType::GeographicRestriction | ErrorType::ServiceRestricted)) => {
-            e.as_str()
-        }
+        Some(
+            e @ (ErrorType::InvalidDestination
+            | ErrorType::GeographicRestriction
+            | ErrorType::ServiceRestricted
+            | ErrorType::DestinationBlocked),
+        ) => e.as_str(),
         _ => "allowed",
     };
     metrics::counter!(

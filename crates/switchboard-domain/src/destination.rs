@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ErrorType, MessageKind};
+use crate::{ErrorType, MessageKind, Msisdn};
 
 string_enum! {
     /// What kind of line a number is, as libphonenumber's metadata classifies it.
@@ -161,6 +161,9 @@ pub struct DestinationRules {
     pub mms_regions: BTreeSet<Region>,
     /// Number types refused (`invalid_destination`).
     pub refused_types: BTreeSet<NumberType>,
+    /// Numbers no message goes to (`destination_blocked`): each a whole E.164 number or the
+    /// start of one (`+1900`), as `+` and digits.
+    pub blocked_numbers: Vec<String>,
 }
 
 impl Default for DestinationRules {
@@ -170,6 +173,7 @@ impl Default for DestinationRules {
             blocked_regions: BTreeSet::new(),
             mms_regions: us_ca.into_iter().collect(),
             refused_types: NumberType::REFUSED_BY_DEFAULT.iter().copied().collect(),
+            blocked_numbers: Vec::new(),
         }
     }
 }
@@ -187,6 +191,17 @@ impl Ord for NumberType {
 }
 
 impl DestinationRules {
+    /// Whether the number is one the operator blocks, whole or by its start: such a message
+    /// is refused `destination_blocked`, looked up or not.
+    pub fn blocks(&self, number: &Msisdn) -> bool {
+        self.blocked_numbers.iter().any(|prefix| number.as_str().starts_with(prefix.as_str()))
+    }
+
+    /// Whether an entry of `blocked_numbers` is `+` and 1 to 15 digits.
+    pub fn is_number_prefix(entry: &str) -> bool {
+        entry.strip_prefix('+').is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// Why a message of this kind may not go to this destination, if it may not: an invalid
     /// number or a refused type is `invalid_destination`, a blocked country
     /// `geographic_restriction`, and an MMS outside the MMS countries `service_restricted`,
@@ -287,6 +302,25 @@ mod tests {
         let nowhere = Destination { valid: true, number_type: NumberType::TollFree, region: None };
         assert_eq!(rules.refusal(&nowhere, mms), Some(ErrorType::ServiceRestricted));
         assert_eq!(rules.refusal(&nowhere, sms), None);
+    }
+
+    #[test]
+    fn blocked_numbers_whole_or_by_start() {
+        let rules = DestinationRules {
+            blocked_numbers: vec!["+1900".into(), "+447400123456".into()],
+            ..DestinationRules::default()
+        };
+        let n = |s: &str| Msisdn::parse(s).unwrap();
+        assert!(rules.blocks(&n("+19005551234")));
+        assert!(rules.blocks(&n("+447400123456")));
+        assert!(!rules.blocks(&n("+447400123457")));
+        assert!(!rules.blocks(&n("+18005551234")));
+        for ok in ["+1", "+1900", "+447400123456"] {
+            assert!(DestinationRules::is_number_prefix(ok), "{ok}");
+        }
+        for bad in ["", "+", "1900", "+1 900", "+1234567890123456", "+19a"] {
+            assert!(!DestinationRules::is_number_prefix(bad), "{bad}");
+        }
     }
 
     #[test]

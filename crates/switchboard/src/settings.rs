@@ -158,6 +158,10 @@ pub struct Settings {
     /// `fixed_line_or_mobile`, `toll_free`, `voip` and `personal_number`.
     /// `SWITCHBOARD_REFUSED_NUMBER_TYPES` takes them comma-separated.
     pub refused_number_types: Vec<String>,
+    /// Numbers no message goes to, whole (`+447400123456`) or by their start (`+1900`): such a
+    /// message fails `destination_blocked`, not charged. `SWITCHBOARD_BLOCKED_DESTINATIONS`
+    /// takes them comma-separated.
+    pub blocked_destinations: Vec<String>,
     /// The upstreams messages go to; none means the built-in simulator alone.
     pub upstreams: Vec<UpstreamSettings>,
     /// Which upstreams take which messages; none sends everything to the upstreams in order.
@@ -316,6 +320,7 @@ impl Default for Settings {
             blocked_countries: Vec::new(),
             mms_countries: vec!["US".into(), "CA".into()],
             refused_number_types: NumberType::REFUSED_BY_DEFAULT.iter().map(|t| t.as_str().to_owned()).collect(),
+            blocked_destinations: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
         }
@@ -423,6 +428,7 @@ impl Settings {
             (&mut self.blocked_countries, "SWITCHBOARD_BLOCKED_COUNTRIES"),
             (&mut self.mms_countries, "SWITCHBOARD_MMS_COUNTRIES"),
             (&mut self.refused_number_types, "SWITCHBOARD_REFUSED_NUMBER_TYPES"),
+            (&mut self.blocked_destinations, "SWITCHBOARD_BLOCKED_DESTINATIONS"),
         ] {
             if let Some(v) = var(name) {
                 *field = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
@@ -478,7 +484,11 @@ impl Settings {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
+        if let Some(bad) = self.blocked_destinations.iter().find(|n| !DestinationRules::is_number_prefix(n)) {
+            bail!("blocked_destinations: `{bad}` is not + and 1 to 15 digits");
+        }
         Ok(DestinationRules {
+            blocked_numbers: self.blocked_destinations.clone(),
             blocked_regions: regions(&self.blocked_countries, "blocked_countries")?,
             mms_regions: regions(&self.mms_countries, "mms_countries")?,
             refused_types,
@@ -642,12 +652,19 @@ mod tests {
             Settings { mms_countries: vec!["1".into()], ..Settings::default() },
             Settings { refused_number_types: vec!["landline".into()], ..Settings::default() },
             Settings { destination_lookup: "hlr".into(), ..Settings::default() },
+            Settings { blocked_destinations: vec!["1900".into()], ..Settings::default() },
         ] {
             let err = format!("{:#}", bad.validate().unwrap_err());
             assert!(
-                ["blocked_countries", "mms_countries", "refused_number_types", "destination_lookup"]
-                    .iter()
-                    .any(|k| err.contains(k)),
+                [
+                    "blocked_countries",
+                    "mms_countries",
+                    "refused_number_types",
+                    "destination_lookup",
+                    "blocked_destinations"
+                ]
+                .iter()
+                .any(|k| err.contains(k)),
                 "{err}"
             );
         }
