@@ -173,7 +173,7 @@ async fn access(req: Request, next: Next) -> Response {
             method = %method,
             route = %route,
             status,
-            latency_ms = latency.as_secs_f64() * 1000.0,
+            latency_ms = latency.as_micros() as f64 / 1000.0,
             "answered"
         );
     });

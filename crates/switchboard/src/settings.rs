@@ -506,6 +506,16 @@ impl Settings {
             bail!("destination_lookup must be offline or off");
         }
         self.trusted_proxies()?;
+        if self.upstreams.is_empty() {
+            // Without upstreams every message goes to the built-in simulator, which has no
+            // routes and no sender buckets: these would be silently ignored.
+            if !self.routes.is_empty() {
+                bail!("[[routes]] are given without any [[upstreams]] to route to: declare the upstreams they name");
+            }
+            if self.sender_max_per_second.is_some() {
+                bail!("sender_max_per_second is given without any [[upstreams]]: it applies to upstreams only");
+            }
+        }
         for u in &self.upstreams {
             let unknown: Vec<&str> = u.unknown_keys().collect();
             if !unknown.is_empty() {
@@ -625,6 +635,15 @@ mod tests {
         assert!(Settings::default().apply_env(bad).is_err());
         let s = Settings { database_url: "mysql://x".into(), ..Settings::default() };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn routes_and_sender_limits_need_upstreams() {
+        let routes: Settings = toml::from_str("[[routes]]\nprefix = \"+1\"\nupstreams = [\"carrier\"]").unwrap();
+        let err = format!("{:#}", routes.validate().unwrap_err());
+        assert!(err.contains("[[routes]]") && err.contains("[[upstreams]]"), "{err}");
+        let limit: Settings = toml::from_str("sender_max_per_second = 10").unwrap();
+        assert!(format!("{:#}", limit.validate().unwrap_err()).contains("sender_max_per_second"));
     }
 
     #[test]
