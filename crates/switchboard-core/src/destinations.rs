@@ -1,8 +1,9 @@
 //! The destination check every send goes through before it is stored: the operator's blocked
 //! numbers are refused, the lookup tells what the recipient's number is, and the operator's
-//! [`DestinationRules`](switchboard_domain::DestinationRules) refuse what no account may send to. The account's own settings (its countries, fixed-or-mobile numbers) are
-//! applied where the message is stored, in the admission's transaction, so that a change to
-//! them holds from the next send on.
+//! [`DestinationRules`](switchboard_domain::DestinationRules) refuse what no account may send
+//! to. The account's own settings (its countries, fixed-or-mobile numbers) are applied where
+//! the message is stored, in the admission's transaction, so that a change to them holds from
+//! the next send on.
 //!
 //! A refused message is stored `failed` with its error type and is not charged, as an
 //! opted-out recipient's is.

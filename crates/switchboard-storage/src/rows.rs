@@ -1,6 +1,8 @@
 //! One decoder per record, over a driver-neutral [`Row`], and the columns each reads, in
 //! order. A stored value that is not what the schema promises is [`StorageError::Corrupt`].
 
+use std::collections::BTreeSet;
+
 use switchboard_domain::{
     AccountDestinations, AccountId, Destination, EventType, MessageId, Msisdn, NumberType, Region, SenderId, Timestamp,
 };
@@ -49,13 +51,12 @@ impl FromRow for AccountRecord {
 
 /// An account's `allowed_regions` and `accept_fixed_or_mobile` columns.
 pub(crate) fn account_destinations(r: &mut Row) -> Result<AccountDestinations> {
-    let allowed_regions = match r.get::<Option<String>>()? {
-        None => None,
-        Some(stored) => {
-            Some(AccountDestinations::parse_regions(&stored).ok_or_else(|| corrupt("allowed regions", &stored))?)
-        }
-    };
-    Ok(AccountDestinations { allowed_regions, fixed_or_mobile: r.get()? })
+    Ok(AccountDestinations { allowed_regions: allowed_regions(r.get()?)?, fixed_or_mobile: r.get()? })
+}
+
+/// A stored `allowed_regions` column: `NULL` for every country, else comma-separated codes.
+pub(crate) fn allowed_regions(stored: Option<String>) -> Result<Option<BTreeSet<Region>>> {
+    stored.map(|s| AccountDestinations::parse_regions(&s).ok_or_else(|| corrupt("allowed regions", &s))).transpose()
 }
 
 pub(crate) const API_KEY_COLUMNS: &str = "id, account_id, name, secret_hash, created_at, revoked_at";

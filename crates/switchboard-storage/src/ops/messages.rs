@@ -84,13 +84,7 @@ async fn lock_account(tx: &mut impl Tx, account: AccountId) -> Result<Option<(Ba
     let row: Option<(i64, i64, Option<String>, bool)> = tx.fetch_optional(&sql, &[account.into()]).await?;
     let Some((sms, mms, regions, fixed_or_mobile)) = row else { return Ok(None) };
     let balance = Balance::new(Credits::new(sms, mms))?;
-    let allowed_regions = match regions {
-        None => None,
-        Some(stored) => Some(
-            AccountDestinations::parse_regions(&stored)
-                .ok_or_else(|| StorageError::Corrupt(format!("allowed regions of {account}: {stored}")))?,
-        ),
-    };
+    let allowed_regions = crate::rows::allowed_regions(regions)?;
     Ok(Some((balance, AccountDestinations { allowed_regions, fixed_or_mobile })))
 }
 
