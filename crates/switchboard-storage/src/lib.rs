@@ -69,6 +69,10 @@ pub enum StorageError {
     /// The database URL is not one this crate serves.
     #[error("unsupported database URL (expected sqlite: or postgres:)")]
     UnsupportedUrl,
+    /// The database server could not be reached or refused the connection; the text names
+    /// the cause (refused, name resolution, authentication, TLS, no answer).
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(String),
 }
 
 /// Result with [`StorageError`].

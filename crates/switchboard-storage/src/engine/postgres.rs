@@ -26,6 +26,7 @@ impl PgEngine {
     /// Connects to and migrates the database a `postgres:` URL names.
     pub(crate) async fn open(url: &str, options: &ConnectOptions) -> Result<Self> {
         let connect = PgConnectOptions::from_str(url)?;
+        first_connection(&connect).await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.acquire_timeout)
@@ -33,6 +34,66 @@ impl PgEngine {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
+    }
+}
+
+/// How long the first connection may take before the database is reported unreachable.
+const FIRST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes one connection before the pool is built, so that an unreachable database is reported
+/// with its cause (name resolution, refused, authentication, TLS, no answer) within
+/// [`FIRST_CONNECT_TIMEOUT`], where the pool would only say that it timed out.
+async fn first_connection(connect: &PgConnectOptions) -> Result<()> {
+    use sqlx::Connection as _;
+    let target = match connect.get_socket() {
+        Some(dir) => format!("the socket in {}", dir.display()),
+        None => format!("{}:{}", connect.get_host(), connect.get_port()),
+    };
+    let unreachable = |why: String| StorageError::Unreachable(why);
+    let attempt = async {
+        if connect.get_socket().is_none() && !connect.get_host().starts_with('/') {
+            let addresses = tokio::net::lookup_host((connect.get_host(), connect.get_port())).await;
+            if let Err(e) = addresses {
+                return Err(unreachable(format!("cannot resolve the host name {:?}: {e}", connect.get_host())));
+            }
+        }
+        let conn = PgConnection::connect_with(connect).await.map_err(|e| unreachable(cause(&target, connect, &e)))?;
+        let _ = conn.close().await;
+        Ok(())
+    };
+    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, attempt).await {
+        Ok(done) => done,
+        Err(_) => Err(unreachable(format!(
+            "{target} did not answer within {} s (a wrong address, or a firewall dropping packets?)",
+            FIRST_CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Names why a connection failed, in an operator's terms.
+fn cause(target: &str, connect: &PgConnectOptions, e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("{target} refused the connection: is PostgreSQL running and listening there?")
+        }
+        // The TLS stack reports a failed handshake (a certificate that does not verify) as
+        // invalid data on the socket.
+        sqlx::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && !matches!(connect.get_ssl_mode(), sqlx::postgres::PgSslMode::Disable) =>
+        {
+            format!("TLS with {target} failed: {io}")
+        }
+        sqlx::Error::Io(io) => format!("{target}: {io}"),
+        sqlx::Error::Tls(tls) => format!("TLS with {target} failed: {tls}"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01" | "28000") => {
+                format!("{target} refused to authenticate user {:?}: {}", connect.get_username(), db.message())
+            }
+            Some("3D000") => format!("{target}: {}", db.message()),
+            _ => format!("{target} refused the connection: {}", db.message()),
+        },
+        other => format!("{target}: {other}"),
     }
 }
 

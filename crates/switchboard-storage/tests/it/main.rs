@@ -59,6 +59,7 @@ macro_rules! contract {
     };
 }
 
+mod connect;
 mod destinations;
 mod numbers;
 mod pending_parts;
