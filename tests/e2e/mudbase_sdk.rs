@@ -1,5 +1,5 @@
 //! Mudbase's own published Python SDK (`mudbase==1.3.17`), unchanged, against a spawned
-//! server: `tests/python/test_mudbase_sdk.py` run by the Python in `SWITCHBOARD_TEST_PYTHON`
+//! server: `tests/python/test_mudbase_sdk.py` run by the Python in `TEST_PYTHON`
 //! (a virtual environment with the pinned SDK, which `cargo xtask ci` prepares).
 
 use std::path::PathBuf;

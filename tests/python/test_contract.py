@@ -6,7 +6,7 @@
 - openapi-python-client: a client generated from the document sends and reads back a
   TextingLine message and a Bird message, parsing them with its strict models.
 
-Run by tests/e2e/contract.rs with the Python in SWITCHBOARD_TEST_PYTHON, which `cargo xtask ci`
+Run by tests/e2e/contract.rs with the Python in TEST_PYTHON, which `cargo xtask ci`
 prepares with pinned versions of these tools.
 """
 

@@ -13,17 +13,17 @@ use switchboard_domain::wire::{CreateSender, TopUp};
 use switchboard_storage::testing::TestDatabase;
 use uuid::Uuid;
 
-/// The Python of the tests that drive independent implementations (`SWITCHBOARD_TEST_PYTHON`,
+/// The Python of the tests that drive independent implementations (`TEST_PYTHON`,
 /// a virtual environment with the pinned tools that `cargo xtask ci` prepares), or `None`
 /// outside CI, where those tests are skipped; under CI its absence fails the test.
 pub fn test_python() -> Option<std::path::PathBuf> {
-    match std::env::var_os("SWITCHBOARD_TEST_PYTHON") {
+    match std::env::var_os("TEST_PYTHON") {
         Some(p) => Some(std::path::PathBuf::from(p)),
         None if std::env::var_os("CI").is_some() => {
-            panic!("SWITCHBOARD_TEST_PYTHON must name the Python that cargo xtask ci prepares, under CI")
+            panic!("TEST_PYTHON must name the Python that cargo xtask ci prepares, under CI")
         }
         None => {
-            eprintln!("skipped: SWITCHBOARD_TEST_PYTHON is not set (cargo xtask ci sets it)");
+            eprintln!("skipped: TEST_PYTHON is not set (cargo xtask ci sets it)");
             None
         }
     }

@@ -99,7 +99,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         tests.args(["test", "--workspace", "--no-fail-fast"]);
     }
     if let Some(python) = python {
-        tests.env("SWITCHBOARD_TEST_PYTHON", python);
+        tests.env("TEST_PYTHON", python);
     }
     run(&mut tests)
 }

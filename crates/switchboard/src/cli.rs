@@ -37,6 +37,18 @@ pub enum Command {
     /// Manage the server's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// The settings themselves.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings in force (defaults, the file, `SWITCHBOARD_*` variables and flags
+    /// merged; secrets hidden) with where each came from, and exit non-zero if any would
+    /// stop the server from starting.
+    Check(ServeArgs),
 }
 
 /// The server's keys (the key file, or the `server_keys` setting).
@@ -80,6 +92,38 @@ pub struct ServeArgs {
     /// SWITCHBOARD_DATA_DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Any setting, as NAME=VALUE (`--set webhook_timeout_ms=5000`, `--set blocked_countries=KP,IR`);
+    /// repeatable, and wins over the file and the environment.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = setting_flag)]
+    pub set: Vec<(String, String)>,
+}
+
+impl ServeArgs {
+    /// The flags as settings, in the order they apply: the named ones, then `--set`.
+    pub fn flags(&self) -> Vec<(String, String)> {
+        let mut flags = Vec::new();
+        let named = [
+            ("listen", self.listen.clone()),
+            ("database_url", self.database_url.clone()),
+            ("log_format", self.log_format.clone()),
+            ("data_dir", self.data_dir.as_ref().map(|d| d.display().to_string())),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                flags.push((name.to_owned(), value));
+            }
+        }
+        flags.extend(self.set.iter().cloned());
+        flags
+    }
+}
+
+/// `NAME=VALUE`.
+fn setting_flag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
 }
 
 /// How to reach the admin API.

@@ -242,6 +242,7 @@ fn upstreams(
 ) -> anyhow::Result<(Arc<dyn Provider>, UpstreamCallbacks)> {
     let simulator =
         |name: &str| Arc::new(Simulator::with_events(simulator_config(settings), events.clone()).named(name));
+    check_upstreams(settings)?;
     let mut callbacks = UpstreamCallbacks::new();
     if settings.upstreams.is_empty() {
         return Ok((simulator("simulator"), callbacks));
@@ -262,20 +263,6 @@ fn upstreams(
             UpstreamSettings::Smpp(s) => {
                 let mut config = s.config.clone();
                 config.password = secret_value(&config.password)?;
-                config.validate().with_context(|| format!("upstream {}", config.name))?;
-                // A send gives up waiting at the bind, and its last answer comes, before the
-                // dispatcher's timeout cuts it off (which would use up an attempt).
-                let longest = config.throttled_wait_ms.saturating_add(config.response_timeout_ms);
-                if longest >= settings.provider_timeout_ms {
-                    anyhow::bail!(
-                        "upstream {}: throttled_wait_ms ({}) plus response_timeout_ms ({}) must be less than \
-                         provider_timeout_ms ({})",
-                        config.name,
-                        config.throttled_wait_ms,
-                        config.response_timeout_ms,
-                        settings.provider_timeout_ms
-                    );
-                }
                 // The SMPP upstream caps its own rate (`max_per_second`), per bind.
                 (SmppUpstream::start(config, events.clone()), UpstreamLimits::default())
             }
@@ -294,6 +281,60 @@ fn upstreams(
         None => router,
     };
     Ok((Arc::new(router), callbacks))
+}
+
+/// Checks the upstreams and routes as [`build`] would use them, without connecting to any:
+/// secrets given as `env:NAME` are set, each upstream's settings hold, and the routes name
+/// upstreams that exist.
+pub fn check_upstreams(settings: &Settings) -> anyhow::Result<()> {
+    let mut names = Vec::new();
+    for u in &settings.upstreams {
+        match u {
+            UpstreamSettings::Simulator { .. } => {}
+            UpstreamSettings::Http(h) => {
+                let context = || format!("upstream {}", h.config.name);
+                secret_value(&h.config.key_secret).with_context(context)?;
+                secret_value(&h.config.webhook_secret).with_context(context)?;
+            }
+            UpstreamSettings::Smpp(s) => {
+                let config = &s.config;
+                secret_value(&config.password).with_context(|| format!("upstream {}", config.name))?;
+                config.validate().with_context(|| format!("upstream {}", config.name))?;
+                // A send gives up waiting at the bind, and its last answer comes, before the
+                // dispatcher's timeout cuts it off (which would use up an attempt).
+                let longest = config.throttled_wait_ms.saturating_add(config.response_timeout_ms);
+                if longest >= settings.provider_timeout_ms {
+                    anyhow::bail!(
+                        "upstream {}: throttled_wait_ms ({}) plus response_timeout_ms ({}) must be less than \
+                         provider_timeout_ms ({})",
+                        config.name,
+                        config.throttled_wait_ms,
+                        config.response_timeout_ms,
+                        settings.provider_timeout_ms
+                    );
+                }
+            }
+        }
+        names.push(u.name().to_owned());
+    }
+    if let Some(keys) = &settings.server_keys {
+        secret_value(keys).context("server_keys")?;
+    }
+    let (events, _) = switchboard_provider::event_channel();
+    let stand_ins: Vec<(String, Arc<dyn Provider>, UpstreamLimits)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                Arc::new(Simulator::with_events(simulator_config(settings), events.clone())) as _,
+                UpstreamLimits::default(),
+            )
+        })
+        .collect();
+    if !settings.routes.is_empty() {
+        Router::new(stand_ins, settings.routes.clone(), settings.sender_max_per_second).context("routes")?;
+    }
+    Ok(())
 }
 
 /// The simulator's settings.

@@ -1,7 +1,7 @@
 //! The `switchboard` binary: parses the command line and runs the server or an admin command.
 
 use clap::Parser;
-use switchboard::cli::{Cli, Command, KeysCommand, ServeArgs};
+use switchboard::cli::{Cli, Command, ConfigCommand, KeysCommand, ServeArgs};
 use switchboard::{Settings, telemetry};
 use utoipa::OpenApi;
 
@@ -11,19 +11,7 @@ use utoipa::OpenApi;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
-    let mut settings = Settings::load(args.config.as_deref())?;
-    if let Some(listen) = &args.listen {
-        settings.listen = listen.clone();
-    }
-    if let Some(url) = &args.database_url {
-        settings.database_url = url.clone();
-    }
-    if let Some(format) = &args.log_format {
-        settings.log_format = format.clone();
-    }
-    if let Some(dir) = &args.data_dir {
-        settings.data_dir = dir.clone();
-    }
+    let settings = Settings::load(args.config.as_deref(), &args.flags())?;
     settings.validate()?;
     Ok(settings)
 }
@@ -52,6 +40,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate { settings: args, grace_hours, stage }) => {
             let settings = settings(&args)?;
             print!("{}", switchboard::keys::rotate(&settings, grace_hours, stage).await?);
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let layered = Settings::layered(args.config.as_deref(), &args.flags())?;
+            print!("{}", switchboard::settings::show(&layered));
+            let settings = layered.settings()?;
+            settings.validate()?;
+            switchboard::check_upstreams(&settings)?;
+            eprintln!("the settings are valid");
         }
     }
     Ok(())

@@ -1,17 +1,19 @@
 //! Settings: built-in defaults, then an optional TOML file, then `SWITCHBOARD_*` environment
-//! variables, then command-line flags. Only this crate reads configuration.
+//! variables, then command-line flags ([`layers`]). Only this crate reads configuration.
+
+pub mod layers;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use switchboard_domain::{DestinationRules, NumberType, Region};
 use switchboard_http_upstream::HttpUpstreamConfig;
 use switchboard_provider::{RouteConfig, UpstreamLimits};
 use switchboard_smpp::SmppConfig;
 
 /// Everything the server can be told.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address to listen on.
@@ -48,11 +50,13 @@ pub struct Settings {
     /// Most connections open at once; further ones wait in the listen queue until one
     /// closes. Default: the file-descriptor limit less a reserve for the database, upstreams
     /// and webhooks (a quarter of the limit, and at least 256 or half of it).
+    #[serde(deserialize_with = "number_or_text")]
     pub max_connections: Option<usize>,
     /// Most connections open at once from one client address (IPv6 addresses count by their
     /// /64). Past it the address's connection idle longest is closed to make room, or the new
     /// one at once if all of them have a request in flight. Default: a quarter of
     /// `max_connections`, at most 256.
+    #[serde(deserialize_with = "number_or_text")]
     pub max_connections_per_address: Option<usize>,
     /// How long an answer may take to be written once the request timeout has passed, in ms:
     /// a request in flight longer than `request_timeout_ms` and this is cut off, its
@@ -65,6 +69,7 @@ pub struct Settings {
     /// How long a send waits for the provider so its response can say `sent`, in ms.
     pub sent_wait_ms: u64,
     /// Writer tasks of the group committer (default: 1 on SQLite, 4 on PostgreSQL).
+    #[serde(deserialize_with = "number_or_text")]
     pub commit_writers: Option<usize>,
     /// Most messages in one commit.
     pub commit_max_batch: usize,
@@ -138,6 +143,7 @@ pub struct Settings {
     /// The answer to HELP; empty for none.
     pub help_reply: String,
     /// Most messages per second from one sender number, across every upstream.
+    #[serde(deserialize_with = "number_or_text")]
     pub sender_max_per_second: Option<u32>,
     /// A bearer token that `GET /metrics` then requires (`Authorization: Bearer …`), at least 16
     /// characters; unset, the metrics are open to whoever reaches the port.
@@ -163,8 +169,10 @@ pub struct Settings {
     /// takes them comma-separated.
     pub blocked_destinations: Vec<String>,
     /// The upstreams messages go to; none means the built-in simulator alone.
+    #[serde(skip_serializing)]
     pub upstreams: Vec<UpstreamSettings>,
     /// Which upstreams take which messages; none sends everything to the upstreams in order.
+    #[serde(skip_serializing)]
     pub routes: Vec<RouteConfig>,
 }
 
@@ -331,116 +339,27 @@ impl Default for Settings {
 pub const CONFIG_VAR: &str = "SWITCHBOARD_CONFIG";
 
 impl Settings {
-    /// Defaults, overlaid by the file (if any) and then the environment. Call
-    /// [`Settings::validate`] once the command-line flags are applied too.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_VAR).map(PathBuf::from));
-        let mut settings = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-            }
-            None => Settings::default(),
-        };
-        settings.apply_env(|name| std::env::var(name).ok())?;
-        Ok(settings)
+    /// Defaults, overlaid by the file (`file`, else the one `SWITCHBOARD_CONFIG` names, if
+    /// any), then the environment's `SWITCHBOARD_*` variables, then `flags` (setting name and
+    /// value). Call [`Settings::validate`] before use.
+    pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::layered(file, flags)?.settings()
     }
 
-    /// Overlays `SWITCHBOARD_<FIELD>` variables.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        fn parse<T: std::str::FromStr>(name: &str, v: String) -> anyhow::Result<T> {
-            v.trim().parse().map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}"))
+    /// The layers merged, with where each value came from: what `config check` shows.
+    pub fn layered(file: Option<&Path>, flags: &[(String, String)]) -> anyhow::Result<layers::Layered> {
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_VAR).map(PathBuf::from));
+        let text = match &file {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+            None => None,
+        };
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(layers::ENV_PREFIX)) else { continue };
+            let value = value.into_string().map_err(|_| anyhow::anyhow!("{name}: the value is not UTF-8"))?;
+            env.push((name.to_owned(), value));
         }
-        macro_rules! env {
-            ($field:ident, $name:literal, string) => {
-                if let Some(v) = var($name) {
-                    self.$field = v;
-                }
-            };
-            ($field:ident, $name:literal, option) => {
-                if let Some(v) = var($name) {
-                    self.$field = Some(parse($name, v)?);
-                }
-            };
-            ($field:ident, $name:literal) => {
-                if let Some(v) = var($name) {
-                    self.$field = parse($name, v)?;
-                }
-            };
-        }
-        env!(listen, "SWITCHBOARD_LISTEN", string);
-        env!(database_url, "SWITCHBOARD_DATABASE_URL", string);
-        env!(log_format, "SWITCHBOARD_LOG_FORMAT", string);
-        if let Some(v) = var("SWITCHBOARD_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        env!(operator_token, "SWITCHBOARD_OPERATOR_TOKEN", option);
-        env!(server_keys, "SWITCHBOARD_SERVER_KEYS", option);
-        if let Some(v) = var("SWITCHBOARD_SERVER_KEYS_FILE") {
-            self.server_keys_file = Some(PathBuf::from(v));
-        }
-        env!(database_connections, "SWITCHBOARD_DATABASE_CONNECTIONS");
-        env!(sqlite_wal_limit_mib, "SWITCHBOARD_SQLITE_WAL_LIMIT_MIB");
-        env!(max_body_bytes, "SWITCHBOARD_MAX_BODY_BYTES");
-        env!(request_timeout_ms, "SWITCHBOARD_REQUEST_TIMEOUT_MS");
-        env!(header_read_timeout_ms, "SWITCHBOARD_HEADER_READ_TIMEOUT_MS");
-        env!(idle_timeout_ms, "SWITCHBOARD_IDLE_TIMEOUT_MS");
-        env!(max_connections, "SWITCHBOARD_MAX_CONNECTIONS", option);
-        env!(max_connections_per_address, "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", option);
-        env!(write_grace_ms, "SWITCHBOARD_WRITE_GRACE_MS");
-        env!(max_body_chars, "SWITCHBOARD_MAX_BODY_CHARS");
-        if let Some(v) = var("SWITCHBOARD_BLOCKED_TERMS") {
-            self.blocked_terms = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-        }
-        env!(sent_wait_ms, "SWITCHBOARD_SENT_WAIT_MS");
-        env!(commit_writers, "SWITCHBOARD_COMMIT_WRITERS", option);
-        env!(commit_max_batch, "SWITCHBOARD_COMMIT_MAX_BATCH");
-        env!(auth_cache_ttl_ms, "SWITCHBOARD_AUTH_CACHE_TTL_MS");
-        env!(auth_failures_per_minute, "SWITCHBOARD_AUTH_FAILURES_PER_MINUTE");
-        env!(auth_key_failures_per_minute, "SWITCHBOARD_AUTH_KEY_FAILURES_PER_MINUTE");
-        env!(auth_guard_entries, "SWITCHBOARD_AUTH_GUARD_ENTRIES");
-        env!(dispatcher, "SWITCHBOARD_DISPATCHER");
-        env!(dispatch_max_in_flight, "SWITCHBOARD_DISPATCH_MAX_IN_FLIGHT");
-        env!(dispatch_poll_ms, "SWITCHBOARD_DISPATCH_POLL_MS");
-        env!(dispatch_max_attempts, "SWITCHBOARD_DISPATCH_MAX_ATTEMPTS");
-        env!(dispatch_base_backoff_ms, "SWITCHBOARD_DISPATCH_BASE_BACKOFF_MS");
-        env!(provider_timeout_ms, "SWITCHBOARD_PROVIDER_TIMEOUT_MS");
-        env!(simulator_slow_ms, "SWITCHBOARD_SIMULATOR_SLOW_MS");
-        env!(max_recipients, "SWITCHBOARD_MAX_RECIPIENTS");
-        env!(default_rate_limit, "SWITCHBOARD_DEFAULT_RATE_LIMIT");
-        env!(token_ttl_secs, "SWITCHBOARD_TOKEN_TTL_SECS");
-        env!(simulator_receipt_delay_ms, "SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS");
-        env!(webhooks, "SWITCHBOARD_WEBHOOKS");
-        env!(webhook_timeout_ms, "SWITCHBOARD_WEBHOOK_TIMEOUT_MS");
-        env!(webhook_base_backoff_ms, "SWITCHBOARD_WEBHOOK_BASE_BACKOFF_MS");
-        env!(webhook_max_backoff_ms, "SWITCHBOARD_WEBHOOK_MAX_BACKOFF_MS");
-        env!(webhook_max_age_secs, "SWITCHBOARD_WEBHOOK_MAX_AGE_SECS");
-        env!(webhook_per_endpoint, "SWITCHBOARD_WEBHOOK_PER_ENDPOINT");
-        env!(webhook_max_in_flight, "SWITCHBOARD_WEBHOOK_MAX_IN_FLIGHT");
-        env!(webhook_poll_ms, "SWITCHBOARD_WEBHOOK_POLL_MS");
-        if let Some(v) = var("SWITCHBOARD_TENANT_URL_ALLOW_CIDRS") {
-            self.tenant_url_allow_cidrs =
-                v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-        }
-        env!(destination_lookup, "SWITCHBOARD_DESTINATION_LOOKUP", string);
-        env!(metrics_token, "SWITCHBOARD_METRICS_TOKEN", option);
-        for (field, name) in [
-            (&mut self.blocked_countries, "SWITCHBOARD_BLOCKED_COUNTRIES"),
-            (&mut self.mms_countries, "SWITCHBOARD_MMS_COUNTRIES"),
-            (&mut self.refused_number_types, "SWITCHBOARD_REFUSED_NUMBER_TYPES"),
-            (&mut self.blocked_destinations, "SWITCHBOARD_BLOCKED_DESTINATIONS"),
-        ] {
-            if let Some(v) = var(name) {
-                *field = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-            }
-        }
-        if let Some(v) = var("SWITCHBOARD_TRUSTED_PROXIES") {
-            self.trusted_proxies = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-        }
-        env!(stop_reply, "SWITCHBOARD_STOP_REPLY", string);
-        env!(start_reply, "SWITCHBOARD_START_REPLY", string);
-        env!(help_reply, "SWITCHBOARD_HELP_REPLY", string);
-        Ok(())
+        layers::Layered::merge(file.as_deref().zip(text.as_deref()), env, flags)
     }
 
     /// The database URL in force: the configured one, or the embedded database in `data_dir`.
@@ -600,6 +519,61 @@ impl Settings {
     }
 }
 
+/// The settings in force as a TOML document, secrets hidden, each value with where it came
+/// from; unset optional settings as comments.
+pub fn show(layered: &layers::Layered) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut tables = toml::Table::new();
+    for (key, value) in &layered.values {
+        let value = layers::masked(key, value);
+        let source = layered.sources.get(key).map(ToString::to_string).unwrap_or_default();
+        let is_tables =
+            matches!(&value, serde_json::Value::Array(items) if items.iter().any(serde_json::Value::is_object));
+        match toml::Value::try_from(&value) {
+            _ if value.is_null() => {
+                let _ = writeln!(out, "# {key} is unset ({source})");
+            }
+            Ok(v) if is_tables || v.is_table() => {
+                tables.insert(key.clone(), v);
+            }
+            Ok(v) => {
+                let _ = writeln!(out, "{key} = {v}  # {source}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "# {key}: cannot be shown ({e})");
+            }
+        }
+    }
+    if !tables.is_empty() {
+        let _ = write!(out, "\n{}", toml::to_string(&tables).unwrap_or_else(|e| format!("# tables: {e}\n")));
+    }
+    out
+}
+
+/// An optional number that an environment variable or flag may give as text.
+fn number_or_text<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given<T> {
+        Number(T),
+        Text(String),
+    }
+    match Option::<Given<T>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Given::Number(n)) => Ok(Some(n)),
+        Some(Given::Text(text)) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("cannot parse {text:?}: expected a whole number"))),
+    }
+}
+
 /// A database URL with any password hidden, for logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -617,22 +591,25 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The settings the defaults and these variables make.
+    fn with_env(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        layers::Layered::merge(None, vars, &[])?.settings()
+    }
+
     #[test]
     fn env_overrides_and_validation() {
-        let mut s = Settings::default();
-        let env = |name: &str| match name {
-            "SWITCHBOARD_LISTEN" => Some("0.0.0.0:9000".to_owned()),
-            "SWITCHBOARD_SENT_WAIT_MS" => Some("0".to_owned()),
-            "SWITCHBOARD_BLOCKED_TERMS" => Some("casino, lottery".to_owned()),
-            _ => None,
-        };
-        s.apply_env(env).unwrap();
+        let s = with_env(&[
+            ("SWITCHBOARD_LISTEN", "0.0.0.0:9000"),
+            ("SWITCHBOARD_SENT_WAIT_MS", "0"),
+            ("SWITCHBOARD_BLOCKED_TERMS", "casino, lottery"),
+        ])
+        .unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000");
         assert_eq!(s.sent_wait_ms, 0);
         assert_eq!(s.blocked_terms, vec!["casino", "lottery"]);
         s.validate().unwrap();
-        let bad = |name: &str| (name == "SWITCHBOARD_MAX_BODY_BYTES").then(|| "lots".to_owned());
-        assert!(Settings::default().apply_env(bad).is_err());
+        assert!(with_env(&[("SWITCHBOARD_MAX_BODY_BYTES", "lots")]).is_err());
         let s = Settings { database_url: "mysql://x".into(), ..Settings::default() };
         assert!(s.validate().is_err());
     }
@@ -650,15 +627,13 @@ mod tests {
     fn destination_rules_are_read_and_checked() {
         let rules = Settings::default().destination_rules().unwrap();
         assert_eq!(rules, DestinationRules::default());
-        let mut s = Settings::default();
-        let env = |name: &str| match name {
-            "SWITCHBOARD_BLOCKED_COUNTRIES" => Some("ru, by".to_owned()),
-            "SWITCHBOARD_MMS_COUNTRIES" => Some("US,CA,PR".to_owned()),
-            "SWITCHBOARD_REFUSED_NUMBER_TYPES" => Some("premium_rate,voip".to_owned()),
-            "SWITCHBOARD_DESTINATION_LOOKUP" => Some("off".to_owned()),
-            _ => None,
-        };
-        s.apply_env(env).unwrap();
+        let s = with_env(&[
+            ("SWITCHBOARD_BLOCKED_COUNTRIES", "ru, by"),
+            ("SWITCHBOARD_MMS_COUNTRIES", "US,CA,PR"),
+            ("SWITCHBOARD_REFUSED_NUMBER_TYPES", "premium_rate,voip"),
+            ("SWITCHBOARD_DESTINATION_LOOKUP", "off"),
+        ])
+        .unwrap();
         s.validate().unwrap();
         let rules = s.destination_rules().unwrap();
         let codes = |set: &std::collections::BTreeSet<Region>| set.iter().map(Region::to_string).collect::<Vec<_>>();
@@ -697,11 +672,7 @@ mod tests {
         let d = Settings::default();
         assert!(d.tenant_url_allow_cidrs.is_empty());
         assert!(d.url_policy().unwrap().allowed().is_empty());
-        let mut s = Settings::default();
-        let env = |name: &str| {
-            (name == "SWITCHBOARD_TENANT_URL_ALLOW_CIDRS").then(|| " 10.1.0.0/16, 127.0.0.1/32 ,,fd00::/8".to_owned())
-        };
-        s.apply_env(env).unwrap();
+        let s = with_env(&[("SWITCHBOARD_TENANT_URL_ALLOW_CIDRS", " 10.1.0.0/16, 127.0.0.1/32 ,,fd00::/8")]).unwrap();
         assert_eq!(s.tenant_url_allow_cidrs, ["10.1.0.0/16", "127.0.0.1/32", "fd00::/8"]);
         s.validate().unwrap();
         let policy = s.url_policy().unwrap();
@@ -719,11 +690,7 @@ mod tests {
     fn trusted_proxies() {
         let d = Settings::default();
         assert!(d.trusted_proxies.is_empty() && d.trusted_proxies().unwrap().is_empty());
-        let mut s = Settings::default();
-        let env = |name: &str| {
-            (name == "SWITCHBOARD_TRUSTED_PROXIES").then(|| " 10.0.0.0/8, 127.0.0.1 ,,fd00::/8".to_owned())
-        };
-        s.apply_env(env).unwrap();
+        let s = with_env(&[("SWITCHBOARD_TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1 ,,fd00::/8")]).unwrap();
         assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "127.0.0.1", "fd00::/8"]);
         s.validate().unwrap();
         let ranges = s.trusted_proxies().unwrap();
@@ -744,17 +711,15 @@ mod tests {
     fn connection_limits() {
         let d = Settings::default();
         assert_eq!((d.header_read_timeout_ms, d.idle_timeout_ms, d.max_connections), (10_000, 60_000, None));
-        let mut s = Settings::default();
-        let env = |name: &str| match name {
-            "SWITCHBOARD_HEADER_READ_TIMEOUT_MS" => Some("1500".to_owned()),
-            "SWITCHBOARD_IDLE_TIMEOUT_MS" => Some("2500".to_owned()),
-            "SWITCHBOARD_MAX_CONNECTIONS" => Some("300".to_owned()),
-            "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS" => Some("40".to_owned()),
-            "SWITCHBOARD_WRITE_GRACE_MS" => Some("2000".to_owned()),
-            _ => None,
-        };
+        let s = with_env(&[
+            ("SWITCHBOARD_HEADER_READ_TIMEOUT_MS", "1500"),
+            ("SWITCHBOARD_IDLE_TIMEOUT_MS", "2500"),
+            ("SWITCHBOARD_MAX_CONNECTIONS", "300"),
+            ("SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", "40"),
+            ("SWITCHBOARD_WRITE_GRACE_MS", "2000"),
+        ])
+        .unwrap();
         assert_eq!((d.max_connections_per_address, d.write_grace_ms), (None, 30_000));
-        s.apply_env(env).unwrap();
         assert_eq!((s.header_read_timeout_ms, s.idle_timeout_ms, s.max_connections), (1500, 2500, Some(300)));
         assert_eq!((s.max_connections_per_address, s.write_grace_ms), (Some(40), 2000));
         s.validate().unwrap();
@@ -771,8 +736,7 @@ mod tests {
         ] {
             assert!(bad.validate().is_err());
         }
-        let bad = |name: &str| (name == "SWITCHBOARD_MAX_CONNECTIONS").then(|| "many".to_owned());
-        assert!(Settings::default().apply_env(bad).is_err());
+        assert!(with_env(&[("SWITCHBOARD_MAX_CONNECTIONS", "many")]).is_err());
     }
 
     #[test]
