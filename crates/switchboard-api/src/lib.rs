@@ -161,7 +161,8 @@ async fn access(req: Request, next: Next) -> Response {
     let route: String = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = req.method().as_str().to_owned();
     let span = tracing::info_span!("request", id = %id, account = tracing::field::Empty);
-    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let serve = tracing::Instrument::instrument(next.run(req), span.clone());
+    let mut response = switchboard_core::request::scope(std::sync::Arc::from(id.as_str()), serve).await;
     let latency = started.elapsed();
     if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

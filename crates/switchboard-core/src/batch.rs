@@ -81,6 +81,7 @@ impl Core {
         for to in &cmd.recipients {
             checked.push(self.check_destination(to, MessageKind::Sms).await?);
         }
+        let request_id = crate::request::current();
         let messages: Vec<NewMessage> = cmd
             .recipients
             .iter()
@@ -89,6 +90,7 @@ impl Core {
             .map(|((to, id), (destination, refusal))| NewMessage {
                 id: *id,
                 account_id: account,
+                request_id: request_id.clone(),
                 kind: MessageKind::Sms,
                 to: to.clone(),
                 from: from.clone(),

@@ -125,6 +125,7 @@ impl Core {
         let new = NewMessage {
             id,
             account_id: channel.account_id,
+            request_id: crate::request::current(),
             kind: message.kind,
             to: message.to,
             from: channel.sender.clone(),

@@ -214,14 +214,21 @@ impl Sender {
         }
         let (provider, config, results) = (self.provider.clone(), self.config.clone(), self.results.clone());
         let (store, unrecorded) = (self.store.clone(), self.unrecorded.clone());
-        tokio::spawn(async move {
+        // Every line logged while the message is sent, the provider's included, names it and
+        // the request that created it.
+        let span = tracing::info_span!("message", id = %message.id, request = tracing::field::Empty);
+        if let Some(request) = &message.request_id {
+            span.record("request", request.as_str());
+        }
+        let work = async move {
             let result = attempt(provider.as_ref(), store.as_ref(), &config, message).await;
             unrecorded.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             if results.send(result).is_err() {
                 unrecorded.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             }
             drop(permit);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(work, span));
         true
     }
 }
@@ -365,6 +372,16 @@ async fn attempt(
         }
         Err(_) => failed(ProviderError::retryable(switchboard_domain::ErrorType::ProviderError, "provider timed out")),
     };
+    match &outcome {
+        DispatchOutcome::Sent { provider_message_id, .. } => tracing::debug!(%provider_message_id, "sent"),
+        DispatchOutcome::Retry { next_attempt_at, error, .. } => {
+            tracing::debug!(%error, retry_at = %next_attempt_at, "not sent; to be retried")
+        }
+        DispatchOutcome::Failed { error_type, message, .. } => {
+            tracing::debug!(error_type = error_type.as_str(), error = %message, "failed")
+        }
+        DispatchOutcome::Expired => tracing::debug!("expired"),
+    }
     let waits = unavailable && matches!(outcome, DispatchOutcome::Retry { .. });
     (DispatchResult { at, outcome, ..base }, waits)
 }

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod keys;
 pub mod lifecycle;
 pub mod ratelimit;
+pub mod request;
 pub mod tokens;
 pub mod waiters;
 pub mod webhooks;
@@ -470,6 +471,7 @@ impl Core {
         let message = NewMessage {
             id,
             account_id: account,
+            request_id: request::current(),
             kind: cmd.kind,
             request_hash: request_hash(&cmd),
             to: cmd.to,

@@ -223,6 +223,8 @@ pub struct MessageRecord {
     pub notify_url: Option<String>,
     /// What the lookup told of the recipient (outbound messages sent through the API).
     pub destination: Option<Destination>,
+    /// The id of the HTTP request that created it, for its log lines.
+    pub request_id: Option<String>,
 }
 
 impl MessageRecord {
@@ -293,6 +295,8 @@ pub struct NewMessage {
     pub notify_url: Option<String>,
     /// What the lookup told of the recipient, stored with the message.
     pub destination: Option<Destination>,
+    /// The id of the HTTP request that created it, for its log lines.
+    pub request_id: Option<String>,
     /// The operator's rules refused the destination with this error: the message is stored
     /// `failed` and not charged. The account's own rules are applied where it is stored.
     pub refusal: Option<ErrorType>,

@@ -134,7 +134,7 @@ macro_rules! message_columns {
         "id, account_id, direction, kind, recipient, sender, body, media_url, media, encoding, segments, status, \
          error_type, error_message, sms_charged, mms_charged, idempotency_key, request_hash, attempts, \
          next_attempt_at, provider_message_id, created_at, updated_at, sent_at, batch_id, channel_id, \
-         expires_at, details, notify_url, unavailable_attempts, dest_region, dest_type"
+         expires_at, details, notify_url, unavailable_attempts, dest_region, dest_type, request_id"
     };
 }
 pub(crate) use message_columns;
@@ -189,6 +189,7 @@ impl FromRow for MessageRecord {
             notify_url: r.get()?,
             unavailable_attempts: r.get()?,
             destination: destination(r.get()?, r.get()?)?,
+            request_id: r.get()?,
         })
     }
 }

@@ -133,13 +133,13 @@ async fn insert_events(tx: &mut impl Tx, events: &[EventRecord]) -> Result<()> {
 }
 
 static INSERT_MESSAGES: Values =
-    Values::new(concat!("INSERT INTO messages (", message_columns!(), ") VALUES "), 32, "");
+    Values::new(concat!("INSERT INTO messages (", message_columns!(), ") VALUES "), 33, "");
 
 /// Stores new messages, in chunks of several rows.
 pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]) -> Result<()> {
     for chunk in chunked(records) {
         let media: Vec<_> = chunk.iter().map(|m| media_columns(&m.media)).collect();
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 32);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 33);
         for (m, (media_url, media)) in chunk.iter().zip(&media) {
             push_row(
                 &mut params,
@@ -176,6 +176,7 @@ pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]
                     m.unavailable_attempts.into(),
                     m.destination.as_ref().and_then(|d| d.region.as_ref()).map(Region::as_str).into(),
                     m.destination.map(|d| d.number_type.as_str()).into(),
+                    m.request_id.as_deref().into(),
                 ],
             );
         }

@@ -175,6 +175,7 @@ fn decide(m: &NewMessage, facts: &mut Facts) -> Step {
         details: m.details.clone(),
         notify_url: m.notify_url.clone(),
         destination: m.destination,
+        request_id: m.request_id.clone(),
     };
 
     let charge = if let Some(error) = refusal(m, facts) {
@@ -253,6 +254,7 @@ mod tests {
             notify_url: None,
             destination: None,
             refusal: None,
+            request_id: None,
         }
     }
 

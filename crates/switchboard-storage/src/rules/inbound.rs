@@ -39,6 +39,7 @@ pub(crate) fn inbound_record(inbound: &NewInbound, account: AccountId, channel: 
         details: None,
         notify_url: None,
         destination: None,
+        request_id: None,
     }
 }
 

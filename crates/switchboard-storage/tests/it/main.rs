@@ -145,6 +145,7 @@ fn message(account: AccountId, key: Option<&str>, body: &str) -> NewMessage {
         notify_url: None,
         destination: None,
         refusal: None,
+        request_id: Some("test-request".into()),
     }
 }
 

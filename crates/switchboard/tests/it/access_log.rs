@@ -6,13 +6,22 @@ use super::*;
 
 /// Starts the binary with JSON logs at the default level, its standard error in `log`.
 fn start_logging(dir: &Path, port: u16, log: &Path) -> Child {
-    Command::new(BIN)
+    start_logging_at(dir, port, log, None)
+}
+
+/// Starts the binary with JSON logs filtered by `filter` (`RUST_LOG`), else at the default level.
+fn start_logging_at(dir: &Path, port: u16, log: &Path, filter: Option<&str>) -> Child {
+    let mut command = Command::new(BIN);
+    match filter {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    command
         .args(["serve", "--log-format", "json", "--data-dir"])
         .arg(dir)
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_OPERATOR_TOKEN", TOKEN)
         .env("SWITCHBOARD_SENT_WAIT_MS", "0")
-        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -94,5 +103,59 @@ async fn every_request_has_an_id_and_one_access_line() {
     for private in ["18005551234", "Your code", &key.secret, TOKEN, &message] {
         assert!(!text.contains(private), "{private} is in the log:\n{text}");
     }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatchers_lines_of_a_message_carry_its_request_id() {
+    let dir = temp_dir("message-log");
+    let log = dir.join("stderr.log");
+    let port = free_port();
+    let filter = Some("info,switchboard_core::dispatcher=debug");
+    let server = Server {
+        child: start_logging_at(&dir.join("data"), port, &log, filter),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    server.ready().await;
+    let admin = AdminClient::new(&server.url, TOKEN);
+    let account = admin.create_account("message-logs").await.unwrap();
+    admin
+        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
+        .await
+        .unwrap();
+    admin.top_up(account.id, &TopUp { sms: 10, mms: 0, reference: None }).await.unwrap();
+    let key = admin.create_key(account.id, None).await.unwrap();
+    let client = Client::new(&server.url, &key.key.id, &key.secret);
+    let http = reqwest::Client::new();
+    let sent = http
+        .post(format!("{}/api/v1/messaging/message", server.url))
+        .basic_auth(&key.key.id, Some(&key.secret))
+        .header("x-request-id", "checkout-42")
+        .json(&serde_json::json!({"to": "+18005551234", "from": "+18005559876", "body": "Your code is 9931"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let id = sent.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // The dispatcher sends it after the answer (sent_wait_ms = 0): wait until it has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.message(&id).await.unwrap().status == switchboard_domain::wire::TlStatus::Queued {
+        assert!(Instant::now() < deadline, "the message was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let Server { mut child, .. } = server;
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let sent_line = lines
+        .iter()
+        .find(|l| l["target"] == "switchboard_core::dispatcher" && l["fields"]["message"] == "sent")
+        .unwrap_or_else(|| panic!("no dispatcher line for the message:\n{text}"));
+    assert_eq!(sent_line["span"]["name"], "message", "{sent_line}");
+    assert_eq!(sent_line["span"]["request"], "checkout-42", "{sent_line}");
+    assert_eq!(sent_line["span"]["id"], id, "{sent_line}");
+    assert!(!text.contains("18005551234") && !text.contains("Your code"), "{text}");
     std::fs::remove_dir_all(dir).ok();
 }
