@@ -16,6 +16,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         textingline::send_message,
         textingline::get_message,
         textingline::list_messages,
+        textingline::balance,
         mudbase::send_sms,
         mudbase::history,
         mudbase::stats,

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
 use switchboard_core::{AccessError, SendOutcome};
-use switchboard_domain::wire::{TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
+use switchboard_domain::wire::{Balance, TlError, TlErrorBody, TlMessage, TlMessageList, TlSendRequest, TlStatus};
 use switchboard_domain::{AccountId, MessageId, MessageStatus};
 use switchboard_records::MessageRecord;
 use switchboard_validation::{SendFields, ValidationError};
@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/messaging/message", post(send_message).get(list_messages))
         .route("/api/v1/messaging/message/{id}", get(get_message))
+        .route("/api/v1/account/balance", get(balance))
 }
 
 /// A TextingLine error.
@@ -253,6 +254,23 @@ pub(crate) async fn send_message(
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The account's balances, SMS and MMS credits: what a client checks before a large send.
+/// Switchboard's own addition to the dialect, with its authentication and error shape.
+#[utoipa::path(
+    get,
+    path = "/api/v1/account/balance",
+    tag = "TextingLine",
+    security(("basic" = [])),
+    responses((status = 200, body = Balance), (status = 401, body = TlErrorBody))
+)]
+pub(crate) async fn balance(
+    State(state): State<AppState>,
+    BasicAccount(account): BasicAccount,
+) -> Result<Json<Balance>, ApiError> {
+    let a = state.core.account(account).await?;
+    Ok(Json(Balance { sms_credits: a.balance.sms, mms_credits: a.balance.mms }))
 }
 
 /// Read a message by id.

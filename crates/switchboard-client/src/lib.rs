@@ -156,6 +156,11 @@ impl Client {
         }
         decode(self.request(Method::GET, "/api/v1/messaging/message").query(&query).send().await?).await
     }
+
+    /// `GET /api/v1/account/balance`: the key's account's balances.
+    pub async fn balance(&self) -> Result<Balance> {
+        decode(self.request(Method::GET, "/api/v1/account/balance").send().await?).await
+    }
 }
 
 /// Filters and paging of [`AdminClient::webhook_deliveries`]; `None` leaves a filter out (and

@@ -34,6 +34,8 @@ pub enum Command {
     Openapi,
     /// Operate a running server through its admin API.
     Admin(AdminArgs),
+    /// Send one message, or every row of a CSV file, with an account's API key.
+    Send(Box<crate::send::SendArgs>),
     /// Manage the server's keys.
     #[command(subcommand)]
     Keys(KeysCommand),

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod keys;
+pub mod send;
 mod serve;
 pub mod settings;
 pub mod telemetry;

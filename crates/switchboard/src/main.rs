@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", switchboard_api::ApiDoc::openapi().to_pretty_json()?);
         }
         Command::Admin(args) => switchboard::cli::run_admin(args).await?,
+        Command::Send(args) => switchboard::send::run(*args).await?,
         Command::Keys(KeysCommand::Rotate { settings: args, grace_hours, stage }) => {
             let settings = settings(&args)?;
             print!("{}", switchboard::keys::rotate(&settings, grace_hours, stage).await?);

@@ -17,9 +17,10 @@ use super::Settings;
 /// The prefix of every settings variable.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
-/// Variables with the prefix that are not settings: the settings file's path, and the address
-/// the admin commands call.
-pub const NOT_SETTINGS: &[&str] = &["SWITCHBOARD_CONFIG", "SWITCHBOARD_SERVER"];
+/// Variables with the prefix that are not settings: the settings file's path, the address the
+/// admin and send commands call, and the send command's API key and profile.
+pub const NOT_SETTINGS: &[&str] =
+    &["SWITCHBOARD_CONFIG", "SWITCHBOARD_SERVER", "SWITCHBOARD_API_KEY", "SWITCHBOARD_PROFILE"];
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

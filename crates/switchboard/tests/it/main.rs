@@ -2,6 +2,7 @@
 //! command line.
 
 mod access_log;
+mod bulk;
 mod config;
 #[cfg(unix)]
 mod connections;
