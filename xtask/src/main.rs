@@ -8,10 +8,12 @@
 //!   of this tool, so that its load generator costs the server as little as it can.
 //! - `bench-kannel [--requests N] [--concurrency 16,64]`: the SMPP scenario of `bench` run
 //!   against an installed Kannel, for comparison on the same machine.
+//! - `dist [--profile NAME]`: builds the Debian package of the server into `target/dist/`.
 //! - `openapi [--check]`: writes `docs/openapi.json` from the server, or checks it is current.
 //! - `tidy`: source hygiene and the crate layering rules.
 
 mod bench;
+mod dist;
 mod kannel;
 mod tidy;
 
@@ -29,12 +31,13 @@ fn main() -> anyhow::Result<()> {
         Some("bench" | "bench-kannel" | "load") if cfg!(debug_assertions) => optimised(&root, &args),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-kannel") => kannel::run(&root, &args[1..]),
+        Some("dist") => dist::run(&root, &args[1..]),
         Some("load") => bench::load(&args[1..]),
         Some("openapi") => openapi(&root, args.iter().any(|a| a == "--check")),
         Some("tidy") => tidy::run(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | bench-kannel | openapi [--check] | tidy>"
+                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | bench-kannel | dist [--profile NAME] | openapi [--check] | tidy>"
             );
             bail!("unknown command")
         }
