@@ -8,7 +8,9 @@
 //!   of this tool, so that its load generator costs the server as little as it can.
 //! - `bench-kannel [--requests N] [--concurrency 16,64]`: the SMPP scenario of `bench` run
 //!   against an installed Kannel, for comparison on the same machine.
-//! - `dist [--profile NAME]`: builds the Debian package of the server into `target/dist/`.
+//! - `dist [--profile NAME] [--check]`: builds the Debian package of the server into
+//!   `target/dist/`; with `--check`, installs it on this machine, runs the service as its unit
+//!   says, sends a message through it and removes it again (root only).
 //! - `openapi [--check]`: writes `docs/openapi.json` from the server, or checks it is current.
 //! - `tidy`: source hygiene and the crate layering rules.
 
@@ -37,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         Some("tidy") => tidy::run(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | bench-kannel | dist [--profile NAME] | openapi [--check] | tidy>"
+                "usage: cargo xtask <ci | bench [--requests N] [--concurrency 16,64] | bench-kannel | dist [--profile NAME] [--check] | openapi [--check] | tidy>"
             );
             bail!("unknown command")
         }
