@@ -5,7 +5,8 @@
 //! binary (`/usr/bin/switchboard`), the systemd unit, the commented default settings (a
 //! conffile), the maintainer scripts, a man page made from the packaged binary's own `--help`,
 //! and the documents. `--profile dev` packages the debug build instead of the release one,
-//! which is quicker to build; the check exercises whichever binary was packaged.
+//! which is quicker to build, into `target/dist/dev/`; the check exercises whichever binary
+//! was packaged.
 //!
 //! `--check` then installs the package on this machine with `dpkg -i` (as root, and only when
 //! no `switchboard` package, user or data folder is there already), checks its files, user
@@ -85,7 +86,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     };
     let binary = target.join(profile_dir).join(PACKAGE);
     let started = Instant::now();
-    let deb = package(root, &binary, o.profile == "release", &target.join("dist"))?;
+    // Another profile's package goes to a folder of its own, so that it never stands where
+    // the release package is looked for.
+    let release = o.profile == "release";
+    let out = if release { target.join("dist") } else { target.join("dist").join(&o.profile) };
+    let deb = package(root, &binary, release, &out)?;
     let packaged = started.elapsed();
     let size = fs::metadata(&deb)?.len();
     eprintln!(
