@@ -204,9 +204,13 @@ async fn operational_endpoints(backend: Backend) {
 /// Asserts an admin error's status and code, and returns its message.
 fn admin_error(e: ClientError, status: StatusCode, code: &str) -> String {
     assert_eq!(e.status(), Some(status), "{e}");
-    assert_eq!(e.code(), Some(&json!(code)), "{e}");
+    assert_eq!(e.code(), Some(&code.into()), "{e}");
     match e {
-        ClientError::Api { body, .. } => body["error"]["message"].as_str().unwrap_or_default().to_owned(),
+        ClientError::Api(api) => {
+            assert_eq!(api.dialect, switchboard_client::Dialect::Admin);
+            assert_eq!(api.body["error"]["message"], api.message.as_str(), "{api}");
+            api.message
+        }
         other => panic!("not an API error: {other}"),
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use switchboard_client::Client;
+use switchboard_client::TextingLineClient;
 use switchboard_domain::MessageStatus;
 use switchboard_domain::wire::TlSendRequest;
 use switchboard_tests::{Backend, TestApp, TestDb, eventually};
@@ -19,8 +19,10 @@ async fn two_nodes_never_double_charge_or_double_dispatch() {
     let node2 = TestApp::start(db.settings()).await;
     let t = node1.provision(2 * N as i64, 0).await;
     let key = node1.admin.create_key(t.account, None).await.unwrap();
-    let clients =
-        [Client::new(&node1.url, &key.key.id, &key.secret), Client::new(&node2.url, &key.key.id, &key.secret)];
+    let clients = [
+        TextingLineClient::new(&node1.url, &key.key.id, &key.secret).unwrap(),
+        TextingLineClient::new(&node2.url, &key.key.id, &key.secret).unwrap(),
+    ];
 
     let sends = (0..3 * N).map(|i| {
         let c = clients[i % 2].clone();
@@ -113,8 +115,10 @@ async fn an_upstream_limit_holds_across_two_nodes() {
     let node2 = TestApp::start(settings()).await;
     let t = node1.provision(2 * N as i64, 0).await;
     let key = node1.admin.create_key(t.account, None).await.unwrap();
-    let clients =
-        [Client::new(&node1.url, &key.key.id, &key.secret), Client::new(&node2.url, &key.key.id, &key.secret)];
+    let clients = [
+        TextingLineClient::new(&node1.url, &key.key.id, &key.secret).unwrap(),
+        TextingLineClient::new(&node2.url, &key.key.id, &key.secret).unwrap(),
+    ];
     let sends = (0..N).map(|i| {
         let c = clients[i % 2].clone();
         let req = TlSendRequest {

@@ -68,7 +68,7 @@ fn mode(path: &std::path::Path) -> u32 {
 
 /// Whether the Mudbase API takes this bearer token.
 async fn token_works(app: &TestApp, account: uuid::Uuid, token: &str) -> bool {
-    let client = MudbaseClient::new(&app.url, account, MudbaseAuth::Bearer(token.to_owned()));
+    let client = MudbaseClient::new(&app.url, account, MudbaseAuth::Bearer(token.to_owned())).unwrap();
     client.history(None, 1, 10).await.is_ok()
 }
 
@@ -85,7 +85,7 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
         active: None,
     };
     app.admin.create_webhook(tenant.account, &endpoint).await.expect("create a webhook endpoint");
-    let key_client = MudbaseClient::new(&app.url, tenant.account, MudbaseAuth::ApiKey(tenant.api_key.clone()));
+    let key_client = MudbaseClient::new(&app.url, tenant.account, MudbaseAuth::ApiKey(tenant.api_key.clone())).unwrap();
     let token = key_client.issue_token().await.expect("issue a token").access_token;
     assert!(token_works(&app, tenant.account, &token).await);
     app.stop().await;
@@ -133,7 +133,8 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
     // What the server itself issued still works after the restart.
     assert!(token_works(&app, tenant.account, &token).await);
     let (key_id, key_secret) = tenant.api_key.split_once(':').expect("id:secret");
-    let listed = switchboard_client::Client::new(&app.url, key_id, key_secret).messages(Some(1), None).await;
+    let listed =
+        switchboard_client::TextingLineClient::new(&app.url, key_id, key_secret).unwrap().messages(Some(1), None).await;
     assert!(listed.is_ok(), "{listed:?}");
     for token in &forged {
         assert!(!token_works(&app, tenant.account, token).await, "a forged token was accepted");
@@ -145,7 +146,7 @@ async fn a_copy_of_the_database_gives_no_key_away(backend: Backend) {
     let said = switchboard::keys::rotate(&settings, 48, false).await.expect("rotate");
     assert!(said.contains("key 2 added"), "{said}");
     let app = TestApp::start(settings.clone()).await;
-    let key_client = MudbaseClient::new(&app.url, tenant.account, MudbaseAuth::ApiKey(tenant.api_key.clone()));
+    let key_client = MudbaseClient::new(&app.url, tenant.account, MudbaseAuth::ApiKey(tenant.api_key.clone())).unwrap();
     assert!(key_client.history(None, 1, 10).await.is_ok(), "the API key still works");
     assert!(token_works(&app, tenant.account, &token).await, "a token of the retired key still works");
     let rotated = key_client.issue_token().await.expect("issue a token").access_token;
@@ -229,7 +230,8 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
     // The new version starts on it with no key file.
     let app = TestApp::start(settings.clone()).await;
     let tenant_uuid = account.id.as_uuid();
-    let key_client = MudbaseClient::new(&app.url, tenant_uuid, MudbaseAuth::ApiKey(format!("{key_id}:{key_secret}")));
+    let key_client =
+        MudbaseClient::new(&app.url, tenant_uuid, MudbaseAuth::ApiKey(format!("{key_id}:{key_secret}"))).unwrap();
     assert!(key_client.history(None, 1, 10).await.is_ok(), "the old API key works");
     assert!(token_works(&app, tenant_uuid, &old_token).await, "the old token works");
     let new_token = key_client.issue_token().await.expect("a new token").access_token;
@@ -259,7 +261,7 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
         )
         .await
         .expect("add a sender");
-    let tl = switchboard_client::Client::new(&app.url, &key_id, &key_secret);
+    let tl = switchboard_client::TextingLineClient::new(&app.url, &key_id, &key_secret).unwrap();
     let request = switchboard_domain::wire::TlSendRequest {
         to: "+14155550100".into(),
         from: sender.into(),
@@ -297,7 +299,8 @@ async fn an_older_database_is_upgraded_in_place(backend: Backend) {
     // A second start reads the key file: the same keys, and everything still works.
     let app = TestApp::start(settings.clone()).await;
     assert_eq!(switchboard::keys::read_file(&key_file).unwrap().unwrap(), keys);
-    let key_client = MudbaseClient::new(&app.url, tenant_uuid, MudbaseAuth::ApiKey(format!("{key_id}:{key_secret}")));
+    let key_client =
+        MudbaseClient::new(&app.url, tenant_uuid, MudbaseAuth::ApiKey(format!("{key_id}:{key_secret}"))).unwrap();
     assert!(key_client.history(None, 1, 10).await.is_ok());
     assert!(token_works(&app, tenant_uuid, &new_token).await);
     app.stop().await;

@@ -438,7 +438,8 @@ async fn stop_then_send_then_start_then_send(backend: Backend) {
         &app.url,
         t.account,
         switchboard_client::MudbaseAuth::ApiKey(t.api_key.clone()),
-    );
+    )
+    .unwrap();
     let mb_sent = mb.send_sms(&[HANDSET], "promo", Some(&t.from)).await.unwrap();
     assert_eq!(mb_sent.failure_count, 1, "{mb_sent:?}");
     assert_eq!(app.admin.balance(t.account).await.unwrap().sms_credits, before);

@@ -142,7 +142,8 @@ async fn textingline_error_codes_charge_nothing(backend: Backend) {
     let app = TestApp::start(settings).await;
     let t = app.provision(3, 0).await;
     let other = app.provision(10, 0).await;
-    let code = |e: switchboard_client::ClientError| (e.status().map(|s| s.as_u16()), e.code().and_then(|c| c.as_u64()));
+    let code =
+        |e: switchboard_client::ClientError| (e.status().map(|s| s.as_u16()), e.code().and_then(|c| c.as_number()));
 
     // 33004: a number of another account, and a number of no account.
     assert_eq!(
@@ -326,7 +327,7 @@ async fn idempotency_replays_and_conflicts(backend: Backend) {
     assert_eq!((again.message.id, again.message.created_at), (first.message.id, first.message.created_at));
     let changed = TlSendRequest { body: Some("Something else".into()), ..req.clone() };
     let err = t.client.send(&changed).await.unwrap_err();
-    assert_eq!((err.status(), err.code().and_then(|c| c.as_u64())), (Some(StatusCode::CONFLICT), Some(30409)));
+    assert_eq!((err.status(), err.code().and_then(|c| c.as_number())), (Some(StatusCode::CONFLICT), Some(30409)));
     assert_eq!(app.admin.balance(t.account).await.unwrap().sms_credits, 98);
 
     // Twenty identical requests at once: one message, one charge.
@@ -379,7 +380,7 @@ async fn credentials_and_account_scope(backend: Backend) {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], 30401);
     }
-    let wrong = switchboard_client::Client::new(&app.url, &a.key_id, "sk_wrong");
+    let wrong = switchboard_client::TextingLineClient::new(&app.url, &a.key_id, "sk_wrong").unwrap();
     assert_eq!(
         wrong.send(&sms(&a.from, "+18005551234", "x")).await.unwrap_err().status(),
         Some(StatusCode::UNAUTHORIZED)

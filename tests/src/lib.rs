@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use switchboard::Settings;
-use switchboard_client::{AdminClient, Client};
+use switchboard_client::{AdminClient, TextingLineClient};
 use switchboard_domain::wire::{CreateSender, TopUp};
 use switchboard_storage::testing::TestDatabase;
 use uuid::Uuid;
@@ -135,7 +135,7 @@ impl TestApp {
         // Once the server is serving: the checker reads its document first.
         let checker = contract::Checker::start(&direct_url).await;
         let url = checker.url.clone();
-        let admin = AdminClient::new(&url, OPERATOR_TOKEN);
+        let admin = AdminClient::new(&url, OPERATOR_TOKEN).unwrap();
         Self { url, direct_url, checker, admin, shutdown: Some(tx), task: Some(task) }
     }
 
@@ -171,7 +171,7 @@ impl TestApp {
             from: tenant_sender(account.id),
             key_id: key.key.id.clone(),
             api_key: key.api_key.clone(),
-            client: Client::new(&self.url, &key.key.id, &key.secret),
+            client: TextingLineClient::new(&self.url, &key.key.id, &key.secret).unwrap(),
         }
     }
 }
@@ -193,7 +193,7 @@ pub struct Tenant {
     /// The key as one string (`id:secret`), for `X-API-Key`.
     pub api_key: String,
     /// A TextingLine client with its key.
-    pub client: Client,
+    pub client: TextingLineClient,
 }
 
 /// Calls a server over raw HTTP with one authentication header (name, value), and returns the

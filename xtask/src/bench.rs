@@ -414,7 +414,7 @@ pub(crate) async fn scenario(
     let http = reqwest::Client::new();
     wait_healthy(&http, &server.url).await?;
 
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN)?;
     let account = admin.create_account("bench").await?;
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })

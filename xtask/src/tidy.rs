@@ -48,7 +48,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-core",
         ],
     ),
-    ("switchboard-client", &["switchboard-domain"]),
+    // The published client: the wire shapes, and the webhook verification (without sealing).
+    ("switchboard-client", &["switchboard-domain", "switchboard-signing"]),
 ];
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {

@@ -1,497 +1,136 @@
-//! A Rust client for a Switchboard server: the TextingLine dialect ([`Client`]), the Mudbase
-//! dialect ([`MudbaseClient`]) and the admin API ([`AdminClient`]). It speaks exactly the JSON the server does, through the shared shapes
-//! in `switchboard_domain::wire`, and the end-to-end tests drive the server through it.
+//! A Rust client for a [Switchboard](https://github.com/switchboard-sms/switchboard) SMS/MMS
+//! gateway: its three messaging dialects, its admin API, and the check of the webhooks it
+//! sends.
+//!
+//! | API | Client | Authenticates with |
+//! |---|---|---|
+//! | TextingLine, `/api/v1/messaging` | [`TextingLineClient`] | an API key id and secret (HTTP Basic) |
+//! | Mudbase, `/api/messaging/projects` | [`MudbaseClient`] | the API key as `X-API-Key`, or an access token |
+//! | Bird channels, `/workspaces` | [`BirdClient`] | the API key as `AccessKey`, or an access token |
+//! | Admin, `/admin/v1` | [`AdminClient`] | the operator token |
+//!
+//! The request and answer types are the server's own ([`wire`], from `switchboard-domain`,
+//! re-exported here with the values they use), so the client reads exactly the JSON the
+//! server writes.
+//!
+//! # Sending a message
+//!
+//! ```no_run
+//! use switchboard_client::wire::TlSendRequest;
+//! use switchboard_client::{ClientError, TextingLineClient};
+//!
+//! # async fn run() -> Result<(), ClientError> {
+//! let client = TextingLineClient::new("https://sms.example.com", "key_…", "sk_…")?;
+//! let request = TlSendRequest {
+//!     to: "+18005551234".into(),
+//!     from: "+18005559876".into(),
+//!     body: Some("Your verification code is 482910".into()),
+//!     ..Default::default()
+//! };
+//! match client.send(&request).await {
+//!     Ok(sent) => println!("{} is {:?}", sent.message.id, sent.message.status),
+//!     // The server's answer, read from the dialect's error shape.
+//!     Err(ClientError::Api(e)) if e.code.as_ref().is_some_and(|c| *c == 33023) => {
+//!         println!("top up the account: {}", e.message)
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # One connection, every dialect
+//!
+//! A [`Switchboard`] holds the base URL and one `reqwest::Client` (its own, or one given to
+//! [`ClientBuilder::http_client`]), with the timeouts and user agent of its
+//! [`ClientBuilder`]; the clients it makes share its connections.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use switchboard_client::{BirdAuth, Switchboard, Uuid};
+//!
+//! # async fn run() -> Result<(), switchboard_client::ClientError> {
+//! let switchboard = Switchboard::builder("https://sms.example.com")
+//!     .http_client(reqwest::Client::new())
+//!     .timeout(Duration::from_secs(20))
+//!     .build()?;
+//! let account = Uuid::parse_str("0195a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5c").unwrap();
+//! let channel = Uuid::parse_str("0195a1b2-8d9e-7f00-9a1b-2c3d4e5f6a7b").unwrap();
+//! let bird = switchboard.bird(account, BirdAuth::AccessKey("key_…:sk_…".into()));
+//! bird.send_text(channel, "+31612345678", "Your table is ready").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//!
+//! Every call returns [`ClientError`]: [`ClientError::Api`] when the server answered with an
+//! error, as an [`ApiError`] with its status, the [`Dialect`] that answered, its code
+//! ([`ErrorCode`]: a number in TextingLine, a name in the others), TextingLine's `type`, the
+//! message, Bird's problems by field, the `Retry-After` and the body; [`ClientError::Http`]
+//! when the server could not be reached or its answer not read.
+//!
+//! # Sends that are safe to try again
+//!
+//! A TextingLine send that fails in a way that may pass (no connection, a timeout, a cut
+//! connection, `408`, `429`, `5xx`) is tried again under the same idempotency key, which the
+//! client generates for a request without one, so the server stores and charges it once
+//! ([`RetryPolicy`]). Mudbase and Bird sends have no idempotency key and are tried once.
+//!
+//! # Receiving webhooks
+//!
+//! The server signs its webhooks in the Standard Webhooks scheme; [`webhooks::Verifier`]
+//! checks them (it is `switchboard-signing`'s, which a receiver can also use alone, without
+//! HTTP client):
+//!
+//! ```no_run
+//! use switchboard_client::webhooks::{SignedHeaders, Verifier, WebhookEvent};
+//!
+//! # fn run(header: impl Fn(&str) -> Option<&'static str>, body: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+//! verifier.verify(&SignedHeaders::from_lookup(header)?, body)?;
+//! let event: WebhookEvent = serde_json::from_slice(body)?;
+//! println!("{:?}: {} is {:?}", event.kind, event.data.id, event.data.status);
+//! # Ok(())
+//! # }
+//! ```
 
-use std::fmt;
-use std::time::Duration;
+#![deny(missing_docs)]
 
-use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use switchboard_domain::wire::webhooks::{
-    CreateWebhook, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults, UpdateWebhook,
-    Upstream, Webhook, WebhookDelivery,
-};
-use switchboard_domain::wire::{
-    Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
-    CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, Template,
-    TemplateVersion, TlMessage, TlMessageList, TlSendRequest, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
-    UpdateTemplateVersion,
-};
-use switchboard_domain::{MessageId, Region};
-use uuid::Uuid;
-
+mod admin;
+mod bird;
+mod error;
+mod http;
 mod mudbase;
+mod retry;
+mod textingline;
+
+pub use admin::{AdminClient, DeliveryQuery};
+pub use bird::{BirdAuth, BirdClient};
+pub use error::{ApiError, ClientError, Dialect, ErrorCode, Result};
+pub use http::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Switchboard};
 pub use mudbase::{MudbaseAuth, MudbaseClient};
+/// The HTTP client this crate sends through, for [`ClientBuilder::http_client`].
+pub use reqwest;
+pub use retry::RetryPolicy;
+/// The server's value types (ids, statuses, phone numbers, timestamps).
+pub use switchboard_domain as domain;
+/// The request and answer types of every dialect and of the admin API.
+pub use switchboard_domain::wire;
+pub use switchboard_domain::{ErrorType, EventType, MessageId, MessageStatus, Region, Timestamp};
+pub use textingline::{Sent, TextingLineClient};
+pub use uuid::Uuid;
 
-/// What went wrong with a call.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The server answered with an error status; `body` is its JSON error (or text).
-    #[error("HTTP {status}: {body}")]
-    Api {
-        /// The status.
-        status: StatusCode,
-        /// The error body.
-        body: serde_json::Value,
-    },
-    /// The request could not be made or the answer not read.
-    #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The answer was not the JSON expected.
-    #[error("unexpected response: {0}")]
-    Decode(String),
+/// Checking the webhooks the server sends: [`Verifier`](webhooks::Verifier) from
+/// `switchboard-signing`, and the bodies it posts.
+pub mod webhooks {
+    pub use switchboard_domain::wire::webhooks::{EventMessage, WebhookEvent};
+    pub use switchboard_signing::receiving::{DEFAULT_TOLERANCE, SignedHeaders, Verifier, VerifyError};
+    pub use switchboard_signing::signing::{ID_HEADER, SIGNATURE_HEADER, Secret, SecretError, TIMESTAMP_HEADER};
 }
 
-impl ClientError {
-    /// The HTTP status of an API error.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// The dialect's error code, if the body has one (`error.code`).
-    pub fn code(&self) -> Option<&serde_json::Value> {
-        match self {
-            ClientError::Api { body, .. } => body.get("error").and_then(|e| e.get("code")),
-            _ => None,
-        }
-    }
-}
-
-/// Result with [`ClientError`].
-pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// A response with its status and whether it was an idempotent replay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sent {
-    /// HTTP status (201).
-    pub status: StatusCode,
-    /// Whether the server replayed an earlier message for the idempotency key.
-    pub replayed: bool,
-    /// The message.
-    pub message: TlMessage,
-}
-
-#[derive(Clone)]
-struct Http {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Http {
-    fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { base: base_url.trim_end_matches('/').to_owned(), http }
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path))
-    }
-}
-
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    if !status.is_success() {
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        return Err(ClientError::Api { status, body });
-    }
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
-}
-
-/// A TextingLine-dialect client authenticated with an API key.
-#[derive(Clone)]
-pub struct Client {
-    http: Http,
-    key_id: String,
-    secret: String,
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("base", &self.http.base).field("key_id", &self.key_id).finish_non_exhaustive()
-    }
-}
-
-impl Client {
-    /// A client for the server at `base_url` using the key `key_id` / `secret`.
-    pub fn new(base_url: &str, key_id: &str, secret: &str) -> Self {
-        Self { http: Http::new(base_url), key_id: key_id.to_owned(), secret: secret.to_owned() }
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, path).basic_auth(&self.key_id, Some(&self.secret))
-    }
-
-    /// `POST /api/v1/messaging/message`.
-    pub async fn send(&self, request: &TlSendRequest) -> Result<Sent> {
-        let response = self.request(Method::POST, "/api/v1/messaging/message").json(request).send().await?;
-        let status = response.status();
-        let replayed = response.headers().get("idempotent-replayed").is_some();
-        let message = decode(response).await?;
-        Ok(Sent { status, replayed, message })
-    }
-
-    /// `GET /api/v1/messaging/message/{id}`.
-    pub async fn message(&self, id: &str) -> Result<TlMessage> {
-        decode(self.request(Method::GET, &format!("/api/v1/messaging/message/{id}")).send().await?).await
-    }
-
-    /// `GET /api/v1/messaging/message?limit=&cursor=`.
-    pub async fn messages(&self, limit: Option<u32>, cursor: Option<&str>) -> Result<TlMessageList> {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(l) = limit {
-            query.push(("limit", l.to_string()));
-        }
-        if let Some(c) = cursor {
-            query.push(("cursor", c.to_owned()));
-        }
-        decode(self.request(Method::GET, "/api/v1/messaging/message").query(&query).send().await?).await
-    }
-
-    /// `GET /api/v1/account/balance`: the key's account's balances.
-    pub async fn balance(&self) -> Result<Balance> {
-        decode(self.request(Method::GET, "/api/v1/account/balance").send().await?).await
-    }
-}
-
-/// Filters and paging of [`AdminClient::webhook_deliveries`]; `None` leaves a filter out (and
-/// the page size to the server's default, 50).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DeliveryQuery {
-    /// Items per page, 1 to 100.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    /// The `nextCursor` of the previous page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    /// Only deliveries to this webhook endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<Uuid>,
-    /// Only deliveries about this message.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<MessageId>,
-    /// Only deliveries in this state: `pending`, `delivered`, `failed` or `canceled`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-}
-
-/// An admin API client authenticated with the operator token.
-#[derive(Clone)]
-pub struct AdminClient {
-    http: Http,
-    token: String,
-}
-
-impl fmt::Debug for AdminClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminClient").field("base", &self.http.base).finish_non_exhaustive()
-    }
-}
-
-impl AdminClient {
-    /// A client for the server at `base_url` with the operator token.
-    pub fn new(base_url: &str, token: &str) -> Self {
-        Self { http: Http::new(base_url), token: token.to_owned() }
-    }
-
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
-        let mut request = self.http.request(method, path).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        decode(request.send().await?).await
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call(Method::GET, path, None::<&()>).await
-    }
-
-    async fn get_with_query<T: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<T> {
-        decode(self.http.request(Method::GET, path).bearer_auth(&self.token).query(query).send().await?).await
-    }
-
-    /// Makes a call whose success has no body (such as a 204).
-    async fn call_no_content(&self, method: Method, path: &str) -> Result<()> {
-        let response = self.http.request(method, path).bearer_auth(&self.token).send().await?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        decode::<serde_json::Value>(response).await.map(|_| ())
-    }
-
-    /// Creates an account.
-    pub async fn create_account(&self, name: &str) -> Result<Account> {
-        self.call(Method::POST, "/admin/v1/accounts", Some(&CreateAccount { name: name.to_owned() })).await
-    }
-
-    /// Lists accounts.
-    pub async fn accounts(&self, limit: u32, cursor: Option<&str>) -> Result<Page<Account>> {
-        self.get(&page_path("/admin/v1/accounts", limit, cursor)).await
-    }
-
-    /// Reads an account.
-    pub async fn account(&self, id: Uuid) -> Result<Account> {
-        self.get(&format!("/admin/v1/accounts/{id}")).await
-    }
-
-    /// Sets an account's Mudbase request rate limit (`None`: the server's default).
-    pub async fn set_rate_limit(&self, id: Uuid, rate_limit: Option<u32>) -> Result<Account> {
-        self.call(
-            Method::PATCH,
-            &format!("/admin/v1/accounts/{id}"),
-            Some(&UpdateAccount { rate_limit: Some(rate_limit), ..UpdateAccount::default() }),
-        )
-        .await
-    }
-
-    /// Sets whether the account's messages that the carrier reports undelivered or failed are
-    /// refunded.
-    pub async fn set_refund_carrier_failures(&self, id: Uuid, refund: bool) -> Result<Account> {
-        let change = UpdateAccount { refund_carrier_failures: Some(refund), ..UpdateAccount::default() };
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&change)).await
-    }
-
-    /// Changes an account's settings: the fields of `change` that are set.
-    pub async fn update_account(&self, id: Uuid, change: &UpdateAccount) -> Result<Account> {
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(change)).await
-    }
-
-    /// Sets the countries an account sends to (`Some(None)`: every country) and whether it
-    /// accepts fixed-or-mobile numbers; `None` leaves either as it is.
-    pub async fn set_destinations(
-        &self,
-        id: Uuid,
-        allowed_countries: Option<Option<Vec<Region>>>,
-        accept_fixed_or_mobile: Option<bool>,
-    ) -> Result<Account> {
-        let change = UpdateAccount { allowed_countries, accept_fixed_or_mobile, ..UpdateAccount::default() };
-        self.update_account(id, &change).await
-    }
-
-    /// Creates an API key; the only time its secret is shown.
-    pub async fn create_key(&self, account: Uuid, name: Option<&str>) -> Result<ApiKeyCreated> {
-        let body = CreateApiKey { name: name.map(str::to_owned) };
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/keys"), Some(&body)).await
-    }
-
-    /// Lists an account's keys.
-    pub async fn keys(&self, account: Uuid) -> Result<Page<ApiKey>> {
-        self.get(&format!("/admin/v1/accounts/{account}/keys")).await
-    }
-
-    /// Revokes a key.
-    pub async fn revoke_key(&self, account: Uuid, key_id: &str) -> Result<ApiKey> {
-        self.call(Method::DELETE, &format!("/admin/v1/accounts/{account}/keys/{key_id}"), None::<&()>).await
-    }
-
-    /// Assigns a sender.
-    pub async fn add_sender(&self, account: Uuid, sender: &CreateSender) -> Result<Sender> {
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/senders"), Some(sender)).await
-    }
-
-    /// Changes a sender.
-    pub async fn update_sender(&self, account: Uuid, address: &str, change: &UpdateSender) -> Result<Sender> {
-        let address = address.replace('+', "%2B");
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/senders/{address}"), Some(change)).await
-    }
-
-    /// Lists senders.
-    pub async fn senders(&self, account: Uuid) -> Result<Page<Sender>> {
-        self.get(&format!("/admin/v1/accounts/{account}/senders")).await
-    }
-
-    /// Adds credits.
-    pub async fn top_up(&self, account: Uuid, top_up: &TopUp) -> Result<LedgerEntry> {
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/credits"), Some(top_up)).await
-    }
-
-    /// Reads balances.
-    pub async fn balance(&self, account: Uuid) -> Result<Balance> {
-        self.get(&format!("/admin/v1/accounts/{account}/balance")).await
-    }
-
-    /// Lists ledger entries.
-    pub async fn ledger(&self, account: Uuid, limit: u32, cursor: Option<&str>) -> Result<Page<LedgerEntry>> {
-        self.get(&page_path(&format!("/admin/v1/accounts/{account}/ledger"), limit, cursor)).await
-    }
-
-    /// Adds an opt-out.
-    pub async fn add_opt_out(&self, account: Uuid, sender: &str, recipient: &str) -> Result<OptOut> {
-        let body = OptOutRequest { sender: sender.to_owned(), recipient: recipient.to_owned() };
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/opt-outs"), Some(&body)).await
-    }
-
-    /// Lifts an opt-out.
-    pub async fn remove_opt_out(&self, account: Uuid, sender: &str, recipient: &str) -> Result<()> {
-        let (s, r) = (sender.replace('+', "%2B"), recipient.replace('+', "%2B"));
-        self.call_no_content(Method::DELETE, &format!("/admin/v1/accounts/{account}/opt-outs/{s}/{r}")).await
-    }
-
-    /// Lists opt-outs.
-    pub async fn opt_outs(&self, account: Uuid) -> Result<Page<OptOut>> {
-        self.get(&format!("/admin/v1/accounts/{account}/opt-outs")).await
-    }
-
-    /// Lists an account's messages.
-    pub async fn messages(&self, account: Uuid, limit: u32, cursor: Option<&str>) -> Result<Page<Message>> {
-        self.get(&page_path(&format!("/admin/v1/accounts/{account}/messages"), limit, cursor)).await
-    }
-
-    /// Reads a message with its status history.
-    pub async fn message(&self, id: MessageId) -> Result<Message> {
-        self.get(&format!("/admin/v1/messages/{id}")).await
-    }
-
-    /// Creates a channel on one of the account's senders.
-    pub async fn create_channel(&self, account: Uuid, channel: &CreateChannel) -> Result<Channel> {
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/channels"), Some(channel)).await
-    }
-
-    /// Lists an account's channels.
-    pub async fn channels(&self, account: Uuid) -> Result<Page<Channel>> {
-        self.get(&format!("/admin/v1/accounts/{account}/channels")).await
-    }
-
-    /// Reads a channel.
-    pub async fn channel(&self, account: Uuid, id: Uuid) -> Result<Channel> {
-        self.get(&format!("/admin/v1/accounts/{account}/channels/{id}")).await
-    }
-
-    /// Renames, activates or deactivates a channel.
-    pub async fn update_channel(&self, account: Uuid, id: Uuid, change: &UpdateChannel) -> Result<Channel> {
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/channels/{id}"), Some(change)).await
-    }
-
-    /// Creates a template without versions.
-    pub async fn create_template(&self, account: Uuid, name: &str) -> Result<Template> {
-        let body = CreateTemplate { name: name.to_owned() };
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/templates"), Some(&body)).await
-    }
-
-    /// Lists an account's templates with their versions.
-    pub async fn templates(&self, account: Uuid) -> Result<Page<Template>> {
-        self.get(&format!("/admin/v1/accounts/{account}/templates")).await
-    }
-
-    /// Reads a template with its versions, oldest first.
-    pub async fn template(&self, account: Uuid, id: Uuid) -> Result<Template> {
-        self.get(&format!("/admin/v1/accounts/{account}/templates/{id}")).await
-    }
-
-    /// Adds a version to a template.
-    pub async fn add_template_version(
-        &self,
-        account: Uuid,
-        template: Uuid,
-        version: &CreateTemplateVersion,
-    ) -> Result<TemplateVersion> {
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/templates/{template}/versions"), Some(version))
-            .await
-    }
-
-    /// Activates or deactivates a template version.
-    pub async fn set_template_version_active(
-        &self,
-        account: Uuid,
-        template: Uuid,
-        version: Uuid,
-        active: bool,
-    ) -> Result<TemplateVersion> {
-        let path = format!("/admin/v1/accounts/{account}/templates/{template}/versions/{version}");
-        self.call(Method::PATCH, &path, Some(&UpdateTemplateVersion { active })).await
-    }
-
-    /// Creates a webhook endpoint; the answer is the only one, besides a change of secret,
-    /// that shows its signing secret.
-    pub async fn create_webhook(&self, account: Uuid, webhook: &CreateWebhook) -> Result<Webhook> {
-        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/webhooks"), Some(webhook)).await
-    }
-
-    /// Lists an account's webhook endpoints.
-    pub async fn webhooks(&self, account: Uuid) -> Result<Page<Webhook>> {
-        self.get(&format!("/admin/v1/accounts/{account}/webhooks")).await
-    }
-
-    /// Reads a webhook endpoint.
-    pub async fn webhook(&self, account: Uuid, id: Uuid) -> Result<Webhook> {
-        self.get(&format!("/admin/v1/accounts/{account}/webhooks/{id}")).await
-    }
-
-    /// Changes a webhook endpoint's URL, event types, activity or signing secret; the answer
-    /// shows the secret when it changed.
-    pub async fn update_webhook(&self, account: Uuid, id: Uuid, change: &UpdateWebhook) -> Result<Webhook> {
-        self.call(Method::PATCH, &format!("/admin/v1/accounts/{account}/webhooks/{id}"), Some(change)).await
-    }
-
-    /// Deletes a webhook endpoint; its pending deliveries are canceled.
-    pub async fn delete_webhook(&self, account: Uuid, id: Uuid) -> Result<()> {
-        self.call_no_content(Method::DELETE, &format!("/admin/v1/accounts/{account}/webhooks/{id}")).await
-    }
-
-    /// Lists the upstreams and how each stands.
-    pub async fn upstreams(&self) -> Result<Page<Upstream>> {
-        self.get("/admin/v1/upstreams").await
-    }
-
-    /// Reads the secret that signs deliveries to the account's messages' own notification URLs.
-    pub async fn notification_secret(&self, account: Uuid) -> Result<NotificationSecret> {
-        self.get(&format!("/admin/v1/accounts/{account}/notification-secret")).await
-    }
-
-    /// Lists an account's webhook deliveries with their attempts, newest event first.
-    pub async fn webhook_deliveries(&self, account: Uuid, query: &DeliveryQuery) -> Result<Page<WebhookDelivery>> {
-        self.get_with_query(&format!("/admin/v1/accounts/{account}/webhook-deliveries"), query).await
-    }
-
-    /// Simulator: receives a message from a handset, as a carrier would deliver it.
-    pub async fn inject_inbound(&self, inbound: &InjectInbound) -> Result<InboundResult> {
-        self.call(Method::POST, "/admin/v1/simulator/inbound", Some(inbound)).await
-    }
-
-    /// Simulator: applies delivery receipts, as a carrier would send them; one result per
-    /// receipt, in order.
-    pub async fn inject_receipts(&self, receipts: &InjectReceipts) -> Result<ReceiptResults> {
-        self.call(Method::POST, "/admin/v1/simulator/receipts", Some(receipts)).await
-    }
-}
-
-fn page_path(path: &str, limit: u32, cursor: Option<&str>) -> String {
-    match cursor {
-        Some(c) => format!("{path}?limit={limit}&cursor={c}"),
-        None => format!("{path}?limit={limit}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn query_of(query: &DeliveryQuery) -> Option<String> {
-        let request = reqwest::Client::new().get("http://localhost/d").query(query).build().unwrap();
-        request.url().query().map(str::to_owned)
-    }
-
-    #[test]
-    fn a_delivery_query_leaves_out_what_is_not_given() {
-        assert_eq!(query_of(&DeliveryQuery::default()), None);
-        let webhook = Uuid::nil();
-        let message = MessageId::from_uuid(Uuid::from_u128(1));
-        let query = DeliveryQuery {
-            limit: Some(10),
-            cursor: None,
-            webhook: Some(webhook),
-            message: Some(message),
-            state: Some("failed".into()),
-        };
-        assert_eq!(query_of(&query).unwrap(), format!("limit=10&webhook={webhook}&message={message}&state=failed"),);
-    }
-}
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -677,7 +677,7 @@ impl AdminArgs {
                     .to_owned()
             }
         };
-        Ok(AdminClient::new(&self.server, &token))
+        Ok(AdminClient::new(&self.server, &token)?)
     }
 }
 

@@ -36,7 +36,7 @@ async fn every_request_has_an_id_and_one_access_line() {
     let server =
         Server { child: start_logging(&dir.join("data"), port, &log), url: format!("http://127.0.0.1:{port}") };
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let account = admin.create_account("logs").await.unwrap();
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
@@ -117,7 +117,7 @@ async fn the_dispatchers_lines_of_a_message_carry_its_request_id() {
         url: format!("http://127.0.0.1:{port}"),
     };
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let account = admin.create_account("message-logs").await.unwrap();
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
@@ -125,7 +125,7 @@ async fn the_dispatchers_lines_of_a_message_carry_its_request_id() {
         .unwrap();
     admin.top_up(account.id, &TopUp { sms: 10, mms: 0, reference: None }).await.unwrap();
     let key = admin.create_key(account.id, None).await.unwrap();
-    let client = Client::new(&server.url, &key.key.id, &key.secret);
+    let client = TextingLineClient::new(&server.url, &key.key.id, &key.secret).unwrap();
     let http = reqwest::Client::new();
     let sent = http
         .post(format!("{}/api/v1/messaging/message", server.url))

@@ -99,7 +99,7 @@ impl Drop for Limited {
 
 /// A funded account with a sender and a key; returns the key as `id:secret`.
 async fn tenant(url: &str) -> (String, String) {
-    let admin = AdminClient::new(url, TOKEN);
+    let admin = AdminClient::new(url, TOKEN).unwrap();
     let account = admin.create_account("flood").await.unwrap();
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
@@ -694,7 +694,7 @@ async fn a_request_in_flight_is_answered_when_the_server_is_stopped() {
             .await
     });
     // Once the message is stored (the send is then waiting on the slow simulator), stop.
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let accounts = admin.accounts(10, None).await.unwrap().data;
     let start = Instant::now();
     while admin.messages(accounts[0].id, 1, None).await.unwrap().data.is_empty() {

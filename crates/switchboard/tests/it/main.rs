@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchboard_client::{AdminClient, Client};
+use switchboard_client::{AdminClient, TextingLineClient};
 use switchboard_domain::MessageStatus;
 use switchboard_domain::wire::{CreateSender, TlSendRequest, TopUp};
 
@@ -80,7 +80,7 @@ async fn accepted_messages_survive_a_crash() {
     let port = free_port();
     let server = Server::start(&dir, port);
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let account = admin.create_account("crash").await.unwrap();
     admin
         .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
@@ -88,7 +88,7 @@ async fn accepted_messages_survive_a_crash() {
         .unwrap();
     admin.top_up(account.id, &TopUp { sms: 1000, mms: 0, reference: None }).await.unwrap();
     let key = admin.create_key(account.id, None).await.unwrap();
-    let client = Client::new(&server.url, &key.key.id, &key.secret);
+    let client = TextingLineClient::new(&server.url, &key.key.id, &key.secret).unwrap();
 
     let sends = (0..N).map(|i| {
         let c = client.clone();
@@ -165,7 +165,7 @@ async fn the_admin_cli_operates_a_server() {
     cli(&url, &["senders", "add", &id, "+18005559876", "--mms"]);
     let entry = cli(&url, &["credits", "top-up", &id, "--sms", "10", "--mms", "2", "--reference", "inv-1"]);
     assert_eq!(entry["smsBalance"], 10);
-    let client = Client::new(&url, key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let client = TextingLineClient::new(&url, key["id"].as_str().unwrap(), key["secret"].as_str().unwrap()).unwrap();
     let req = TlSendRequest {
         to: "+18005551234".into(),
         from: "+18005559876".into(),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use switchboard_client::{AdminClient, Client};
+use switchboard_client::{AdminClient, TextingLineClient};
 use switchboard_domain::wire::{CreateSender, Message, TlSendRequest, TopUp};
 use switchboard_domain::{Direction, ErrorType, MessageId, MessageStatus};
 use switchboard_smpp::testing::{FakeSmsc, FakeSmscOptions};
@@ -157,17 +157,17 @@ where
 }
 
 /// An account with the sender, credits and a key.
-async fn provision(url: &str) -> (Uuid, Client) {
-    let admin = AdminClient::new(url, TOKEN);
+async fn provision(url: &str) -> (Uuid, TextingLineClient) {
+    let admin = AdminClient::new(url, TOKEN).unwrap();
     let account = admin.create_account("acks").await.unwrap();
     let sender = CreateSender { address: SENDER.into(), active: true, sms: true, mms: false };
     admin.add_sender(account.id, &sender).await.unwrap();
     admin.top_up(account.id, &TopUp { sms: 1000, mms: 0, reference: None }).await.unwrap();
     let key = admin.create_key(account.id, None).await.unwrap();
-    (account.id, Client::new(url, &key.key.id, &key.secret))
+    (account.id, TextingLineClient::new(url, &key.key.id, &key.secret).unwrap())
 }
 
-async fn send(client: &Client, to: &str, body: &str) -> MessageId {
+async fn send(client: &TextingLineClient, to: &str, body: &str) -> MessageId {
     let req = TlSendRequest { to: to.into(), from: SENDER.into(), body: Some(body.into()), ..Default::default() };
     client.send(&req).await.unwrap().message.id
 }
@@ -252,7 +252,7 @@ async fn smpp_receipts_and_opt_outs_survive_a_crash_before_their_commit(backend:
     let port = free_port();
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let (account, client) = provision(&server.url).await;
     eventually("the bind", || async { (smsc.bind_count() == 1).then_some(()) }).await;
     let id = send(&client, HANDSET, "hello").await;
@@ -331,7 +331,7 @@ async fn a_part_taken_before_a_crash_is_not_sent_again(backend: Backend) {
     let port = free_port();
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let (_, client) = provision(&server.url).await;
     eventually("the bind", || async { (smsc.bind_count() == 1).then_some(()) }).await;
     let id = send(&client, HANDSET, &"p".repeat(400)).await;
@@ -376,7 +376,7 @@ async fn sigterm_unbinds_from_the_smsc() {
     // not waiting for its lease to run out to be sent a second time.
     let server = Server::start(&db, port, Some(&config), &[]);
     server.ready().await;
-    let m = AdminClient::new(&server.url, TOKEN).message(id).await.unwrap();
+    let m = AdminClient::new(&server.url, TOKEN).unwrap().message(id).await.unwrap();
     assert_eq!(m.status, MessageStatus::Sent, "{m:?}");
     assert_eq!(smsc.submit_count(), 1);
     server.kill();
@@ -403,7 +403,7 @@ async fn simulator_receipts_survive_a_crash(backend: Backend) {
     let delay = [("SWITCHBOARD_SIMULATOR_RECEIPT_DELAY_MS", "3000")];
     let server = Server::start(&db, port, None, &delay);
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let (_, client) = provision(&server.url).await;
     let failing = switchboard_provider::simulator::failed_receipt_number(ErrorType::DestinationBlocked);
     let mut sent = Vec::new();
