@@ -3,6 +3,7 @@
 mod admin;
 mod bad_input;
 mod bird;
+mod client;
 mod cluster;
 mod concurrency;
 mod contract;
@@ -15,3 +16,4 @@ mod mudbase_sdk;
 mod senders;
 mod textingline;
 mod upstreams;
+mod webhook_verify;
