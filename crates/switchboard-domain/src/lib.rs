@@ -5,6 +5,8 @@
 //! types is known to be valid. The [`wire`] module holds the JSON shapes of the HTTP API, so
 //! that the server and `switchboard-client` agree on them by construction.
 
+#![deny(missing_docs)]
+
 #[macro_use]
 pub mod message;
 pub mod destination;
@@ -24,3 +26,8 @@ pub use phone::{Alphanumeric, Msisdn, PhoneError, SenderId};
 pub use sealed::SealedSecret;
 pub use timestamp::Timestamp;
 pub use url_policy::{Cidr, UrlError, UrlPolicy};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
