@@ -106,7 +106,12 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     if let Some(python) = python {
         tests.env("TEST_PYTHON", python);
     }
-    run(&mut tests)
+    run(&mut tests)?;
+    // nextest runs no doc tests: the published crates' examples in their docs and READMEs.
+    if nextest {
+        run(cargo().args(["test", "--workspace", "--doc"]))?;
+    }
+    Ok(())
 }
 
 /// The pinned Python packages the independent-implementation tests drive: Mudbase's published

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
-use switchboard_client::{Client, ClientError, MudbaseAuth, MudbaseClient};
+use switchboard_client::{BirdAuth, ClientError, MudbaseAuth, RetryPolicy, Switchboard, TextingLineClient};
 use switchboard_domain::wire::TlSendRequest;
 use switchboard_domain::{Encoding, MessageKind};
 use switchboard_ledger::{Credits, Tariff};
@@ -37,6 +37,8 @@ pub enum Dialect {
     Textingline,
     /// `POST /api/messaging/projects/{project}/messaging/sms`, `X-API-Key`.
     Mudbase,
+    /// `POST /workspaces/{workspace}/channels/{channel}/messages`, `Authorization: AccessKey`.
+    Bird,
 }
 
 /// `switchboard send`.
@@ -55,9 +57,13 @@ pub struct SendArgs {
     /// The dialect a single message goes through.
     #[arg(long, value_enum, default_value = "textingline")]
     pub dialect: Dialect,
-    /// Mudbase: the project (the account's id).
+    /// Mudbase's project, Bird's workspace: the account's id.
+    #[arg(long, visible_aliases = ["project", "workspace"])]
+    pub account: Option<Uuid>,
+    /// Bird: the channel to send on (it sends from the channel's sender, so `--from` is not
+    /// used).
     #[arg(long)]
-    pub project: Option<Uuid>,
+    pub channel: Option<Uuid>,
     /// The recipient, E.164.
     #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
     pub to: Option<String>,
@@ -102,14 +108,20 @@ pub struct SendArgs {
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let (url, key) = credentials(&args)?;
     let (key_id, secret) = key.split_once(':').context("the API key must be key_id:secret")?;
-    let client = Client::new(&url, key_id, secret);
+    // Sends that fail on the way are tried again with the same idempotency key.
+    let server = Switchboard::builder(url.as_str()).retry(RetryPolicy::default().max_attempts(6)).build()?;
+    let client = server.textingline(key_id, secret);
     if let Some(path) = &args.csv {
         return send_csv(&client, path, &args).await;
     }
     let to = args.to.as_deref().unwrap_or_default();
-    let from = args.from.as_deref().context("--from is required")?;
+    let from = || args.from.as_deref().context("--from is required");
+    if args.dialect != Dialect::Textingline && (args.media_url.is_some() || args.idempotency_key.is_some()) {
+        bail!("--media-url and --idempotency-key are TextingLine's");
+    }
     let printed = match args.dialect {
         Dialect::Textingline => {
+            let from = from()?;
             let request = TlSendRequest {
                 to: to.to_owned(),
                 from: from.to_owned(),
@@ -127,13 +139,21 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             text
         }
         Dialect::Mudbase => {
-            if args.media_url.is_some() || args.idempotency_key.is_some() {
-                bail!("--media-url and --idempotency-key are TextingLine's; Mudbase sends SMS only");
-            }
-            let project = args.project.context("--project (the account's id) is required with --dialect mudbase")?;
-            let mudbase = MudbaseClient::new(&url, project, MudbaseAuth::ApiKey(key.clone()));
+            let project = args.account.context("--project (the account's id) is required with --dialect mudbase")?;
+            let mudbase = server.mudbase(project, MudbaseAuth::ApiKey(key.clone()));
             let body = args.body.as_deref().context("--body is required with --dialect mudbase")?;
-            let sent = mudbase.send_sms(&[to], body, Some(from)).await.map_err(dialect_error)?;
+            let sent = mudbase.send_sms(&[to], body, Some(from()?)).await.map_err(dialect_error)?;
+            serde_json::to_string_pretty(&sent)?
+        }
+        Dialect::Bird => {
+            let workspace = args.account.context("--workspace (the account's id) is required with --dialect bird")?;
+            let channel = args.channel.context("--channel is required with --dialect bird")?;
+            if args.from.is_some() {
+                bail!("--from is not used with --dialect bird: the channel's sender sends");
+            }
+            let bird = server.bird(workspace, BirdAuth::AccessKey(key.clone()));
+            let body = args.body.as_deref().context("--body is required with --dialect bird")?;
+            let sent = bird.send_text(channel, to, body).await.map_err(dialect_error)?;
             serde_json::to_string_pretty(&sent)?
         }
     };
@@ -144,7 +164,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
 /// The dialect's own error, as the server gave it.
 fn dialect_error(e: ClientError) -> anyhow::Error {
     match e {
-        ClientError::Api { status, body } => anyhow::anyhow!("the server refused it ({status}): {body}"),
+        ClientError::Api(api) => anyhow::anyhow!("the server refused it: {api}\n{}", api.body),
         other => anyhow::anyhow!("{other}"),
     }
 }
@@ -434,7 +454,7 @@ impl Done {
     }
 }
 
-async fn send_csv(client: &Client, path: &Path, args: &SendArgs) -> anyhow::Result<()> {
+async fn send_csv(client: &TextingLineClient, path: &Path, args: &SendArgs) -> anyhow::Result<()> {
     let job = job_hash(path, args)?;
     let results = args.results.clone().unwrap_or_else(|| {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -601,44 +621,27 @@ struct Outcome {
     error: String,
 }
 
-/// Sends one row, retrying what may pass on a second try (it has an idempotency key, so a retry
-/// never sends twice).
-async fn send_row(client: &Client, row: Row) -> Outcome {
-    const TRIES: u32 = 6;
-    let mut delay = Duration::from_millis(200);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let result = client.send(&row.request).await;
-        let retry = match &result {
-            Err(ClientError::Http(_)) => true,
-            Err(ClientError::Api { status, .. }) => status.as_u16() == 429 || status.is_server_error(),
-            _ => false,
-        };
-        if retry && tries < TRIES {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-            continue;
+/// Sends one row. The client tries a send that failed on the way again (no connection, 429,
+/// 5xx) with the row's idempotency key, so it is never sent twice.
+async fn send_row(client: &TextingLineClient, row: Row) -> Outcome {
+    match client.send(&row.request).await {
+        Ok(sent) => {
+            let message = sent.message;
+            let status = serde_json::to_value(message.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Outcome {
+                number: row.number,
+                line: row.line,
+                id: Some(message.id.to_string()),
+                status,
+                error: message.error_message.unwrap_or_default(),
+            }
         }
-        return match result {
-            Ok(sent) => {
-                let message = sent.message;
-                let status = serde_json::to_value(message.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                Outcome {
-                    number: row.number,
-                    line: row.line,
-                    id: Some(message.id.to_string()),
-                    status,
-                    error: message.error_message.unwrap_or_default(),
-                }
-            }
-            Err(e) => {
-                Outcome { number: row.number, line: row.line, id: None, status: "error".into(), error: e.to_string() }
-            }
-        };
+        Err(e) => {
+            Outcome { number: row.number, line: row.line, id: None, status: "error".into(), error: e.to_string() }
+        }
     }
 }
 

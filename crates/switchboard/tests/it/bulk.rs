@@ -9,7 +9,7 @@ use super::*;
 
 /// An account with the sender and `credits` SMS credits, and its API key as `id:secret`.
 async fn new_account(server: &Server, name: &str, sender: &str, credits: i64) -> (uuid::Uuid, String) {
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let account = admin.create_account(name).await.unwrap();
     admin
         .add_sender(account.id, &CreateSender { address: sender.into(), active: true, sms: true, mms: true })
@@ -56,7 +56,7 @@ fn send_from(server: &Server, key: &str, from: &str, csv: &Path, extra: &[&str])
 
 /// The account's ledger: (charges, sum of their SMS deltas).
 async fn charges(server: &Server, account: uuid::Uuid) -> (usize, i64) {
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let (mut count, mut total, mut cursor) = (0, 0, None::<String>);
     loop {
         let page = admin.ledger(account, 100, cursor.as_deref()).await.unwrap();
@@ -73,7 +73,7 @@ async fn charges(server: &Server, account: uuid::Uuid) -> (usize, i64) {
 
 /// How many messages the account has.
 async fn messages(server: &Server, account: uuid::Uuid) -> usize {
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let (mut count, mut cursor) = (0, None::<String>);
     loop {
         let page = admin.messages(account, 100, cursor.as_deref()).await.unwrap();
@@ -215,6 +215,41 @@ async fn one_message_from_the_command_line() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("400") && said.contains("30002") && said.contains("invalid_parameter"), "{said}");
     assert_eq!(messages(&server, account).await, 1);
+
+    // The same through Mudbase and through a Bird channel.
+    let other = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("send")
+            .args(args)
+            .args(["--to", "+18002000002", "--body", "Your code is 5678", "--url", &server.url, "--key", &key])
+            .env_remove("SWITCHBOARD_API_KEY")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let account_id = account.to_string();
+    let mudbase = other(&["--dialect", "mudbase", "--project", &account_id, "--from", "+18005559876"]);
+    assert!(mudbase.status.success(), "{}", String::from_utf8_lossy(&mudbase.stderr));
+    let printed: Value = serde_json::from_slice(&mudbase.stdout).unwrap();
+    assert_eq!(printed["successCount"], 1, "{printed}");
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
+    let channel = admin
+        .create_channel(
+            account,
+            &switchboard_domain::wire::CreateChannel {
+                name: "sms".into(),
+                sender: "+18005559876".into(),
+                active: true,
+            },
+        )
+        .await
+        .unwrap();
+    let channel_id = channel.id.to_string();
+    let bird = other(&["--dialect", "bird", "--workspace", &account_id, "--channel", &channel_id]);
+    assert!(bird.status.success(), "{}", String::from_utf8_lossy(&bird.stderr));
+    let printed: Value = serde_json::from_slice(&bird.stdout).unwrap();
+    assert_eq!(printed["status"], "accepted", "{printed}");
+    assert_eq!(messages(&server, account).await, 3);
     server.kill();
     std::fs::remove_dir_all(dir).ok();
 }
