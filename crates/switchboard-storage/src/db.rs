@@ -8,7 +8,7 @@ use switchboard_ledger::Credits;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, stats, webhooks};
+use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, retention, stats, webhooks};
 use crate::*;
 
 /// [`messages::accept`] as a grouped operation: concurrent admissions may share its call.
@@ -408,5 +408,9 @@ impl<E: Engine> Store for Db<E> {
     async fn delivery_attempts(&self, event: EventId, target: &str) -> Result<Vec<AttemptRecord>> {
         let target = target.to_owned();
         self.engine.read(move |tx| Box::pin(async move { webhooks::attempts(tx, event, &target).await })).await
+    }
+
+    async fn prune(&self, before: Timestamp, limit: u32) -> Result<Pruned> {
+        self.engine.write(move |tx| Box::pin(retention::prune(tx, before, limit, Timestamp::now()))).await
     }
 }

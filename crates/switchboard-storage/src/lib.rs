@@ -382,6 +382,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryRecord>>;
     /// A delivery's attempts, oldest first.
     async fn delivery_attempts(&self, event: EventId, target: &str) -> Result<Vec<AttemptRecord>>;
+
+    /// Removes, in one transaction, the history of up to `limit` finished messages that ended
+    /// before `before`, those that ended first first, and up to `limit` receipts that no
+    /// submission has matched and that came before `before`.
+    ///
+    /// A message is finished in a final status (`delivered`, `failed`, `undelivered`,
+    /// `expired`, `canceled`, `received`) with none of its webhook deliveries still pending; a
+    /// message still `sent` awaits receipts and is kept whole. Its history is its status events,
+    /// its parts, and its webhook deliveries with their attempts; the message row stays, marked
+    /// pruned, with its status, charge and idempotency key, and so do the ledger, the running
+    /// counts and the batches. A message is pruned once: a second call finds nothing more to
+    /// do. On PostgreSQL concurrent calls take different messages (`SKIP LOCKED`).
+    async fn prune(&self, before: Timestamp, limit: u32) -> Result<Pruned>;
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -403,9 +416,50 @@ pub struct Backlog {
     pub receipts_awaited: i64,
 }
 
+/// What one [`Store::prune`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Messages whose history was removed (and which are now marked pruned).
+    pub messages: u64,
+    /// Their status events (`message_events` rows).
+    pub events: u64,
+    /// Their parts (`message_parts` rows).
+    pub parts: u64,
+    /// Their webhook deliveries (`webhook_deliveries` rows).
+    pub deliveries: u64,
+    /// The attempts of those deliveries (`webhook_attempts` rows).
+    pub attempts: u64,
+    /// Receipts no submission matched (`message_parts` rows without a message).
+    pub receipts: u64,
+}
+
+impl Pruned {
+    /// Rows removed in all.
+    pub fn rows(&self) -> u64 {
+        self.events + self.parts + self.deliveries + self.attempts + self.receipts
+    }
+
+    /// Whether a call with this `limit` left nothing more to prune: it took fewer messages and
+    /// fewer receipts than it could.
+    pub fn drained(&self, limit: u32) -> bool {
+        let limit = u64::from(limit.max(1));
+        self.messages < limit && self.receipts < limit
+    }
+
+    /// Adds another call's counts to these.
+    pub fn add(&mut self, other: &Pruned) {
+        self.messages += other.messages;
+        self.events += other.events;
+        self.parts += other.parts;
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.receipts += other.receipts;
+    }
+}
+
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

@@ -11,6 +11,7 @@ pub(crate) mod dispatch;
 pub(crate) mod ledger;
 pub(crate) mod messages;
 pub(crate) mod receipts;
+pub(crate) mod retention;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
 

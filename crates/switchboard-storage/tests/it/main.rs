@@ -65,6 +65,7 @@ mod numbers;
 mod pending_parts;
 mod rates;
 mod receipts;
+mod retention;
 mod upgrade;
 mod wal;
 mod webhooks;
