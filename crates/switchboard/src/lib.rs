@@ -18,7 +18,7 @@ use anyhow::Context;
 use settings::UpstreamSettings;
 use switchboard_api::UpstreamCallbacks;
 use switchboard_api::{AppState, HttpLimits, Secret};
-use switchboard_core::{Core, CoreConfig, DispatcherConfig, GuardConfig, KeywordReplies};
+use switchboard_core::{Core, CoreConfig, DispatcherConfig, GuardConfig, KeywordReplies, RetentionConfig};
 use switchboard_http_upstream::HttpUpstream;
 use switchboard_provider::{EventSink, Provider, RouteConfig, Router, Simulator, SimulatorConfig, UpstreamLimits};
 use switchboard_smpp::SmppUpstream;
@@ -38,6 +38,7 @@ pub struct App {
     core: Core,
     provider: Arc<dyn Provider>,
     webhooks: Option<switchboard_webhooks::Worker>,
+    retention: Option<switchboard_core::retention::Retention>,
 }
 
 impl App {
@@ -67,6 +68,11 @@ impl App {
         // Deliveries in flight are left to their leases: the next start (or another node)
         // delivers them.
         drop(self.webhooks);
+        // A retention batch in flight ends (it is one short transaction); the next pass
+        // carries on where this one stopped.
+        if let Some(retention) = self.retention {
+            retention.stop().await;
+        }
         // The dispatcher claims no more, and what it has in flight ends and is recorded; then
         // upstreams close their sessions as their protocols ask (SMPP: unbind once the window
         // has drained).
@@ -174,6 +180,16 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         };
         switchboard_webhooks::start(core.store(), core.sealer(), Arc::new(switchboard_api::WebhookRender), config)
     });
+    // The nodes that dispatch also prune: on several nodes their batches take different
+    // messages.
+    let retention = (settings.dispatcher && settings.retention_days > 0).then(|| {
+        let config = RetentionConfig {
+            keep: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
+            batch: settings.retention_batch,
+            interval: Duration::from_secs(settings.retention_interval_secs),
+        };
+        switchboard_core::retention::start(core.store(), config)
+    });
 
     let operator_token = match &settings.operator_token {
         Some(t) => t.clone(),
@@ -199,7 +215,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks })
+    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks, retention })
 }
 
 /// Raises the open-file limit to its hard limit and derives how connections are treated.

@@ -123,6 +123,14 @@ pub struct Settings {
     pub webhook_max_in_flight: usize,
     /// How often the webhook worker looks for due deliveries, in ms.
     pub webhook_poll_ms: u64,
+    /// How many days after a message ended its history (status events, parts, webhook
+    /// deliveries and their attempts) is kept; the nodes that run the dispatcher then remove it
+    /// in the background. The message itself and the ledger are kept. Zero keeps everything.
+    pub retention_days: u32,
+    /// Most messages whose history one retention batch (one transaction) removes.
+    pub retention_batch: u32,
+    /// Seconds between the end of one retention pass and the start of the next.
+    pub retention_interval_secs: u64,
     /// Address ranges (`10.1.0.0/16`, `127.0.0.1/32`, `fd00::/8`) that the URLs the server
     /// calls on a tenant's behalf (webhook endpoints, Bird's `notification.url`) may name or
     /// resolve to although they are loopback, private, link-local or otherwise special; once
@@ -317,6 +325,9 @@ impl Default for Settings {
             webhook_per_endpoint: 16,
             webhook_max_in_flight: 256,
             webhook_poll_ms: 250,
+            retention_days: 90,
+            retention_batch: 500,
+            retention_interval_secs: 3_600,
             tenant_url_allow_cidrs: Vec::new(),
             trusted_proxies: Vec::new(),
             stop_reply: replies.stop,
@@ -504,6 +515,15 @@ impl Settings {
         }
         if self.webhook_per_endpoint == 0 || self.webhook_max_in_flight == 0 || self.webhook_poll_ms == 0 {
             bail!("webhook_per_endpoint, webhook_max_in_flight and webhook_poll_ms must be above zero");
+        }
+        if self.retention_days > 36_500 {
+            bail!("retention_days must be 0 (keep everything) to 36500");
+        }
+        if self.retention_batch == 0 || self.retention_batch > 10_000 {
+            bail!("retention_batch must be 1 to 10000");
+        }
+        if self.retention_interval_secs == 0 || self.retention_interval_secs > 7 * 86_400 {
+            bail!("retention_interval_secs must be 1 to 604800 (7 days)");
         }
         for (name, text) in
             [("stop_reply", &self.stop_reply), ("start_reply", &self.start_reply), ("help_reply", &self.help_reply)]

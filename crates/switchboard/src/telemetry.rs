@@ -133,6 +133,22 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "The pace the upstream is held to now, in messages per second; 0 when not limited.",
     ),
+    (
+        "switchboard_retention_pruned_messages_total",
+        Kind::Counter,
+        "Finished messages whose history retention removed (the message rows stay).",
+    ),
+    (
+        "switchboard_retention_pruned_rows_total",
+        Kind::Counter,
+        "Rows retention removed, by table: message_events, message_parts, webhook_deliveries, webhook_attempts.",
+    ),
+    ("switchboard_retention_pass_seconds", Kind::Histogram, "Duration of each complete retention pass, in seconds."),
+    (
+        "switchboard_retention_last_pass_timestamp_seconds",
+        Kind::Gauge,
+        "When this node's last complete retention pass ended, in seconds since the Unix epoch.",
+    ),
 ];
 
 /// Buckets of the latencies, in seconds: 0.5 ms to 30 s.

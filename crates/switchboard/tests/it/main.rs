@@ -9,6 +9,7 @@ mod connections;
 #[cfg(unix)]
 mod file_modes;
 mod receipts;
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// Starts the binary as [`Server::start`] does, with more `SWITCHBOARD_*` variables.
+    fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let child = Command::new(BIN)
             .arg("serve")
             .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
@@ -39,6 +45,7 @@ impl Server {
             .env("SWITCHBOARD_PROVIDER_TIMEOUT_MS", "500")
             .env("SWITCHBOARD_DISPATCH_POLL_MS", "50")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start the binary");
