@@ -3,10 +3,10 @@
 //!
 //! A pass computes the horizon (now less `keep`) and calls [`Store::prune`] batch after batch
 //! until a batch finds less than a full batch's work; each batch is one short transaction, and
-//! after each the task pauses as long as the batch took, so that pruning takes at most about
-//! half of the database's time for writes and a send never waits behind more than one batch
-//! (on SQLite the batches go through the one writer thread like every other write). Passes
-//! repeat every `interval`; the task stops between batches when asked.
+//! after each the task pauses three times as long as the batch took, so that pruning takes at
+//! most about a quarter of the database's time for writes and a send never waits behind more
+//! than one batch (on SQLite the batches go through the one writer thread like every other
+//! write). Passes repeat every `interval`; the task stops between batches when asked.
 //!
 //! What is removed and what is kept is the store's rule (see [`Store::prune`]): events, parts,
 //! webhook deliveries and attempts of finished messages go; message rows, the ledger, balances,
@@ -20,6 +20,10 @@ use switchboard_domain::Timestamp;
 use switchboard_storage::{Pruned, StorageError, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How many times as long as a batch took the task pauses after it: pruning takes at most a
+/// quarter of the time, and leaves the rest to the writes that serve sends.
+const PAUSE_FACTOR: u32 = 3;
 
 /// Retention settings.
 #[derive(Debug, Clone)]
@@ -86,8 +90,8 @@ pub fn start(store: Arc<dyn Store>, config: RetentionConfig) -> Retention {
     Retention { stop, task: Some(task) }
 }
 
-/// One pass: prunes batch after batch until none is left, pausing after each as long as it
-/// took. Returns what it pruned, or `None` if it was stopped first. Counts every batch in the
+/// One pass: prunes batch after batch until none is left, pausing after each three times as
+/// long as it took. Returns what it pruned, or `None` if it was stopped first. Counts every batch in the
 /// metrics as it goes, and the pass once it is done.
 pub async fn pass(
     store: &dyn Store,
@@ -110,7 +114,7 @@ pub async fn pass(
             break;
         }
         tokio::select! {
-            () = tokio::time::sleep(batch.elapsed()) => {}
+            () = tokio::time::sleep(batch.elapsed() * PAUSE_FACTOR) => {}
             _ = stopped.changed() => return Ok(None),
         }
     }
