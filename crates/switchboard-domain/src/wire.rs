@@ -608,7 +608,8 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub sent_at: Option<Timestamp>,
-    /// Every status it went through, oldest first (only when one message is read).
+    /// Every status it went through, oldest first (only when one message is read; empty once
+    /// retention has pruned the history of a message that ended `retention_days` ago).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<StatusEvent>,
     /// Its parts as the upstream knows them, with their receipts (only when one message is
