@@ -36,14 +36,7 @@ async fn every_request_has_an_id_and_one_access_line() {
     let server =
         Server { child: start_logging(&dir.join("data"), port, &log), url: format!("http://127.0.0.1:{port}") };
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let account = admin.create_account("logs").await.unwrap();
-    admin
-        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
-        .await
-        .unwrap();
-    admin.top_up(account.id, &TopUp { sms: 10, mms: 0, reference: None }).await.unwrap();
-    let key = admin.create_key(account.id, None).await.unwrap();
+    let (account, key) = funded_account(&server.url, "logs", "+18005559876", 10).await;
 
     let http = reqwest::Client::new();
     let send = |id: Option<&str>, secret: &str| {
@@ -117,14 +110,7 @@ async fn the_dispatchers_lines_of_a_message_carry_its_request_id() {
         url: format!("http://127.0.0.1:{port}"),
     };
     server.ready().await;
-    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let account = admin.create_account("message-logs").await.unwrap();
-    admin
-        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
-        .await
-        .unwrap();
-    admin.top_up(account.id, &TopUp { sms: 10, mms: 0, reference: None }).await.unwrap();
-    let key = admin.create_key(account.id, None).await.unwrap();
+    let (_, key) = funded_account(&server.url, "message-logs", "+18005559876", 10).await;
     let client = TextingLineClient::new(&server.url, &key.key.id, &key.secret).unwrap();
     let http = reqwest::Client::new();
     let sent = http

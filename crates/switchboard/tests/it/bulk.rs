@@ -9,14 +9,7 @@ use super::*;
 
 /// An account with the sender and `credits` SMS credits, and its API key as `id:secret`.
 async fn new_account(server: &Server, name: &str, sender: &str, credits: i64) -> (uuid::Uuid, String) {
-    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let account = admin.create_account(name).await.unwrap();
-    admin
-        .add_sender(account.id, &CreateSender { address: sender.into(), active: true, sms: true, mms: true })
-        .await
-        .unwrap();
-    admin.top_up(account.id, &TopUp { sms: credits, mms: 0, reference: None }).await.unwrap();
-    let key = admin.create_key(account.id, None).await.unwrap();
+    let (account, key) = funded_account(&server.url, name, sender, credits).await;
     (account.id, format!("{}:{}", key.key.id, key.secret))
 }
 

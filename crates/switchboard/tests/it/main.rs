@@ -76,6 +76,24 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// An account with `sender` (SMS only), `credits` SMS credits, and an API key.
+async fn funded_account(
+    url: &str,
+    name: &str,
+    sender: &str,
+    credits: i64,
+) -> (switchboard_domain::wire::Account, switchboard_domain::wire::ApiKeyCreated) {
+    let admin = AdminClient::new(url, TOKEN).unwrap();
+    let account = admin.create_account(name).await.unwrap();
+    admin
+        .add_sender(account.id, &CreateSender { address: sender.into(), active: true, sms: true, mms: false })
+        .await
+        .unwrap();
+    admin.top_up(account.id, &TopUp { sms: credits, mms: 0, reference: None }).await.unwrap();
+    let key = admin.create_key(account.id, None).await.unwrap();
+    (account, key)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -87,14 +105,8 @@ async fn accepted_messages_survive_a_crash() {
     let port = free_port();
     let server = Server::start(&dir, port);
     server.ready().await;
+    let (account, key) = funded_account(&server.url, "crash", "+18005559876", 1000).await;
     let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let account = admin.create_account("crash").await.unwrap();
-    admin
-        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
-        .await
-        .unwrap();
-    admin.top_up(account.id, &TopUp { sms: 1000, mms: 0, reference: None }).await.unwrap();
-    let key = admin.create_key(account.id, None).await.unwrap();
     let client = TextingLineClient::new(&server.url, &key.key.id, &key.secret).unwrap();
 
     let sends = (0..N).map(|i| {

@@ -38,14 +38,8 @@ async fn finished_messages_past_retention_lose_their_history_in_the_background()
     let running = Stopped(Some(Server::start_with(&dir, free_port(), &env)));
     let server = running.0.as_ref().expect("just started");
     server.ready().await;
+    let (account, key) = funded_account(&server.url, "retention", "+18005559876", 100).await;
     let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let account = admin.create_account("retention").await.unwrap();
-    admin
-        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
-        .await
-        .unwrap();
-    admin.top_up(account.id, &TopUp { sms: 100, mms: 0, reference: None }).await.unwrap();
-    let key = admin.create_key(account.id, None).await.unwrap();
     let client = TextingLineClient::new(&server.url, &key.key.id, &key.secret).unwrap();
     let send = |body: &str| TlSendRequest {
         to: "+18005551234".into(),
