@@ -22,6 +22,7 @@ mod engine;
 mod ops;
 mod rows;
 pub mod rules;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -63,6 +64,9 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file is damaged: its integrity check failed.
+    #[error("the database is damaged: {0}")]
+    Damaged(String),
     /// The database's schema is not one this version can upgrade.
     #[error("schema: {0}")]
     Schema(String),

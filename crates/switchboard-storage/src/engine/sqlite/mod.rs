@@ -111,7 +111,7 @@ impl SqliteEngine {
 
 /// The file a `sqlite:` URL names (`sqlite://path` or `sqlite:path`, options after `?` left
 /// out: the engine sets its own).
-fn path_of(url: &str) -> Result<PathBuf> {
+pub(crate) fn path_of(url: &str) -> Result<PathBuf> {
     let rest =
         url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or(StorageError::UnsupportedUrl)?;
     let file = rest.split('?').next().unwrap_or_default();
@@ -130,22 +130,7 @@ fn migrate(conn: &Connection) -> Result<()> {
          installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
          checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
     )?;
-    let applied: Vec<(i64, bool, Vec<u8>)> = conn
-        .prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let unknown = StorageError::Schema;
-    for (version, ok, checksum) in &applied {
-        let Some((_, name, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else {
-            return Err(unknown(format!("migration {version} was applied but is not known to this version")));
-        };
-        if !ok {
-            return Err(unknown(format!("migration {name} failed half-way; restore the database from a backup")));
-        }
-        if Sha384::digest(sql.as_bytes()).as_slice() != checksum.as_slice() {
-            return Err(unknown(format!("migration {name} was applied with different SQL")));
-        }
-    }
+    let applied = applied_migrations(conn)?;
     for (version, name, sql) in MIGRATIONS {
         if applied.iter().any(|(v, _, _)| *v == version) {
             continue;
@@ -174,6 +159,29 @@ fn migrate(conn: &Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The migrations recorded in `_sqlx_migrations` as (version, succeeded, checksum), once
+/// each is checked against this version's: a migration this version does not know (a newer
+/// version's), one that failed half-way, or one applied with other SQL is an error.
+pub(crate) fn applied_migrations(conn: &Connection) -> Result<Vec<(i64, bool, Vec<u8>)>> {
+    let applied: Vec<(i64, bool, Vec<u8>)> = conn
+        .prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let unknown = StorageError::Schema;
+    for (version, ok, checksum) in &applied {
+        let Some((_, name, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else {
+            return Err(unknown(format!("migration {version} was applied but is not known to this version")));
+        };
+        if !ok {
+            return Err(unknown(format!("migration {name} failed half-way; restore the database from a backup")));
+        }
+        if Sha384::digest(sql.as_bytes()).as_slice() != checksum.as_slice() {
+            return Err(unknown(format!("migration {name} was applied with different SQL")));
+        }
+    }
+    Ok(applied)
 }
 
 /// A connection and the transaction (or read) an operation runs in.
