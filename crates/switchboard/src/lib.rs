@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod keys;
+pub mod lock;
 pub mod send;
 mod serve;
 pub mod settings;
@@ -39,6 +40,8 @@ pub struct App {
     provider: Arc<dyn Provider>,
     webhooks: Option<switchboard_webhooks::Worker>,
     retention: Option<switchboard_core::retention::Retention>,
+    /// The embedded database's lock, held until the server has stopped.
+    lock: Option<lock::DatabaseLock>,
 }
 
 impl App {
@@ -78,6 +81,9 @@ impl App {
         // has drained).
         self.core.stop().await;
         self.provider.shutdown().await;
+        // The lock goes last: what still holds the store here lets it go first.
+        drop((self.core, self.provider));
+        drop(self.lock);
         served
     }
 }
@@ -90,6 +96,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     if database_url.starts_with("sqlite:") {
         ensure_sqlite_dir(&database_url)?;
     }
+    let lock = lock_database(&database_url)?;
     let store = switchboard_storage::connect(
         &database_url,
         &ConnectOptions {
@@ -215,7 +222,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks, retention })
+    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks, retention, lock })
 }
 
 /// Raises the open-file limit to its hard limit and derives how connections are treated.
@@ -378,10 +385,34 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     if database_url.starts_with("sqlite:") {
         ensure_sqlite_dir(&database_url)?;
     }
+    // A server of another version may not run on the schema this one makes.
+    let _lock = lock_database(&database_url)?;
     switchboard_storage::connect(&database_url, &ConnectOptions::default())
         .await
         .with_context(|| format!("migrating {}", settings::redact_url(&database_url)))?;
     Ok(())
+}
+
+/// Takes the lock of the embedded database `url` names (see [`lock`]), so that no second
+/// server, migration or restore runs on it meanwhile; `None` for PostgreSQL, which several
+/// nodes share, and for an in-memory database. A file system that cannot lock is logged, not
+/// fatal: the server ran without the lock before there was one.
+fn lock_database(url: &str) -> anyhow::Result<Option<lock::DatabaseLock>> {
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let Ok(path) = switchboard_storage::snapshot::sqlite_file(url) else { return Ok(None) };
+    match lock::DatabaseLock::take(&path) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ lock::LockError::InUse { .. }) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "running without the database lock: nothing keeps a second server or a restore off this database"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The generated operator token kept in `<data_dir>/operator-token` (mode 0600, in a 0700
