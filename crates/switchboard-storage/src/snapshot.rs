@@ -256,6 +256,16 @@ mod tests {
         assert!(inspect(&damaged).is_err());
 
         assert!(inspect(&snapshot(&db, "good.db")).is_ok());
+
+        // A copy in WAL mode is turned to the rollback journal, and nothing is left beside it.
+        let wal = snapshot(&db, "wal.db");
+        Connection::open(&wal).unwrap().query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read(&wal).unwrap()[18], 2, "in WAL mode");
+        assert!(inspect(&wal).is_ok());
+        assert_eq!(std::fs::read(&wal).unwrap()[18], 1, "in the rollback-journal mode");
+        for suffix in ["-wal", "-shm", "-journal"] {
+            assert!(!dir.join(format!("wal.db{suffix}")).exists(), "{suffix} left beside it");
+        }
         drop(store);
         db.remove().await;
     }

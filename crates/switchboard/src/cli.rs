@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `openapi`, and `admin …` over the admin HTTP API.
+//! The command line: `serve`, `migrate`, `openapi`, `keys`, `backup`, `restore`, and
+//! `admin …` over the admin HTTP API.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +40,12 @@ pub enum Command {
     /// Manage the server's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a consistent copy of the embedded SQLite database, while the server serves
+    /// (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
+    /// Put a backup in place of the embedded SQLite database, with the server stopped
+    /// (PostgreSQL: use pg_restore).
+    Restore(RestoreArgs),
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -51,6 +58,37 @@ pub enum ConfigCommand {
     /// merged; secrets hidden) with where each came from, and exit non-zero if any would
     /// stop the server from starting.
     Check(ServeArgs),
+}
+
+/// `switchboard backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the settings come from (which database, which key file).
+    #[command(flatten)]
+    pub settings: ServeArgs,
+    /// The file to write; it must not exist. It holds key hashes and sealed secrets: it is
+    /// made readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Also copy the server key file to FILE.keys (mode 0600): the database is of no use
+    /// without the server keys.
+    #[arg(long)]
+    pub with_keys: bool,
+}
+
+/// `switchboard restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where the settings come from (which database, which key file).
+    #[command(flatten)]
+    pub settings: ServeArgs,
+    /// The backup to restore (made by `switchboard backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// The server key file kept with the backup, to put in place of the key file; by default
+    /// FILE.keys beside the backup, if there is one.
+    #[arg(long, value_name = "KEYS")]
+    pub keys: Option<PathBuf>,
 }
 
 /// The server's keys (the key file, or the `server_keys` setting).

@@ -62,12 +62,22 @@ pub async fn load(settings: &Settings, store: &dyn Store) -> anyhow::Result<Serv
 }
 
 /// The keys the settings name: `server_keys`, or the key file if there is one.
-fn existing(settings: &Settings) -> anyhow::Result<Option<ServerKeys>> {
+pub(crate) fn existing(settings: &Settings) -> anyhow::Result<Option<ServerKeys>> {
     if let Some(value) = &settings.server_keys {
         let text = crate::secret_value(value).context("server_keys")?;
         return ServerKeys::parse(&text).context("server_keys").map(Some);
     }
     read_file(&settings.keys_file())
+}
+
+/// The name of the first of `keys`' fingerprints that differs from the one a database
+/// recorded under that name (see `ServerKeys::fingerprints`), if any: a server refuses to
+/// start on that database with those keys. A database that recorded none takes any keys.
+pub fn differing_fingerprint(keys: &ServerKeys, recorded: &[(String, Vec<u8>)]) -> Option<String> {
+    keys.fingerprints()
+        .into_iter()
+        .find(|(name, fingerprint)| recorded.iter().any(|(n, f)| n == name && f != fingerprint))
+        .map(|(name, _)| name)
 }
 
 fn now() -> i64 {

@@ -2,6 +2,7 @@
 //! (database opened and migrated, core and dispatcher started, listener bound), so that the
 //! binary and the end-to-end tests start exactly the same thing.
 
+pub mod backup;
 pub mod cli;
 pub mod keys;
 pub mod lock;

@@ -50,6 +50,14 @@ async fn main() -> anyhow::Result<()> {
             switchboard::check_upstreams(&settings)?;
             eprintln!("the settings are valid");
         }
+        Command::Backup(args) => {
+            let settings = settings(&args.settings)?;
+            print!("{}", switchboard::backup::backup(&settings, &args.to, args.with_keys).await?);
+        }
+        Command::Restore(args) => {
+            let settings = settings(&args.settings)?;
+            print!("{}", switchboard::backup::restore(&settings, &args.from, args.keys.as_deref()).await?);
+        }
     }
     Ok(())
 }

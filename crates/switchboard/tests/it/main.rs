@@ -1,7 +1,9 @@
-//! The `switchboard` binary as a user runs it: killed mid-flight and restarted, and the admin
-//! command line.
+//! The `switchboard` binary as a user runs it: killed mid-flight and restarted, backed up under
+//! load and restored, and the admin command line.
 
 mod access_log;
+#[cfg(unix)]
+mod backup;
 mod bulk;
 mod config;
 #[cfg(unix)]
