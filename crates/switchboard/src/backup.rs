@@ -116,14 +116,15 @@ pub async fn backup(settings: &Settings, to: &Path, with_keys: bool) -> anyhow::
         }
         None => {
             let from = match &settings.server_keys {
-                Some(_) => "the server_keys setting".to_owned(),
-                None => format!("the key file {}", settings.keys_file().display()),
+                Some(_) => "the value of the server_keys setting".to_owned(),
+                None => {
+                    format!("a copy of the key file {} (or back up with --with-keys)", settings.keys_file().display())
+                }
             };
             out += &format!(
                 "server keys: not in this copy. API-key hashes are keyed, and webhook secrets sealed, with the \
                  server keys, which live apart from the database: without them the copy cannot check API keys or \
-                 open webhook secrets. Keep {from} with this backup (or back up with --with-keys), as safely as \
-                 the keys themselves\n"
+                 open webhook secrets. Keep {from} with this backup, as safely as the keys themselves\n"
             );
             keys::existing(settings).unwrap_or(None)
         }
@@ -213,7 +214,13 @@ pub async fn restore(settings: &Settings, from: &Path, keys_from: Option<&Path>)
         out += &format!("the database it replaces is kept as {}\n", kept.display());
     }
     out += &match plan {
-        KeysPlan::Setting => "server keys: the server_keys setting holds this database's keys\n".to_owned(),
+        KeysPlan::Setting => match &keys_from {
+            Some(unused) => format!(
+                "server keys: the server_keys setting holds this database's keys; {} was not put in place\n",
+                unused.display()
+            ),
+            None => "server keys: the server_keys setting holds this database's keys\n".to_owned(),
+        },
         KeysPlan::Keep(path) => {
             format!("server keys: the key file {} is this database's; it is kept\n", path.display())
         }
@@ -488,6 +495,57 @@ mod tests {
         assert_eq!(parent(Path::new("x.db")), Path::new("."));
         let stamp = compact_time();
         assert_eq!((stamp.len(), &stamp[8..9], &stamp[15..]), (16, "T", "Z"), "{stamp}");
+    }
+
+    fn summary(keys: Option<&ServerKeys>) -> Summary {
+        Summary {
+            schema_version: switchboard_storage::SCHEMA_VERSION,
+            accounts: 0,
+            messages: 0,
+            ledger_entries: 0,
+            unbalanced_accounts: Vec::new(),
+            newest_message: None,
+            key_fingerprints: keys.map(ServerKeys::fingerprints).unwrap_or_default(),
+            legacy_server_secret: false,
+        }
+    }
+
+    #[test]
+    fn a_restore_never_leaves_keys_a_server_would_refuse() {
+        let dir = std::env::temp_dir().join(format!("switchboard-restore-keys-{}", uuid::Uuid::new_v4().simple()));
+        let settings = Settings { data_dir: dir.clone(), ..Settings::default() };
+        let (ours, other) = (ServerKeys::generate(), ServerKeys::generate());
+        let kept = dir.join("backup.db.keys");
+        let plan = |s: &Settings, summary: &Summary, backup: Option<&ServerKeys>| {
+            keys_plan(s, summary, backup.cloned(), backup.map(|_| kept.as_path()))
+        };
+        let refused = |r: anyhow::Result<KeysPlan>| r.err().map(|e| e.to_string()).unwrap_or_default();
+
+        // No key file: a database that records none needs none; one that does needs its own.
+        assert!(matches!(plan(&settings, &summary(None), None), Ok(KeysPlan::Fresh)));
+        assert!(refused(plan(&settings, &summary(Some(&ours)), None)).contains("no key file"));
+        assert!(refused(plan(&settings, &summary(Some(&ours)), Some(&other))).contains("keys_fingerprint differs"));
+        assert!(matches!(
+            plan(&settings, &summary(Some(&ours)), Some(&ours)),
+            Ok(KeysPlan::Place { replaces: false, .. })
+        ));
+
+        // A key file in place: kept if it is the database's, replaced by the backup's if not.
+        keys::write_file(&settings.keys_file(), &other).unwrap();
+        assert!(refused(plan(&settings, &summary(Some(&ours)), None)).contains("--keys"));
+        assert!(matches!(plan(&settings, &summary(Some(&other)), None), Ok(KeysPlan::Keep(_))));
+        assert!(matches!(plan(&settings, &summary(Some(&other)), Some(&other)), Ok(KeysPlan::Keep(_))));
+        assert!(matches!(
+            plan(&settings, &summary(Some(&ours)), Some(&ours)),
+            Ok(KeysPlan::Place { replaces: true, .. })
+        ));
+
+        // The server_keys setting must be the database's; nothing is put in place.
+        let line = |k: &ServerKeys| k.to_text().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(";");
+        let set = Settings { server_keys: Some(line(&ours)), ..settings.clone() };
+        assert!(matches!(plan(&set, &summary(Some(&ours)), Some(&other)), Ok(KeysPlan::Setting)));
+        assert!(refused(plan(&set, &summary(Some(&other)), None)).contains("server_keys setting holds other keys"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
