@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_client::{AdminClient, Client};
+use switchboard_client::{AdminClient, TextingLineClient};
 use switchboard_domain::wire::{CreateSender, TlSendRequest, TopUp};
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ struct Tenant {
     account: Uuid,
     from: String,
     key: (String, String),
-    client: Client,
+    client: TextingLineClient,
 }
 
 async fn tenant(admin: &AdminClient, url: &str, n: u32, credits: i64) -> Tenant {
@@ -116,7 +116,7 @@ async fn tenant(admin: &AdminClient, url: &str, n: u32, credits: i64) -> Tenant 
         .unwrap();
     admin.top_up(account.id, &TopUp { sms: credits, mms: 0, reference: Some(format!("inv-{n}")) }).await.unwrap();
     let key = admin.create_key(account.id, None).await.unwrap();
-    let client = Client::new(url, &key.key.id, &key.secret);
+    let client = TextingLineClient::new(url, &key.key.id, &key.secret).unwrap();
     Tenant { account: account.id, from, key: (key.key.id, key.secret), client }
 }
 
@@ -173,7 +173,7 @@ async fn a_backup_under_load_restores_every_message_accepted_before_it() {
     let dir = temp_dir("backup");
     let data = dir.join("data");
     let server = Serving::start(&data, &[]).await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let tenants =
         Arc::new([tenant(&admin, &server.url, 1, 100_000).await, tenant(&admin, &server.url, 2, 100_000).await]);
 
@@ -346,7 +346,7 @@ async fn a_backup_under_load_restores_every_message_accepted_before_it() {
     // The restored server has every message answered before the backup began, and none sent
     // after it ended. Its dispatcher stays off, so that nothing changes while it is read.
     let server = Serving::start(&restored, &[("SWITCHBOARD_DISPATCHER", "false")]).await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let mut stored = HashSet::new();
     for t in tenants.iter() {
         stored.extend(message_ids(&admin, t.account).await);
@@ -379,7 +379,7 @@ async fn a_backup_under_load_restores_every_message_accepted_before_it() {
     }
     // The API keys check against the restored keys.
     let t = &tenants[0];
-    let client = Client::new(&server.url, &t.key.0, &t.key.1);
+    let client = TextingLineClient::new(&server.url, &t.key.0, &t.key.1).unwrap();
     let sent = client.send(&request(&t.from, 0)).await.expect("a send with a key made before the backup");
     assert_eq!(sent.status, reqwest::StatusCode::CREATED);
     drop(server);
@@ -391,7 +391,7 @@ async fn a_restore_keeps_the_database_it_replaces() {
     let dir = temp_dir("restore-over");
     let data = dir.join("data");
     let server = Serving::start(&data, &[]).await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let t = tenant(&admin, &server.url, 1, 10).await;
     let kept_id = t.client.send(&request(&t.from, 1)).await.unwrap().message.id.to_string();
     let file = dir.join("copy.db");
@@ -432,7 +432,7 @@ async fn a_restore_keeps_the_database_it_replaces() {
     drop(conn);
 
     let server = Serving::start(&data, &[]).await;
-    let admin = AdminClient::new(&server.url, TOKEN);
+    let admin = AdminClient::new(&server.url, TOKEN).unwrap();
     let ids = message_ids(&admin, t.account).await;
     assert_eq!(ids, HashSet::from([kept_id]), "the backup's message, not the later one ({lost_id})");
     assert_eq!(admin.balance(t.account).await.unwrap().sms_credits, 8, "one SMS charged, at 2 credits");
