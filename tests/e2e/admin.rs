@@ -22,7 +22,32 @@ on_both_backends!(
     webhook_endpoint_urls_are_held_to_the_url_policy,
     refused_targets_are_never_called,
     metrics_can_require_a_token,
+    a_full_page_says_another_follows,
 );
+
+/// A page of the most items a page holds still tells whether another follows: the lists read
+/// one more item than the page shows.
+async fn a_full_page_says_another_follows(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "full_page").await else { return };
+    let app = TestApp::start(db.settings()).await;
+    let account = app.admin.create_account("Full pages").await.unwrap();
+    let top_up = switchboard_domain::wire::TopUp { sms: 1, mms: 0, reference: None };
+    let tasks: Vec<_> = (0..1001)
+        .map(|_| {
+            let (admin, top_up) = (app.admin.clone(), top_up.clone());
+            tokio::spawn(async move { admin.top_up(account.id, &top_up).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let first = app.admin.ledger(account.id, 1000, None).await.unwrap();
+    assert_eq!(first.data.len(), 1000);
+    let next = first.next_cursor.as_deref().expect("a full page of a longer list has a next cursor");
+    let second = app.admin.ledger(account.id, 1000, Some(next)).await.unwrap();
+    assert_eq!((second.data.len(), second.next_cursor), (1, None));
+    assert_eq!(app.admin.balance(account.id).await.unwrap().sms_credits, 1001);
+}
 
 async fn metrics_can_require_a_token(backend: Backend) {
     let Some(db) = TestDb::new(backend, "metrics_token").await else { return };

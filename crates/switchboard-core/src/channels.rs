@@ -179,7 +179,7 @@ impl Core {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<MessageRecord>, AccessError> {
-        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE + 1) };
         self.inner.store.list_channel_messages(channel, page).await.map_err(AccessError::from_storage("message"))
     }
 

@@ -255,7 +255,8 @@ fn count_failed(record: &MessageRecord) {
 
 /// Longest names and references accepted by the admin operations.
 pub const MAX_NAME_CHARS: usize = 200;
-/// Most items one list returns.
+/// Most items one page holds. A list reads at most one more, which callers ask for to tell
+/// whether another page follows.
 pub const MAX_PAGE: u32 = 1000;
 
 /// The core service. Cheap to clone.
@@ -567,7 +568,7 @@ impl Core {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<MessageRecord>, AccessError> {
-        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE + 1) };
         self.inner.store.list_messages(account, page).await.map_err(AccessError::from_storage("message"))
     }
 
@@ -591,7 +592,7 @@ impl Core {
 
     /// Lists accounts, newest first.
     pub async fn accounts(&self, before: Option<AccountId>, limit: u32) -> Result<Vec<AccountRecord>, AccessError> {
-        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE + 1) };
         self.inner.store.list_accounts(page).await.map_err(AccessError::from_storage("account"))
     }
 
@@ -706,7 +707,7 @@ impl Core {
         limit: u32,
     ) -> Result<Vec<LedgerRecord>, AccessError> {
         self.account(account).await?;
-        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE + 1) };
         self.inner.store.ledger(account, page).await.map_err(AccessError::from_storage("ledger entry"))
     }
 
@@ -736,7 +737,7 @@ impl Core {
         self.account(account).await?;
         self.inner
             .store
-            .list_opt_outs(account, limit.clamp(1, MAX_PAGE))
+            .list_opt_outs(account, limit.clamp(1, MAX_PAGE + 1))
             .await
             .map_err(AccessError::from_storage("opt-out"))
     }

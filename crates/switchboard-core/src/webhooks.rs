@@ -144,7 +144,7 @@ impl Core {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, AccessError> {
         self.account(account).await?;
-        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE) };
+        let page = PageRequest { before, limit: limit.clamp(1, MAX_PAGE + 1) };
         self.inner.store.list_deliveries(account, &filter, page).await.map_err(AccessError::from_storage("delivery"))
     }
 
