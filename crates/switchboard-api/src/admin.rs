@@ -12,14 +12,14 @@ use serde::Deserialize;
 use switchboard_domain::MessageId;
 use switchboard_domain::wire::{
     Account, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel,
-    CreateSender, CreateTemplate, CreateTemplateVersion, LedgerEntry, MAX_ALLOWED_COUNTRIES, Message, OptOut,
-    OptOutRequest, Page, Sender, StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel,
-    UpdateSender, UpdateTemplateVersion,
+    CreateSender, CreateSmppCredential, CreateTemplate, CreateTemplateVersion, LedgerEntry, MAX_ALLOWED_COUNTRIES,
+    Message, OptOut, OptOutRequest, Page, Sender, SmppBind, SmppCredential, SmppCredentialCreated, StatusEvent,
+    Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
 };
 use switchboard_ledger::Credits;
 use switchboard_records::{
-    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, OptOutRecord, SenderChange, SenderRecord, TemplateRecord,
-    TemplateVersionRecord,
+    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, OptOutRecord, SenderChange, SenderRecord,
+    SmppCredentialRecord, TemplateRecord, TemplateVersionRecord,
 };
 use uuid::Uuid;
 
@@ -34,6 +34,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/accounts/{account}", get(get_account).patch(update_account))
         .route("/admin/v1/accounts/{account}/keys", post(create_key).get(list_keys))
         .route("/admin/v1/accounts/{account}/keys/{key}", delete(revoke_key))
+        .route("/admin/v1/accounts/{account}/smpp-credentials", post(create_smpp_credential).get(list_smpp_credentials))
+        .route("/admin/v1/accounts/{account}/smpp-credentials/{system_id}", delete(revoke_smpp_credential))
+        .route("/admin/v1/smpp/binds", get(list_smpp_binds))
         .route("/admin/v1/accounts/{account}/senders", post(create_sender).get(list_senders))
         .route("/admin/v1/accounts/{account}/senders/{address}", patch(update_sender))
         .route("/admin/v1/accounts/{account}/credits", post(top_up))
@@ -287,6 +290,96 @@ pub(crate) async fn revoke_key(
     Path((account, key), ..): Path<(String, String), ApiError>,
 ) -> AdminResult<Json<ApiKey>> {
     Ok(Json(key_wire(&s.core.revoke_key(account_id(&account)?, &key).await?)))
+}
+
+fn smpp_credential_wire(c: &SmppCredentialRecord) -> SmppCredential {
+    SmppCredential {
+        system_id: c.system_id.clone(),
+        account_id: c.account_id.as_uuid(),
+        max_binds: c.max_binds,
+        window: c.window,
+        max_per_second: c.max_per_second,
+        created_at: c.created_at,
+        revoked_at: c.revoked_at,
+    }
+}
+
+/// Create an SMPP credential: the `system_id` and password an ESME binds with to the SMPP
+/// server. The password is made by the server and is in this response only.
+#[utoipa::path(post, path = "/admin/v1/accounts/{account}/smpp-credentials", tag = "Admin", params(("account" = Uuid, Path)),
+    request_body(content = CreateSmppCredential, example = json!({"systemId": "acme01", "window": 50})),
+    security(("operator" = [])), responses((status = 201, body = SmppCredentialCreated), (status = 404, body = AdminErrorBody),
+    (status = 409, body = AdminErrorBody), (status = 422, body = AdminErrorBody)))]
+pub(crate) async fn create_smpp_credential(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+    Body(body, ..): Body<CreateSmppCredential, ApiError>,
+) -> AdminResult<(StatusCode, Json<SmppCredentialCreated>)> {
+    let limits = switchboard_core::smpp::SmppLimits {
+        max_binds: body.max_binds,
+        window: body.window,
+        max_per_second: body.max_per_second,
+    };
+    let (record, password) = s.core.create_smpp_credential(account_id(&account)?, &body.system_id, limits).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SmppCredentialCreated { credential: smpp_credential_wire(&record), password: password.0 }),
+    ))
+}
+
+/// List an account's SMPP credentials (never their passwords).
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/smpp-credentials", tag = "Admin", params(("account" = Uuid, Path)),
+    security(("operator" = [])), responses((status = 200, body = Page<SmppCredential>), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn list_smpp_credentials(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(account, ..): Path<String, ApiError>,
+) -> AdminResult<Json<Page<SmppCredential>>> {
+    let all = s.core.smpp_credentials(account_id(&account)?).await?;
+    Ok(Json(Page { data: all.iter().map(smpp_credential_wire).collect(), next_cursor: None }))
+}
+
+/// Revoke an SMPP credential: new binds with it fail at once on this node and within the
+/// auth cache period on others; binds already made stay until they end.
+#[utoipa::path(delete, path = "/admin/v1/accounts/{account}/smpp-credentials/{system_id}", tag = "Admin",
+    params(("account" = Uuid, Path), ("system_id" = String, Path)),
+    security(("operator" = [])), responses((status = 200, body = SmppCredential), (status = 404, body = AdminErrorBody)))]
+pub(crate) async fn revoke_smpp_credential(
+    State(s): State<AppState>,
+    _: Operator,
+    Path((account, system_id), ..): Path<(String, String), ApiError>,
+) -> AdminResult<Json<SmppCredential>> {
+    Ok(Json(smpp_credential_wire(&s.core.revoke_smpp_credential(account_id(&account)?, &system_id).await?)))
+}
+
+/// List the SMPP binds held on this node: account, credential, mode, peer, window in use and
+/// counts.
+#[utoipa::path(get, path = "/admin/v1/smpp/binds", tag = "Admin", security(("operator" = [])),
+    responses((status = 200, body = Page<SmppBind>)))]
+pub(crate) async fn list_smpp_binds(State(s): State<AppState>, _: Operator) -> AdminResult<Json<Page<SmppBind>>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let data = s
+        .core
+        .smpp_binds()
+        .list()
+        .iter()
+        .map(|b| SmppBind {
+            id: b.id,
+            account_id: b.account.as_uuid(),
+            system_id: b.system_id.clone(),
+            mode: b.mode.as_str().to_owned(),
+            peer: b.peer.to_string(),
+            bound_at: b.bound_at,
+            window_in_use: b.in_window.load(Relaxed),
+            window: b.window,
+            submits: b.submits.load(Relaxed),
+            accepted: b.accepted.load(Relaxed),
+            delivers: b.delivers.load(Relaxed),
+            delivered: b.delivered.load(Relaxed),
+        })
+        .collect();
+    Ok(Json(Page { data, next_cursor: None }))
 }
 
 /// Assign a sender number to an account.

@@ -13,8 +13,9 @@ use switchboard_domain::wire::webhooks::{
 };
 use switchboard_domain::wire::{
     Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
-    CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page, Sender, Template,
-    TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
+    CreateSmppCredential, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page,
+    Sender, SmppBind, SmppCredential, SmppCredentialCreated, Template, TemplateVersion, TopUp, UpdateAccount,
+    UpdateChannel, UpdateSender, UpdateTemplateVersion,
 };
 use switchboard_domain::{MessageId, Region};
 use uuid::Uuid;
@@ -176,6 +177,31 @@ impl AdminClient {
     /// Revokes a key.
     pub async fn revoke_key(&self, account: Uuid, key_id: &str) -> Result<ApiKey> {
         self.call(Method::DELETE, &format!("/admin/v1/accounts/{account}/keys/{}", segment(key_id)), None::<&()>).await
+    }
+
+    /// Creates an SMPP credential; its password is in the answer only.
+    pub async fn create_smpp_credential(
+        &self,
+        account: Uuid,
+        credential: &CreateSmppCredential,
+    ) -> Result<SmppCredentialCreated> {
+        self.call(Method::POST, &format!("/admin/v1/accounts/{account}/smpp-credentials"), Some(credential)).await
+    }
+
+    /// Lists an account's SMPP credentials.
+    pub async fn smpp_credentials(&self, account: Uuid) -> Result<Page<SmppCredential>> {
+        self.get(&format!("/admin/v1/accounts/{account}/smpp-credentials")).await
+    }
+
+    /// Revokes an SMPP credential.
+    pub async fn revoke_smpp_credential(&self, account: Uuid, system_id: &str) -> Result<SmppCredential> {
+        let path = format!("/admin/v1/accounts/{account}/smpp-credentials/{}", segment(system_id));
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// Lists the SMPP binds held on the node that answers.
+    pub async fn smpp_binds(&self) -> Result<Page<SmppBind>> {
+        self.get("/admin/v1/smpp/binds").await
     }
 
     /// Assigns a sender.

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod ratelimit;
 pub mod request;
 pub mod retention;
+pub mod smpp;
 pub mod tokens;
 pub mod waiters;
 pub mod webhooks;
@@ -277,6 +278,8 @@ struct Inner {
     limiter: RateLimiter,
     channels: channels::ChannelCache,
     receipts: lifecycle::ReceiptRecorder,
+    smpp: smpp::SmppAuth,
+    smpp_binds: smpp::SmppBinds,
     sealer: Arc<Sealer>,
     provider: Arc<dyn Provider>,
     /// Notified when an upstream can take messages again, so the dispatcher offers its backlog.
@@ -314,6 +317,7 @@ impl Core {
         let tokens = keys.tokens(config.token_ttl);
         let limiter = RateLimiter::new(config.auth_cache_ttl);
         let auth = Authenticator::new(keys.hasher(), config.auth_cache_ttl);
+        let smpp = smpp::SmppAuth::new(keys.hasher(), config.auth_cache_ttl);
         let waiters = Arc::new(Waiters::default());
         let upstream_ready = Arc::new(tokio::sync::Notify::new());
         let (local, dispatcher) = match config.run_dispatcher {
@@ -342,6 +346,8 @@ impl Core {
             limiter,
             channels,
             receipts,
+            smpp,
+            smpp_binds: smpp::SmppBinds::default(),
             sealer,
             provider,
             upstream_ready,

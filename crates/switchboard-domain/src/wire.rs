@@ -280,6 +280,105 @@ impl std::fmt::Debug for ApiKeyCreated {
     }
 }
 
+/// Admin: create an SMPP credential. The password is made by the server and shown once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateSmppCredential {
+    /// The `system_id` an ESME binds with: 1 to 15 printable ASCII characters without
+    /// spaces, unique on the server.
+    pub system_id: String,
+    /// Most binds at once with this credential (default: the server's `max_binds_per_account`).
+    #[serde(default)]
+    pub max_binds: Option<u32>,
+    /// Most requests waiting for their answer on one bind (default: the server's `window`).
+    #[serde(default)]
+    pub window: Option<u32>,
+    /// Most `submit_sm` a second on one bind (default: the server's `max_per_second`).
+    #[serde(default)]
+    pub max_per_second: Option<u32>,
+}
+
+/// Admin: an SMPP credential as listed (never its password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SmppCredential {
+    /// The `system_id`.
+    pub system_id: String,
+    /// The account it binds for.
+    pub account_id: Uuid,
+    /// Its own limit on binds at once, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_binds: Option<u32>,
+    /// Its own window per bind, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    /// Its own rate per bind, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
+    /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Admin: a newly created SMPP credential, the only time its password is shown.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SmppCredentialCreated {
+    /// The credential as listed.
+    #[serde(flatten)]
+    pub credential: SmppCredential,
+    /// The bind password (8 characters). Shown once; stored only as a keyed hash.
+    pub password: String,
+}
+
+impl std::fmt::Debug for SmppCredentialCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmppCredentialCreated")
+            .field("credential", &self.credential)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Admin: an SMPP bind held on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SmppBind {
+    /// The bind's number on this node.
+    pub id: u64,
+    /// The account.
+    pub account_id: Uuid,
+    /// The credential it bound with.
+    pub system_id: String,
+    /// `transmitter`, `receiver` or `transceiver`.
+    pub mode: String,
+    /// The ESME's address and port.
+    pub peer: String,
+    /// When it bound.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub bound_at: Timestamp,
+    /// Requests from the ESME waiting for their answer now.
+    pub window_in_use: u32,
+    /// The most that may wait.
+    pub window: u32,
+    /// `submit_sm` received.
+    pub submits: u64,
+    /// `submit_sm` accepted (answered `ESME_ROK`).
+    pub accepted: u64,
+    /// `deliver_sm` sent (receipts and inbound messages).
+    pub delivers: u64,
+    /// `deliver_sm` the ESME answered `ESME_ROK`.
+    pub delivered: u64,
+}
+
 /// Admin: assign a sender to an account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -853,3 +853,100 @@ pub struct DeliveryFilter {
     /// Only those in this state.
     pub state: Option<DeliveryState>,
 }
+
+/// An SMPP credential of an account: the `system_id` an ESME binds with and the keyed hash
+/// of its password, with limits that override the server's defaults when set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmppCredentialRecord {
+    /// The `system_id` (1 to 15 characters), unique across accounts.
+    pub system_id: String,
+    /// Owner.
+    pub account_id: AccountId,
+    /// HMAC-SHA256 of the password under the server secret.
+    pub password_hash: Vec<u8>,
+    /// Most binds the account may hold at once with this credential; `None`: the server's.
+    pub max_binds: Option<u32>,
+    /// Most requests waiting for their answer on one bind; `None`: the server's.
+    pub window: Option<u32>,
+    /// Most `submit_sm` a second on one bind; `None`: the server's.
+    pub max_per_second: Option<u32>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Revocation time.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for SmppCredentialRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmppCredentialRecord")
+            .field("system_id", &self.system_id)
+            .field("account_id", &self.account_id)
+            .field("password_hash", &"<redacted>")
+            .field("max_binds", &self.max_binds)
+            .field("window", &self.window)
+            .field("max_per_second", &self.max_per_second)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+/// What a queued `deliver_sm` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmppDeliveryKind {
+    /// A delivery receipt for an outbound message's final status.
+    Receipt,
+    /// An inbound message from a handset.
+    Inbound,
+}
+
+impl SmppDeliveryKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmppDeliveryKind::Receipt => "receipt",
+            SmppDeliveryKind::Inbound => "inbound",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "receipt" => Some(SmppDeliveryKind::Receipt),
+            "inbound" => Some(SmppDeliveryKind::Inbound),
+            _ => None,
+        }
+    }
+}
+
+/// The `notify_url` of a message sent over SMPP whose ESME asked for a receipt of every
+/// final status (`registered_delivery` 1). Such a message's final status queues a
+/// `deliver_sm` receipt (an [`SmppDeliveryRecord`]) instead of a webhook delivery.
+pub const SMPP_RECEIPT_FINAL: &str = "smpp:final";
+/// The `notify_url` of a message sent over SMPP whose ESME asked for a receipt of a failure
+/// only (`registered_delivery` 2).
+pub const SMPP_RECEIPT_FAILURE: &str = "smpp:failure";
+
+/// A `deliver_sm` waiting for one of the account's binds that receive (see
+/// `Store::claim_smpp_deliveries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmppDeliveryRecord {
+    /// Id (time-ordered).
+    pub id: Uuid,
+    /// The account whose binds receive it.
+    pub account_id: AccountId,
+    /// Receipt or inbound message.
+    pub kind: SmppDeliveryKind,
+    /// The message it is about (the outbound one for a receipt, the inbound one otherwise).
+    pub message_id: MessageId,
+    /// The status it reports.
+    pub status: MessageStatus,
+    /// The error type of a failure.
+    pub error_type: Option<ErrorType>,
+    /// When the status was reached.
+    pub occurred_at: Timestamp,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it may be claimed (again).
+    pub next_attempt_at: Timestamp,
+}

@@ -8,7 +8,7 @@ use switchboard_ledger::Credits;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, retention, stats, webhooks};
+use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, retention, smpp, stats, webhooks};
 use crate::*;
 
 /// [`messages::accept`] as a grouped operation: concurrent admissions may share its call.
@@ -353,6 +353,62 @@ impl<E: Engine> Store for Db<E> {
     async fn update_webhook(&self, account: AccountId, id: Uuid, change: &WebhookChange) -> Result<WebhookRecord> {
         let change = change.clone();
         self.engine.write(move |tx| Box::pin(async move { webhooks::update(tx, account, id, &change).await })).await
+    }
+
+    async fn create_smpp_credential(&self, credential: &SmppCredentialRecord) -> Result<()> {
+        let credential = credential.clone();
+        self.engine.write(move |tx| Box::pin(async move { smpp::create_credential(tx, &credential).await })).await
+    }
+
+    async fn find_smpp_credential(&self, system_id: &str) -> Result<Option<SmppCredentialRecord>> {
+        let system_id = system_id.to_owned();
+        self.engine.read(move |tx| Box::pin(async move { smpp::find_credential(tx, &system_id).await })).await
+    }
+
+    async fn list_smpp_credentials(&self, account: AccountId) -> Result<Vec<SmppCredentialRecord>> {
+        self.engine.read(move |tx| Box::pin(smpp::list_credentials(tx, account))).await
+    }
+
+    async fn revoke_smpp_credential(
+        &self,
+        account: AccountId,
+        system_id: &str,
+        at: Timestamp,
+    ) -> Result<SmppCredentialRecord> {
+        let system_id = system_id.to_owned();
+        self.engine
+            .write(move |tx| Box::pin(async move { smpp::revoke_credential(tx, account, &system_id, at).await }))
+            .await
+    }
+
+    async fn due_smpp_deliveries(&self, account: AccountId, now: Timestamp) -> Result<bool> {
+        self.engine.read(move |tx| Box::pin(smpp::due(tx, account, now))).await
+    }
+
+    async fn claim_smpp_deliveries(
+        &self,
+        account: AccountId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<SmppDeliveryRecord>> {
+        self.engine.write(move |tx| Box::pin(smpp::claim(tx, account, now, lease_until, limit))).await
+    }
+
+    async fn remove_smpp_deliveries(&self, ids: &[Uuid]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        self.engine.write(move |tx| Box::pin(async move { smpp::remove(tx, &ids).await })).await
+    }
+
+    async fn expire_smpp_deliveries(&self, occurred_before: Timestamp, limit: u32) -> Result<u64> {
+        self.engine.write(move |tx| Box::pin(smpp::expire(tx, occurred_before, limit))).await
+    }
+
+    async fn count_smpp_deliveries(&self) -> Result<i64> {
+        self.engine.read(|tx| Box::pin(smpp::count(tx))).await
     }
 
     async fn delete_webhook(&self, account: AccountId, id: Uuid) -> Result<()> {

@@ -356,6 +356,42 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` if it has no such endpoint.
     async fn delete_webhook(&self, account: AccountId, id: Uuid) -> Result<()>;
 
+    /// Stores a new SMPP credential (its password already hashed); `Conflict` if its
+    /// `system_id` exists, revoked or not.
+    async fn create_smpp_credential(&self, credential: &SmppCredentialRecord) -> Result<()>;
+    /// Finds an SMPP credential by `system_id`, revoked or not.
+    async fn find_smpp_credential(&self, system_id: &str) -> Result<Option<SmppCredentialRecord>>;
+    /// Lists an account's SMPP credentials (at most 1,000), oldest first.
+    async fn list_smpp_credentials(&self, account: AccountId) -> Result<Vec<SmppCredentialRecord>>;
+    /// Revokes an SMPP credential of the account (once; the first time stays); `NotFound` if
+    /// the account has no such credential.
+    async fn revoke_smpp_credential(
+        &self,
+        account: AccountId,
+        system_id: &str,
+        at: Timestamp,
+    ) -> Result<SmppCredentialRecord>;
+    /// Whether the account has a queued `deliver_sm` due by `now` (a read, so that a node
+    /// with receiving binds can look often without writing).
+    async fn due_smpp_deliveries(&self, account: AccountId, now: Timestamp) -> Result<bool>;
+    /// Claims up to `limit` of the account's queued `deliver_sm` due by `now`, oldest due
+    /// first: leases each until `lease_until` (when it is due again unless removed) and counts
+    /// the attempt. On PostgreSQL, rows another node is claiming are skipped.
+    async fn claim_smpp_deliveries(
+        &self,
+        account: AccountId,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<SmppDeliveryRecord>>;
+    /// Removes queued `deliver_sm` (answered by an ESME, or given up); how many were there.
+    async fn remove_smpp_deliveries(&self, ids: &[Uuid]) -> Result<u64>;
+    /// Gives up, oldest first, up to `limit` queued `deliver_sm` whose status came before
+    /// `occurred_before`; how many.
+    async fn expire_smpp_deliveries(&self, occurred_before: Timestamp, limit: u32) -> Result<u64>;
+    /// How many `deliver_sm` are queued.
+    async fn count_smpp_deliveries(&self) -> Result<i64>;
+
     /// Claims up to `limit` pending deliveries that are due, oldest due first, skipping those
     /// whose target is in `busy`: leases each until `lease_until` and counts the attempt, like
     /// [`Store::claim_due`]. On PostgreSQL concurrent claimers never get the same delivery.
@@ -463,7 +499,7 @@ impl Pruned {
 
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

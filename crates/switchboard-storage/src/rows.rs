@@ -421,3 +421,44 @@ impl FromRow for crate::rules::receipts::PartState {
         Self::parse(r.get()?, &r.get::<String>()?, r.get()?, r.get()?)
     }
 }
+
+pub(crate) const SMPP_CREDENTIAL_COLUMNS: &str =
+    "system_id, account_id, password_hash, max_binds, bind_window, max_per_second, created_at, revoked_at";
+
+impl FromRow for crate::SmppCredentialRecord {
+    fn from_row(r: &mut Row) -> Result<Self> {
+        Ok(crate::SmppCredentialRecord {
+            system_id: r.get()?,
+            account_id: r.get()?,
+            password_hash: r.get()?,
+            max_binds: r.get()?,
+            window: r.get()?,
+            max_per_second: r.get()?,
+            created_at: r.get()?,
+            revoked_at: r.get()?,
+        })
+    }
+}
+
+pub(crate) const SMPP_DELIVERY_COLUMNS: &str =
+    "id, account_id, kind, message_id, status, error_type, occurred_at, attempts, next_attempt_at";
+
+impl FromRow for crate::SmppDeliveryRecord {
+    fn from_row(r: &mut Row) -> Result<Self> {
+        let id = r.get()?;
+        let account_id = r.get()?;
+        let kind: String = r.get()?;
+        let kind = crate::SmppDeliveryKind::parse(&kind).ok_or_else(|| corrupt("smpp delivery kind", &kind))?;
+        Ok(crate::SmppDeliveryRecord {
+            id,
+            account_id,
+            kind,
+            message_id: r.get()?,
+            status: r.get()?,
+            error_type: r.get()?,
+            occurred_at: r.get()?,
+            attempts: r.get()?,
+            next_attempt_at: r.get()?,
+        })
+    }
+}

@@ -192,6 +192,9 @@ pub enum AdminCommand {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// SMPP credentials (what ESMEs bind to the SMPP server with) and the binds held.
+    #[command(subcommand)]
+    Smpp(SmppCmd),
     /// Sender numbers.
     #[command(subcommand)]
     Senders(SendersCmd),
@@ -313,6 +316,42 @@ pub enum KeysCmd {
         /// Key id.
         key: String,
     },
+}
+
+/// SMPP server operations.
+#[derive(Debug, Subcommand)]
+pub enum SmppCmd {
+    /// Create an SMPP credential; its password is printed once.
+    Create {
+        /// Account id.
+        account: Uuid,
+        /// The system_id to bind with (1 to 15 characters, unique).
+        #[arg(long)]
+        system_id: String,
+        /// Most binds at once with it (default: the server's).
+        #[arg(long)]
+        max_binds: Option<u32>,
+        /// Window per bind (default: the server's).
+        #[arg(long)]
+        window: Option<u32>,
+        /// Messages a second per bind (default: the server's).
+        #[arg(long)]
+        max_per_second: Option<u32>,
+    },
+    /// List an account's SMPP credentials.
+    List {
+        /// Account id.
+        account: Uuid,
+    },
+    /// Revoke an SMPP credential.
+    Revoke {
+        /// Account id.
+        account: Uuid,
+        /// Its system_id.
+        system_id: String,
+    },
+    /// List the binds held on the node that answers.
+    Binds,
 }
 
 /// Sender operations.
@@ -747,6 +786,15 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
         AdminCommand::Keys(KeysCmd::Revoke { account, key }) => print(&c.revoke_key(account, &key).await?),
+        AdminCommand::Smpp(SmppCmd::Create { account, system_id, max_binds, window, max_per_second }) => {
+            let body = switchboard_domain::wire::CreateSmppCredential { system_id, max_binds, window, max_per_second };
+            print(&c.create_smpp_credential(account, &body).await?)
+        }
+        AdminCommand::Smpp(SmppCmd::List { account }) => print(&c.smpp_credentials(account).await?),
+        AdminCommand::Smpp(SmppCmd::Revoke { account, system_id }) => {
+            print(&c.revoke_smpp_credential(account, &system_id).await?)
+        }
+        AdminCommand::Smpp(SmppCmd::Binds) => print(&c.smpp_binds().await?),
         AdminCommand::Senders(SendersCmd::Add { account, address, inactive, mms, no_sms }) => {
             print(&c.add_sender(account, &CreateSender { address, active: !inactive, sms: !no_sms, mms }).await?)
         }

@@ -264,6 +264,7 @@ pub(crate) async fn receive_inbound(
             tx.execute("DELETE FROM opt_outs WHERE sender = $1 AND recipient = $2 AND account_id = $3", &pair).await?
         }
     };
+    super::smpp::enqueue_inbound(tx, account, message.id, inbound.received_at).await?;
     finish(tx, fx).await?;
     Ok(crate::InboundOutcome { message, reply, opt_out_changed: changed > 0 })
 }

@@ -12,6 +12,7 @@ pub(crate) mod ledger;
 pub(crate) mod messages;
 pub(crate) mod receipts;
 pub(crate) mod retention;
+pub(crate) mod smpp;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
 
@@ -35,13 +36,52 @@ pub(crate) struct Effects {
     pub(crate) tally: Tally,
     outbox: Outbox,
     refunds: Vec<Refund>,
+    /// Receipts for ESMEs that sent over SMPP and asked for them.
+    smpp: Vec<crate::SmppDeliveryRecord>,
 }
 
 impl Effects {
     /// `m` entered `status` at `at`: its event and webhook deliveries (counts are the caller's).
     pub(crate) fn event(&mut self, m: &Changed, status: MessageStatus, error_type: Option<ErrorType>, at: Timestamp) {
         self.events.push(EventRecord { message_id: m.id, status, error_type, at });
-        self.outbox.note(m.account, m.id, status, error_type, at, m.notify_url.as_deref());
+        match m.notify_url.as_deref() {
+            // A message sent over SMPP: its ESME hears of it by a receipt, not a webhook.
+            Some(target) if target.starts_with("smpp:") => {
+                self.outbox.note(m.account, m.id, status, error_type, at, None);
+                self.smpp_receipt(m, target, status, error_type, at);
+            }
+            url => self.outbox.note(m.account, m.id, status, error_type, at, url),
+        }
+    }
+
+    /// Queues the receipt of a final status for the ESME, as its `registered_delivery` asked
+    /// (`target` is [`crate::SMPP_RECEIPT_FINAL`] or [`crate::SMPP_RECEIPT_FAILURE`]).
+    fn smpp_receipt(
+        &mut self,
+        m: &Changed,
+        target: &str,
+        status: MessageStatus,
+        error_type: Option<ErrorType>,
+        at: Timestamp,
+    ) {
+        let wanted = match target {
+            crate::SMPP_RECEIPT_FINAL => status.is_final(),
+            crate::SMPP_RECEIPT_FAILURE => status.is_final() && status != MessageStatus::Delivered,
+            _ => false,
+        };
+        if wanted && status != MessageStatus::Received {
+            self.smpp.push(crate::SmppDeliveryRecord {
+                id: uuid::Uuid::now_v7(),
+                account_id: m.account,
+                kind: crate::SmppDeliveryKind::Receipt,
+                message_id: m.id,
+                status,
+                error_type,
+                occurred_at: at,
+                attempts: 0,
+                next_attempt_at: at,
+            });
+        }
     }
 
     /// The outbound message `m` moved from `from` to `to` at `at`: its event, its webhook
@@ -87,6 +127,7 @@ const ACTIVE_ENDPOINTS: &str = "SELECT id, account_id, url, secret, events, acti
 /// order), and the running counts last (see `tally` on why that order cannot deadlock).
 pub(crate) async fn finish(tx: &mut impl Tx, mut fx: Effects) -> Result<()> {
     insert_events(tx, &fx.events).await?;
+    smpp::insert_deliveries(tx, &fx.smpp).await?;
     if !fx.outbox.is_empty() {
         let mut endpoints: Vec<WebhookRecord> = Vec::new();
         for account in fx.outbox.accounts() {

@@ -66,6 +66,7 @@ mod pending_parts;
 mod rates;
 mod receipts;
 mod retention;
+mod smpp;
 mod upgrade;
 mod wal;
 mod webhooks;

@@ -1,0 +1,33 @@
+-- The SMPP server: the credentials customers' systems bind with, and the durable queue of
+-- deliver_sm (receipts and inbound messages) waiting for a bind that receives.
+
+-- One SMPP credential of an account: its system_id and the keyed hash of its password, with
+-- limits that override the server's defaults when set.
+CREATE TABLE smpp_credentials (
+    system_id      TEXT PRIMARY KEY,
+    account_id     BLOB NOT NULL REFERENCES accounts (id),
+    password_hash  BLOB NOT NULL,
+    max_binds      INTEGER,
+    bind_window    INTEGER,
+    max_per_second INTEGER,
+    created_at     INTEGER NOT NULL,
+    revoked_at     INTEGER
+);
+CREATE INDEX smpp_credentials_account ON smpp_credentials (account_id, system_id);
+
+-- A deliver_sm to send to one of the account's receiving binds: a receipt for a message's
+-- final status, or an inbound message. It is written in the transaction of the change that
+-- causes it, and removed once an ESME answered it, or given up when it waited too long.
+CREATE TABLE smpp_deliveries (
+    id              BLOB PRIMARY KEY,
+    account_id      BLOB NOT NULL,
+    kind            TEXT NOT NULL,
+    message_id      BLOB NOT NULL,
+    status          TEXT NOT NULL,
+    error_type      TEXT,
+    occurred_at     INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX smpp_deliveries_due ON smpp_deliveries (account_id, next_attempt_at);
+CREATE INDEX smpp_deliveries_age ON smpp_deliveries (occurred_at);
