@@ -14,6 +14,7 @@ mod lifecycle;
 mod mudbase;
 mod mudbase_sdk;
 mod senders;
+mod smpp;
 mod textingline;
 mod upstreams;
 mod webhook_verify;

@@ -114,6 +114,8 @@ pub struct TestApp {
     checker: contract::Checker,
     /// An admin client for it.
     pub admin: AdminClient,
+    /// The SMPP server's address, when the settings enable it.
+    pub smpp: Option<std::net::SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -123,6 +125,7 @@ impl TestApp {
     pub async fn start(settings: Settings) -> Self {
         let app = switchboard::build(&settings).await.expect("start the server");
         let direct_url = format!("http://{}", app.local_addr());
+        let smpp = app.smpp_addr();
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -136,7 +139,7 @@ impl TestApp {
         let checker = contract::Checker::start(&direct_url).await;
         let url = checker.url.clone();
         let admin = AdminClient::new(&url, OPERATOR_TOKEN).unwrap();
-        Self { url, direct_url, checker, admin, shutdown: Some(tx), task: Some(task) }
+        Self { url, direct_url, checker, admin, smpp, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Stops the server and waits for in-flight requests; fails if any answer broke the

@@ -117,13 +117,15 @@ fn ci(root: &Path) -> anyhow::Result<()> {
 /// The pinned Python packages the independent-implementation tests drive: Mudbase's published
 /// SDK, the OpenAPI tools of the contract tests (a validator of the document, a fuzzer that
 /// checks responses against it, and a client generator), and the reference Standard Webhooks
-/// library that checks the webhook signatures.
-const PYTHON_TOOLS: [(&str, &str); 5] = [
+/// library that checks the webhook signatures; and smpplib, an independent SMPP client that
+/// binds to the SMPP server.
+const PYTHON_TOOLS: [(&str, &str); 6] = [
     ("mudbase", "1.3.17"),
     ("openapi-spec-validator", "0.9.0"),
     ("schemathesis", "4.32.5"),
     ("openapi-python-client", "0.29.1"),
     ("standardwebhooks", "1.3.0"),
+    ("smpplib", "2.2.4"),
 ];
 
 /// A Python virtual environment in `target/` with the pinned tools, made (or completed) on

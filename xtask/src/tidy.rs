@@ -48,6 +48,17 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-core",
         ],
     ),
+    // The SMPP server: a front end beside the API, over the core.
+    (
+        "switchboard-smpp-server",
+        &[
+            "switchboard-domain",
+            "switchboard-validation",
+            "switchboard-records",
+            "switchboard-smpp",
+            "switchboard-core",
+        ],
+    ),
     // The published client: the wire shapes, and the webhook verification (without sealing).
     ("switchboard-client", &["switchboard-domain", "switchboard-signing"]),
 ];

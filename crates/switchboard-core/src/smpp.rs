@@ -351,6 +351,12 @@ impl Core {
             .map_err(AccessError::from_storage("SMPP delivery"))
     }
 
+    /// Makes a claimed `deliver_sm` due again after `delay`.
+    pub async fn retry_smpp_delivery(&self, id: Uuid, delay: Duration) -> Result<(), AccessError> {
+        let at = Timestamp::now().plus_millis(delay.as_millis().min(i64::MAX as u128) as i64);
+        self.inner.store.retry_smpp_delivery(id, at).await.map_err(AccessError::from_storage("SMPP delivery"))
+    }
+
     /// Removes `deliver_sm` an ESME answered, or that are given up.
     pub async fn remove_smpp_deliveries(&self, ids: &[Uuid]) -> Result<u64, AccessError> {
         self.inner.store.remove_smpp_deliveries(ids).await.map_err(AccessError::from_storage("SMPP delivery"))

@@ -297,8 +297,9 @@ fn read_receipt(
     }))
 }
 
-/// An SMPP address as E.164, if it can be written so.
-fn e164(addr: &str, ton: u8) -> Option<Msisdn> {
+/// An SMPP address as E.164, if it can be written so: `+` and digits as given, or digits with
+/// TON international (1) or unknown (0, where a leading `00` is dropped).
+pub fn e164(addr: &str, ton: u8) -> Option<Msisdn> {
     let addr = addr.trim();
     if addr.starts_with('+') {
         return Msisdn::parse(addr).ok();

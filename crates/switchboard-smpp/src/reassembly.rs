@@ -84,13 +84,14 @@ pub fn sar_concatenation(reference: Option<u16>, total: Option<u8>, seq: Option<
     Concatenation::new(reference?, total?, seq?)
 }
 
-/// One part of a concatenated inbound message.
+/// One part of a concatenated message, between two addresses of type `A` (an inbound
+/// message's numbers; the SMPP server's `submit_sm` keys its parts by the addresses as sent).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    /// The handset.
-    pub from: Msisdn,
-    /// The number it was sent to.
-    pub to: Msisdn,
+pub struct Part<A = Msisdn> {
+    /// The sender.
+    pub from: A,
+    /// The recipient.
+    pub to: A,
     /// Where it belongs.
     pub concatenation: Concatenation,
     /// Its `data_coding` (one that [`text::decode_text`] reads).
@@ -101,9 +102,9 @@ pub struct Part {
 
 /// What one message's parts share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    from: Msisdn,
-    to: Msisdn,
+struct Key<A> {
+    from: A,
+    to: A,
     reference: u16,
     total: u8,
 }
@@ -132,10 +133,10 @@ impl<T> Incomplete<T> {
 
 /// What became of a part given to [`Reassembler::add`].
 #[must_use]
-pub struct Added<T> {
+pub struct Added<T, C = InboundMessage> {
     /// The whole message, with the answers held for all its parts (this one included), when
     /// this part completed it.
-    pub complete: Option<(InboundMessage, Vec<T>)>,
+    pub complete: Option<(C, Vec<T>)>,
     /// When the part started a new incomplete message: that message's deadline (check
     /// [`Reassembler::expire`] then).
     pub deadline: Option<Instant>,
@@ -146,17 +147,28 @@ pub struct Added<T> {
 }
 
 /// The incomplete messages of an upstream. See the module documentation.
-pub struct Reassembler<T> {
+pub struct Reassembler<T, A = Msisdn> {
     timeout: Duration,
     cap: usize,
     next: u64,
-    incomplete: HashMap<Key, Incomplete<T>>,
+    incomplete: HashMap<Key<A>, Incomplete<T>>,
     /// The incomplete messages by the order they were started, which is also the order of
     /// their deadlines.
-    order: BTreeMap<u64, Key>,
+    order: BTreeMap<u64, Key<A>>,
 }
 
-impl<T> std::fmt::Debug for Reassembler<T> {
+/// A whole message that [`Reassembler::add_part`] joined: its addresses and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined<A> {
+    /// The sender.
+    pub from: A,
+    /// The recipient.
+    pub to: A,
+    /// The parts' texts, joined in order.
+    pub text: String,
+}
+
+impl<T, A> std::fmt::Debug for Reassembler<T, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reassembler")
             .field("timeout", &self.timeout)
@@ -167,6 +179,26 @@ impl<T> std::fmt::Debug for Reassembler<T> {
 }
 
 impl<T> Reassembler<T> {
+    /// Takes one part of an inbound message that came at `now`, with `held`, what is needed
+    /// to answer it later; a completed message comes back as an [`InboundMessage`].
+    pub fn add(&mut self, part: Part, held: T, now: Instant) -> Added<T> {
+        let Added { complete, deadline, released } = self.add_part(part, held, now);
+        let complete = complete.map(|(joined, held)| {
+            let inbound = InboundMessage {
+                from: joined.from,
+                to: joined.to,
+                body: Some(joined.text),
+                media: Vec::new(),
+                provider_ref: None,
+                at: Timestamp::now(),
+            };
+            (inbound, held)
+        });
+        Added { complete, deadline, released }
+    }
+}
+
+impl<T, A: Clone + Eq + std::hash::Hash> Reassembler<T, A> {
     /// Keeps at most `cap` (at least 1) incomplete messages, each at most `timeout` after its
     /// first part came.
     pub fn new(timeout: Duration, cap: usize) -> Self {
@@ -190,7 +222,7 @@ impl<T> Reassembler<T> {
     }
 
     /// Takes one part that came at `now`, with `held`, what is needed to answer it later.
-    pub fn add(&mut self, part: Part, held: T, now: Instant) -> Added<T> {
+    pub fn add_part(&mut self, part: Part<A>, held: T, now: Instant) -> Added<T, Joined<A>> {
         let Part { from, to, concatenation, data_coding, data } = part;
         let Concatenation { reference, total, seq } = concatenation;
         let key = Key { from, to, reference, total };
@@ -239,15 +271,7 @@ impl<T> Reassembler<T> {
         let slots: Vec<Slot<T>> = message.slots.into_iter().flatten().collect();
         let body = join_text(&slots);
         let held = slots.into_iter().flat_map(|slot| slot.held).collect();
-        let inbound = InboundMessage {
-            from: key.from,
-            to: key.to,
-            body: Some(body),
-            media: Vec::new(),
-            provider_ref: None,
-            at: Timestamp::now(),
-        };
-        Added { complete: Some((inbound, held)), deadline, released }
+        Added { complete: Some((Joined { from: key.from, to: key.to, text: body }, held)), deadline, released }
     }
 
     /// Gives up every message whose deadline is `now` or past, returning the answers they

@@ -37,6 +37,26 @@ impl ReceiptText {
     }
 }
 
+impl ReceiptText {
+    /// Writes the receipt text in the form of SMPP 3.4 appendix B, fields in the usual order:
+    /// `id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…` (a missing field is
+    /// written empty). [`parse_receipt_text`] reads it back.
+    pub fn write(&self) -> String {
+        let f = |v: &Option<String>| v.clone().unwrap_or_default();
+        format!(
+            "id:{} sub:{} dlvrd:{} submit date:{} done date:{} stat:{} err:{} text:{}",
+            f(&self.id),
+            f(&self.sub),
+            f(&self.dlvrd),
+            f(&self.submit_date),
+            f(&self.done_date),
+            f(&self.stat),
+            f(&self.err),
+            f(&self.text)
+        )
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     Id,

@@ -395,6 +395,10 @@ impl<E: Engine> Store for Db<E> {
         self.engine.write(move |tx| Box::pin(smpp::claim(tx, account, now, lease_until, limit))).await
     }
 
+    async fn retry_smpp_delivery(&self, id: Uuid, at: Timestamp) -> Result<()> {
+        self.engine.write(move |tx| Box::pin(smpp::retry(tx, id, at))).await
+    }
+
     async fn remove_smpp_deliveries(&self, ids: &[Uuid]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);

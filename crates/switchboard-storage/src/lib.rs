@@ -384,6 +384,9 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<SmppDeliveryRecord>>;
+    /// Makes a claimed `deliver_sm` due again at `at` (its ESME refused it, or its bind
+    /// ended), rather than when its lease ends.
+    async fn retry_smpp_delivery(&self, id: Uuid, at: Timestamp) -> Result<()>;
     /// Removes queued `deliver_sm` (answered by an ESME, or given up); how many were there.
     async fn remove_smpp_deliveries(&self, ids: &[Uuid]) -> Result<u64>;
     /// Gives up, oldest first, up to `limit` queued `deliver_sm` whose status came before

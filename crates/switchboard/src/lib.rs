@@ -41,6 +41,7 @@ pub struct App {
     provider: Arc<dyn Provider>,
     webhooks: Option<switchboard_webhooks::Worker>,
     retention: Option<switchboard_core::retention::Retention>,
+    smpp: Option<switchboard_smpp_server::SmppServer>,
     /// The embedded database's lock, held until the server has stopped.
     lock: Option<lock::DatabaseLock>,
 }
@@ -49,6 +50,11 @@ impl App {
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The address the SMPP server listens on, when it is enabled.
+    pub fn smpp_addr(&self) -> Option<SocketAddr> {
+        self.smpp.as_ref().map(switchboard_smpp_server::SmppServer::local_addr)
     }
 
     /// The core, for tests that look underneath the HTTP API.
@@ -69,6 +75,10 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let served = serve::serve(self.listener, self.router, self.serving, shutdown).await;
+        // SMPP sessions store and answer the messages they took, then unbind.
+        if let Some(smpp) = self.smpp {
+            smpp.shutdown().await;
+        }
         // Deliveries in flight are left to their leases: the next start (or another node)
         // delivers them.
         drop(self.webhooks);
@@ -223,7 +233,51 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         backend = ?backend,
         "switchboard listening"
     );
-    Ok(App { listener, router: switchboard_api::router(state), serving, core, provider, webhooks, retention, lock })
+    let smpp = match settings.smpp_server.enabled {
+        true => Some(start_smpp_server(&settings.smpp_server, core.clone()).await?),
+        false => None,
+    };
+    Ok(App {
+        listener,
+        router: switchboard_api::router(state),
+        serving,
+        core,
+        provider,
+        webhooks,
+        retention,
+        smpp,
+        lock,
+    })
+}
+
+/// Binds and starts the SMPP server.
+async fn start_smpp_server(
+    s: &settings::SmppServerSettings,
+    core: Core,
+) -> anyhow::Result<switchboard_smpp_server::SmppServer> {
+    let tls = match (&s.tls_cert_file, &s.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            switchboard_smpp_server::tls_config(cert, key)
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("the SMPP server's TLS certificate")?,
+        ),
+        _ => None,
+    };
+    let config = switchboard_smpp_server::SmppServerConfig {
+        system_id: s.system_id.clone(),
+        max_binds_per_account: s.max_binds_per_account,
+        window: s.window,
+        max_per_second: s.max_per_second,
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        reassembly_timeout: Duration::from_secs(s.reassembly_timeout_secs),
+        receipt_hold: Duration::from_secs(s.receipt_hold_hours.saturating_mul(3600)),
+        deliver_window: s.deliver_window,
+        deliver_timeout: Duration::from_secs(s.deliver_timeout_secs),
+        deliver_poll: Duration::from_millis(s.deliver_poll_ms),
+        tls,
+    };
+    let listener = serve::bind(&s.listen).await.with_context(|| format!("SMPP server listening on {}", s.listen))?;
+    Ok(switchboard_smpp_server::SmppServer::start(core, config, listener)?)
 }
 
 /// Raises the open-file limit to its hard limit and derives how connections are treated.

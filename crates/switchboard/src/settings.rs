@@ -182,6 +182,108 @@ pub struct Settings {
     /// Which upstreams take which messages; none sends everything to the upstreams in order.
     #[serde(skip_serializing)]
     pub routes: Vec<RouteConfig>,
+    /// The SMPP server customers' systems bind to (`[smpp_server]`; off by default).
+    pub smpp_server: SmppServerSettings,
+}
+
+/// `[smpp_server]`: the SMPP 3.4 listener for customers' ESMEs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmppServerSettings {
+    /// Whether to listen at all.
+    pub enabled: bool,
+    /// Address to listen on (2775 is SMPP's port; 3550 is common for SMPP over TLS).
+    pub listen: String,
+    /// TLS: the PEM certificate chain (the server's certificate first). With `tls_key_file`,
+    /// the listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the PEM private key of the certificate.
+    pub tls_key_file: Option<PathBuf>,
+    /// The `system_id` the server names itself with in bind answers.
+    pub system_id: String,
+    /// Most binds one account may hold at once on a node (a credential's own limit may be lower).
+    pub max_binds_per_account: u32,
+    /// Most requests an ESME may have unanswered on one bind (a credential may set its own);
+    /// one more is answered `ESME_RMSGQFUL`.
+    pub window: u32,
+    /// Most `submit_sm` a second on one bind (a credential may set its own); over it,
+    /// `ESME_RTHROTTLED`.
+    pub max_per_second: u32,
+    /// Seconds without a PDU from the ESME before its bind is unbound and closed (an ESME
+    /// keeps an idle bind with `enquire_link`).
+    pub idle_timeout_secs: u64,
+    /// Seconds the parts of a concatenated message wait for the rest; then they are refused
+    /// (`ESME_RSUBMITFAIL`).
+    pub reassembly_timeout_secs: u64,
+    /// Hours a receipt or inbound message waits for a bind that receives before it is
+    /// given up.
+    pub receipt_hold_hours: u64,
+    /// Most `deliver_sm` unanswered on one bind.
+    pub deliver_window: u32,
+    /// Seconds an ESME has to answer a `deliver_sm` before it is sent again.
+    pub deliver_timeout_secs: u64,
+    /// Milliseconds between looks at the queue of receipts and inbound messages, for each
+    /// account with a bind that receives.
+    pub deliver_poll_ms: u64,
+}
+
+impl Default for SmppServerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:2775".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            system_id: "switchboard".into(),
+            max_binds_per_account: 10,
+            window: 100,
+            max_per_second: 500,
+            idle_timeout_secs: 120,
+            reassembly_timeout_secs: 60,
+            receipt_hold_hours: 72,
+            deliver_window: 10,
+            deliver_timeout_secs: 30,
+            deliver_poll_ms: 200,
+        }
+    }
+}
+
+impl SmppServerSettings {
+    /// Refuses settings that cannot work (only when the server is enabled).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!("smpp_server.listen must be an address and port, such as 0.0.0.0:2775");
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            bail!("smpp_server: give both tls_cert_file and tls_key_file, or neither");
+        }
+        if self.system_id.is_empty() || self.system_id.len() > 15 || !self.system_id.is_ascii() {
+            bail!("smpp_server.system_id must be 1 to 15 ASCII characters");
+        }
+        let limits = [
+            ("max_binds_per_account", self.max_binds_per_account),
+            ("window", self.window),
+            ("max_per_second", self.max_per_second),
+            ("deliver_window", self.deliver_window),
+        ];
+        for (name, value) in limits {
+            if !(1..=100_000).contains(&value) {
+                bail!("smpp_server.{name} must be 1 to 100000");
+            }
+        }
+        if self.idle_timeout_secs == 0
+            || self.reassembly_timeout_secs == 0
+            || self.receipt_hold_hours == 0
+            || self.deliver_timeout_secs == 0
+            || self.deliver_poll_ms == 0
+        {
+            bail!("smpp_server: times must be above zero");
+        }
+        Ok(())
+    }
 }
 
 /// Keys of an `[[upstreams]]` table that no setting of its kind reads; refused by
@@ -342,6 +444,7 @@ impl Default for Settings {
             blocked_destinations: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
+            smpp_server: SmppServerSettings::default(),
         }
     }
 }
@@ -428,6 +531,7 @@ impl Settings {
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.url_policy()?;
+        self.smpp_server.validate()?;
         self.destination_rules()?;
         if self.metrics_token.as_ref().is_some_and(|t| t.chars().count() < 16) {
             bail!("metrics_token must be at least 16 characters");
@@ -808,5 +912,26 @@ mod tests {
         assert!(!shown.contains("super-secret") && !shown.contains("hunter2"), "{shown}");
         assert_eq!(redact_url("postgres://sb:hunter2@db/sb"), "postgres://sb:***@db/sb");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn the_smpp_server_is_off_by_default_and_checked_when_on() {
+        let settings: Settings = toml::from_str("").unwrap();
+        assert!(!settings.smpp_server.enabled);
+        settings.validate().unwrap();
+        let on: Settings =
+            toml::from_str("[smpp_server]\nenabled = true\nlisten = \"0.0.0.0:2775\"\nwindow = 50").unwrap();
+        on.validate().unwrap();
+        assert_eq!(on.smpp_server.window, 50);
+        for bad in [
+            "[smpp_server]\nenabled = true\nlisten = \"nowhere\"",
+            "[smpp_server]\nenabled = true\ntls_cert_file = \"cert.pem\"",
+            "[smpp_server]\nenabled = true\nwindow = 0",
+            "[smpp_server]\nenabled = true\nsystem_id = \"a-name-far-too-long\"",
+        ] {
+            let settings: Settings = toml::from_str(bad).unwrap();
+            assert!(settings.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Settings>("[smpp_server]\nwindw = 5").is_err(), "unknown keys are refused");
     }
 }

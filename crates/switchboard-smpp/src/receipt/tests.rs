@@ -121,3 +121,23 @@ fn err_codes() {
     assert_eq!(err_type(Some("001")), Some(ErrorType::Unknown));
     assert_eq!(err_type(Some("0x0B")), Some(ErrorType::Unknown));
 }
+
+#[test]
+fn written_receipts_read_back() {
+    let written = ReceiptText {
+        id: Some("msg_abc".into()),
+        sub: Some("001".into()),
+        dlvrd: Some("001".into()),
+        submit_date: Some("2601011200".into()),
+        done_date: Some("2601011201".into()),
+        stat: Some("DELIVRD".into()),
+        err: Some("000".into()),
+        text: Some("Hello: world".into()),
+    };
+    let text = written.write();
+    assert_eq!(
+        text,
+        "id:msg_abc sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:Hello: world"
+    );
+    assert_eq!(parse_receipt_text(&text), written);
+}

@@ -161,6 +161,12 @@ pub(crate) async fn due(tx: &mut impl Tx, account: AccountId, now: Timestamp) ->
     Ok(row.is_some())
 }
 
+/// See [`crate::Store::retry_smpp_delivery`].
+pub(crate) async fn retry(tx: &mut impl Tx, id: Uuid, at: Timestamp) -> Result<()> {
+    tx.execute("UPDATE smpp_deliveries SET next_attempt_at = $1 WHERE id = $2", &[at.into(), id.into()]).await?;
+    Ok(())
+}
+
 /// See [`crate::Store::remove_smpp_deliveries`].
 pub(crate) async fn remove(tx: &mut impl Tx, ids: &[Uuid]) -> Result<u64> {
     let mut removed = 0;

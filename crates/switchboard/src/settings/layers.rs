@@ -287,14 +287,24 @@ mod tests {
             Value::Bool(_) => "true".to_owned(),
             Value::Number(_) => "7".to_owned(),
             Value::Array(_) => "a,b".to_owned(),
-            Value::Object(_) => unreachable!("no nested table yet"),
+            Value::Object(_) => unreachable!("tables are set key by key"),
         };
         let defaults = defaults();
         let (tables, plain): (Vec<_>, Vec<_>) =
             defaults.iter().partition(|(k, _)| ["upstreams", "routes"].contains(&k.as_str()));
         assert_eq!(tables.len(), 2);
-        let vars: Vec<(String, String)> =
-            plain.iter().map(|(k, v)| (format!("SWITCHBOARD_{}", k.to_uppercase()), sample(v))).collect();
+        // Every leaf: a plain setting, or a key of a nested table (`smpp_server.window`).
+        let leaves: Vec<(Vec<&str>, &Value)> = plain
+            .iter()
+            .flat_map(|(k, v)| match v {
+                Value::Object(table) => table.iter().map(|(k2, v2)| (vec![k.as_str(), k2.as_str()], v2)).collect(),
+                _ => vec![(vec![k.as_str()], *v)],
+            })
+            .collect();
+        let vars: Vec<(String, String)> = leaves
+            .iter()
+            .map(|(path, v)| (format!("SWITCHBOARD_{}", path.join("__").to_uppercase()), sample(v)))
+            .collect();
         let layered = Layered::merge(None, vars, &[]).unwrap();
         // Lists of words need words; the rest must read as their field's type.
         let settings = layered.settings().unwrap();
@@ -304,11 +314,13 @@ mod tests {
         assert_eq!(settings.operator_token.as_deref(), Some("7"));
         assert_eq!(settings.blocked_terms, ["a", "b"]);
         assert!(settings.dispatcher);
+        assert_eq!((settings.smpp_server.enabled, settings.smpp_server.window), (true, 7));
         assert!(layered.sources.values().filter(|s| matches!(s, Source::Env(_))).count() == plain.len());
 
-        let flags: Vec<(String, String)> = plain.iter().map(|(k, v)| ((*k).clone(), sample(v))).collect();
+        let flags: Vec<(String, String)> = leaves.iter().map(|(path, v)| (path.join("."), sample(v))).collect();
         let settings = Layered::merge(None, Vec::new(), &flags).unwrap().settings().unwrap();
         assert_eq!((settings.webhook_poll_ms, settings.max_connections_per_address), (7, Some(7)));
+        assert_eq!(settings.smpp_server.deliver_window, 7);
     }
 
     #[test]

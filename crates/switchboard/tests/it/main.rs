@@ -12,6 +12,7 @@ mod connections;
 mod file_modes;
 mod receipts;
 mod retention;
+mod smpp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
