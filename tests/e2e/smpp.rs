@@ -209,6 +209,15 @@ async fn smpp_sends_through_the_core_and_returns_receipts(backend: Backend) {
     let bind = binds.iter().find(|b| b.system_id == cred.credential.system_id).expect("the bind is listed");
     assert_eq!((bind.mode.as_str(), bind.account_id), ("transceiver", tenant.account));
     assert!(bind.accepted >= 7 && bind.submits > bind.accepted && bind.delivered >= 2, "{bind:?}");
+    // And in the metrics (the recorder is the process's, shared by the tests running in it).
+    let metrics = reqwest::get(format!("{}/metrics", app.url)).await.unwrap().text().await.unwrap();
+    for family in [
+        "switchboard_smpp_binds{mode=\"transceiver\"}",
+        "switchboard_smpp_deliveries_waiting",
+        "switchboard_smpp_submits_total{status=\"ESME_ROK\"}",
+    ] {
+        assert!(metrics.contains(family), "{family} in\n{metrics}");
+    }
 
     let answer = esme.request(Pdu::Unbind).await;
     assert_eq!(answer.id(), CommandId::UnbindResp);

@@ -9,6 +9,10 @@
 //! webhook endpoint take every `message.delivered` event, and reports how fast messages went
 //! from accepted to delivered and their events reached the receiver. The run stops by itself:
 //! every loop is bounded by the request count and a deadline.
+//!
+//! The SMPP intake scenario (`smpp-in`) has the load generator bind to the SMPP server as
+//! several ESMEs (transmitters), each keeping its window (10, then 100) of `submit_sm` in
+//! flight, and reports accepted messages/s and the time from `submit_sm` to `submit_sm_resp`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,7 +32,8 @@ struct Options {
     requests: usize,
     concurrency: Vec<usize>,
     batch: usize,
-    /// Only these scenarios (`tl`, `mudbase`, `bird`, `receipts`, `smpp`); all when empty.
+    /// Only these scenarios (`tl`, `mudbase`, `bird`, `receipts`, `smpp`, `smpp-in`); all when
+    /// empty.
     only: Vec<String>,
 }
 
@@ -149,8 +154,12 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             }
             "--batch" => o.batch = it.next().context("--batch N")?.parse()?,
             "--only" => {
-                o.only =
-                    it.next().context("--only tl,mudbase,bird,receipts,smpp")?.split(',').map(str::to_owned).collect()
+                o.only = it
+                    .next()
+                    .context("--only tl,mudbase,bird,receipts,smpp,smpp-in")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
             }
             other => bail!("unknown option {other}"),
         }
@@ -317,6 +326,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     // HTTP in, SMPP out to a fake SMSC on loopback, with the default window.
     for &c in o.concurrency.iter().filter(|_| o.runs("smpp")) {
         results.push(rt.block_on(scenario(root, o.requests, c, 0, Load::Smpp))?);
+    }
+    // SMPP in: several ESMEs, each with its window of submit_sm in flight.
+    for window in [10usize, 100].into_iter().filter(|_| o.runs("smpp-in")) {
+        results.push(rt.block_on(smpp_intake(root, o.requests, SMPP_BINDS, window))?);
     }
     println!();
     println!(
@@ -533,6 +546,132 @@ pub(crate) async fn scenario(
         "commit_groups": { "count": commits, "mean_size": committed / commits.max(1.0), "p50_ms": commit_p50, "p99_ms": commit_p99 },
         // Percent of one core while the load ran: the server, and this tool (load generator,
         // and the fake SMSC or webhook receiver where the scenario has one).
+        "cpu_pct_of_one_core": { "server": server_cpu, "load_and_fakes": tool_cpu },
+    });
+    eprintln!("{result}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(result)
+}
+
+/// How many ESMEs the SMPP intake scenario binds.
+const SMPP_BINDS: usize = 4;
+
+/// The SMPP intake scenario: `binds` transmitters share `requests` `submit_sm` (GSM-7, no
+/// receipt asked), each keeping `window` in flight; on a fresh server, as the HTTP scenarios.
+async fn smpp_intake(root: &Path, requests: usize, binds: usize, window: usize) -> anyhow::Result<serde_json::Value> {
+    use rusmpp::CommandStatus;
+    use switchboard_smpp_server::testing::{Esme, Mode, text_sm};
+
+    let data = std::env::temp_dir().join(format!("switchboard-bench-{}-smpp-in-{window}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let smpp_port = free_port()?;
+    let env: Vec<(String, String)> = [
+        ("SWITCHBOARD_SMPP_SERVER__ENABLED", "true".to_owned()),
+        ("SWITCHBOARD_SMPP_SERVER__LISTEN", format!("127.0.0.1:{smpp_port}")),
+        ("SWITCHBOARD_SMPP_SERVER__WINDOW", window.to_string()),
+        ("SWITCHBOARD_SMPP_SERVER__MAX_PER_SECOND", "100000".to_owned()),
+        ("SWITCHBOARD_SMPP_SERVER__MAX_BINDS_PER_ACCOUNT", binds.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let server = start_server(root, &data, 0, &env)?;
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &server.url).await?;
+    let admin = AdminClient::new(&server.url, TOKEN)?;
+    let account = admin.create_account("bench").await?;
+    admin
+        .add_sender(account.id, &CreateSender { address: "+18005559876".into(), active: true, sms: true, mms: false })
+        .await?;
+    let warm = 100 * binds;
+    admin.top_up(account.id, &TopUp { sms: 2 * (requests + warm) as i64, mms: 0, reference: None }).await?;
+    let body = switchboard_domain::wire::CreateSmppCredential { system_id: "bench".into(), ..Default::default() };
+    let credential = admin.create_smpp_credential(account.id, &body).await?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{smpp_port}").parse()?;
+
+    // One bind's share: `n` submit_sm from number `first`, `window` in flight; the latency of
+    // each accepted one in µs, and how many were refused.
+    let run_bind = |first: usize, n: usize| {
+        let password = credential.password.clone();
+        async move {
+            let mut esme = Esme::bound(addr, Mode::Transmitter, "bench", &password).await;
+            let mut in_flight = std::collections::HashMap::new();
+            let (mut latencies, mut refused, mut next) = (Vec::with_capacity(n), 0usize, 0usize);
+            while next < n || !in_flight.is_empty() {
+                while next < n && in_flight.len() < window {
+                    let i = first + next;
+                    let text = format!("Your verification code is {:06}", i % 1_000_000);
+                    let mut sm = text_sm("+18005559876", &format!("+1800{:07}", recipient(i)), &text);
+                    sm.registered_delivery = rusmpp::values::RegisteredDelivery::from(0);
+                    let sequence = esme.send(sm).await;
+                    in_flight.insert(sequence, Instant::now());
+                    next += 1;
+                }
+                let Some(answer) = esme.read().await else { break };
+                if let Some(sent) = in_flight.remove(&answer.sequence_number()) {
+                    match answer.status() {
+                        CommandStatus::EsmeRok => latencies.push(sent.elapsed().as_micros() as u32),
+                        _ => refused += 1,
+                    }
+                }
+            }
+            (latencies, refused + in_flight.len())
+        }
+    };
+    // Warm up the binds' paths and caches; not counted.
+    let warmed = run_bind(0, warm).await.0.len();
+    let sent_before = wait_sent(&http, &server.url, warmed as u64, Instant::now()).await?.0;
+
+    let server_pid = server.child.id().to_string();
+    let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
+    let started = Instant::now();
+    let share = requests.div_ceil(binds);
+    let tasks: Vec<_> = (0..binds)
+        .map(|b| {
+            let first = warm + b * share;
+            let n = share.min(requests.saturating_sub(b * share));
+            tokio::spawn(run_bind(first, n))
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::with_capacity(requests), 0usize);
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = cpu_pct(cpu_before.0, cpu_seconds(&server_pid), elapsed);
+    let tool_cpu = cpu_pct(cpu_before.1, cpu_seconds("self"), elapsed);
+    let (sent_after, drained) = wait_sent(&http, &server.url, sent_before + latencies.len() as u64, started).await?;
+    latencies.sort_unstable();
+    let dispatched = sent_after.saturating_sub(sent_before);
+    let result = json!({
+        "scenario": format!("SMPP intake ({binds} binds, window {window})"),
+        "sent_wait_ms": 0,
+        "concurrency": binds * window,
+        "binds": binds,
+        "window": window,
+        "requests": requests,
+        "recipients_per_request": 1,
+        "accepted_requests": latencies.len(),
+        "accepted": latencies.len(),
+        "errors": errors,
+        "seconds": elapsed.as_secs_f64(),
+        "accepted_requests_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "accepted_messages_per_sec": latencies.len() as f64 / elapsed.as_secs_f64(),
+        // From submit_sm written to submit_sm_resp read.
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.50),
+            "p90": percentile(&latencies, 0.90),
+            "p99": percentile(&latencies, 0.99),
+            "max": percentile(&latencies, 1.0),
+        },
+        "dispatched": dispatched,
+        "dispatched_per_sec": dispatched as f64 / drained.as_secs_f64(),
+        "backlog_after_load": (latencies.len() as u64).saturating_sub(dispatched),
+        "lifecycle": serde_json::Value::Null,
         "cpu_pct_of_one_core": { "server": server_cpu, "load_and_fakes": tool_cpu },
     });
     eprintln!("{result}");

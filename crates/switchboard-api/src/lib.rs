@@ -317,6 +317,19 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: axum::http::
         metrics::gauge!("switchboard_upstream_rate_per_second", "upstream" => name)
             .set(u.rate_per_second.unwrap_or(0.0));
     }
+    // The SMPP server's binds on this node, by mode, and the requests waiting in their windows.
+    let binds = state.core.smpp_binds().list();
+    use switchboard_core::smpp::BindMode;
+    for mode in [BindMode::Transmitter, BindMode::Receiver, BindMode::Transceiver] {
+        let n = binds.iter().filter(|b| b.mode == mode).count();
+        metrics::gauge!("switchboard_smpp_binds", "mode" => mode.as_str()).set(n as f64);
+    }
+    let in_window: u64 = binds.iter().map(|b| u64::from(b.in_window.load(std::sync::atomic::Ordering::Relaxed))).sum();
+    metrics::gauge!("switchboard_smpp_window_in_use").set(in_window as f64);
+    match state.core.smpp_backlog().await {
+        Ok(n) => metrics::gauge!("switchboard_smpp_deliveries_waiting").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "reading the SMPP queue for the metrics failed"),
+    }
     match state.core.backlog().await {
         Ok(b) => {
             metrics::gauge!("switchboard_messages_queued").set(b.queued as f64);

@@ -500,16 +500,12 @@ impl SmppBinds {
             delivered: Default::default(),
         });
         binds.insert(id, info.clone());
-        metrics::gauge!("switchboard_smpp_binds", "mode" => mode.as_str()).increment(1.0);
         Some(info)
     }
 
     /// Forgets a bind that ended.
     pub fn remove(&self, id: u64) {
-        let removed = self.binds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
-        if let Some(b) = removed {
-            metrics::gauge!("switchboard_smpp_binds", "mode" => b.mode.as_str()).decrement(1.0);
-        }
+        self.binds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
     }
 
     /// Every bind, oldest first.

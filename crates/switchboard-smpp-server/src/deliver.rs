@@ -196,9 +196,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "SMPP deliveries could not be expired"),
             }
-            if let Ok(n) = shared.core.smpp_backlog().await {
-                metrics::gauge!("switchboard_smpp_deliveries_waiting").set(n as f64);
-            }
         }
     }
     sending.abort_all();
