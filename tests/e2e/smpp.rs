@@ -408,6 +408,55 @@ async fn smpp_malformed_pdus_close_only_their_bind(backend: Backend) {
     db.remove().await;
 }
 
+/// With a certificate and key, the server speaks TLS only: an ESME that trusts the certificate
+/// binds and sends; one that speaks plain SMPP to it gets no answer but a closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smpp_over_tls() {
+    let Some(db) = TestDb::new(Backend::Sqlite, "smpp_tls").await else { return };
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("switchboard-smpp-tls-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let mut settings = db.settings();
+    settings.smpp_server.enabled = true;
+    settings.smpp_server.listen = "127.0.0.1:0".into();
+    settings.smpp_server.tls_cert_file = Some(dir.join("cert.pem"));
+    settings.smpp_server.tls_key_file = Some(dir.join("key.pem"));
+    settings.smpp_server.deliver_poll_ms = 20;
+    settings.simulator_receipt_delay_ms = 50;
+    let app = TestApp::start(settings).await;
+    let tenant = app.provision(100, 0).await;
+    let cred = plain_credential(&app, &tenant).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("the TLS handshake");
+    let mut esme = Esme::over(Box::new(tls));
+    assert_eq!(esme.bind(Mode::Transceiver, &cred.credential.system_id, &cred.password).await, CommandStatus::EsmeRok);
+    let (status, id) = esme.submit(text_sm(&tenant.from, TO, "over TLS")).await;
+    assert_eq!(status, CommandStatus::EsmeRok);
+    let (sequence, receipt) = esme.next_deliver().await;
+    esme.answer(sequence, CommandStatus::EsmeRok).await;
+    assert_eq!(receipt_tlvs(&receipt).0, id);
+
+    let mut plain = Esme::connect(addr(&app)).await;
+    plain.send(Pdu::EnquireLink).await;
+    assert!(plain.closed().await, "plain SMPP on the TLS port is not answered");
+    app.stop().await;
+    db.remove().await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Python's `smpplib` binds as a transceiver, sends GSM-7, UCS-2 and a three-part message,
 /// and reads their receipts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

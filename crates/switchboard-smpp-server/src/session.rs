@@ -40,6 +40,10 @@ pub(crate) type Outbox = mpsc::UnboundedSender<Option<Command>>;
 
 /// Most incomplete concatenated messages one bind keeps.
 const MAX_INCOMPLETE: usize = 100;
+/// Most parts of a concatenated message (a text at the longest limit fits well within), and
+/// most octets of one part: what a bind holds while parts wait stays small.
+const MAX_PARTS: u8 = 32;
+const MAX_PART_OCTETS: usize = 255;
 /// How long the session waits, as it stops, for the messages it took to be stored.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How long the session waits for the ESME's `unbind_resp` when this side unbinds.
@@ -421,6 +425,9 @@ impl Session {
                 let text = submitted.text();
                 let Submitted { from, alphanumeric_from, to, extra, .. } = submitted;
                 self.spawn_send(from, alphanumeric_from, to, text, extra, vec![sequence]);
+            }
+            Some(concatenation) if concatenation.total > MAX_PARTS || submitted.data.len() > MAX_PART_OCTETS => {
+                send(refuse(CommandStatus::EsmeRinvmsglen));
             }
             Some(concatenation) => {
                 let held = (sequence, submitted.alphanumeric_from, submitted.extra.clone());

@@ -7,7 +7,7 @@
 //! | source not a number or alphanumeric sender ID, or not the account's active SMS sender | `ESME_RINVSRCADR` |
 //! | `data_coding` other than 0 (GSM 7-bit, unpacked), 1 (IA5), 3 (Latin-1) or 8 (UCS-2) | `ESME_RINVDCS` |
 //! | `esm_class` message type of a receipt or notification | `ESME_RINVESMCLASS` |
-//! | empty text, text over the limit, characters that cannot be sent | `ESME_RINVMSGLEN` |
+//! | empty text, text over the limit, characters that cannot be sent, a part of more than 255 octets or of a message of more than 32 parts | `ESME_RINVMSGLEN` |
 //! | blocked by the content rules | `ESME_RSUBMITFAIL` |
 //! | `schedule_delivery_time` that does not parse or is over 35 days ahead | `ESME_RINVSCHED` |
 //! | `validity_period` that does not parse, is past, or is over 35 days ahead | `ESME_RINVEXPIRY` |

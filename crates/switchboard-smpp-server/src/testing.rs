@@ -31,10 +31,14 @@ pub enum Mode {
     Transceiver,
 }
 
+/// The connection an [`Esme`] speaks over: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// One ESME connection.
-#[derive(Debug)]
 pub struct Esme {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     sequence: u32,
     /// Requests from the server (`deliver_sm`, `unbind`) read while waiting for an answer.
@@ -43,10 +47,21 @@ pub struct Esme {
     answers: HashMap<u32, Command>,
 }
 
+impl std::fmt::Debug for Esme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Esme").field("sequence", &self.sequence).finish_non_exhaustive()
+    }
+}
+
 impl Esme {
-    /// Connects.
+    /// Connects over TCP.
     pub async fn connect(addr: SocketAddr) -> Esme {
         let stream = TcpStream::connect(addr).await.expect("connect to the SMPP server");
+        Esme::over(Box::new(stream))
+    }
+
+    /// Speaks over a connection made by the caller (TLS, say).
+    pub fn over(stream: Box<dyn Stream>) -> Esme {
         Esme { stream, buf: BytesMut::new(), sequence: 0, requests: VecDeque::new(), answers: HashMap::new() }
     }
 
