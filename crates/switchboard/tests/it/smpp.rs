@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use rusmpp::CommandStatus;
 use rusmpp::tlvs::TlvValue;
 use switchboard_client::AdminClient;
-use switchboard_domain::wire::CreateSmppCredential;
 use switchboard_domain::{MessageId, MessageStatus};
 use switchboard_smpp_server::testing::{Esme, Mode, short_text, text_sm};
 use switchboard_storage::testing::TestDatabase;
 
-use super::{Server, TOKEN, free_port, funded_account, temp_dir};
+use super::{Server, TOKEN, cli, free_port, funded_account, temp_dir};
 
 const SENDER: &str = "+18005559876";
 
@@ -48,11 +47,22 @@ async fn receipts_survive_a_restart(name: &str, database_url: &str) {
     let smpp: std::net::SocketAddr = smpp_listen.parse().unwrap();
     let (account, _) = funded_account(&server.url, name, SENDER, 100).await;
     let admin = AdminClient::new(&server.url, TOKEN).unwrap();
-    let body = CreateSmppCredential { system_id: "restart01".into(), ..Default::default() };
-    let cred = admin.create_smpp_credential(account.id, &body).await.unwrap();
+    // The credential, made and listed with the command line.
+    let id = account.id.to_string();
+    let made = cli(&server.url, &["smpp", "create", &id, "--system-id", "restart01", "--max-binds", "3"]);
+    assert_eq!((made["systemId"].as_str(), made["maxBinds"].as_u64()), (Some("restart01"), Some(3)));
+    let password = made["password"].as_str().expect("the password, shown once").to_owned();
+    let listed = cli(&server.url, &["smpp", "list", &id]);
+    assert_eq!(listed["data"][0]["systemId"], "restart01");
+    assert!(listed["data"][0].get("password").is_none());
 
     // A transmitter sends three messages asking for receipts; nothing receives them.
-    let mut transmitter = Esme::bound(smpp, Mode::Transmitter, "restart01", &cred.password).await;
+    let mut transmitter = Esme::bound(smpp, Mode::Transmitter, "restart01", &password).await;
+    let binds = cli(&server.url, &["smpp", "binds"]);
+    assert_eq!(
+        (binds["data"][0]["systemId"].as_str(), binds["data"][0]["mode"].as_str()),
+        (Some("restart01"), Some("transmitter"))
+    );
     let mut ids = Vec::new();
     for i in 0..3 {
         let (status, id) = transmitter.submit(text_sm(SENDER, "+18005551234", &format!("before {i}"))).await;
@@ -72,7 +82,7 @@ async fn receipts_survive_a_restart(name: &str, database_url: &str) {
 
     let server = Server::start_with(&dir, port, &env);
     server.ready().await;
-    let mut receiver = Esme::bound(smpp, Mode::Receiver, "restart01", &cred.password).await;
+    let mut receiver = Esme::bound(smpp, Mode::Receiver, "restart01", &password).await;
     let mut receipted = Vec::new();
     while receipted.len() < ids.len() {
         let (sequence, d) = receiver.next_deliver().await;
@@ -87,6 +97,8 @@ async fn receipts_survive_a_restart(name: &str, database_url: &str) {
     receipted.sort();
     ids.sort();
     assert_eq!(receipted, ids, "each receipt once");
+    let revoked = cli(&server.url, &["smpp", "revoke", &id, "restart01"]);
+    assert!(revoked["revokedAt"].is_string());
     server.kill();
     std::fs::remove_dir_all(dir).ok();
 }
