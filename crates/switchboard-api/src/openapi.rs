@@ -306,6 +306,7 @@ mod tests {
                     "CreateAccount" => reads::<wire::CreateAccount>(example),
                     "UpdateAccount" => reads::<wire::UpdateAccount>(example),
                     "CreateApiKey" => reads::<wire::CreateApiKey>(example),
+                    "CreateSmppCredential" => reads::<wire::CreateSmppCredential>(example),
                     "CreateSender" => reads::<wire::CreateSender>(example),
                     "UpdateSender" => reads::<wire::UpdateSender>(example),
                     "TopUp" => reads::<wire::TopUp>(example),

@@ -133,6 +133,30 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "The pace the upstream is held to now, in messages per second; 0 when not limited.",
     ),
+    ("switchboard_smpp_binds", Kind::Gauge, "SMPP binds this node holds, by mode."),
+    (
+        "switchboard_smpp_window_in_use",
+        Kind::Gauge,
+        "Requests from ESMEs waiting for their answer, over every SMPP bind of this node.",
+    ),
+    (
+        "switchboard_smpp_deliveries_waiting",
+        Kind::Gauge,
+        "Receipts and inbound messages queued for the ESMEs' receiving binds.",
+    ),
+    ("switchboard_smpp_submits_total", Kind::Counter, "submit_sm answered, by command status."),
+    ("switchboard_smpp_binds_refused_total", Kind::Counter, "SMPP binds refused, by reason: credentials or limit."),
+    (
+        "switchboard_smpp_malformed_total",
+        Kind::Counter,
+        "SMPP PDUs answered generic_nack because they did not decode or could not be framed.",
+    ),
+    ("switchboard_smpp_delivers_total", Kind::Counter, "deliver_sm sent to ESMEs, by kind and outcome."),
+    (
+        "switchboard_smpp_deliveries_expired_total",
+        Kind::Counter,
+        "Receipts and inbound messages given up after waiting receipt_hold_hours for a receiving bind.",
+    ),
     (
         "switchboard_retention_pruned_messages_total",
         Kind::Counter,
