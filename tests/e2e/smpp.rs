@@ -408,6 +408,34 @@ async fn smpp_malformed_pdus_close_only_their_bind(backend: Backend) {
     db.remove().await;
 }
 
+/// A bind that sends nothing for the idle timeout is unbound; a server that stops unbinds its
+/// binds once it has answered what they sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smpp_idle_binds_and_stopping_servers_unbind() {
+    let Some(db) = TestDb::new(Backend::Sqlite, "smpp_idle").await else { return };
+    let mut settings = db.settings();
+    settings.smpp_server.enabled = true;
+    settings.smpp_server.listen = "127.0.0.1:0".into();
+    settings.smpp_server.idle_timeout_secs = 1;
+    let app = TestApp::start(settings).await;
+    let tenant = app.provision(100, 0).await;
+    let cred = plain_credential(&app, &tenant).await;
+    let (sid, pw) = (cred.credential.system_id.as_str(), cred.password.as_str());
+
+    let mut idle = Esme::bound(addr(&app), Mode::Transceiver, sid, pw).await;
+    let unbind = idle.read().await.expect("an unbind");
+    assert_eq!(unbind.id(), CommandId::Unbind);
+    assert!(idle.closed().await);
+
+    let mut busy = Esme::bound(addr(&app), Mode::Transmitter, sid, pw).await;
+    let sequence = busy.send(text_sm(&tenant.from, TO, "just before the stop")).await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(busy.answer_to(sequence).await.status(), CommandStatus::EsmeRok, "answered before the unbind");
+    assert!(busy.closed().await, "unbound and closed as the server stops");
+    stopping.await.unwrap();
+    db.remove().await;
+}
+
 /// With a certificate and key, the server speaks TLS only: an ESME that trusts the certificate
 /// binds and sends; one that speaks plain SMPP to it gets no answer but a closed connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

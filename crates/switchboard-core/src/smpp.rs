@@ -395,6 +395,30 @@ mod tests {
         assert_ne!(a, b);
         assert!(!format!("{:?}", SmppPassword(a.clone())).contains(&a));
     }
+
+    #[test]
+    fn binds_are_held_to_the_credential_and_account_limits() {
+        let binds = SmppBinds::default();
+        let account = AccountId::new();
+        let login =
+            |system_id: &str| SmppLogin { account, system_id: system_id.to_owned(), limits: SmppLimits::default() };
+        let peer: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let a1 = binds.register(&login("a"), BindMode::Transmitter, peer, 10, 2, 3).unwrap();
+        binds.register(&login("a"), BindMode::Receiver, peer, 10, 2, 3).unwrap();
+        assert!(binds.register(&login("a"), BindMode::Transceiver, peer, 10, 2, 3).is_none(), "credential limit");
+        binds.register(&login("b"), BindMode::Transceiver, peer, 10, 2, 3).unwrap();
+        assert!(binds.register(&login("c"), BindMode::Transmitter, peer, 10, 5, 3).is_none(), "account limit");
+        let other = SmppLogin { account: AccountId::new(), ..login("d") };
+        binds.register(&other, BindMode::Receiver, peer, 10, 5, 3).unwrap();
+        assert_eq!(binds.list().len(), 4);
+        let mut receiving = binds.receiving_accounts();
+        receiving.sort();
+        let mut want = vec![account, other.account];
+        want.sort();
+        assert_eq!(receiving, want);
+        binds.remove(a1.id);
+        assert!(binds.register(&login("a"), BindMode::Transmitter, peer, 10, 2, 3).is_some(), "room again");
+    }
 }
 
 /// How a bind receives and sends.
