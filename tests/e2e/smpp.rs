@@ -408,6 +408,63 @@ async fn smpp_malformed_pdus_close_only_their_bind(backend: Backend) {
     db.remove().await;
 }
 
+/// Switchboard's own SMPP upstream as the ESME: a second server relays its messages to the
+/// first over SMPP (a transmitter and a receiver bind), and the first's receipts, as
+/// `deliver_sm`, settle them on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smpp_chains_two_switchboards() {
+    let Some((db_a, a)) = start(Backend::Sqlite, "smpp_chain_a").await else { return };
+    let tenant_a = a.provision(100, 0).await;
+    let cred = plain_credential(&a, &tenant_a).await;
+    let Some(db_b) = TestDb::new(Backend::Sqlite, "smpp_chain_b").await else { return };
+    let mut settings = db_b.settings();
+    settings.upstreams = vec![switchboard::settings::UpstreamSettings::Smpp(
+        serde_json::from_value::<switchboard_smpp::SmppConfig>(serde_json::json!({
+            "name": "switchboard-a",
+            "host": "127.0.0.1",
+            "port": addr(&a).port(),
+            "system_id": cred.credential.system_id,
+            "password": cred.password,
+            "bind": "transmitter_receiver",
+        }))
+        .unwrap()
+        .into(),
+    )];
+    let b = TestApp::start(settings).await;
+    let tenant_b = b.provision(100, 0).await;
+    // A knows B's sender as its account's.
+    let sender =
+        switchboard_domain::wire::CreateSender { address: tenant_b.from.clone(), active: true, sms: true, mms: false };
+    a.admin.add_sender(tenant_a.account, &sender).await.unwrap();
+    eventually("B's binds to A", LIMIT, || async {
+        let binds = a.admin.smpp_binds().await.unwrap().data;
+        (binds.len() == 2).then_some(())
+    })
+    .await;
+
+    let request = switchboard_domain::wire::TlSendRequest {
+        to: TO.into(),
+        from: tenant_b.from.clone(),
+        body: Some("relayed over SMPP".into()),
+        ..Default::default()
+    };
+    let sent = tenant_b.client.send(&request).await.unwrap().message;
+    let on_b = eventually("delivered on B", LIMIT, || async {
+        let m = b.admin.message(sent.id).await.unwrap();
+        (m.status == MessageStatus::Delivered).then_some(m)
+    })
+    .await;
+    // On A: one message from B's sender, charged to A's account, delivered.
+    let on_a = a.admin.messages(tenant_a.account, 10, None).await.unwrap().data;
+    assert_eq!(on_a.len(), 1);
+    assert_eq!((on_a[0].body.as_deref(), on_a[0].status), (Some("relayed over SMPP"), MessageStatus::Delivered));
+    assert_eq!(on_b.body.as_deref(), Some("relayed over SMPP"));
+    b.stop().await;
+    a.stop().await;
+    db_b.remove().await;
+    db_a.remove().await;
+}
+
 /// A bind that sends nothing for the idle timeout is unbound; a server that stops unbinds its
 /// binds once it has answered what they sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
