@@ -493,6 +493,37 @@ async fn smpp_idle_binds_and_stopping_servers_unbind() {
     db.remove().await;
 }
 
+/// A peer that sends and never reads what it is sent is disconnected once its answers fill
+/// the queue, rather than held in memory without end; others are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smpp_peers_that_do_not_read_are_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let Some((db, app)) = start(Backend::Sqlite, "smpp_stall").await else { return };
+    let tenant = app.provision(100, 0).await;
+    let cred = plain_credential(&app, &tenant).await;
+    let mut stream = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    // enquire_link after enquire_link, 1 MiB at a time, up to 256 MiB: the server's answers
+    // fill the socket buffers, then its queue.
+    let chunk: Vec<u8> =
+        (0..65_536u32).flat_map(|i| [16u32, 0x15, 0, i + 1].into_iter().flat_map(u32::to_be_bytes)).collect();
+    let mut written = 0usize;
+    let cut = tokio::time::timeout(LIMIT, async {
+        while written < 256 << 20 {
+            if stream.write_all(&chunk).await.is_err() {
+                return true;
+            }
+            written += chunk.len();
+        }
+        false
+    })
+    .await;
+    assert_eq!(cut, Ok(true), "the connection was cut after {written} bytes");
+    let mut other = Esme::bound(addr(&app), Mode::Transceiver, &cred.credential.system_id, &cred.password).await;
+    assert_eq!(other.request(Pdu::EnquireLink).await.status(), CommandStatus::EsmeRok);
+    app.stop().await;
+    db.remove().await;
+}
+
 /// With a certificate and key, the server speaks TLS only: an ESME that trusts the certificate
 /// binds and sends; one that speaks plain SMPP to it gets no answer but a closed connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

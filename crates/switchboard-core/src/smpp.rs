@@ -37,8 +37,10 @@ pub const MAX_SYSTEM_ID: usize = 15;
 pub const PASSWORD_LEN: usize = 8;
 /// Most SMPP credentials one account may hold (revoked ones included).
 pub const MAX_CREDENTIALS_PER_ACCOUNT: usize = 100;
-/// Largest limit a credential may set (binds, window, messages a second).
+/// Largest limit a credential may set (binds, messages a second).
 pub const MAX_LIMIT: u32 = 100_000;
+/// Largest window a bind may have.
+pub const MAX_WINDOW: u32 = 1_000;
 
 /// A credential's limits; each `None` means the server's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,6 +186,9 @@ impl Core {
         }
         check_limit("max_binds", limits.max_binds)?;
         check_limit("window", limits.window)?;
+        if limits.window.is_some_and(|w| w > MAX_WINDOW) {
+            return Err(AccessError::Invalid(format!("window: 1 to {MAX_WINDOW}")));
+        }
         check_limit("max_per_second", limits.max_per_second)?;
         self.account(account).await?;
         let existing = self.smpp_credentials(account).await?;

@@ -291,7 +291,8 @@ pub struct CreateSmppCredential {
     /// Most binds at once with this credential (default: the server's `max_binds_per_account`).
     #[serde(default)]
     pub max_binds: Option<u32>,
-    /// Most requests waiting for their answer on one bind (default: the server's `window`).
+    /// Most requests waiting for their answer on one bind, 1 to 1000 (default: the server's
+    /// `window`).
     #[serde(default)]
     pub window: Option<u32>,
     /// Most `submit_sm` a second on one bind (default: the server's `max_per_second`).

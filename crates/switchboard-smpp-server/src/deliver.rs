@@ -77,7 +77,7 @@ impl Receiver {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(sequence, tx);
         self.info.delivers.fetch_add(1, Ordering::Relaxed);
-        if self.out.send(Some(Command::new(CommandStatus::EsmeRok, sequence, pdu))).is_err() {
+        if self.out.try_send(Some(Command::new(CommandStatus::EsmeRok, sequence, pdu))).is_err() {
             self.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&sequence);
             return None;
         }

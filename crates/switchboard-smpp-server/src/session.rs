@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use rusmpp::command::CommandParts;
@@ -36,7 +36,14 @@ use crate::submit::{self, Submitted};
 use crate::{MAX_PDU_LEN, Shared};
 
 /// What the writer is given: a command to write, or `None` to flush and close.
-pub(crate) type Outbox = mpsc::UnboundedSender<Option<Command>>;
+pub(crate) type Outbox = mpsc::Sender<Option<Command>>;
+
+/// Most commands queued for the writer of one connection: room for a full window of answers
+/// and of `deliver_sm` (each at most 1,000) and then some. A peer that does not read what it
+/// is sent fills it, and its connection is closed rather than queueing without end.
+const OUT_QUEUE: usize = 4096;
+/// How long the writer gets to flush what is queued once the session ends.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Most incomplete concatenated messages one bind keeps.
 const MAX_INCOMPLETE: usize = 100;
@@ -96,7 +103,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut read: R, frames: mpsc::Sender<Frame
 
 /// Writes what the session queues, many commands per write when they queue up, until told to
 /// close or every sender is gone.
-async fn write_loop<W: AsyncWrite + Unpin>(mut write: W, mut rx: mpsc::UnboundedReceiver<Option<Command>>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut write: W, mut rx: mpsc::Receiver<Option<Command>>) {
     let mut codec = CommandCodec::new();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut closing = false;
@@ -127,6 +134,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut write: W, mut rx: mpsc::Unbounded
     }
     let _ = write.flush().await;
     let _ = write.shutdown().await;
+}
+
+/// Queues a command for the writer; a full queue marks the session `stalled`.
+fn queue(out: &Outbox, stalled: &AtomicBool, command: Command) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(Some(command)) {
+        stalled.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A response with no body (as SMPP 3.4 sends on errors).
@@ -183,6 +197,8 @@ struct Session {
     shared: Arc<Shared>,
     peer: SocketAddr,
     out: Outbox,
+    /// Set when the writer's queue was full: the peer reads nothing, and the session ends.
+    stalled: Arc<AtomicBool>,
     sequence: Arc<AtomicU32>,
     bound: Option<Bound>,
     sends: JoinSet<()>,
@@ -194,13 +210,20 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(write, rx));
+    let (out, rx) = mpsc::channel(OUT_QUEUE);
+    let mut writer = tokio::spawn(write_loop(write, rx));
     let (frames_tx, mut frames) = mpsc::channel(64);
     let reader = tokio::spawn(read_loop(read, frames_tx));
     let mut stopping = shared.stopping.clone();
-    let mut session =
-        Session { shared: shared.clone(), peer, out, sequence: Arc::default(), bound: None, sends: JoinSet::new() };
+    let mut session = Session {
+        shared: shared.clone(),
+        peer,
+        out,
+        stalled: Arc::default(),
+        sequence: Arc::default(),
+        bound: None,
+        sends: JoinSet::new(),
+    };
     let idle = shared.config.idle_timeout;
     let mut idle_at = Instant::now() + idle;
     let mut unbind_sent = false;
@@ -228,6 +251,10 @@ where
                 if !keep_going || unbind_sent && session.bound.is_none() {
                     break;
                 }
+                if session.stalled.load(Ordering::Relaxed) {
+                    tracing::info!(peer = %session.peer, "SMPP: the peer reads nothing of what it is sent; closing");
+                    break;
+                }
             }
             () = tokio::time::sleep_until(idle_at), if !unbind_sent => {
                 tracing::debug!(peer = %session.peer, "SMPP: idle; unbinding");
@@ -246,7 +273,9 @@ where
     }
     session.close().await;
     reader.abort();
-    let _ = writer.await;
+    if tokio::time::timeout(FLUSH_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {
@@ -258,7 +287,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 
 impl Session {
     fn send(&self, command: Command) {
-        let _ = self.out.send(Some(command));
+        queue(&self.out, &self.stalled, command);
     }
 
     /// Handles one command; false when the connection is to close.
@@ -395,10 +424,8 @@ impl Session {
 
     /// Takes a `submit_sm`: refuses it at once, keeps it as a part, or sends it.
     fn submit(&mut self, sequence: u32, sm: &SubmitSm) {
-        let out = self.out.clone();
-        let send = |command: Command| {
-            let _ = out.send(Some(command));
-        };
+        let (out, stalled) = (self.out.clone(), self.stalled.clone());
+        let send = |command: Command| queue(&out, &stalled, command);
         let Some(bound) = &mut self.bound else { return };
         bound.info.submits.fetch_add(1, Ordering::Relaxed);
         let refuse = |status: CommandStatus| {
@@ -478,7 +505,7 @@ impl Session {
         let account: AccountId = info.account;
         info.in_window.fetch_add(1, Ordering::Relaxed);
         let core = self.shared.core.clone();
-        let out = self.out.clone();
+        let (out, stalled) = (self.out.clone(), self.stalled.clone());
         self.sends.spawn(async move {
             let fields = SendFields {
                 to: &to,
@@ -503,7 +530,7 @@ impl Session {
                     }
                     None => bodiless(CommandId::SubmitSmResp, status, sequence),
                 };
-                let _ = out.send(Some(answer));
+                queue(&out, &stalled, answer);
             }
             if status == CommandStatus::EsmeRok {
                 info.accepted.fetch_add(1, Ordering::Relaxed);
@@ -543,7 +570,7 @@ impl Session {
             self.shared.core.smpp_binds().remove(bound.info.id);
             tracing::info!(peer = %self.peer, system_id = %bound.info.system_id, "SMPP: bind ended");
         }
-        let _ = self.out.send(None);
+        let _ = self.out.try_send(None);
     }
 }
 

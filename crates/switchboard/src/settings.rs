@@ -264,14 +264,14 @@ impl SmppServerSettings {
             bail!("smpp_server.system_id must be 1 to 15 ASCII characters");
         }
         let limits = [
-            ("max_binds_per_account", self.max_binds_per_account),
-            ("window", self.window),
-            ("max_per_second", self.max_per_second),
-            ("deliver_window", self.deliver_window),
+            ("max_binds_per_account", self.max_binds_per_account, 100_000),
+            ("window", self.window, 1_000),
+            ("max_per_second", self.max_per_second, 100_000),
+            ("deliver_window", self.deliver_window, 1_000),
         ];
-        for (name, value) in limits {
-            if !(1..=100_000).contains(&value) {
-                bail!("smpp_server.{name} must be 1 to 100000");
+        for (name, value, max) in limits {
+            if !(1..=max).contains(&value) {
+                bail!("smpp_server.{name} must be 1 to {max}");
             }
         }
         if self.idle_timeout_secs == 0
