@@ -86,7 +86,16 @@ async fn smpp_sends_through_the_core_and_returns_receipts(backend: Backend) {
     let listed = app.admin.smpp_credentials(tenant.account).await.unwrap().data;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].system_id, cred.credential.system_id);
-    let mut esme = Esme::bound(addr(&app), Mode::Transceiver, &cred.credential.system_id, &cred.password).await;
+    let mut esme = Esme::connect(addr(&app)).await;
+    let bind = rusmpp::pdus::BindTransceiver::builder()
+        .system_id(rusmpp::types::COctetString::from_string(cred.credential.system_id.clone()).unwrap())
+        .password(rusmpp::types::COctetString::from_string(cred.password.clone()).unwrap())
+        .interface_version(rusmpp::values::InterfaceVersion::Smpp3_4)
+        .build();
+    let answer = esme.request(bind).await;
+    let Some(Pdu::BindTransceiverResp(resp)) = answer.pdu() else { panic!("{answer:?}") };
+    assert_eq!((answer.status(), resp.system_id.as_str()), (CommandStatus::EsmeRok, "switchboard"));
+    assert_eq!(resp.sc_interface_version(), Some(rusmpp::values::InterfaceVersion::Smpp3_4));
     assert_eq!(esme.request(Pdu::EnquireLink).await.status(), CommandStatus::EsmeRok);
     assert_eq!(
         esme.bind(Mode::Transceiver, &cred.credential.system_id, &cred.password).await,

@@ -18,6 +18,7 @@ use rusmpp::command::CommandParts;
 use rusmpp::pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, SubmitSm, SubmitSmResp};
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::COctetString;
+use rusmpp::values::InterfaceVersion;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use switchboard_core::smpp::{BindInfo, BindMode, SmppLogin, SmppSend};
 use switchboard_core::{AuthError, Core};
@@ -398,10 +399,18 @@ impl Session {
             return false;
         };
         let name = COctetString::from_string(config.system_id.clone()).unwrap_or_default();
+        // The version this side speaks, as SMPP 3.4 has a server say in its bind answer.
+        let version = Some(InterfaceVersion::Smpp3_4);
         let resp: Pdu = match mode {
-            BindMode::Transmitter => BindTransmitterResp::builder().system_id(name).build().into(),
-            BindMode::Receiver => BindReceiverResp::builder().system_id(name).build().into(),
-            BindMode::Transceiver => BindTransceiverResp::builder().system_id(name).build().into(),
+            BindMode::Transmitter => {
+                BindTransmitterResp::builder().system_id(name).sc_interface_version(version).build().into()
+            }
+            BindMode::Receiver => {
+                BindReceiverResp::builder().system_id(name).sc_interface_version(version).build().into()
+            }
+            BindMode::Transceiver => {
+                BindTransceiverResp::builder().system_id(name).sc_interface_version(version).build().into()
+            }
         };
         self.send(Command::new(CommandStatus::EsmeRok, sequence, resp));
         let receiver = mode.receives().then(|| {
