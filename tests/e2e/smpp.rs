@@ -474,6 +474,26 @@ async fn smpp_chains_two_switchboards() {
     db_a.remove().await;
 }
 
+/// Failed binds spend the failure budgets of API logins: past the address's budget, even the
+/// right password is refused from that address until it refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smpp_failed_binds_are_throttled() {
+    let Some((db, app)) = start(Backend::Sqlite, "smpp_guess").await else { return };
+    let tenant = app.provision(100, 0).await;
+    let cred = plain_credential(&app, &tenant).await;
+    let sid = cred.credential.system_id.as_str();
+    for i in 0..30 {
+        let mut guess = Esme::connect(addr(&app)).await;
+        assert_eq!(guess.bind(Mode::Transmitter, sid, &format!("g{i}")).await, CommandStatus::EsmeRbindfail);
+    }
+    let mut right = Esme::connect(addr(&app)).await;
+    assert_eq!(right.bind(Mode::Transmitter, sid, &cred.password).await, CommandStatus::EsmeRbindfail);
+    let metrics = reqwest::get(format!("{}/metrics", app.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchboard_auth_throttled_total"), "{metrics}");
+    app.stop().await;
+    db.remove().await;
+}
+
 /// A bind that sends nothing for the idle timeout is unbound; a server that stops unbinds its
 /// binds once it has answered what they sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
