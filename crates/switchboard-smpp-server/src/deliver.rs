@@ -156,13 +156,24 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_expiry = tokio::time::Instant::now();
     let mut sending = JoinSet::new();
+    // Deliveries claimed and not yet settled, by account: a claim takes only what the binds
+    // have room for beyond them, so none waits for a slot past its lease.
+    let mut unsettled: HashMap<AccountId, usize> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::stopped(&mut stopping) => break,
         }
-        while sending.try_join_next().is_some() {}
+        while let Some(done) = sending.try_join_next() {
+            if let Ok(account) = done
+                && let Some(n) = unsettled.get_mut(&account)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+        unsettled.retain(|_, n| *n > 0);
         for (account, room) in shared.receivers.accounts() {
+            let room = room.saturating_sub(unsettled.get(&account).copied().unwrap_or(0));
             if room == 0 {
                 continue;
             }
@@ -182,8 +193,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     continue;
                 }
             };
+            *unsettled.entry(account).or_default() += claimed.len();
             for delivery in claimed {
-                sending.spawn(deliver_one(shared.clone(), delivery));
+                let shared = shared.clone();
+                sending.spawn(async move {
+                    deliver_one(shared, delivery).await;
+                    account
+                });
             }
         }
         if last_expiry.elapsed() >= EXPIRE_EVERY {
