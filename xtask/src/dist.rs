@@ -608,7 +608,7 @@ fn check_setting_examples(work: &Path) -> anyhow::Result<()> {
     let uncommented: Vec<String> = text
         .lines()
         .map(|line| match line.strip_prefix('#') {
-            Some(rest) if rest.starts_with("[[") || rest.split_once('=').is_some_and(|(k, _)| is_key(k.trim())) => {
+            Some(rest) if rest.starts_with('[') || rest.split_once('=').is_some_and(|(k, _)| is_key(k.trim())) => {
                 examples += 1;
                 rest.to_owned()
             }
