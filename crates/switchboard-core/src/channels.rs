@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use switchboard_domain::encoding::TextInfo;
 use switchboard_domain::{AccountId, MessageId, MessageKind, Msisdn, Timestamp};
 use switchboard_records::{
-    AcceptOutcome, ChannelChange, ChannelRecord, MessageRecord, NewMessage, TemplateRecord, TemplateVersionRecord,
+    ChannelChange, ChannelRecord, MessageRecord, NewMessage, TemplateRecord, TemplateVersionRecord,
 };
 use switchboard_storage::{PageRequest, StorageError};
 use switchboard_validation::template;
 use uuid::Uuid;
 
-use crate::{AccessError, Core, MAX_PAGE, SendError, check_name, refusal};
+use crate::{AccessError, Core, MAX_PAGE, SendError, check_name};
 
 /// Longest a message may be scheduled ahead, or be valid for: 35 days.
 pub const MAX_SCHEDULE_AHEAD_MS: i64 = 35 * 24 * 3600 * 1000;
@@ -149,19 +149,7 @@ impl Core {
             destination,
             refusal: refused,
         };
-        match self.inner.committer.submit(new).await.map_err(|_| SendError::Unavailable)? {
-            AcceptOutcome::Queued(record) => {
-                metrics::counter!("switchboard_messages_accepted_total").increment(1);
-                crate::destinations::count(&record);
-                Ok(record)
-            }
-            AcceptOutcome::Failed(record) => {
-                crate::count_failed(&record);
-                Ok(record)
-            }
-            AcceptOutcome::Replayed(record) => Ok(record),
-            other => Err(refusal(other)),
-        }
+        crate::admitted(self.inner.committer.submit(new).await.map_err(|_| SendError::Unavailable)?)
     }
 
     /// Cancels one of the account's scheduled messages and refunds it.

@@ -759,6 +759,24 @@ impl Core {
 }
 
 /// The error of an outcome that stored nothing.
+/// A single message's admission as its sender sees it: the stored record (counted as accepted
+/// or failed), or the refusal.
+fn admitted(outcome: AcceptOutcome) -> Result<MessageRecord, SendError> {
+    match outcome {
+        AcceptOutcome::Queued(record) => {
+            metrics::counter!("switchboard_messages_accepted_total").increment(1);
+            destinations::count(&record);
+            Ok(record)
+        }
+        AcceptOutcome::Failed(record) => {
+            count_failed(&record);
+            Ok(record)
+        }
+        AcceptOutcome::Replayed(record) => Ok(record),
+        other => Err(refusal(other)),
+    }
+}
+
 fn refusal(outcome: AcceptOutcome) -> SendError {
     match outcome {
         AcceptOutcome::IdempotencyConflict => SendError::IdempotencyConflict,

@@ -23,13 +23,12 @@ use rand::RngExt;
 use subtle::ConstantTimeEq;
 use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
 use switchboard_records::{
-    AcceptOutcome, MessageRecord, NewMessage, SMPP_RECEIPT_FAILURE, SMPP_RECEIPT_FINAL, SmppCredentialRecord,
-    SmppDeliveryRecord,
+    MessageRecord, NewMessage, SMPP_RECEIPT_FAILURE, SMPP_RECEIPT_FINAL, SmppCredentialRecord, SmppDeliveryRecord,
 };
 use switchboard_validation::SendCommand;
 use uuid::Uuid;
 
-use crate::{AccessError, AuthError, Core, KeyHasher, SendError, refusal};
+use crate::{AccessError, AuthError, Core, KeyHasher, SendError};
 
 /// Longest `system_id` (SMPP 3.4: a C-octet string of at most 16 octets with its NUL).
 pub const MAX_SYSTEM_ID: usize = 15;
@@ -316,19 +315,7 @@ impl Core {
             destination,
             refusal: refused,
         };
-        match self.inner.committer.submit(message).await.map_err(|_| SendError::Unavailable)? {
-            AcceptOutcome::Queued(record) => {
-                metrics::counter!("switchboard_messages_accepted_total").increment(1);
-                crate::destinations::count(&record);
-                Ok(record)
-            }
-            AcceptOutcome::Failed(record) => {
-                crate::count_failed(&record);
-                Ok(record)
-            }
-            AcceptOutcome::Replayed(record) => Ok(record),
-            other => Err(refusal(other)),
-        }
+        crate::admitted(self.inner.committer.submit(message).await.map_err(|_| SendError::Unavailable)?)
     }
 
     /// Whether the account has `deliver_sm` due for its binds (a read).
