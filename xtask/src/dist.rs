@@ -938,6 +938,9 @@ fn run_service(unit: &Unit, user: &User, work: &Path) -> anyhow::Result<Vec<Stri
         std::thread::sleep(Duration::from_millis(100));
     }
     notes.push(format!("ready in {:.2} s", started.elapsed().as_secs_f64()));
+    // The process that answers is the one to inspect and signal: the wrappers before it
+    // (strace's child, the namespace's shell) may have forked rather than exec'd it.
+    service.pid = server_process(user.uid)?;
 
     let limits = fs::read_to_string(format!("/proc/{}/limits", service.pid))?;
     let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default().to_owned();
@@ -1033,6 +1036,25 @@ fn run_service(unit: &Unit, user: &User, work: &Path) -> anyhow::Result<Vec<Stri
         notes.push("strace is not installed: the system calls were not checked against SystemCallFilter".into());
     }
     Ok(notes)
+}
+
+/// The pid of the installed server running as `uid`: the one process whose executable is
+/// [`BINARY`] and whose user is the package's.
+fn server_process(uid: u32) -> anyhow::Result<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let owner = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().next());
+        if exe == Path::new(BINARY) && owner == Some(uid.to_string().as_str()) {
+            found.push(pid);
+        }
+    }
+    match found.as_slice() {
+        [pid] => Ok(*pid),
+        _ => bail!("expected one server process running as uid {uid}, found {found:?}"),
+    }
 }
 
 /// The pid of the process strace (pid `strace`) started: the one that execs the server.
