@@ -6,6 +6,7 @@ mod bird;
 mod client;
 mod cluster;
 mod concurrency;
+mod console;
 mod contract;
 mod destinations;
 mod guessing;

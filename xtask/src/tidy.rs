@@ -48,6 +48,18 @@ const LAYERS: &[(&str, &[&str])] = &[
             "switchboard-core",
         ],
     ),
+    // The web console: a front end beside the API, over the core; no storage, and not the API.
+    (
+        "switchboard-console",
+        &[
+            "switchboard-domain",
+            "switchboard-validation",
+            "switchboard-ledger",
+            "switchboard-records",
+            "switchboard-provider",
+            "switchboard-core",
+        ],
+    ),
     // The SMPP server: a front end beside the API, over the core.
     (
         "switchboard-smpp-server",

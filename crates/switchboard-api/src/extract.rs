@@ -52,6 +52,24 @@ pub(crate) fn client_ip(parts: &Parts) -> Option<IpAddr> {
     client_address(peer, &parts.headers, &trusted)
 }
 
+/// The client as [`switchboard_core::console::HttpClient`]: its address ([`client_ip`]), and
+/// whether it connected over HTTPS, which only a trusted proxy can say (`X-Forwarded-Proto`,
+/// its right-most value).
+pub(crate) fn http_client(parts: &Parts) -> switchboard_core::console::HttpClient {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let trusted = parts.extensions.get::<TrustedProxies>().cloned().unwrap_or_default();
+    let https = peer.is_some_and(|p| trusted.contains(p))
+        && parts
+            .headers
+            .get_all("x-forwarded-proto")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    switchboard_core::console::HttpClient { address: client_ip(parts), https }
+}
+
 /// [`client_ip`] from its parts.
 fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
     if trusted.contains(peer) { forwarded_client(headers, trusted) } else { Some(peer.to_canonical()) }

@@ -101,6 +101,15 @@ pub type UpstreamCallbacks = std::collections::HashMap<String, Arc<switchboard_h
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The whole HTTP application with `extra` routes beside the API's (the web console): they
+/// are served under the same layers (request timeout, body limit, panic catching, access log
+/// and metrics), and every request carries its [`switchboard_core::console::HttpClient`] as an
+/// extension. `extra` must not set a fallback; unknown paths under `/console` are answered in
+/// plain text.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let limits = state.limits;
     let trusted_proxies = extract::TrustedProxies(state.trusted_proxies.clone());
     let api = Router::new()
@@ -120,7 +129,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(extra)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(note_client))
         .layer(axum::Extension(trusted_proxies))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
@@ -128,6 +139,14 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::debug_span!("request", method = %req.method(), path = %masked_path(req.uri().path()))
         }))
+}
+
+/// Sets the request's [`switchboard_core::console::HttpClient`] extension.
+async fn note_client(req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let client = extract::http_client(&parts);
+    parts.extensions.insert(client);
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The header that carries a request's id, both ways.
@@ -202,7 +221,10 @@ fn masked_path(path: &str) -> String {
 /// Which dialect a path belongs to, for errors raised before a handler runs.
 fn error_for(path: &str, status: StatusCode, message: &str) -> Response {
     // Upstream callbacks are operator plumbing, answered in the admin shape.
-    if path.starts_with("/admin/") || path.starts_with("/upstreams/") {
+    if path == "/console" || path.starts_with("/console/") {
+        // The console's pages are HTML; its errors before a handler are plain text.
+        (status, [("content-type", "text/plain; charset=utf-8")], message.to_owned()).into_response()
+    } else if path.starts_with("/admin/") || path.starts_with("/upstreams/") {
         operator::ApiError::request(status, message.to_owned()).into_response()
     } else if path.starts_with("/workspaces/") {
         bird::ApiError::request(status, message.to_owned()).into_response()
@@ -231,7 +253,7 @@ async fn method_not_allowed(req: Request) -> Response {
 
 /// The answer to a panic in a handler, in the shape of the dialect of `path`.
 fn internal_error_on(path: &str) -> Response {
-    if ["/admin/", "/api/messaging/", "/workspaces/", "/upstreams/"].iter().any(|p| path.starts_with(p)) {
+    if ["/admin/", "/api/messaging/", "/workspaces/", "/upstreams/", "/console"].iter().any(|p| path.starts_with(p)) {
         error_for(path, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     } else {
         textingline::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 30500, "internal_error", "internal error")

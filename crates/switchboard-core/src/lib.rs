@@ -9,6 +9,7 @@ pub mod auth;
 mod batch;
 mod channels;
 pub mod committer;
+pub mod console;
 pub mod destinations;
 pub mod dispatcher;
 pub mod guard;

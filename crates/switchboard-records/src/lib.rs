@@ -950,3 +950,57 @@ pub struct SmppDeliveryRecord {
     /// When it may be claimed (again).
     pub next_attempt_at: Timestamp,
 }
+
+/// Who a console session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsolePrincipal {
+    /// The operator, who logged in with the operator token.
+    Operator,
+    /// An account holder, who logged in with one of the account's API keys.
+    Account {
+        /// The account.
+        account: AccountId,
+        /// The key id logged in with: its revocation ends the session.
+        key_id: String,
+    },
+}
+
+/// A session of the web console. The session token itself is never stored, only its keyed
+/// hash, so a copy of the database holds no usable session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRecord {
+    /// HMAC-SHA256 of the session token under the server secret.
+    pub token_hash: Vec<u8>,
+    /// Whose session it is.
+    pub principal: ConsolePrincipal,
+    /// When it began.
+    pub created_at: Timestamp,
+    /// When it ends, however much it is used.
+    pub expires_at: Timestamp,
+    /// When it was last used (kept to within a minute, so a page view rarely writes).
+    pub last_seen_at: Timestamp,
+}
+
+impl fmt::Debug for ConsoleSessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsoleSessionRecord")
+            .field("token_hash", &"<redacted>")
+            .field("principal", &self.principal)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .finish()
+    }
+}
+
+/// Outbound messages created in one time bucket (a minute or an hour) with one current
+/// status, for the console's charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficCount {
+    /// The bucket's start, in milliseconds since the epoch.
+    pub bucket_start: i64,
+    /// The messages' current status.
+    pub status: MessageStatus,
+    /// How many.
+    pub n: i64,
+}

@@ -8,7 +8,7 @@ use switchboard_ledger::Credits;
 use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::ops::{accounts, channels, dispatch, ledger, messages, receipts, retention, smpp, stats, webhooks};
+use crate::ops::{accounts, channels, console, dispatch, ledger, messages, receipts, retention, smpp, stats, webhooks};
 use crate::*;
 
 /// [`messages::accept`] as a grouped operation: concurrent admissions may share its call.
@@ -353,6 +353,52 @@ impl<E: Engine> Store for Db<E> {
     async fn update_webhook(&self, account: AccountId, id: Uuid, change: &WebhookChange) -> Result<WebhookRecord> {
         let change = change.clone();
         self.engine.write(move |tx| Box::pin(async move { webhooks::update(tx, account, id, &change).await })).await
+    }
+
+    async fn create_console_session(&self, session: &ConsoleSessionRecord) -> Result<()> {
+        let session = session.clone();
+        self.engine.write(move |tx| Box::pin(async move { console::create_session(tx, &session).await })).await
+    }
+
+    async fn find_console_session(&self, token_hash: &[u8]) -> Result<Option<ConsoleSessionRecord>> {
+        let hash = token_hash.to_vec();
+        self.engine.read(move |tx| Box::pin(async move { console::find_session(tx, &hash).await })).await
+    }
+
+    async fn touch_console_session(&self, token_hash: &[u8], at: Timestamp) -> Result<()> {
+        let hash = token_hash.to_vec();
+        self.engine.write(move |tx| Box::pin(async move { console::touch_session(tx, &hash, at).await })).await
+    }
+
+    async fn delete_console_session(&self, token_hash: &[u8]) -> Result<bool> {
+        let hash = token_hash.to_vec();
+        self.engine.write(move |tx| Box::pin(async move { console::delete_session(tx, &hash).await })).await
+    }
+
+    async fn purge_console_sessions(&self, now: Timestamp, idle_before: Timestamp) -> Result<u64> {
+        self.engine.write(move |tx| Box::pin(console::purge_sessions(tx, now, idle_before))).await
+    }
+
+    async fn hourly_traffic(
+        &self,
+        account: Option<AccountId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficCount>> {
+        self.engine.read(move |tx| Box::pin(console::hourly_traffic(tx, account, from, to))).await
+    }
+
+    async fn minute_traffic(
+        &self,
+        account: Option<AccountId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficCount>> {
+        self.engine.read(move |tx| Box::pin(console::minute_traffic(tx, account, from, to))).await
+    }
+
+    async fn account_backlog(&self, account: AccountId) -> Result<(i64, i64)> {
+        self.engine.read(move |tx| Box::pin(console::account_backlog(tx, account))).await
     }
 
     async fn create_smpp_credential(&self, credential: &SmppCredentialRecord) -> Result<()> {

@@ -356,6 +356,39 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` if it has no such endpoint.
     async fn delete_webhook(&self, account: AccountId, id: Uuid) -> Result<()>;
 
+    /// Stores a new console session.
+    async fn create_console_session(&self, session: &ConsoleSessionRecord) -> Result<()>;
+    /// Finds a console session by its token's hash, expired or not.
+    async fn find_console_session(&self, token_hash: &[u8]) -> Result<Option<ConsoleSessionRecord>>;
+    /// Notes that a console session was used at `at` (no write when it was already noted as
+    /// late or later).
+    async fn touch_console_session(&self, token_hash: &[u8], at: Timestamp) -> Result<()>;
+    /// Ends a console session; whether there was one.
+    async fn delete_console_session(&self, token_hash: &[u8]) -> Result<bool>;
+    /// Removes the console sessions expired by `now` or unused since before `idle_before`;
+    /// how many.
+    async fn purge_console_sessions(&self, now: Timestamp, idle_before: Timestamp) -> Result<u64>;
+    /// Outbound messages created in `[from, to)` by hour and current status, of one account or
+    /// of all, from the hourly running counts (whole hours: the hours `from` and `to` fall in
+    /// count whole).
+    async fn hourly_traffic(
+        &self,
+        account: Option<AccountId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficCount>>;
+    /// Outbound messages created in `[from, to)` by minute and current status, of one account
+    /// or of all, read from the messages of that range of ids (keep the range short: an hour).
+    async fn minute_traffic(
+        &self,
+        account: Option<AccountId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficCount>>;
+    /// The account's outbound messages waiting (accepted or queued, and scheduled), from its
+    /// running counts.
+    async fn account_backlog(&self, account: AccountId) -> Result<(i64, i64)>;
+
     /// Stores a new SMPP credential (its password already hashed); `Conflict` if its
     /// `system_id` exists, revoked or not.
     async fn create_smpp_credential(&self, credential: &SmppCredentialRecord) -> Result<()>;
@@ -502,7 +535,7 @@ impl Pruned {
 
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

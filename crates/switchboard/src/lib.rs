@@ -214,6 +214,19 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
         None => operator_token_file(&settings.data_dir)?,
     };
     let trusted_proxies = settings.trusted_proxies()?.into();
+    let console = match settings.console {
+        true => switchboard_console::router(
+            core.clone(),
+            switchboard_console::ConsoleConfig {
+                operator_token: operator_token.clone(),
+                sessions: switchboard_core::console::SessionLimits {
+                    lifetime: Duration::from_secs(settings.console_session_hours * 3600),
+                    idle: Duration::from_secs(settings.console_idle_minutes * 60),
+                },
+            },
+        ),
+        false => axum::Router::new(),
+    };
     let state = AppState {
         core: core.clone(),
         trusted_proxies,
@@ -239,7 +252,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<App> {
     };
     Ok(App {
         listener,
-        router: switchboard_api::router(state),
+        router: switchboard_api::router_with(state, console),
         serving,
         core,
         provider,

@@ -105,6 +105,12 @@ pub struct Settings {
     pub default_rate_limit: u32,
     /// How long an access token from `/api/auth/token` lives, in seconds.
     pub token_ttl_secs: u64,
+    /// Whether the web console is served at `/console`.
+    pub console: bool,
+    /// Longest a console session lasts, however much it is used, in hours (1 to 720).
+    pub console_session_hours: u64,
+    /// Longest a console session lasts unused, in minutes (1 up to the session's lifetime).
+    pub console_idle_minutes: u64,
     /// How long after a submission the simulator's delivery receipts come, in ms.
     pub simulator_receipt_delay_ms: u64,
     /// Whether this node delivers webhooks.
@@ -418,6 +424,9 @@ impl Default for Settings {
             max_recipients: 1_000,
             default_rate_limit: 100,
             token_ttl_secs: 900,
+            console: true,
+            console_session_hours: 12,
+            console_idle_minutes: 60,
             simulator_receipt_delay_ms: 1_000,
             webhooks: true,
             webhook_timeout_ms: 10_000,
@@ -604,6 +613,12 @@ impl Settings {
         }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
             bail!("token_ttl_secs must be 1 to 86400");
+        }
+        if self.console_session_hours == 0 || self.console_session_hours > 720 {
+            bail!("console_session_hours must be 1 to 720");
+        }
+        if self.console_idle_minutes == 0 || self.console_idle_minutes > self.console_session_hours * 60 {
+            bail!("console_idle_minutes must be 1 to console_session_hours × 60");
         }
         if self.dispatch_max_attempts == 0 {
             bail!("dispatch_max_attempts must be at least 1");

@@ -7,6 +7,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod channels;
+pub(crate) mod console;
 pub(crate) mod dispatch;
 pub(crate) mod ledger;
 pub(crate) mod messages;
