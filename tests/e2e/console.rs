@@ -10,6 +10,8 @@ on_both_backends!(
     the_operator_and_an_account_holder_log_in,
     a_form_without_the_csrf_token_changes_nothing,
     logout_and_revocation_end_a_session,
+    the_operator_manages_an_account_and_its_holder_sees_only_it,
+    failed_logins_spend_the_apis_failure_budgets,
 );
 
 /// A browser without a browser: keeps the console's cookies by hand.
@@ -181,7 +183,21 @@ async fn a_form_without_the_csrf_token_changes_nothing(backend: Backend) {
     let mut operator = Console::new(&app);
     assert_eq!(operator.login("", OPERATOR_TOKEN).await.status, StatusCode::SEE_OTHER);
 
-    // Logging out is a form: without the token, or with another, it is refused and the
+    // A top-up without the token, or with another session's, is refused and adds nothing.
+    let account = app.admin.create_account("csrf").await.unwrap();
+    let path = format!("/console/accounts/{}/top-up", account.id);
+    let form = [("sms", "500"), ("mms", "0"), ("reason", "forged")];
+    assert_eq!(operator.post(&path, &form).await.status, StatusCode::FORBIDDEN);
+    let mut other = Console::new(&app);
+    other.login("", OPERATOR_TOKEN).await;
+    let other_csrf = Console::csrf(&other.get("/console").await);
+    let mut with_other = form.to_vec();
+    with_other.push(("csrf", &other_csrf));
+    assert_eq!(operator.post(&path, &with_other).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.admin.account(account.id).await.unwrap().sms_credits, 0, "nothing was added");
+    assert!(app.admin.ledger(account.id, 10, None).await.unwrap().data.is_empty());
+
+    // Logging out is a form too: without the token, or with another, it is refused and the
     // session lives on.
     assert_eq!(operator.post("/console/logout", &[]).await.status, StatusCode::FORBIDDEN);
     assert_eq!(operator.post("/console/logout", &[("csrf", "0000")]).await.status, StatusCode::FORBIDDEN);
@@ -222,6 +238,117 @@ async fn logout_and_revocation_end_a_session(backend: Backend) {
     app.admin.revoke_key(tenant.account, key_id).await.unwrap();
     let page = holder.get("/console").await;
     assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/console/login"));
+
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn the_operator_manages_an_account_and_its_holder_sees_only_it(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "console_accounts").await else { return };
+    let app = TestApp::start(db.settings()).await;
+    let tenant = app.provision(10, 0).await;
+    let other = app.provision(10, 0).await;
+
+    let mut operator = Console::new(&app);
+    operator.login("", OPERATOR_TOKEN).await;
+    let list = operator.get("/console/accounts").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&tenant.account.to_string()) && list.body.contains(&other.account.to_string()));
+
+    // A top-up with a reason lands in the ledger, and the page shows the new balance.
+    let page_path = format!("/console/accounts/{}", tenant.account);
+    let page = operator.get(&page_path).await;
+    let csrf = Console::csrf(&page);
+    let done = operator
+        .post(
+            &format!("{page_path}/top-up"),
+            &[("csrf", &csrf), ("sms", "250"), ("mms", "3"), ("reason", "invoice <42>")],
+        )
+        .await;
+    assert_eq!((done.status, done.location()), (StatusCode::SEE_OTHER, format!("{page_path}?done=topped-up").as_str()));
+    let page = operator.get(&format!("{page_path}?done=topped-up")).await;
+    assert!(page.body.contains("id=\"sms-balance\">260<"), "{}", page.body);
+    assert!(page.body.contains("invoice &lt;42&gt;"), "the reason is shown, escaped");
+    let ledger = app.admin.ledger(tenant.account, 10, None).await.unwrap().data;
+    assert_eq!(
+        (ledger[0].sms_delta, ledger[0].mms_delta, ledger[0].reference.as_deref()),
+        (250, 3, Some("invoice <42>"))
+    );
+    // Bad input is refused with words, not a 500.
+    let bad = operator.post(&format!("{page_path}/top-up"), &[("csrf", &csrf), ("sms", "lots"), ("reason", "x")]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // A key made here shows its secret once, and works with the API.
+    let made = operator.post(&format!("{page_path}/keys"), &[("csrf", &csrf), ("name", "console")]).await;
+    assert_eq!(made.status, StatusCode::OK);
+    let between = |from: &str| {
+        let at = made.body.find(from).unwrap() + from.len();
+        made.body[at..].split('<').next().unwrap().to_owned()
+    };
+    let (key_id, secret) = (between("id=\"new-key-id\">"), between("id=\"new-key-secret\">"));
+    let client = switchboard_client::TextingLineClient::new(&app.url, &key_id, &secret).unwrap();
+    assert!(client.balance().await.is_ok(), "the new key works");
+    assert!(!operator.get(&page_path).await.body.contains(&secret), "the secret is never shown again");
+    let revoked = operator.post(&format!("{page_path}/keys/revoke"), &[("csrf", &csrf), ("key_id", &key_id)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(client.balance().await.is_err(), "the revoked key no longer works");
+
+    // The account holder sees the account, without the operator's forms, and nothing of
+    // another account: its page is not found, like an unknown one.
+    let mut holder = Console::new(&app);
+    let (key_id, secret) = tenant.api_key.split_once(':').unwrap();
+    holder.login(key_id, secret).await;
+    let own = holder.get("/console/accounts").await;
+    assert_eq!((own.status, own.location()), (StatusCode::SEE_OTHER, page_path.as_str()));
+    let own = holder.get(&page_path).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert!(own.body.contains("id=\"sms-balance\">260<") && !own.body.contains("top-up"), "{}", own.body);
+    let foreign = holder.get(&format!("/console/accounts/{}", other.account)).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert!(!foreign.body.contains(&other.key_id) && !foreign.body.contains(&other.from));
+    let unknown = holder.get(&format!("/console/accounts/{}", uuid::Uuid::now_v7())).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    // Nor may the holder use the operator's forms, even on the account.
+    let csrf = Console::csrf(&own);
+    let forbidden =
+        holder.post(&format!("{page_path}/top-up"), &[("csrf", &csrf), ("sms", "1"), ("reason", "self-service")]).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.admin.account(tenant.account).await.unwrap().sms_credits, 260);
+
+    app.stop().await;
+    db.remove().await;
+}
+
+async fn failed_logins_spend_the_apis_failure_budgets(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "console_throttle").await else { return };
+    let settings = switchboard::Settings { auth_failures_per_minute: 3, ..db.settings() };
+    let app = TestApp::start(settings).await;
+    let tenant = app.provision(10, 0).await;
+
+    // Wrong operator tokens from one address: refused, then throttled with Retry-After...
+    let mut guesser = Console::new(&app);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(guesser.login("", "guess").await.status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "three failures a minute, then refused");
+    let throttled = guesser.login("", OPERATOR_TOKEN).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "not even the right token passes now");
+    assert!(throttled.headers.contains_key("retry-after"));
+    // ...and the admin API, which counts the operator token's failures in the same budget,
+    // refuses that address too.
+    let (status, _) = switchboard_tests::admin_call(&app, reqwest::Method::GET, "/accounts", None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    // API keys have the API's own budget: wrong secrets are refused, then throttled, and the
+    // TextingLine API then refuses that address as well.
+    let (key_id, _) = tenant.api_key.split_once(':').unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(guesser.login(key_id, "sk_guess").await.status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    assert!(tenant.client.balance().await.is_err(), "the API refuses the address too");
 
     app.stop().await;
     db.remove().await;
