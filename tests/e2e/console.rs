@@ -353,3 +353,225 @@ async fn failed_logins_spend_the_apis_failure_budgets(backend: Backend) {
     app.stop().await;
     db.remove().await;
 }
+
+/// The console in a real browser: Debian's Chromium, headless, driven through chromedriver.
+/// Without chromedriver the test is skipped with a notice, except under `CI`, where it fails.
+/// Each page is saved as a screenshot under `target/console-screenshots/`.
+mod browser {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use fantoccini::{Client, ClientBuilder, Locator};
+    use reqwest::StatusCode;
+    use switchboard_domain::wire::TlSendRequest;
+    use switchboard_tests::{OPERATOR_TOKEN, TestApp, TestDb, eventually};
+
+    use super::Console;
+
+    /// A program on the `PATH`.
+    fn find_program(name: &str) -> Option<PathBuf> {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+    }
+
+    /// chromedriver on a free port, stopped when dropped.
+    struct Driver {
+        child: tokio::process::Child,
+        url: String,
+    }
+
+    impl Driver {
+        /// Starts chromedriver; `None` (with a notice) when it is not installed, outside CI.
+        async fn start() -> Option<Self> {
+            let Some(program) = find_program("chromedriver") else {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "chromedriver is not installed (apt-get install chromium chromium-driver)"
+                );
+                eprintln!("skipping the browser tests: chromedriver is not installed");
+                return None;
+            };
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = tokio::process::Command::new(program)
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start chromedriver");
+            let url = format!("http://127.0.0.1:{port}");
+            let status = format!("{url}/status");
+            eventually("chromedriver answers", Duration::from_secs(20), || {
+                let status = status.clone();
+                async move {
+                    let r = reqwest::get(&status).await.ok()?;
+                    let v: serde_json::Value = r.json().await.ok()?;
+                    (v["value"]["ready"] == true).then_some(())
+                }
+            })
+            .await;
+            Some(Self { child, url })
+        }
+
+        /// A new headless Chromium window of 1280×900.
+        async fn browser(&self) -> Client {
+            let mut options = serde_json::json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"],
+            });
+            if let Some(chromium) = find_program("chromium") {
+                options["binary"] = chromium.display().to_string().into();
+            }
+            let mut caps = serde_json::Map::new();
+            caps.insert("goog:chromeOptions".into(), options);
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&self.url)
+                .await
+                .expect("open a browser session")
+        }
+    }
+
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            let _ = self.child.start_kill();
+        }
+    }
+
+    /// Where screenshots go: `target/console-screenshots/`.
+    fn screenshot_dir() -> PathBuf {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let dir = target.join("console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Saves the whole page (the window grown to its height) as `<name>.png`.
+    async fn screenshot(browser: &Client, name: &str, width: u32) {
+        let height = browser
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(900);
+        browser.set_window_size(width, (height as u32).clamp(600, 4000) + 120).await.unwrap();
+        let png = browser.screenshot().await.expect("screenshot");
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+        browser.set_window_size(1280, 900).await.unwrap();
+    }
+
+    async fn text_of(browser: &Client, css: &str) -> String {
+        browser.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("{css} on the page")).text().await.unwrap()
+    }
+
+    async fn log_in(browser: &Client, base: &str, key_id: &str, secret: &str) {
+        browser.goto(&format!("{base}/console/login")).await.unwrap();
+        browser.find(Locator::Id("key_id")).await.unwrap().send_keys(key_id).await.unwrap();
+        browser.find(Locator::Id("secret")).await.unwrap().send_keys(secret).await.unwrap();
+        browser.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+        browser.wait().for_element(Locator::Css("header.top")).await.expect("logged in");
+    }
+
+    /// The count the overview's per-minute chart gives a series in its legend.
+    async fn minute_count(browser: &Client, series: &str) -> i64 {
+        let css = format!("#minutes figcaption .legend.{series} strong");
+        text_of(browser, &css).await.parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_console_in_a_browser() {
+        let Some(driver) = Driver::start().await else { return };
+        let db = TestDb::new(switchboard_tests::Backend::Sqlite, "console_browser").await.unwrap();
+        // Receipts come soon, so that sent messages turn delivered while the page is watched.
+        let settings = switchboard::Settings { simulator_receipt_delay_ms: 300, ..db.settings() };
+        let app = TestApp::start(settings).await;
+        let base = app.direct_url.clone();
+        let tenant = app.provision(100, 0).await;
+        let other = app.provision(10, 0).await;
+
+        // The operator logs in.
+        let browser = driver.browser().await;
+        browser.goto(&format!("{base}/console")).await.unwrap();
+        assert!(browser.current_url().await.unwrap().path().ends_with("/console/login"), "sent to log in");
+        screenshot(&browser, "login", 1280).await;
+        log_in(&browser, &base, "", OPERATOR_TOKEN).await;
+        assert_eq!(text_of(&browser, "main h1").await, "Overview");
+
+        // Messages sent through the API show on the overview's chart, and turn delivered.
+        for i in 0..6 {
+            let req = TlSendRequest {
+                to: format!("+1800555{:04}", 1000 + i),
+                from: tenant.from.clone(),
+                body: Some(format!("console test {i}")),
+                ..Default::default()
+            };
+            tenant.client.send(&req).await.expect("send");
+        }
+        let b = &browser;
+        eventually("the chart counts the messages delivered", Duration::from_secs(20), || async move {
+            b.refresh().await.ok()?;
+            let (accepted, delivered) = (minute_count(b, "accepted").await, minute_count(b, "delivered").await);
+            (accepted == 6 && delivered == 6).then_some(())
+        })
+        .await;
+        let points = browser
+            .find(Locator::Css("#minutes polyline.accepted"))
+            .await
+            .unwrap()
+            .attr("points")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(points.split(' ').any(|p| !p.ends_with(",197.0")), "a point above the axis: {points}");
+        screenshot(&browser, "overview", 1280).await;
+        screenshot(&browser, "overview-phone", 390).await;
+
+        // The accounts, and a top-up through the form, which the account's ledger shows.
+        browser.goto(&format!("{base}/console/accounts")).await.unwrap();
+        screenshot(&browser, "accounts", 1280).await;
+        browser.goto(&format!("{base}/console/accounts/{}", tenant.account)).await.unwrap();
+        let before: i64 = text_of(&browser, "#sms-balance").await.parse().unwrap();
+        let form = browser.form(Locator::Css("form[action$='/top-up']")).await.unwrap();
+        form.set_by_name("sms", "250").await.unwrap();
+        form.set_by_name("reason", "invoice 2026-031").await.unwrap();
+        form.submit().await.unwrap();
+        browser.wait().for_element(Locator::Css("p.notice.ok")).await.expect("the top-up is confirmed");
+        let after: i64 = text_of(&browser, "#sms-balance").await.parse().unwrap();
+        assert_eq!(after, before + 250);
+        let first_entry = text_of(&browser, "#ledger tbody tr:first-child").await;
+        assert!(first_entry.contains("invoice 2026-031") && first_entry.contains("250"), "{first_entry}");
+        screenshot(&browser, "account", 1280).await;
+
+        browser.goto(&format!("{base}/console/upstreams")).await.unwrap();
+        assert_eq!(text_of(&browser, "main h1").await, "Upstreams");
+        screenshot(&browser, "upstreams", 1280).await;
+
+        // Logging out ends the session: the old cookie, presented again, is refused.
+        let old = browser.get_named_cookie("sb_console").await.unwrap().value().to_owned();
+        browser.find(Locator::Css("header.top form button")).await.unwrap().click().await.unwrap();
+        browser.wait().for_element(Locator::Id("secret")).await.expect("back at the login page");
+        let mut replay = Console::new(&app);
+        replay.cookies.push(("sb_console".into(), old));
+        let page = replay.get("/console").await;
+        assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/console/login"));
+
+        // The account holder logs in with an API key, sees the account, and is refused another.
+        let (key_id, secret) = tenant.api_key.split_once(':').unwrap();
+        log_in(&browser, &base, key_id, secret).await;
+        assert!(text_of(&browser, "p.scope").await.contains("Your account."));
+        assert_eq!(minute_count(&browser, "accepted").await, 6, "the account's own messages");
+        screenshot(&browser, "overview-holder", 1280).await;
+        browser.goto(&format!("{base}/console/accounts/{}", tenant.account)).await.unwrap();
+        assert!(browser.find(Locator::Css("form[action$='/top-up']")).await.is_err(), "no top-up for the holder");
+        screenshot(&browser, "account-holder", 1280).await;
+        browser.goto(&format!("{base}/console/accounts/{}", other.account)).await.unwrap();
+        assert_eq!(text_of(&browser, "main h1").await, "Not found");
+        assert!(!browser.source().await.unwrap().contains(&other.key_id));
+        screenshot(&browser, "holder-refused", 1280).await;
+
+        browser.close().await.unwrap();
+        app.stop().await;
+        db.remove().await;
+    }
+}

@@ -179,7 +179,7 @@ async fn account_page(
                         td { (e.kind.as_str()) }
                         td.num { (e.delta.sms) } td.num { (e.delta.mms) }
                         td.num { (layout::credits(e.balance_after)) }
-                        td { @if let Some(r) = &e.reference { (r) } @else if let Some(m) = e.message_id { "message " code { (m) } } @else { (layout::nothing()) } }
+                        td { @if let Some(r) = &e.reference { (r) } @else if let Some(m) = e.message_id { "message " a href=(format!("/console/messages/{m}")) { code { (m) } } } @else { (layout::nothing()) } }
                     } } }
                 } }
             }

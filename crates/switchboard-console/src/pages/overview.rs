@@ -133,11 +133,11 @@ async fn overview(State(state): State<ConsoleState>, viewer: Viewer) -> PageResu
             div.tile { span.label { "Accepted, 7 days" } span.value { (hours.accepted.iter().sum::<i64>()) } }
             div.tile { span.label { "Upstreams connected" } span.value { (connected) " of " (upstreams.len()) } }
         }
-        section {
+        section #minutes {
             h2 { "Last hour, per minute" }
             (line_chart("Messages per minute, last hour", &minutes.series(), &clock(minute_start), &clock(minute_start + 59 * MINUTE_MS)))
         }
-        section {
+        section #hours {
             h2 { "Last week, per hour" }
             (line_chart("Messages per hour, last week", &hours.series(), &day_hour(hour_start), &day_hour(hour_start + 167 * HOUR_MS)))
         }
