@@ -575,3 +575,110 @@ mod browser {
         db.remove().await;
     }
 }
+
+/// How long the console's pages take on a database of a million messages (SQLite): seeds it
+/// directly (800,000 messages spread over the last week, 200,000 in the last hour, over 20
+/// accounts), then times each page ten times over HTTP and prints the figures. It asserts no
+/// timing: run it by hand, in release for the figures that matter:
+/// `cargo test --release -p switchboard-tests --test e2e console::page_times -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "seeds a million messages and prints page times; run by hand"]
+async fn page_times_on_a_million_messages() {
+    let db = TestDb::new(Backend::Sqlite, "console_page_times").await.unwrap();
+    let app = TestApp::start(db.settings()).await;
+    let mut tenants = Vec::new();
+    for _ in 0..20 {
+        tenants.push(app.provision(1_000, 0).await);
+    }
+    app.stop().await;
+
+    let seeded = std::time::Instant::now();
+    let path = db.url().trim_start_matches("sqlite://").to_owned();
+    let accounts: Vec<uuid::Uuid> = tenants.iter().map(|t| t.account).collect();
+    let seeded_path = path.clone();
+    tokio::task::spawn_blocking(move || seed(&seeded_path, &accounts, 800_000, 200_000)).await.unwrap();
+    eprintln!("seeded 1,000,000 messages in {:.1} s", seeded.elapsed().as_secs_f64());
+    // A copy for timing the queries by hand (`sqlite3 FILE`), when asked for.
+    if let Some(copy) = std::env::var_os("CONSOLE_PAGE_TIMES_COPY") {
+        std::fs::copy(&path, copy).unwrap();
+    }
+
+    let app = TestApp::start(db.settings()).await;
+    let mut operator = Console::new(&app);
+    operator.login("", OPERATOR_TOKEN).await;
+    let mut holder = Console::new(&app);
+    let (key_id, secret) = tenants[0].api_key.split_once(':').unwrap();
+    holder.login(key_id, secret).await;
+    let own = format!("/console/accounts/{}", tenants[0].account);
+    for (who, path) in [
+        ("operator", "/console"),
+        ("operator", "/console/accounts"),
+        ("operator", own.as_str()),
+        ("operator", "/console/upstreams"),
+        ("holder", "/console"),
+        ("holder", own.as_str()),
+    ] {
+        let console = if who == "operator" { &mut operator } else { &mut holder };
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let started = std::time::Instant::now();
+            let page = console.get(path).await;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(page.status, StatusCode::OK, "{path}");
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!("{who:8} {path:60} median {:6.1} ms, max {:6.1} ms", times[5], times[9]);
+    }
+    app.stop().await;
+    db.remove().await;
+}
+
+/// Writes `spread` outbound messages created over the last week and `recent` in the last
+/// hour, round-robin over `accounts`, with their running counts.
+fn seed(path: &str, accounts: &[uuid::Uuid], spread: u64, recent: u64) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let statuses = ["delivered"; 17].iter().chain(&["sent", "failed", "undelivered"]).copied().collect::<Vec<_>>();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO messages (id, account_id, direction, kind, recipient, sender, body, encoding, segments, \
+                 status, sms_charged, mms_charged, next_attempt_at, created_at, updated_at, sent_at) \
+                 VALUES (?1, ?2, 'outbound', 'sms', ?3, '+18005550100', 'seeded', 'gsm7', 1, ?4, 1, 0, ?5, ?5, ?5, ?5)",
+            )
+            .unwrap();
+        for i in 0..spread + recent {
+            let created = if i < spread {
+                now - 7 * 86_400_000 + (i as i64 * 7 * 86_400_000 / spread as i64)
+            } else {
+                now - 3_600_000 + ((i - spread) as i64 * 3_600_000 / recent as i64)
+            };
+            let ts = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                (created / 1000) as u64,
+                ((created % 1000) * 1_000_000) as u32,
+            );
+            let id = uuid::Uuid::new_v7(ts);
+            let account = accounts[i as usize % accounts.len()];
+            let status = statuses[i as usize % statuses.len()];
+            insert
+                .execute(rusqlite::params![
+                    id.as_bytes().to_vec(),
+                    account.as_bytes().to_vec(),
+                    format!("+1800555{:04}", i % 10_000),
+                    status,
+                    created
+                ])
+                .unwrap();
+        }
+    }
+    tx.execute("DELETE FROM message_counts", []).unwrap();
+    tx.execute(
+        "INSERT INTO message_counts (account_id, hour, status, n) SELECT account_id, created_at / 3600000, status, \
+         COUNT(*) FROM messages WHERE direction = 'outbound' GROUP BY account_id, created_at / 3600000, status",
+        [],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use switchboard_domain::{AccountId, Timestamp};
-use switchboard_records::{ConsolePrincipal, ConsoleSessionRecord, TrafficCount};
+use switchboard_records::{ConsolePrincipal, ConsoleSessionRecord, TrafficBucket};
 
 use crate::{AccessError, AuthError, Core, KeyHasher};
 
@@ -198,27 +198,26 @@ impl Core {
         Ok(())
     }
 
-    /// Outbound messages created in `[from, to)` by hour and current status, of one account or
-    /// (`None`) of all.
+    /// Outbound messages created in `[from, to)` by hour and where they stand now, of one
+    /// account or (`None`) of all.
     pub async fn hourly_traffic(
         &self,
         account: Option<AccountId>,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<TrafficCount>, AccessError> {
+    ) -> Result<Vec<TrafficBucket>, AccessError> {
         self.inner.store.hourly_traffic(account, from, to).await.map_err(AccessError::from_storage("statistics"))
     }
 
-    /// Outbound messages created in `[from, to)` (an hour at most) by minute and current
-    /// status, of one account or (`None`) of all.
+    /// Outbound messages created in each of `minutes` minutes (at most 60) from `from`, by
+    /// where they stand now, of one account or (`None`) of all.
     pub async fn minute_traffic(
         &self,
         account: Option<AccountId>,
         from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<TrafficCount>, AccessError> {
-        let to = Timestamp::from_millis(to.millis().min(from.millis() + 3_600_000));
-        self.inner.store.minute_traffic(account, from, to).await.map_err(AccessError::from_storage("statistics"))
+        minutes: u32,
+    ) -> Result<Vec<TrafficBucket>, AccessError> {
+        self.inner.store.minute_traffic(account, from, minutes).await.map_err(AccessError::from_storage("statistics"))
     }
 
     /// The account's outbound messages waiting: (accepted or queued, scheduled).

@@ -993,14 +993,34 @@ impl fmt::Debug for ConsoleSessionRecord {
     }
 }
 
-/// Outbound messages created in one time bucket (a minute or an hour) with one current
-/// status, for the console's charts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrafficCount {
+/// Outbound messages created in one time bucket (a minute or an hour), by where they stand
+/// now, for the console's charts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficBucket {
     /// The bucket's start, in milliseconds since the epoch.
-    pub bucket_start: i64,
-    /// The messages' current status.
-    pub status: MessageStatus,
-    /// How many.
-    pub n: i64,
+    pub start: i64,
+    /// Every message created in it.
+    pub accepted: i64,
+    /// Those taken by an upstream: sent or delivered.
+    pub sent: i64,
+    /// Those delivered.
+    pub delivered: i64,
+    /// Those failed for good: failed, undelivered, expired or canceled.
+    pub failed: i64,
+}
+
+impl TrafficBucket {
+    /// Adds `n` messages in `status`.
+    pub fn add(&mut self, status: MessageStatus, n: i64) {
+        use switchboard_domain::StatusGroup;
+        self.accepted += n;
+        match status.group() {
+            StatusGroup::Sent => self.sent += n,
+            StatusGroup::Failed => self.failed += n,
+            StatusGroup::Pending => {}
+        }
+        if status == MessageStatus::Delivered {
+            self.delivered += n;
+        }
+    }
 }

@@ -384,7 +384,7 @@ impl<E: Engine> Store for Db<E> {
         account: Option<AccountId>,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<TrafficCount>> {
+    ) -> Result<Vec<TrafficBucket>> {
         self.engine.read(move |tx| Box::pin(console::hourly_traffic(tx, account, from, to))).await
     }
 
@@ -392,9 +392,9 @@ impl<E: Engine> Store for Db<E> {
         &self,
         account: Option<AccountId>,
         from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<TrafficCount>> {
-        self.engine.read(move |tx| Box::pin(console::minute_traffic(tx, account, from, to))).await
+        minutes: u32,
+    ) -> Result<Vec<TrafficBucket>> {
+        self.engine.read(move |tx| Box::pin(console::minute_traffic(tx, account, from, minutes))).await
     }
 
     async fn account_backlog(&self, account: AccountId) -> Result<(i64, i64)> {

@@ -368,23 +368,24 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the console sessions expired by `now` or unused since before `idle_before`;
     /// how many.
     async fn purge_console_sessions(&self, now: Timestamp, idle_before: Timestamp) -> Result<u64>;
-    /// Outbound messages created in `[from, to)` by hour and current status, of one account or
-    /// of all, from the hourly running counts (whole hours: the hours `from` and `to` fall in
-    /// count whole).
+    /// Outbound messages created in `[from, to)` by hour and where they stand now, of one
+    /// account or of all, from the hourly running counts (whole hours: the hours `from` and
+    /// `to` fall in count whole); hours without messages are left out.
     async fn hourly_traffic(
         &self,
         account: Option<AccountId>,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<TrafficCount>>;
-    /// Outbound messages created in `[from, to)` by minute and current status, of one account
-    /// or of all, read from the messages of that range of ids (keep the range short: an hour).
+    ) -> Result<Vec<TrafficBucket>>;
+    /// Outbound messages created in each of `minutes` minutes (at most 60) from `from`, by
+    /// where they stand now, of one account or of all, read from the messages of each minute's
+    /// range of ids; minutes without messages are left out.
     async fn minute_traffic(
         &self,
         account: Option<AccountId>,
         from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<TrafficCount>>;
+        minutes: u32,
+    ) -> Result<Vec<TrafficBucket>>;
     /// The account's outbound messages waiting (accepted or queued, and scheduled), from its
     /// running counts.
     async fn account_backlog(&self, account: AccountId) -> Result<(i64, i64)>;

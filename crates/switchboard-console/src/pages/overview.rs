@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
 use maud::{Markup, html};
-use switchboard_domain::{AccountId, StatusGroup, Timestamp};
-use switchboard_records::TrafficCount;
+use switchboard_domain::{AccountId, Timestamp};
+use switchboard_records::TrafficBucket;
 
 use crate::chart::{Series, line_chart};
 use crate::error::PageResult;
@@ -42,7 +42,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// `buckets` buckets of `bucket_ms` from `start`, filled from `counts` (others ignored).
-    pub fn from_counts(counts: &[TrafficCount], start: i64, bucket_ms: i64, buckets: usize) -> Self {
+    pub fn from_buckets(counts: &[TrafficBucket], start: i64, bucket_ms: i64, buckets: usize) -> Self {
         let mut t = Traffic {
             accepted: vec![0; buckets],
             sent: vec![0; buckets],
@@ -50,7 +50,7 @@ impl Traffic {
             failed: vec![0; buckets],
         };
         for c in counts {
-            let offset = c.bucket_start - start;
+            let offset = c.start - start;
             if offset < 0 {
                 continue;
             }
@@ -58,15 +58,10 @@ impl Traffic {
             if i >= buckets {
                 continue;
             }
-            t.accepted[i] += c.n;
-            match c.status.group() {
-                StatusGroup::Sent => t.sent[i] += c.n,
-                StatusGroup::Failed => t.failed[i] += c.n,
-                StatusGroup::Pending => {}
-            }
-            if c.status == switchboard_domain::MessageStatus::Delivered {
-                t.delivered[i] += c.n;
-            }
+            t.accepted[i] += c.accepted;
+            t.sent[i] += c.sent;
+            t.delivered[i] += c.delivered;
+            t.failed[i] += c.failed;
         }
         t
     }
@@ -105,12 +100,7 @@ async fn overview(State(state): State<ConsoleState>, viewer: Viewer) -> PageResu
     let hour_start = now.div_euclid(HOUR_MS) * HOUR_MS - 167 * HOUR_MS;
     let core = &state.core;
     let (minutes, hours) = (
-        core.minute_traffic(
-            account,
-            Timestamp::from_millis(minute_start),
-            Timestamp::from_millis(minute_start + 60 * MINUTE_MS),
-        )
-        .await?,
+        core.minute_traffic(account, Timestamp::from_millis(minute_start), 60).await?,
         core.hourly_traffic(
             account,
             Timestamp::from_millis(hour_start),
@@ -118,8 +108,8 @@ async fn overview(State(state): State<ConsoleState>, viewer: Viewer) -> PageResu
         )
         .await?,
     );
-    let minutes = Traffic::from_counts(&minutes, minute_start, MINUTE_MS, 60);
-    let hours = Traffic::from_counts(&hours, hour_start, HOUR_MS, 168);
+    let minutes = Traffic::from_buckets(&minutes, minute_start, MINUTE_MS, 60);
+    let hours = Traffic::from_buckets(&hours, hour_start, HOUR_MS, 168);
     let backlog = backlog(&state, account).await?;
     let upstreams = state.core.upstreams();
     let connected = upstreams.iter().filter(|u| u.connected).count();
@@ -183,26 +173,18 @@ async fn backlog(state: &ConsoleState, account: Option<AccountId>) -> PageResult
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_domain::MessageStatus;
 
     #[test]
-    fn counts_fall_into_their_buckets_by_status_group() {
-        let c = |bucket_start, status, n| TrafficCount { bucket_start, status, n };
-        let counts = [
-            c(1_000, MessageStatus::Delivered, 3),
-            c(1_000, MessageStatus::Failed, 1),
-            c(1_060, MessageStatus::Queued, 2),
-            c(1_060, MessageStatus::Sent, 4),
-            c(999, MessageStatus::Sent, 100),
-            c(1_180, MessageStatus::Sent, 100),
-        ];
-        let t = Traffic::from_counts(&counts, 1_000, 60, 3);
+    fn buckets_fall_into_place_and_give_the_delivery_rate() {
+        let b = |start, accepted, sent, delivered, failed| TrafficBucket { start, accepted, sent, delivered, failed };
+        let counts = [b(1_000, 4, 3, 3, 1), b(1_060, 6, 4, 0, 0), b(999, 100, 100, 0, 0), b(1_180, 100, 100, 0, 0)];
+        let t = Traffic::from_buckets(&counts, 1_000, 60, 3);
         assert_eq!(t.accepted, vec![4, 6, 0]);
         assert_eq!(t.sent, vec![3, 4, 0]);
         assert_eq!(t.delivered, vec![3, 0, 0]);
         assert_eq!(t.failed, vec![1, 0, 0]);
         // 3 delivered out of 8 decided (7 sent or delivered, 1 failed).
         assert_eq!(t.delivery_rate(), Some(37.5));
-        assert_eq!(Traffic::from_counts(&[], 0, 60, 2).delivery_rate(), None);
+        assert_eq!(Traffic::from_buckets(&[], 0, 60, 2).delivery_rate(), None);
     }
 }

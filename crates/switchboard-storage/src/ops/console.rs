@@ -2,15 +2,15 @@
 //!
 //! The counts are bounded reads that add nothing to the message write path: by the hour from
 //! the running counts (`message_counts`), by the minute from the messages of a range of ids
-//! (ids are time-ordered, so a time range is a range of the primary key, or of
-//! `messages_account` for one account).
+//! (ids are time-ordered, so a minute is a range of the primary key, or of `messages_account`
+//! for one account), at most an hour of them.
 
 use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
 
 use crate::engine::Tx;
 use crate::rows::corrupt;
 use crate::rules::tally::HOUR_MS;
-use crate::{ConsolePrincipal, ConsoleSessionRecord, Result, TrafficCount};
+use crate::{Backend, ConsolePrincipal, ConsoleSessionRecord, Result, TrafficBucket};
 
 const SESSION_COLUMNS: &str = "token_hash, account_id, key_id, created_at, expires_at, last_seen_at";
 
@@ -88,13 +88,13 @@ pub(crate) async fn hourly_traffic(
     account: Option<AccountId>,
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<TrafficCount>> {
+) -> Result<Vec<TrafficBucket>> {
     let (first, end) = (from.millis().div_euclid(HOUR_MS), (to.millis() + HOUR_MS - 1).div_euclid(HOUR_MS));
     let rows: Vec<(i64, String, i64)> = match account {
         Some(a) => {
             tx.fetch_all(
                 "SELECT hour, status, CAST(SUM(n) AS BIGINT) FROM message_counts \
-                 WHERE account_id = $1 AND hour >= $2 AND hour < $3 GROUP BY hour, status",
+                 WHERE account_id = $1 AND hour >= $2 AND hour < $3 GROUP BY hour, status ORDER BY hour",
                 &[a.into(), first.into(), end.into()],
             )
             .await?
@@ -102,58 +102,78 @@ pub(crate) async fn hourly_traffic(
         None => {
             tx.fetch_all(
                 "SELECT hour, status, CAST(SUM(n) AS BIGINT) FROM message_counts \
-                 WHERE hour >= $1 AND hour < $2 GROUP BY hour, status",
+                 WHERE hour >= $1 AND hour < $2 GROUP BY hour, status ORDER BY hour",
                 &[first.into(), end.into()],
             )
             .await?
         }
     };
-    counts(rows, HOUR_MS)
+    let mut buckets: Vec<TrafficBucket> = Vec::new();
+    for (hour, status, n) in rows {
+        let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
+        let start = hour * HOUR_MS;
+        if buckets.last().is_none_or(|b| b.start != start) {
+            buckets.push(TrafficBucket { start, ..TrafficBucket::default() });
+        }
+        if let Some(b) = buckets.last_mut() {
+            b.add(status, n);
+        }
+    }
+    Ok(buckets.into_iter().filter(|b| b.accepted != 0).collect())
 }
 
-/// See [`crate::Store::minute_traffic`].
+/// One minute's counts: all, sent, delivered, failed (the sums are NULL over no rows).
+type MinuteRow = (i64, Option<i64>, Option<i64>, Option<i64>);
+
+/// Most minutes [`minute_traffic`] reads.
+const MAX_MINUTES: u32 = 60;
+
+/// See [`crate::Store::minute_traffic`]: one aggregate per minute over that minute's range
+/// of ids, with no `GROUP BY` (which would sort the rows); a minute's range of ids holds the
+/// messages created in it, give or take clocks that disagree by the milliseconds between
+/// making an id and its creation time.
 pub(crate) async fn minute_traffic(
     tx: &mut impl Tx,
     account: Option<AccountId>,
     from: Timestamp,
-    to: Timestamp,
-) -> Result<Vec<TrafficCount>> {
-    // A creation time may be a little off its id's: a minute of slack on the id range, and the
-    // exact range on the creation time.
-    let slack = 60_000;
-    let low = MessageId::first_at(Timestamp::from_millis(from.millis() - slack));
-    let high = MessageId::first_at(Timestamp::from_millis(to.millis() + slack));
-    let rows: Vec<(i64, String, i64)> = match account {
-        Some(a) => {
-            tx.fetch_all(
-                "SELECT created_at / 60000, status, COUNT(*) FROM messages WHERE account_id = $1 AND id >= $2 \
-                 AND id < $3 AND created_at >= $4 AND created_at < $5 AND direction = 'outbound' \
-                 GROUP BY created_at / 60000, status",
-                &[a.into(), low.into(), high.into(), from.into(), to.into()],
-            )
-            .await?
+    minutes: u32,
+) -> Result<Vec<TrafficBucket>> {
+    let sums = match tx.backend() {
+        // SQLite counts a comparison as 0 or 1, more cheaply than a CASE.
+        Backend::Sqlite => {
+            "COUNT(*), SUM(status IN ('sent', 'delivered')), SUM(status = 'delivered'), \
+             SUM(status IN ('failed', 'undelivered', 'expired', 'canceled'))"
         }
-        None => {
-            tx.fetch_all(
-                "SELECT created_at / 60000, status, COUNT(*) FROM messages WHERE id >= $1 AND id < $2 \
-                 AND created_at >= $3 AND created_at < $4 AND direction = 'outbound' \
-                 GROUP BY created_at / 60000, status",
-                &[low.into(), high.into(), from.into(), to.into()],
-            )
-            .await?
+        Backend::Postgres => {
+            "COUNT(*), COUNT(*) FILTER (WHERE status IN ('sent', 'delivered')), \
+             COUNT(*) FILTER (WHERE status = 'delivered'), \
+             COUNT(*) FILTER (WHERE status IN ('failed', 'undelivered', 'expired', 'canceled'))"
         }
     };
-    counts(rows, 60_000)
-}
-
-fn counts(rows: Vec<(i64, String, i64)>, bucket_ms: i64) -> Result<Vec<TrafficCount>> {
-    rows.into_iter()
-        .filter(|(_, _, n)| *n != 0)
-        .map(|(bucket, status, n)| {
-            let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
-            Ok(TrafficCount { bucket_start: bucket * bucket_ms, status, n })
-        })
-        .collect()
+    let scope = if account.is_some() { "account_id = $3 AND " } else { "" };
+    let sql = format!("SELECT {sums} FROM messages WHERE {scope}id >= $1 AND id < $2 AND direction = 'outbound'");
+    let mut buckets = Vec::new();
+    for minute in 0..i64::from(minutes.min(MAX_MINUTES)) {
+        let start = from.millis() + minute * 60_000;
+        let low = MessageId::first_at(Timestamp::from_millis(start));
+        let high = MessageId::first_at(Timestamp::from_millis(start + 60_000));
+        let mut params = vec![low.into(), high.into()];
+        if let Some(a) = account {
+            params.push(a.into());
+        }
+        let row: Option<MinuteRow> = tx.fetch_optional(&sql, &params).await?;
+        let (accepted, sent, delivered, failed) = row.unwrap_or_default();
+        if accepted != 0 {
+            buckets.push(TrafficBucket {
+                start,
+                accepted,
+                sent: sent.unwrap_or(0),
+                delivered: delivered.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+            });
+        }
+    }
+    Ok(buckets)
 }
 
 /// See [`crate::Store::account_backlog`]: the account's messages waiting, from its running

@@ -60,6 +60,7 @@ macro_rules! contract {
 }
 
 mod connect;
+mod console;
 mod destinations;
 mod numbers;
 mod pending_parts;
