@@ -10,6 +10,7 @@ mod console;
 mod contract;
 mod destinations;
 mod guessing;
+mod inspect;
 mod keys;
 mod lifecycle;
 mod mudbase;

@@ -353,6 +353,11 @@ impl Receiver {
         self.state.overlapped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Answers 500 to the next `n` requests (0: answers 204 from now on).
+    pub fn set_fail_first(&self, n: usize) {
+        self.state.fail_first.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Changes the delay of later answers.
     pub fn set_delay(&self, delay: Duration) {
         self.state.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);

@@ -9,17 +9,19 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use switchboard_domain::MessageId;
+use switchboard_core::{MessageDetail, Viewer};
 use switchboard_domain::wire::{
     Account, AdminErrorBody, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel,
     CreateSender, CreateSmppCredential, CreateTemplate, CreateTemplateVersion, LedgerEntry, MAX_ALLOWED_COUNTRIES,
-    Message, OptOut, OptOutRequest, Page, Sender, SmppBind, SmppCredential, SmppCredentialCreated, StatusEvent,
-    Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
+    MAX_LOW_BALANCE_THRESHOLD, Message, OptOut, OptOutRequest, Page, SearchPage, Sender, SmppBind, SmppCredential,
+    SmppCredentialCreated, StatusEvent, Template, TemplateVersion, TopUp, UpdateAccount, UpdateChannel, UpdateSender,
+    UpdateTemplateVersion,
 };
-use switchboard_ledger::Credits;
+use switchboard_domain::{Dialect, MessageId, MessageStatus, Msisdn, Timestamp};
+use switchboard_ledger::{Credits, EntryKind};
 use switchboard_records::{
-    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerRecord, OptOutRecord, SenderChange, SenderRecord,
-    SmppCredentialRecord, TemplateRecord, TemplateVersionRecord,
+    AccountRecord, ApiKeyRecord, ChannelRecord, LedgerFilter, LedgerRecord, MessageFilter, OptOutRecord, Scanned,
+    SenderChange, SenderRecord, SmppCredentialRecord, TemplateRecord, TemplateVersionRecord,
 };
 use uuid::Uuid;
 
@@ -51,6 +53,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/accounts/{account}/templates/{template}", get(get_template))
         .route("/admin/v1/accounts/{account}/templates/{template}/versions", post(add_template_version))
         .route("/admin/v1/accounts/{account}/templates/{template}/versions/{version}", patch(update_template_version))
+        .route("/admin/v1/messages", get(search_messages))
         .route("/admin/v1/messages/{id}", get(get_message))
 }
 
@@ -64,6 +67,7 @@ pub(crate) fn account_wire(a: &AccountRecord) -> Account {
         refund_carrier_failures: a.refund_carrier_failures,
         allowed_countries: a.destinations.allowed_regions.as_ref().map(|set| set.iter().copied().collect()),
         accept_fixed_or_mobile: a.destinations.fixed_or_mobile,
+        low_balance_threshold: a.low_balance_threshold,
         created_at: a.created_at,
     }
 }
@@ -89,7 +93,7 @@ fn sender_wire(s: &SenderRecord) -> Sender {
     }
 }
 
-fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
+pub(crate) fn ledger_wire(e: &LedgerRecord) -> LedgerEntry {
     LedgerEntry {
         id: e.id,
         kind: e.kind.as_str().to_owned(),
@@ -213,9 +217,9 @@ pub(crate) async fn get_account(
 }
 
 /// Change an account's settings: its Mudbase request rate limit, whether messages the
-/// carrier reports undelivered or failed are refunded, the countries it sends to, and whether
-/// it accepts fixed-or-mobile numbers.
-#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = UpdateAccount, example = json!({"rateLimit": 500, "refundCarrierFailures": true, "allowedCountries": ["US", "CA"], "acceptFixedOrMobile": true})),
+/// carrier reports undelivered or failed are refunded, the countries it sends to, whether
+/// it accepts fixed-or-mobile numbers, and its low-balance threshold.
+#[utoipa::path(patch, path = "/admin/v1/accounts/{account}", tag = "Admin", params(("account" = Uuid, Path)), request_body(content = UpdateAccount, example = json!({"rateLimit": 500, "refundCarrierFailures": true, "allowedCountries": ["US", "CA"], "acceptFixedOrMobile": true, "lowBalanceThreshold": 1000})),
     security(("operator" = [])), responses((status = 200, body = Account), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn update_account(
     State(s): State<AppState>,
@@ -226,6 +230,12 @@ pub(crate) async fn update_account(
     let account = account_id(&account)?;
     if req.allowed_countries.as_ref().and_then(Option::as_ref).is_some_and(|l| l.len() > MAX_ALLOWED_COUNTRIES) {
         return Err(ApiError::invalid(format!("allowedCountries: at most {MAX_ALLOWED_COUNTRIES} countries")));
+    }
+    // Checked before anything changes, so that a refused request changes nothing.
+    if req.low_balance_threshold.flatten().is_some_and(|t| !(1..=MAX_LOW_BALANCE_THRESHOLD).contains(&t)) {
+        return Err(ApiError::invalid(format!(
+            "lowBalanceThreshold: must be 1 to {MAX_LOW_BALANCE_THRESHOLD} SMS credits, or null for none"
+        )));
     }
     let mut record = match req.rate_limit {
         Some(limit) => s.core.set_rate_limit(account, limit).await?,
@@ -243,6 +253,9 @@ pub(crate) async fn update_account(
             destinations.fixed_or_mobile = accept;
         }
         record = s.core.set_destinations(account, destinations).await?;
+    }
+    if let Some(threshold) = req.low_balance_threshold {
+        record = s.core.set_low_balance_threshold(account, threshold).await?;
     }
     Ok(Json(account_wire(&record)))
 }
@@ -448,18 +461,94 @@ pub(crate) async fn balance(
     Ok(Json(Balance { sms_credits: a.balance.sms, mms_credits: a.balance.mms }))
 }
 
-/// List an account's ledger entries, newest first.
-#[utoipa::path(get, path = "/admin/v1/accounts/{account}/ledger", tag = "Admin", params(("account" = Uuid, Path), PageParams),
-    security(("operator" = [])), responses((status = 200, body = Page<LedgerEntry>), (status = 404, body = AdminErrorBody)))]
+/// Filters and paging of an account's ledger.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LedgerParams {
+    /// Items per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+    /// Only entries of this kind: `topup`, `charge` or `refund`.
+    kind: Option<String>,
+    /// Only entries made at or after this time (RFC 3339, or a date).
+    from: Option<String>,
+    /// Only entries made before this time (RFC 3339, or a date).
+    to: Option<String>,
+    /// Only the entries of this message (its charge and refund).
+    message: Option<String>,
+}
+
+impl LedgerParams {
+    /// The filter these parameters name; a value that does not parse is a bad request.
+    pub(crate) fn filter(&self) -> Result<LedgerFilter, ApiError> {
+        Ok(LedgerFilter {
+            kind: self
+                .kind
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(|k| EntryKind::parse(k).ok_or_else(|| ApiError::invalid("kind: one of topup, charge, refund")))
+                .transpose()?,
+            message: self
+                .message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| m.parse::<MessageId>().map_err(|_| ApiError::invalid("message: not a message id")))
+                .transpose()?,
+            from: time_param("from", self.from.as_deref())?,
+            to: time_param("to", self.to.as_deref())?,
+        })
+    }
+}
+
+/// An optional time parameter: RFC 3339 or a date; empty is absent.
+pub(crate) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            Timestamp::parse_lenient(v)
+                .ok_or_else(|| ApiError::invalid(format!("{name}: not a time (RFC 3339, e.g. 2026-03-15T14:30:00Z)")))
+        })
+        .transpose()
+}
+
+/// A search page on the wire, with its cursor.
+pub(crate) fn search_page<R, W>(
+    found: Scanned<R>,
+    cursor: impl Fn(Uuid) -> String,
+    wire: impl Fn(&R) -> W,
+) -> SearchPage<W> {
+    SearchPage {
+        data: found.items.iter().map(wire).collect(),
+        next_cursor: found.next.map(cursor),
+        capped: found.capped,
+    }
+}
+
+/// List an account's ledger entries, newest first, each with its cause (the message it
+/// charged or refunded, or a top-up's reference), optionally only those of one kind, one
+/// message or a time range. Filtered by kind or time, a page examines at most 20,000 entries:
+/// see `capped`.
+#[utoipa::path(get, path = "/admin/v1/accounts/{account}/ledger", tag = "Admin", params(("account" = Uuid, Path), LedgerParams),
+    security(("operator" = [])), responses((status = 200, body = SearchPage<LedgerEntry>), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn ledger(
     State(s): State<AppState>,
     _: Operator,
     Path(account, ..): Path<String, ApiError>,
-    Query(p, ..): Query<PageParams, ApiError>,
-) -> AdminResult<Json<Page<LedgerEntry>>> {
-    let limit = p.limit()?;
-    let items = s.core.ledger(account_id(&account)?, p.cursor::<Uuid>()?, limit + 1).await?;
-    Ok(Json(page(items, limit, |e| e.id.to_string(), ledger_wire)))
+    Query(p, ..): Query<LedgerParams, ApiError>,
+) -> AdminResult<Json<SearchPage<LedgerEntry>>> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be 1 to 1000"));
+    }
+    let before = p
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<Uuid>().map_err(|_| ApiError::invalid("cursor: not a cursor from this API")))
+        .transpose()?;
+    let found = s.core.ledger_entries(Viewer::Operator, account_id(&account)?, &p.filter()?, before, limit).await?;
+    Ok(Json(search_page(found, |id| id.to_string(), ledger_wire)))
 }
 
 /// Suppress a recipient for one of the account's senders.
@@ -517,7 +606,101 @@ pub(crate) async fn list_messages(
     Ok(Json(page(items, limit, |m| m.id.to_string(), message_wire)))
 }
 
-/// Read any message with its status history.
+/// Filters and paging of a message search.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchParams {
+    /// Items per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+    /// The message with this id (`msg_…`), if it matches the other filters.
+    id: Option<String>,
+    /// Only this account's messages.
+    account: Option<String>,
+    /// Only messages to this number, E.164, matched whole (never as a prefix).
+    recipient: Option<String>,
+    /// Only messages in this status.
+    status: Option<String>,
+    /// Only messages that came this way: `textingline`, `mudbase`, `bird`, `smpp`, `reply`
+    /// (a keyword's answer) or `inbound`.
+    dialect: Option<String>,
+    /// Only messages created at or after this time (RFC 3339, or a date).
+    from: Option<String>,
+    /// Only messages created before this time (RFC 3339, or a date).
+    to: Option<String>,
+}
+
+impl SearchParams {
+    /// The page size; out of 1 to 1000 is a bad request.
+    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if (1..=1000).contains(&limit) { Ok(limit) } else { Err(ApiError::invalid("limit: must be 1 to 1000")) }
+    }
+
+    /// The cursor, the message id and the filter these parameters name; a value that does not
+    /// parse is a bad request.
+    pub(crate) fn query(&self) -> Result<(Option<MessageId>, Option<MessageId>, MessageFilter), ApiError> {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        let message_id = |name: &str, v: Option<String>| {
+            v.map(|v| v.trim().parse::<MessageId>().map_err(|_| ApiError::invalid(format!("{name}: not a message id"))))
+                .transpose()
+        };
+        let cursor = message_id("cursor", given(&self.cursor))?;
+        let id = message_id("id", given(&self.id))?;
+        let filter = MessageFilter {
+            account: given(&self.account)
+                .map(|a| uuid_param("account", a.trim()).map(switchboard_domain::AccountId::from_uuid))
+                .transpose()?,
+            recipient: given(&self.recipient)
+                .map(|r| {
+                    Msisdn::parse(r.trim())
+                        .map_err(|_| ApiError::invalid("recipient: not an E.164 number (+ and 8 to 15 digits)"))
+                })
+                .transpose()?,
+            status: given(&self.status)
+                .map(|st| {
+                    MessageStatus::parse(st.trim()).ok_or_else(|| {
+                        let known: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
+                        ApiError::invalid(format!("status: one of {}", known.join(", ")))
+                    })
+                })
+                .transpose()?,
+            dialect: given(&self.dialect)
+                .map(|d| {
+                    Dialect::parse(d.trim()).ok_or_else(|| {
+                        let known: Vec<&str> = Dialect::ALL.iter().map(|d| d.as_str()).collect();
+                        ApiError::invalid(format!("dialect: one of {}", known.join(", ")))
+                    })
+                })
+                .transpose()?,
+            from: time_param("from", self.from.as_deref())?,
+            to: time_param("to", self.to.as_deref())?,
+        };
+        Ok((cursor, id, filter))
+    }
+}
+
+/// Find messages of every account, newest first: one by id, or by account, recipient
+/// (matched whole), status, dialect and time range. A page examines at most 20,000 messages of
+/// the time range (ids are time-ordered, so a narrower range searches further back): see
+/// `capped`.
+#[utoipa::path(get, path = "/admin/v1/messages", tag = "Admin", params(SearchParams), security(("operator" = [])),
+    responses((status = 200, body = SearchPage<Message>), (status = 400, body = AdminErrorBody)))]
+pub(crate) async fn search_messages(
+    State(s): State<AppState>,
+    _: Operator,
+    Query(p, ..): Query<SearchParams, ApiError>,
+) -> AdminResult<Json<SearchPage<Message>>> {
+    let limit = p.limit()?;
+    let (cursor, id, filter) = p.query()?;
+    let found = s.core.find_messages(Viewer::Operator, id, &filter, cursor, limit).await?;
+    Ok(Json(search_page(found, |id| MessageId::from_uuid(id).to_string(), message_wire)))
+}
+
+/// Read any message with its status history, parts, charge and refund, and webhook
+/// deliveries with their attempts.
 #[utoipa::path(get, path = "/admin/v1/messages/{id}", tag = "Admin", params(("id" = String, Path)), security(("operator" = [])),
     responses((status = 200, body = Message), (status = 404, body = AdminErrorBody)))]
 pub(crate) async fn get_message(
@@ -527,17 +710,25 @@ pub(crate) async fn get_message(
 ) -> AdminResult<Json<Message>> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "message not found");
     let id: MessageId = id.parse().map_err(|_| not_found())?;
-    let record = s.core.any_message(id).await?;
-    let mut message = message_wire(&record);
-    message.events = s
-        .core
-        .message_events(id)
-        .await?
-        .into_iter()
-        .map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type })
+    let detail = s.core.message_detail(Viewer::Operator, id).await?;
+    Ok(Json(message_detail_wire(&detail)))
+}
+
+/// A message with everything recorded about it, as the admin API shows it.
+pub(crate) fn message_detail_wire(d: &MessageDetail) -> Message {
+    let mut message = message_wire(&d.message);
+    message.events =
+        d.events.iter().map(|e| StatusEvent { status: e.status, at: e.at, error_type: e.error_type }).collect();
+    message.parts = d.parts.iter().map(part_wire).collect();
+    message.ledger = d.ledger.iter().map(ledger_wire).collect();
+    message.webhook_deliveries = d
+        .deliveries
+        .iter()
+        .map(|(delivery, attempts)| {
+            crate::lifecycle::delivery_wire(delivery, attempts.iter().map(crate::lifecycle::attempt_wire).collect())
+        })
         .collect();
-    message.parts = s.core.message_parts(id).await?.iter().map(part_wire).collect();
-    Ok(Json(message))
+    message
 }
 
 /// Create a channel sending from one of the account's senders; it can send MMS when its

@@ -9,8 +9,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use switchboard_core::{Inbound, NewWebhook, WebhookUpdate};
 use switchboard_domain::wire::webhooks::{
-    CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts, NotificationSecret, ReceiptResults,
-    UpdateWebhook, Upstream, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    BalanceLowData, BalanceLowEvent, CreateWebhook, EventMessage, InboundResult, InjectInbound, InjectReceipts,
+    NotificationSecret, ReceiptResults, UpdateWebhook, Upstream, Webhook, WebhookAttempt, WebhookDelivery,
+    WebhookEvent,
 };
 use switchboard_domain::wire::{AdminErrorBody, Page};
 use switchboard_domain::{EventId, EventType, MessageId, MessageStatus, Timestamp};
@@ -35,6 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/admin/v1/accounts/{account}/notification-secret", get(notification_secret))
         .route("/admin/v1/accounts/{account}/webhook-deliveries", get(list_deliveries))
+        .route("/admin/v1/webhook-deliveries/{event}/retry", post(retry_delivery))
         .route("/admin/v1/upstreams", get(list_upstreams))
         .route("/admin/v1/simulator/inbound", post(inject_inbound))
         .route("/admin/v1/simulator/receipts", post(inject_receipts))
@@ -237,7 +239,41 @@ pub(crate) async fn list_deliveries(
     Ok(Json(Page { data, next_cursor }))
 }
 
-fn attempt_wire(a: &AttemptRecord) -> WebhookAttempt {
+/// Which of an event's deliveries to resend.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryParams {
+    /// Only the delivery to this endpoint; absent: every failed delivery of the event
+    /// (including one to the message's own notification URL).
+    webhook: Option<String>,
+}
+
+/// Resend a failed webhook delivery: make it due at once with a fresh budget (its retry period
+/// and backoff start over; its attempts so far stay in its log). Only a failed delivery can be
+/// resent, once: while it is pending again, another resend is refused with 409.
+#[utoipa::path(post, path = "/admin/v1/webhook-deliveries/{event}/retry", tag = "Admin", params(("event" = String, Path, description = "The event id (evt_…)"), RetryParams),
+    security(("operator" = [])), responses((status = 200, description = "The deliveries made due", body = Page<WebhookDelivery>),
+    (status = 404, body = AdminErrorBody), (status = 409, description = "None of the deliveries is failed", body = AdminErrorBody)))]
+pub(crate) async fn retry_delivery(
+    State(s): State<AppState>,
+    _: Operator,
+    Path(event, ..): Path<String, ApiError>,
+    Query(p, ..): Query<RetryParams, ApiError>,
+) -> AdminResult<Json<Page<WebhookDelivery>>> {
+    let event: EventId =
+        event.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "delivery not found"))?;
+    let endpoint = p.webhook.as_deref().map(|w| uuid_param("webhook", w)).transpose()?;
+    let resent = s.core.resend_deliveries(event, endpoint).await?;
+    let mut data = Vec::with_capacity(resent.len());
+    for d in &resent {
+        let attempts = s.core.delivery_attempts(d.event_id, &d.target).await?;
+        data.push(delivery_wire(d, attempts.iter().map(attempt_wire).collect()));
+    }
+    Ok(Json(Page { data, next_cursor: None }))
+}
+
+pub(crate) fn attempt_wire(a: &AttemptRecord) -> WebhookAttempt {
     WebhookAttempt {
         attempt: a.attempt,
         at: a.at,
@@ -247,7 +283,7 @@ fn attempt_wire(a: &AttemptRecord) -> WebhookAttempt {
     }
 }
 
-fn delivery_wire(d: &DeliveryRecord, attempt_log: Vec<WebhookAttempt>) -> WebhookDelivery {
+pub(crate) fn delivery_wire(d: &DeliveryRecord, attempt_log: Vec<WebhookAttempt>) -> WebhookDelivery {
     WebhookDelivery {
         event_id: d.event_id,
         endpoint_id: d.endpoint_id,
@@ -388,8 +424,9 @@ pub(crate) async fn inject_receipts(
     Ok(Json(ReceiptResults { results }))
 }
 
-/// The bodies of webhook events: Switchboard's own event for an account's endpoints, and
-/// Bird's `{service, event, payload}` for a message's own notification URL (Bird's
+/// The bodies of webhook events: Switchboard's own event for an account's endpoints (a
+/// [`WebhookEvent`] about a message, or a [`BalanceLowEvent`]), and Bird's
+/// `{service, event, payload}` for a message's own notification URL (Bird's
 /// `notification.url`), whose payload is the Bird message object.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WebhookRender;
@@ -401,7 +438,19 @@ impl Render for WebhookRender {
         let failure = matches!(d.status, MessageStatus::Failed | MessageStatus::Undelivered | MessageStatus::Expired);
         let taken = matches!(d.status, MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Undelivered)
             || (d.status == MessageStatus::Failed && m.sent_at.is_some());
-        let body = if d.endpoint_id.is_some() {
+        let body = if let Some(low) = d.balance_low {
+            serde_json::to_vec(&BalanceLowEvent {
+                id: d.event_id,
+                kind: d.event_type,
+                created_at: d.occurred_at,
+                data: BalanceLowData {
+                    account_id: d.account_id.as_uuid(),
+                    sms_credits: low.sms_credits,
+                    low_balance_threshold: low.threshold,
+                    message_id: d.message_id,
+                },
+            })
+        } else if d.endpoint_id.is_some() {
             serde_json::to_vec(&WebhookEvent {
                 id: d.event_id,
                 kind: d.event_type,

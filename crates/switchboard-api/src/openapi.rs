@@ -46,6 +46,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         admin::list_opt_outs,
         admin::remove_opt_out,
         admin::list_messages,
+        admin::search_messages,
         admin::get_message,
         lifecycle::create_webhook,
         lifecycle::list_webhooks,
@@ -54,6 +55,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         lifecycle::delete_webhook,
         lifecycle::notification_secret,
         lifecycle::list_deliveries,
+        lifecycle::retry_delivery,
         lifecycle::list_upstreams,
         lifecycle::upstream_callback,
         lifecycle::inject_inbound,
@@ -71,6 +73,7 @@ use crate::{admin, bird, lifecycle, mudbase, textingline};
         crate::ready,
         crate::metrics,
     ),
+    components(schemas(switchboard_domain::wire::webhooks::BalanceLowEvent)),
     modifiers(&Security, &Contract),
     tags((name = "TextingLine", description = "POST /api/v1/messaging/message and reading messages back"), (name = "Mudbase", description = "Multi-recipient SMS, history and statistics, as Mudbase's messaging API"), (name = "Bird channels", description = "Sending on SMS channels, as Bird's Channels API"), (name = "Admin", description = "Operator API"), (name = "Simulator", description = "Stand-ins for a carrier: inbound messages and delivery receipts"), (name = "Upstreams", description = "Delivery outcomes from HTTP upstreams"), (name = "Operations", description = "Health, readiness and metrics"))
 )]

@@ -177,6 +177,9 @@ pub(crate) fn message_wire(m: &MessageRecord) -> Message {
             number_type: d.number_type,
             country: d.region,
         }),
+        dialect: Some(m.dialect()),
+        ledger: Vec::new(),
+        webhook_deliveries: Vec::new(),
     }
 }
 

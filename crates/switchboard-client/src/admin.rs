@@ -146,6 +146,13 @@ impl AdminClient {
         self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&change)).await
     }
 
+    /// Sets the SMS balance below which a charge posts `account.balance_low` (`None`: no
+    /// alert).
+    pub async fn set_low_balance_threshold(&self, id: Uuid, threshold: Option<i64>) -> Result<Account> {
+        let change = UpdateAccount { low_balance_threshold: Some(threshold), ..UpdateAccount::default() };
+        self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(&change)).await
+    }
+
     /// Changes an account's settings: the fields of `change` that are set.
     pub async fn update_account(&self, id: Uuid, change: &UpdateAccount) -> Result<Account> {
         self.call(Method::PATCH, &format!("/admin/v1/accounts/{id}"), Some(change)).await

@@ -125,7 +125,7 @@ pub use uuid::Uuid;
 /// Checking the webhooks the server sends: [`Verifier`](webhooks::Verifier) from
 /// `switchboard-signing`, and the bodies it posts.
 pub mod webhooks {
-    pub use switchboard_domain::wire::webhooks::{EventMessage, WebhookEvent};
+    pub use switchboard_domain::wire::webhooks::{BalanceLowData, BalanceLowEvent, EventMessage, WebhookEvent};
     pub use switchboard_signing::receiving::{DEFAULT_TOLERANCE, SignedHeaders, Verifier, VerifyError};
     pub use switchboard_signing::signing::{ID_HEADER, SIGNATURE_HEADER, Secret, SecretError, TIMESTAMP_HEADER};
 }

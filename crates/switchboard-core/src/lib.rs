@@ -13,6 +13,7 @@ pub mod console;
 pub mod destinations;
 pub mod dispatcher;
 pub mod guard;
+pub mod inspect;
 pub mod keys;
 pub mod lifecycle;
 pub mod ratelimit;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use switchboard_domain::wire::MAX_LOW_BALANCE_THRESHOLD;
 use switchboard_domain::{
     AccountDestinations, AccountId, DestinationRules, ErrorType, MessageId, MessageStatus, Msisdn, SenderId, Timestamp,
 };
@@ -49,6 +51,7 @@ pub use channels::{
 pub use committer::{CommitError, Committer};
 pub use dispatcher::DispatcherConfig;
 pub use guard::{AuthGuard, GuardConfig};
+pub use inspect::{MessageDetail, Viewer};
 pub use keys::{KeysError, ServerKeys, sealed_key_id};
 pub use lifecycle::{Inbound, Keyword, KeywordReplies};
 pub use ratelimit::{RateLimiter, RetryAfter, StoreLimits};
@@ -607,6 +610,21 @@ impl Core {
     /// failed.
     pub async fn set_refund_carrier_failures(&self, id: AccountId, refund: bool) -> Result<AccountRecord, AccessError> {
         self.inner.store.set_refund_carrier_failures(id, refund).await.map_err(AccessError::from_storage("account"))
+    }
+
+    /// Sets the SMS balance below which a charge posts `account.balance_low` (`None`: no
+    /// alert): 1 to [`MAX_LOW_BALANCE_THRESHOLD`] SMS credits.
+    pub async fn set_low_balance_threshold(
+        &self,
+        id: AccountId,
+        threshold: Option<i64>,
+    ) -> Result<AccountRecord, AccessError> {
+        if threshold.is_some_and(|t| !(1..=MAX_LOW_BALANCE_THRESHOLD).contains(&t)) {
+            return Err(AccessError::Invalid(format!(
+                "lowBalanceThreshold: must be 1 to {MAX_LOW_BALANCE_THRESHOLD} SMS credits, or null for none"
+            )));
+        }
+        self.inner.store.set_low_balance_threshold(id, threshold).await.map_err(AccessError::from_storage("account"))
     }
 
     /// Sets the countries an account sends to and whether it accepts fixed-or-mobile numbers.

@@ -21,7 +21,7 @@ pub mod wire;
 pub use destination::{AccountDestinations, Destination, DestinationRules, NumberType, Region, RegionError};
 pub use encoding::{Encoding, TextInfo, UnsupportedCharacter};
 pub use ids::{AccountId, BatchId, EventId, IdError, MessageId};
-pub use message::{Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
+pub use message::{Dialect, Direction, ErrorType, EventType, MessageKind, MessageStatus, StatusGroup};
 pub use phone::{Alphanumeric, Msisdn, PhoneError, SenderId};
 pub use sealed::SealedSecret;
 pub use timestamp::Timestamp;

@@ -137,7 +137,8 @@ pub enum StatusGroup {
 }
 
 string_enum! {
-    /// What a webhook event reports: a message entering a status, or an inbound message.
+    /// What a webhook event reports: a message entering a status, an inbound message, or an
+    /// account's balance falling below its low-balance threshold.
     EventType {
         /// Stored and charged.
         Accepted = "message.accepted",
@@ -157,6 +158,9 @@ string_enum! {
         Canceled = "message.canceled",
         /// Received from a handset.
         Inbound = "message.inbound",
+        /// A charge took the account's SMS balance from at or above its low-balance threshold
+        /// to below it.
+        BalanceLow = "account.balance_low",
     }
 }
 
@@ -176,6 +180,25 @@ impl EventType {
             MessageStatus::Canceled => EventType::Canceled,
             MessageStatus::Received => EventType::Inbound,
         })
+    }
+}
+
+string_enum! {
+    /// Where a message came from: the API (dialect) that sent it, a handset, or the gateway's
+    /// own keyword reply. Not stored: it follows from what is (see `MessageRecord::dialect`).
+    Dialect {
+        /// TextingLine's `POST /api/v1/messaging/message`.
+        TextingLine = "textingline",
+        /// Mudbase's multi-recipient send.
+        Mudbase = "mudbase",
+        /// A Bird channel.
+        Bird = "bird",
+        /// An ESME bound to the SMPP server.
+        Smpp = "smpp",
+        /// The gateway's automatic answer to a keyword (STOP, START, HELP).
+        Reply = "reply",
+        /// Received from a handset.
+        Inbound = "inbound",
     }
 }
 
@@ -243,7 +266,13 @@ mod tests {
         for e in EventType::ALL {
             assert_eq!(EventType::parse(e.as_str()), Some(*e));
         }
+        // Every event type but the account's balance event is a message entering a status.
         let raised: Vec<_> = MessageStatus::ALL.iter().filter_map(|s| EventType::for_status(*s)).collect();
-        assert_eq!(raised.len(), EventType::ALL.len());
+        assert_eq!(raised.len(), EventType::ALL.len() - 1);
+        assert!(!raised.contains(&EventType::BalanceLow));
+        for d in Dialect::ALL {
+            assert_eq!(Dialect::parse(d.as_str()), Some(*d));
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
     }
 }

@@ -172,6 +172,11 @@ pub struct Account {
     /// American plan) are accepted; when not, they fail with `invalid_destination`.
     #[serde(default = "yes")]
     pub accept_fixed_or_mobile: bool,
+    /// The SMS balance below which a charge posts an `account.balance_low` webhook event
+    /// (once each time a charge takes the balance from at or above it to below it); absent
+    /// when no alert is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_balance_threshold: Option<i64>,
     /// Creation time.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
@@ -199,7 +204,15 @@ pub struct UpdateAccount {
     /// Whether fixed-or-mobile numbers are accepted; absent leaves it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_fixed_or_mobile: Option<bool>,
+    /// The SMS balance below which a charge posts an `account.balance_low` webhook event (1 to
+    /// 1,000,000,000,000 SMS credits); `null` removes the alert; absent leaves it as it is.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 1.0, maximum = 1000000000000.0))]
+    pub low_balance_threshold: Option<Option<i64>>,
 }
+
+/// The highest low-balance threshold an account may have, in SMS credits.
+pub const MAX_LOW_BALANCE_THRESHOLD: i64 = 1_000_000_000_000;
 
 /// The most countries an account's list holds.
 pub const MAX_ALLOWED_COUNTRIES: usize = 300;
@@ -719,6 +732,36 @@ pub struct Message {
     /// What the destination lookup told of the recipient, when it was looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<DestinationInfo>,
+    /// Where it came from: the dialect that sent it, a handset (`inbound`), or a keyword reply
+    /// (`reply`). Absent from older servers' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<crate::Dialect>,
+    /// Its charge and refund, oldest first (only when one message is read through the admin
+    /// API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ledger: Vec<LedgerEntry>,
+    /// Its webhook deliveries with their attempts, by event (only when one message is read
+    /// through the admin API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_deliveries: Vec<webhooks::WebhookDelivery>,
+}
+
+/// Admin: a page of a search, newest first. A search examines at most 20,000 rows for one
+/// page (the ids of its time range, newest first, through no index but the time order's);
+/// when it stops there before the page is full, `capped` says so and `nextCursor` goes on
+/// from where it stopped, so that a short page is not the end of the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPage<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; absent when the search reached the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Whether the search stopped at its cap of rows examined before the page was full.
+    #[serde(default)]
+    pub capped: bool,
 }
 
 /// Admin: a page of items, newest first.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use switchboard_domain::{
-    AccountDestinations, AccountId, BatchId, Destination, Direction, Encoding, ErrorType, EventId, EventType,
+    AccountDestinations, AccountId, BatchId, Destination, Dialect, Direction, Encoding, ErrorType, EventId, EventType,
     MessageId, MessageKind, MessageStatus, Msisdn, SenderId, Timestamp,
 };
 use switchboard_ledger::{Credits, EntryKind};
@@ -32,6 +32,8 @@ pub struct AccountRecord {
     pub refund_carrier_failures: bool,
     /// The countries it sends to and whether it accepts fixed-or-mobile numbers.
     pub destinations: AccountDestinations,
+    /// The SMS balance below which a charge posts `account.balance_low`; `None` for no alert.
+    pub low_balance_threshold: Option<i64>,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -232,6 +234,69 @@ impl MessageRecord {
     pub fn media_url(&self) -> Option<&str> {
         self.media.first().map(String::as_str)
     }
+
+    /// Where it came from, by what every message stores: an inbound message by its direction;
+    /// a keyword reply, the only outbound message stored without a request hash; a Bird send by
+    /// its channel; a Mudbase send by its multi-recipient request; an SMPP send by its empty
+    /// request hash (it has no idempotency key to guard); and a TextingLine send otherwise.
+    /// The store's search applies the same rule in SQL.
+    pub fn dialect(&self) -> Dialect {
+        match (&self.direction, &self.request_hash) {
+            (Direction::Inbound, _) => Dialect::Inbound,
+            (_, None) => Dialect::Reply,
+            _ if self.channel_id.is_some() => Dialect::Bird,
+            _ if self.batch_id.is_some() => Dialect::Mudbase,
+            (_, Some(hash)) if hash.is_empty() => Dialect::Smpp,
+            _ => Dialect::TextingLine,
+        }
+    }
+}
+
+/// The most rows a bounded scan ([`Store::ledger_entries`], [`Store::search_messages`])
+/// examines for one page; a page that reaches it says so ([`Scanned::capped`]) and gives the
+/// cursor to go on from.
+pub const SCAN_CAP: u32 = 20_000;
+
+/// One page of a bounded scan, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned<T> {
+    /// What matched, newest first.
+    pub items: Vec<T>,
+    /// Where the next page starts (its items are older than this id), when there may be more.
+    pub next: Option<Uuid>,
+    /// Whether the scan stopped at [`SCAN_CAP`] rows examined before the page was full: the
+    /// range is not searched to its end, and `next` goes on from where it stopped.
+    pub capped: bool,
+}
+
+/// Which of an account's ledger entries to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerFilter {
+    /// Only entries of this kind.
+    pub kind: Option<EntryKind>,
+    /// Only the entries of this message (its charge and refund).
+    pub message: Option<MessageId>,
+    /// Only entries made at or after this time.
+    pub from: Option<Timestamp>,
+    /// Only entries made before this time.
+    pub to: Option<Timestamp>,
+}
+
+/// Which messages to find.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// Only this account's (`None`: every account's, for the operator).
+    pub account: Option<AccountId>,
+    /// Only those to this number, matched whole.
+    pub recipient: Option<Msisdn>,
+    /// Only those in this status.
+    pub status: Option<MessageStatus>,
+    /// Only those that came this way.
+    pub dialect: Option<Dialect>,
+    /// Only those created at or after this time.
+    pub from: Option<Timestamp>,
+    /// Only those created before this time.
+    pub to: Option<Timestamp>,
 }
 
 /// One status change.
@@ -794,6 +859,25 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     /// Last change.
     pub updated_at: Timestamp,
+    /// For an `account.balance_low` event: the balance and threshold it reports (`None` for a
+    /// message's events).
+    pub balance_low: Option<BalanceLow>,
+    /// When the operator last made it due again after it failed, if ever: its retry period
+    /// runs from then.
+    pub resent_at: Option<Timestamp>,
+    /// The attempts it had made when the operator last made it due again (0 if never): its
+    /// backoff counts only the attempts since.
+    pub resent_after: u32,
+}
+
+/// What an `account.balance_low` event reports: the charge of `message_id` (the delivery's
+/// message) took the account's SMS balance to `sms_credits`, below `threshold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceLow {
+    /// The SMS balance right after the charge.
+    pub sms_credits: i64,
+    /// The account's low-balance threshold then.
+    pub threshold: i64,
 }
 
 /// One attempt to deliver a webhook.

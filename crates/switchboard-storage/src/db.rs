@@ -138,6 +138,20 @@ impl<E: Engine> Store for Db<E> {
         self.engine.read(move |tx| Box::pin(ledger::list(tx, account, page))).await
     }
 
+    async fn ledger_entries(
+        &self,
+        account: AccountId,
+        filter: &LedgerFilter,
+        page: PageRequest<Uuid>,
+    ) -> Result<Scanned<LedgerRecord>> {
+        let filter = filter.clone();
+        self.engine.read(move |tx| Box::pin(async move { ledger::entries(tx, account, &filter, page).await })).await
+    }
+
+    async fn message_ledger(&self, message: MessageId) -> Result<Vec<LedgerRecord>> {
+        self.engine.read(move |tx| Box::pin(ledger::of_message(tx, message))).await
+    }
+
     async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord> {
         let (sender, recipient) = (sender.to_owned(), recipient.to_owned());
         self.engine
@@ -173,6 +187,15 @@ impl<E: Engine> Store for Db<E> {
 
     async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>> {
         self.engine.read(move |tx| Box::pin(messages::events(tx, id))).await
+    }
+
+    async fn search_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest<MessageId>,
+    ) -> Result<Scanned<MessageRecord>> {
+        let filter = filter.clone();
+        self.engine.read(move |tx| Box::pin(async move { messages::search(tx, &filter, page).await })).await
     }
 
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<MessageRecord>> {
@@ -302,6 +325,10 @@ impl<E: Engine> Store for Db<E> {
 
     async fn set_destinations(&self, account: AccountId, destinations: AccountDestinations) -> Result<AccountRecord> {
         self.engine.write(move |tx| Box::pin(accounts::set_destinations(tx, account, destinations))).await
+    }
+
+    async fn set_low_balance_threshold(&self, account: AccountId, threshold: Option<i64>) -> Result<AccountRecord> {
+        self.engine.write(move |tx| Box::pin(accounts::set_low_balance_threshold(tx, account, threshold))).await
     }
 
     async fn record_receipts(&self, updates: &[ReceiptUpdate]) -> Result<Vec<ReceiptOutcome>> {
@@ -497,6 +524,19 @@ impl<E: Engine> Store for Db<E> {
         self.engine
             .write(move |tx| Box::pin(async move { stats::take_rate_tokens(tx, &name, per_second, want, now).await }))
             .await
+    }
+
+    async fn message_deliveries(&self, message: MessageId) -> Result<Vec<DeliveryRecord>> {
+        self.engine.read(move |tx| Box::pin(webhooks::of_message(tx, message))).await
+    }
+
+    async fn resend_deliveries(
+        &self,
+        event: EventId,
+        endpoint: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.engine.write(move |tx| Box::pin(webhooks::resend(tx, event, endpoint, now))).await
     }
 
     async fn list_deliveries(

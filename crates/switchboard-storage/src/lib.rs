@@ -183,6 +183,17 @@ pub trait Store: Send + Sync + 'static {
     async fn top_up(&self, account: AccountId, amount: Credits, reference: Option<&str>) -> Result<LedgerRecord>;
     /// Lists an account's ledger entries, newest first.
     async fn ledger(&self, account: AccountId, page: PageRequest<uuid::Uuid>) -> Result<Vec<LedgerRecord>>;
+    /// Finds an account's ledger entries that `filter` takes, newest first, before the page's
+    /// cursor: by the message's index when it names a message, else by a bounded scan of the
+    /// account's entries in the time range (at most [`SCAN_CAP`] examined; see [`Scanned`]).
+    async fn ledger_entries(
+        &self,
+        account: AccountId,
+        filter: &LedgerFilter,
+        page: PageRequest<uuid::Uuid>,
+    ) -> Result<Scanned<LedgerRecord>>;
+    /// A message's ledger entries (its charge and refund), oldest first.
+    async fn message_ledger(&self, message: MessageId) -> Result<Vec<LedgerRecord>>;
 
     /// Records an opt-out (idempotent).
     async fn add_opt_out(&self, account: AccountId, sender: &str, recipient: &str) -> Result<OptOutRecord>;
@@ -206,6 +217,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_messages(&self, account: AccountId, page: PageRequest<MessageId>) -> Result<Vec<MessageRecord>>;
     /// A message's status history, oldest first.
     async fn message_events(&self, id: MessageId) -> Result<Vec<EventRecord>>;
+    /// Finds the messages that `filter` takes, newest first, before the page's cursor: a
+    /// bounded scan (at most [`SCAN_CAP`] rows examined; see [`Scanned`]) of the account's
+    /// messages or of every message, over the ids of the time range. It adds no index to the
+    /// messages: a recipient is compared whole, row by row.
+    async fn search_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest<MessageId>,
+    ) -> Result<Scanned<MessageRecord>>;
 
     /// Claims up to `limit` queued messages that are due, leasing each until `lease_until`
     /// and counting the attempt. On PostgreSQL concurrent claimers never get the same message
@@ -305,6 +325,11 @@ pub trait Store: Send + Sync + 'static {
     /// numbers; sends admitted after the change are held to it. `NotFound` if there is no such
     /// account.
     async fn set_destinations(&self, account: AccountId, destinations: AccountDestinations) -> Result<AccountRecord>;
+
+    /// Sets the SMS balance below which a charge posts `account.balance_low` (`None`: no
+    /// alert); `NotFound` if there is no such account. Setting it posts nothing: the next
+    /// charge that takes the balance from at or above it to below it does.
+    async fn set_low_balance_threshold(&self, account: AccountId, threshold: Option<i64>) -> Result<AccountRecord>;
 
     /// Applies delivery receipts in one transaction, one outcome per receipt, in order.
     ///
@@ -450,6 +475,19 @@ pub trait Store: Send + Sync + 'static {
     /// starts full. Every node on the database takes from the same buckets, so a limit kept
     /// through them holds across all of them.
     async fn take_rate_tokens(&self, name: &str, per_second: u32, want: u32, now: Timestamp) -> Result<u32>;
+    /// A message's webhook deliveries (at most 1,000), by event and target.
+    async fn message_deliveries(&self, message: MessageId) -> Result<Vec<DeliveryRecord>>;
+    /// Makes the failed deliveries of an event (only the one to `endpoint`, when given) due at
+    /// `now` with a fresh budget: their retry period and backoff start over from `now`, and
+    /// their attempts so far stay in their history. Returns them; `NotFound` if the event has no
+    /// such delivery, `Conflict` if none of them is failed (a second resend finds them
+    /// pending).
+    async fn resend_deliveries(
+        &self,
+        event: EventId,
+        endpoint: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<DeliveryRecord>>;
     /// Lists an account's deliveries, newest event first (by event id, then target).
     async fn list_deliveries(
         &self,
@@ -536,7 +574,7 @@ impl Pruned {
 
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::engine::{FromRow, Row};
 use crate::{
-    AccountRecord, ApiKeyRecord, AttemptRecord, BatchRecord, ChannelRecord, DeliveryRecord, LedgerRecord,
+    AccountRecord, ApiKeyRecord, AttemptRecord, BalanceLow, BatchRecord, ChannelRecord, DeliveryRecord, LedgerRecord,
     MessageRecord, OptOutRecord, PartRecord, PendingPart, Result, SealedSecret, SenderRecord, StorageError,
     TemplateVersionRecord, WebhookRecord,
 };
@@ -33,7 +33,7 @@ fn sender(what: &str, v: &str) -> Result<SenderId> {
 }
 
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, mms_credits, rate_limit, created_at, \
-     refund_carrier_failures, allowed_regions, accept_fixed_or_mobile";
+     refund_carrier_failures, allowed_regions, accept_fixed_or_mobile, low_balance_threshold";
 
 impl FromRow for AccountRecord {
     fn from_row(r: &mut Row) -> Result<Self> {
@@ -45,6 +45,7 @@ impl FromRow for AccountRecord {
             created_at: r.get()?,
             refund_carrier_failures: r.get()?,
             destinations: account_destinations(r)?,
+            low_balance_threshold: r.get()?,
         })
     }
 }
@@ -309,11 +310,19 @@ impl FromRow for WebhookRecord {
     }
 }
 
-/// The columns of a webhook delivery, in the order [`DeliveryRecord`]'s decoder reads them.
-macro_rules! delivery_columns {
+/// The columns a message's webhook delivery is inserted with; the others start `NULL`.
+macro_rules! delivery_insert_columns {
     () => {
         "event_id, target, account_id, endpoint_id, url, event_type, message_id, status, error_type, occurred_at, \
          state, attempts, next_attempt_at, last_status, last_error, updated_at"
+    };
+}
+pub(crate) use delivery_insert_columns;
+
+/// The columns of a webhook delivery, in the order [`DeliveryRecord`]'s decoder reads them.
+macro_rules! delivery_columns {
+    () => {
+        concat!(crate::rows::delivery_insert_columns!(), ", sms_balance, sms_threshold, resent_at, resent_after")
     };
 }
 pub(crate) use delivery_columns;
@@ -338,6 +347,12 @@ impl FromRow for DeliveryRecord {
             last_status: r.get()?,
             last_error: r.get()?,
             updated_at: r.get()?,
+            balance_low: match (r.get::<Option<i64>>()?, r.get::<Option<i64>>()?) {
+                (Some(sms_credits), Some(threshold)) => Some(BalanceLow { sms_credits, threshold }),
+                _ => None,
+            },
+            resent_at: r.get()?,
+            resent_after: r.get::<Option<u32>>()?.unwrap_or(0),
         })
     }
 }

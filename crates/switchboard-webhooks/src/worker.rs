@@ -13,7 +13,9 @@
 //!
 //! A 2xx answer delivers an event; anything else (another status, a connection error, a
 //! timeout) is retried after an exponential backoff with jitter until the event is
-//! `max_age` old, and then the delivery fails.
+//! `max_age` old, and then the delivery fails. An operator's resend of a failed delivery
+//! (`Store::resend_deliveries`) makes it due again with a fresh budget: its retry period and
+//! backoff count from the resend.
 //!
 //! Every target is held to the server's URL policy (`WorkerConfig::urls`, the one that
 //! checked the URL when it was given) at the moment of the request: a URL that names a refused
@@ -544,7 +546,10 @@ async fn attempt(shared: &Shared, delivery: DeliveryRecord) -> DeliveryResult {
     };
     let elapsed = clock.elapsed();
     let now = Timestamp::now();
-    let outcome = outcome(&shared.config, &answer, delivery.attempts, delivery.event_id.created_at(), now);
+    // An operator's resend starts the retry period and the backoff over.
+    let since = delivery.resent_at.unwrap_or_else(|| delivery.event_id.created_at());
+    let attempt = delivery.attempts.saturating_sub(delivery.resent_after).max(1);
+    let outcome = outcome(&shared.config, &answer, attempt, since, now);
     let result = finish(&delivery, started, elapsed, &answer, outcome);
     note_result(&delivery, &result, Some(elapsed));
     result
@@ -859,6 +864,9 @@ mod tests {
             last_status: None,
             last_error: None,
             updated_at: now,
+            balance_low: None,
+            resent_at: None,
+            resent_after: 0,
         }
     }
 

@@ -282,6 +282,18 @@ pub enum AccountsCmd {
         #[arg(long, value_parser = on_off)]
         fixed_or_mobile: Option<bool>,
     },
+    /// Set the SMS balance below which a charge posts an `account.balance_low` webhook event
+    /// (once each time a charge takes the balance from at or above it to below it).
+    SetLowBalanceThreshold {
+        /// Account id.
+        account: Uuid,
+        /// SMS credits (at least 1).
+        #[arg(long, conflicts_with = "none", required_unless_present = "none")]
+        credits: Option<i64>,
+        /// Remove the alert.
+        #[arg(long)]
+        none: bool,
+    },
 }
 
 /// Reads `on` or `off`.
@@ -783,6 +795,9 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
             }
             print(&c.set_destinations(account, countries, fixed_or_mobile).await?)
         }
+        AdminCommand::Accounts(AccountsCmd::SetLowBalanceThreshold { account, credits, .. }) => {
+            print(&c.set_low_balance_threshold(account, credits).await?)
+        }
         AdminCommand::Keys(KeysCmd::Create { account, name }) => print(&c.create_key(account, name.as_deref()).await?),
         AdminCommand::Keys(KeysCmd::List { account }) => print(&c.keys(account).await?),
         AdminCommand::Keys(KeysCmd::Revoke { account, key }) => print(&c.revoke_key(account, &key).await?),
@@ -966,6 +981,22 @@ mod tests {
         assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--all-countries", "--countries", "US"]).is_err());
         assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--countries", "USA"]).is_err());
         assert!(parse(&["accounts", "set-destinations", ACCOUNT, "--fixed-or-mobile", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn set_low_balance_threshold_takes_credits_or_none() {
+        let cmd = parse(&["accounts", "set-low-balance-threshold", ACCOUNT, "--credits", "500"]).unwrap();
+        assert!(matches!(
+            cmd,
+            AdminCommand::Accounts(AccountsCmd::SetLowBalanceThreshold { credits: Some(500), none: false, .. })
+        ));
+        let cmd = parse(&["accounts", "set-low-balance-threshold", ACCOUNT, "--none"]).unwrap();
+        assert!(matches!(
+            cmd,
+            AdminCommand::Accounts(AccountsCmd::SetLowBalanceThreshold { credits: None, none: true, .. })
+        ));
+        assert!(parse(&["accounts", "set-low-balance-threshold", ACCOUNT]).is_err(), "one is required");
+        assert!(parse(&["accounts", "set-low-balance-threshold", ACCOUNT, "--credits", "5", "--none"]).is_err());
     }
 
     #[test]

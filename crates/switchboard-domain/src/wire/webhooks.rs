@@ -281,6 +281,43 @@ pub struct EventMessage {
     pub sent_at: Option<Timestamp>,
 }
 
+/// The body of an `account.balance_low` event posted to an account's endpoint: a charge took
+/// the account's SMS balance from at or above its low-balance threshold to below it. It is
+/// posted once per crossing; a top-up or refund that brings the balance back to the threshold
+/// or above arms the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceLowEvent {
+    /// The event id, also in the `webhook-id` header; the same on every retry.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: EventId,
+    /// Always `account.balance_low`.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the charge was made.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// The balance and the threshold.
+    pub data: BalanceLowData,
+}
+
+/// What an `account.balance_low` event reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceLowData {
+    /// The account.
+    pub account_id: Uuid,
+    /// Its SMS balance right after the charge.
+    pub sms_credits: i64,
+    /// Its low-balance threshold, in SMS credits, when the charge was made.
+    pub low_balance_threshold: i64,
+    /// The message whose charge crossed the threshold.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub message_id: MessageId,
+}
+
 /// Admin: how one upstream stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

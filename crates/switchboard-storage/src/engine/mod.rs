@@ -238,6 +238,7 @@ tuple_row!(A);
 tuple_row!(A, B);
 tuple_row!(A, B, C);
 tuple_row!(A, B, C, D);
+tuple_row!(A, B, C, D, E);
 tuple_row!(A, B, C, D, E, F);
 
 /// One transaction (or, for reads, one connection) of a backend.

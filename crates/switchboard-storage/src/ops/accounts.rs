@@ -23,6 +23,7 @@ pub(crate) async fn create(tx: &mut impl Tx, name: String) -> Result<AccountReco
         rate_limit: None,
         refund_carrier_failures: false,
         destinations: AccountDestinations::default(),
+        low_balance_threshold: None,
         created_at: Timestamp::now(),
     };
     tx.execute(
@@ -59,6 +60,16 @@ pub(crate) async fn set_refund_carrier_failures(
 ) -> Result<AccountRecord> {
     let sql = format!("UPDATE accounts SET refund_carrier_failures = $1 WHERE id = $2 RETURNING {ACCOUNT_COLUMNS}");
     tx.fetch_optional(&sql, &[refund.into(), account.into()]).await?.ok_or(StorageError::NotFound)
+}
+
+/// See [`crate::Store::set_low_balance_threshold`].
+pub(crate) async fn set_low_balance_threshold(
+    tx: &mut impl Tx,
+    account: AccountId,
+    threshold: Option<i64>,
+) -> Result<AccountRecord> {
+    let sql = format!("UPDATE accounts SET low_balance_threshold = $1 WHERE id = $2 RETURNING {ACCOUNT_COLUMNS}");
+    tx.fetch_optional(&sql, &[threshold.into(), account.into()]).await?.ok_or(StorageError::NotFound)
 }
 
 /// See [`crate::Store::set_destinations`].

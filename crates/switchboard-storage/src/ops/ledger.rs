@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::engine::{Param, Tx, Values, chunked, push_row};
 use crate::rows::LEDGER_COLUMNS;
-use crate::{LedgerRecord, PageRequest, Result, StorageError};
+use crate::{LedgerFilter, LedgerRecord, PageRequest, Result, Scanned, StorageError};
 
 /// An account's balance, locked until the transaction ends (see [`crate::Backend::for_update`]).
 pub(crate) async fn lock_balance(tx: &mut impl Tx, account: AccountId) -> Result<Option<Balance>> {
@@ -92,4 +92,46 @@ pub(crate) async fn list(tx: &mut impl Tx, account: AccountId, page: PageRequest
         "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
     );
     tx.fetch_all(&sql, &[account.into(), page.before.unwrap_or(Uuid::max()).into(), page.limit.into()]).await
+}
+
+/// See [`crate::Store::ledger_entries`].
+pub(crate) async fn entries(
+    tx: &mut impl Tx,
+    account: AccountId,
+    filter: &LedgerFilter,
+    page: PageRequest<Uuid>,
+) -> Result<Scanned<LedgerRecord>> {
+    let (lo, hi) = super::scan::id_bounds(page.before, filter.from, filter.to);
+    let kind = filter.kind.map(|k| k.as_str());
+    if let Some(message) = filter.message {
+        // A message has at most a charge and a refund: read them by their index.
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE message_id = $1 AND account_id = $2 \
+             AND id < $3 AND id >= $4 AND ($5 IS NULL OR kind = $5) ORDER BY id DESC"
+        );
+        let items: Vec<LedgerRecord> =
+            tx.fetch_all(&sql, &[message.into(), account.into(), hi.into(), lo.into(), kind.into()]).await?;
+        let items = items.into_iter().take(page.limit as usize).collect();
+        return Ok(Scanned { items, next: None, capped: false });
+    }
+    let range = "FROM ledger_entries WHERE account_id = $1 AND id < $2 AND id >= $3 ORDER BY id DESC";
+    let sql = format!(
+        "SELECT {LEDGER_COLUMNS} FROM (SELECT {LEDGER_COLUMNS} {range} LIMIT $4) s \
+         WHERE ($5 IS NULL OR kind = $5) ORDER BY id DESC LIMIT $6"
+    );
+    let limit = page.limit.clamp(1, 1000);
+    let rows: Vec<LedgerRecord> = tx
+        .fetch_all(
+            &sql,
+            &[account.into(), hi.into(), lo.into(), crate::SCAN_CAP.into(), kind.into(), (limit + 1).into()],
+        )
+        .await?;
+    let nth = format!("SELECT id {range} LIMIT 1 OFFSET $4");
+    super::scan::page(tx, rows, limit, |e| e.id, &nth, &[account.into(), hi.into(), lo.into()]).await
+}
+
+/// See [`crate::Store::message_ledger`].
+pub(crate) async fn of_message(tx: &mut impl Tx, message: switchboard_domain::MessageId) -> Result<Vec<LedgerRecord>> {
+    let sql = format!("SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE message_id = $1 ORDER BY id");
+    tx.fetch_all(&sql, &[message.into()]).await
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use switchboard_domain::{AccountDestinations, AccountId, MessageId, MessageStatus, SenderId, Timestamp};
+use switchboard_domain::{AccountDestinations, AccountId, Dialect, MessageId, MessageStatus, SenderId, Timestamp};
 use switchboard_ledger::{Balance, Credits, EntryKind};
 use uuid::Uuid;
 
@@ -12,14 +12,15 @@ use crate::engine::{Param, Tx, conflict_as};
 use crate::rows::{Changed, Charged, EVENT_COLUMNS, changed_columns, message_columns};
 use crate::rules::admission::{self, Facts, Step};
 use crate::rules::inbound;
+use crate::rules::low_balance::Watch;
 use crate::{
-    AcceptOutcome, EventRecord, LedgerRecord, MessageRecord, NewInbound, NewMessage, NewReply, OptOutChange,
-    PageRequest, Result, StorageError,
+    AcceptOutcome, EventRecord, LedgerRecord, MessageFilter, MessageRecord, NewInbound, NewMessage, NewReply,
+    OptOutChange, PageRequest, Result, Scanned, StorageError,
 };
 
 /// See [`crate::Store::accept`].
 pub(crate) async fn accept(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
-    let mut facts = load_facts(tx, batch).await?;
+    let (mut facts, mut watch) = load_facts(tx, batch).await?;
     let steps = admission::plan(batch, &mut facts);
     let mut records: Vec<&MessageRecord> = Vec::new();
     let mut entries: Vec<LedgerRecord> = Vec::new();
@@ -47,6 +48,11 @@ pub(crate) async fn accept(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Vec
         fx.stored(record, record.created_at);
         records.push(record);
         if let Some((delta, after)) = charge {
+            if !watch.is_empty()
+                && let Some(low) = watch.charged(record.account_id, after.sms)
+            {
+                fx.balance_low(record, low);
+            }
             let sum = deltas.entry(record.account_id).or_insert(Credits::ZERO);
             *sum = sum.checked_add(*delta).ok_or(StorageError::Corrupt("credit overflow".into()))?;
             entries.push(LedgerRecord::for_message(
@@ -75,30 +81,52 @@ pub(crate) async fn accept(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Vec
     Ok(steps.iter().map(Step::outcome).collect())
 }
 
-/// Locks an account's balance for an admission and reads its destination settings with it.
-async fn lock_account(tx: &mut impl Tx, account: AccountId) -> Result<Option<(Balance, AccountDestinations)>> {
-    let sql = format!(
-        "SELECT sms_credits, mms_credits, allowed_regions, accept_fixed_or_mobile FROM accounts WHERE id = $1{}",
-        tx.backend().for_update()
-    );
-    let row: Option<(i64, i64, Option<String>, bool)> = tx.fetch_optional(&sql, &[account.into()]).await?;
-    let Some((sms, mms, regions, fixed_or_mobile)) = row else { return Ok(None) };
-    let balance = Balance::new(Credits::new(sms, mms))?;
-    let allowed_regions = crate::rows::allowed_regions(regions)?;
-    Ok(Some((balance, AccountDestinations { allowed_regions, fixed_or_mobile })))
+/// The columns [`lock_account`] reads: SMS and MMS balances, allowed regions, whether
+/// fixed-or-mobile numbers are accepted, and the low-balance threshold.
+type AccountRow = (i64, i64, Option<String>, bool, Option<i64>);
+
+/// What an admission reads of an account with its locked balance.
+struct Locked {
+    balance: Balance,
+    destinations: AccountDestinations,
+    low_balance_threshold: Option<i64>,
 }
 
-/// What the admission rules need to know of a group, read inside its transaction.
-async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Facts> {
+/// Locks an account's balance for an admission and reads its destination settings and its
+/// low-balance threshold with it.
+async fn lock_account(tx: &mut impl Tx, account: AccountId) -> Result<Option<Locked>> {
+    let sql = format!(
+        "SELECT sms_credits, mms_credits, allowed_regions, accept_fixed_or_mobile, low_balance_threshold \
+         FROM accounts WHERE id = $1{}",
+        tx.backend().for_update()
+    );
+    let row: Option<AccountRow> = tx.fetch_optional(&sql, &[account.into()]).await?;
+    let Some((sms, mms, regions, fixed_or_mobile, low_balance_threshold)) = row else { return Ok(None) };
+    let balance = Balance::new(Credits::new(sms, mms))?;
+    let allowed_regions = crate::rows::allowed_regions(regions)?;
+    Ok(Some(Locked {
+        balance,
+        destinations: AccountDestinations { allowed_regions, fixed_or_mobile },
+        low_balance_threshold,
+    }))
+}
+
+/// What the admission rules need to know of a group, read inside its transaction, and the
+/// low-balance thresholds of its accounts to follow through its charges.
+async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<(Facts, Watch)> {
     let mut facts = Facts::default();
+    let mut watch = Watch::default();
     // Balances are locked in a fixed order, so that concurrent groups cannot deadlock.
     let mut accounts: Vec<AccountId> = batch.iter().map(|m| m.account_id).collect();
     accounts.sort();
     accounts.dedup();
     for account in accounts {
-        if let Some((balance, destinations)) = lock_account(tx, account).await? {
-            facts.balances.insert(account, balance);
-            facts.destinations.insert(account, destinations);
+        if let Some(locked) = lock_account(tx, account).await? {
+            if let Some(threshold) = locked.low_balance_threshold {
+                watch.watch(account, threshold, locked.balance.credits().sms);
+            }
+            facts.balances.insert(account, locked.balance);
+            facts.destinations.insert(account, locked.destinations);
         }
     }
     // Keys are read after the locks: a racing group for the same account has committed by
@@ -134,7 +162,7 @@ async fn load_facts(tx: &mut impl Tx, batch: &[NewMessage]) -> Result<Facts> {
             facts.opted_out.insert((sender.clone(), m.to.clone()));
         }
     }
-    Ok(facts)
+    Ok((facts, watch))
 }
 
 /// See [`crate::Store::get_message`].
@@ -173,6 +201,74 @@ async fn newest_first(
         column
     );
     tx.fetch_all(&sql, &[key, before.into(), page.limit.into()]).await
+}
+
+/// The SQL condition that a message came the way `dialect` names, the rule of
+/// [`MessageRecord::dialect`] over the stored columns.
+fn dialect_condition(dialect: Option<Dialect>) -> &'static str {
+    match dialect {
+        None => "TRUE",
+        Some(Dialect::Inbound) => "direction = 'inbound'",
+        Some(Dialect::Reply) => "direction = 'outbound' AND request_hash IS NULL",
+        Some(Dialect::Bird) => "direction = 'outbound' AND request_hash IS NOT NULL AND channel_id IS NOT NULL",
+        Some(Dialect::Mudbase) => {
+            "direction = 'outbound' AND request_hash IS NOT NULL AND channel_id IS NULL AND batch_id IS NOT NULL"
+        }
+        Some(Dialect::Smpp) => {
+            "direction = 'outbound' AND request_hash IS NOT NULL AND channel_id IS NULL AND batch_id IS NULL \
+             AND length(request_hash) = 0"
+        }
+        Some(Dialect::TextingLine) => {
+            "direction = 'outbound' AND request_hash IS NOT NULL AND channel_id IS NULL AND batch_id IS NULL \
+             AND length(request_hash) > 0"
+        }
+    }
+}
+
+/// See [`crate::Store::search_messages`]: a bounded scan of the account's messages (by its
+/// index) or of every message (by id), in the filter's time range, newest first.
+pub(crate) async fn search(
+    tx: &mut impl Tx,
+    filter: &MessageFilter,
+    page: PageRequest<MessageId>,
+) -> Result<Scanned<MessageRecord>> {
+    let (lo, hi) = super::scan::id_bounds(page.before.map(|m| m.as_uuid()), filter.from, filter.to);
+    let mut range: Vec<Param<'_>> = Vec::with_capacity(3);
+    let within = match filter.account {
+        Some(account) => {
+            range.push(account.into());
+            "account_id = $1 AND id < $2 AND id >= $3"
+        }
+        None => {
+            range.push(Param::Uuid(None));
+            "$1 IS NULL AND id < $2 AND id >= $3"
+        }
+    };
+    range.extend::<[Param<'_>; 2]>([hi.into(), lo.into()]);
+    let from = format!("FROM messages WHERE {within} ORDER BY id DESC");
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM (SELECT ",
+            message_columns!(),
+            " {} LIMIT $4) s WHERE ($5 IS NULL OR recipient = $5) AND ($6 IS NULL OR status = $6) AND {} \
+             ORDER BY id DESC LIMIT $7"
+        ),
+        from,
+        dialect_condition(filter.dialect)
+    );
+    let limit = page.limit.clamp(1, 1000);
+    let mut params = range.clone();
+    params.extend::<[Param<'_>; 4]>([
+        crate::SCAN_CAP.into(),
+        filter.recipient.as_ref().map(|r| r.as_str()).into(),
+        filter.status.map(|s| s.as_str()).into(),
+        (limit + 1).into(),
+    ]);
+    let rows: Vec<MessageRecord> = tx.fetch_all(&sql, &params).await?;
+    let nth = format!("SELECT id {from} LIMIT 1 OFFSET $4");
+    super::scan::page(tx, rows, limit, |m| m.id.as_uuid(), &nth, &range).await
 }
 
 /// See [`crate::Store::message_events`].

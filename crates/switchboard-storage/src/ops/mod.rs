@@ -13,6 +13,7 @@ pub(crate) mod ledger;
 pub(crate) mod messages;
 pub(crate) mod receipts;
 pub(crate) mod retention;
+pub(crate) mod scan;
 pub(crate) mod smpp;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
@@ -21,7 +22,7 @@ use switchboard_domain::{ErrorType, MessageStatus, Region, Timestamp};
 use switchboard_ledger::{Credits, EntryKind};
 
 use crate::engine::{Param, Tx, Values, chunked, push_row};
-use crate::rows::{Changed, delivery_columns, media_columns, message_columns};
+use crate::rows::{Changed, delivery_insert_columns, media_columns, message_columns};
 use crate::rules::outbox::Outbox;
 use crate::rules::tally::{self, Tally};
 use crate::{DeliveryRecord, EventRecord, LedgerRecord, MessageRecord, Result, WebhookRecord};
@@ -106,6 +107,12 @@ impl Effects {
         for (status, error_type) in crate::rules::admission::initial_events(record) {
             self.event(&m, status, error_type, at);
         }
+    }
+
+    /// The charge of the new message `record` took its account's SMS balance below its
+    /// threshold: an `account.balance_low` event.
+    pub(crate) fn balance_low(&mut self, record: &MessageRecord, low: crate::BalanceLow) {
+        self.outbox.note_balance_low(record.account_id, record.id, record.status, low, record.created_at);
     }
 
     /// Gives `amount` charged for `m` back, if it is not zero.
@@ -229,35 +236,53 @@ pub(crate) async fn insert_messages(tx: &mut impl Tx, records: &[&MessageRecord]
 }
 
 static INSERT_DELIVERIES: Values =
-    Values::new(concat!("INSERT INTO webhook_deliveries (", delivery_columns!(), ") VALUES "), 16, "");
+    Values::new(concat!("INSERT INTO webhook_deliveries (", delivery_insert_columns!(), ") VALUES "), 16, "");
+
+/// An `account.balance_low` delivery: the columns of a message's, and what it reports.
+const INSERT_BALANCE_DELIVERY: &str = concat!(
+    "INSERT INTO webhook_deliveries (",
+    delivery_insert_columns!(),
+    ", sms_balance, sms_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18)"
+);
+
+/// The values of [`delivery_insert_columns`] for `d`.
+fn delivery_row(d: &DeliveryRecord) -> [Param<'_>; 16] {
+    [
+        d.event_id.into(),
+        d.target.as_str().into(),
+        d.account_id.into(),
+        d.endpoint_id.into(),
+        d.url.as_str().into(),
+        d.event_type.as_str().into(),
+        d.message_id.into(),
+        d.status.as_str().into(),
+        d.error_type.map(|t| t.as_str()).into(),
+        d.occurred_at.into(),
+        d.state.as_str().into(),
+        d.attempts.into(),
+        d.next_attempt_at.into(),
+        d.last_status.map(i64::from).into(),
+        (&d.last_error).into(),
+        d.updated_at.into(),
+    ]
+}
 
 async fn insert_deliveries(tx: &mut impl Tx, deliveries: &[DeliveryRecord]) -> Result<()> {
-    for chunk in chunked(deliveries) {
+    let (balance, messages): (Vec<&DeliveryRecord>, Vec<&DeliveryRecord>) =
+        deliveries.iter().partition(|d| d.balance_low.is_some());
+    for chunk in chunked(&messages) {
         let mut params: Vec<Param<'_>> = Vec::with_capacity(chunk.len() * 16);
         for d in chunk {
-            push_row(
-                &mut params,
-                [
-                    d.event_id.into(),
-                    d.target.as_str().into(),
-                    d.account_id.into(),
-                    d.endpoint_id.into(),
-                    d.url.as_str().into(),
-                    d.event_type.as_str().into(),
-                    d.message_id.into(),
-                    d.status.as_str().into(),
-                    d.error_type.map(|t| t.as_str()).into(),
-                    d.occurred_at.into(),
-                    d.state.as_str().into(),
-                    d.attempts.into(),
-                    d.next_attempt_at.into(),
-                    d.last_status.map(i64::from).into(),
-                    (&d.last_error).into(),
-                    d.updated_at.into(),
-                ],
-            );
+            push_row(&mut params, delivery_row(d));
         }
         tx.execute(INSERT_DELIVERIES.sql(chunk.len()), &params).await?;
+    }
+    for d in balance {
+        let low = d.balance_low.as_ref();
+        let mut params: Vec<Param<'_>> = delivery_row(d).into();
+        params.extend::<[Param<'_>; 2]>([low.map(|l| l.sms_credits).into(), low.map(|l| l.threshold).into()]);
+        tx.execute(INSERT_BALANCE_DELIVERY, &params).await?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use switchboard_domain::{AccountId, EventId, Timestamp};
+use switchboard_domain::{AccountId, EventId, MessageId, Timestamp};
 use uuid::Uuid;
 
 use crate::engine::{Param, Tx};
@@ -250,4 +250,52 @@ pub(crate) async fn attempts(tx: &mut impl Tx, event: EventId, target: &str) -> 
     let sql =
         format!("SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts WHERE event_id = $1 AND target = $2 ORDER BY attempt");
     tx.fetch_all(&sql, &[event.into(), target.into()]).await
+}
+
+/// See [`crate::Store::message_deliveries`].
+pub(crate) async fn of_message(tx: &mut impl Tx, message: MessageId) -> Result<Vec<DeliveryRecord>> {
+    tx.fetch_all(
+        concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE message_id = $1 ORDER BY event_id, target LIMIT 1000"
+        ),
+        &[message.into()],
+    )
+    .await
+}
+
+/// See [`crate::Store::resend_deliveries`].
+pub(crate) async fn resend(
+    tx: &mut impl Tx,
+    event: EventId,
+    endpoint: Option<Uuid>,
+    now: Timestamp,
+) -> Result<Vec<DeliveryRecord>> {
+    let resent: Vec<DeliveryRecord> = tx
+        .fetch_all(
+            concat!(
+                "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, updated_at = $1, \
+                 resent_at = $1, resent_after = attempts \
+                 WHERE event_id = $2 AND state = 'failed' AND ($3 IS NULL OR endpoint_id = $3) RETURNING ",
+                delivery_columns!()
+            ),
+            &[now.into(), event.into(), endpoint.into()],
+        )
+        .await?;
+    if !resent.is_empty() {
+        return Ok(resent);
+    }
+    let states: Vec<(String,)> = tx
+        .fetch_all(
+            "SELECT state FROM webhook_deliveries WHERE event_id = $1 AND ($2 IS NULL OR endpoint_id = $2) \
+             ORDER BY target",
+            &[event.into(), endpoint.into()],
+        )
+        .await?;
+    if states.is_empty() {
+        return Err(StorageError::NotFound);
+    }
+    let states: Vec<String> = states.into_iter().map(|(s,)| s).collect();
+    Err(StorageError::Conflict(format!("only a failed delivery can be resent; this one is {}", states.join(", "))))
 }

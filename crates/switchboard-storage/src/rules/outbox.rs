@@ -8,6 +8,10 @@
 //! written in the same transaction as the status changes, so an event is delivered if and only
 //! if its change committed.
 //!
+//! An `account.balance_low` event is noted the same way by the admission whose charge crossed
+//! the account's threshold; it goes to the account's endpoints that take it, never to a
+//! message's own URL.
+//!
 //! Deliveries are new rows under fresh keys: inserting them never waits on another writer, so
 //! they do not change the lock order the running counts rely on (see `tally`).
 
@@ -15,7 +19,7 @@ use std::collections::HashMap;
 
 use switchboard_domain::{AccountId, ErrorType, EventId, EventType, MessageId, MessageStatus, Timestamp};
 
-use crate::{DeliveryRecord, DeliveryState, WebhookRecord};
+use crate::{BalanceLow, DeliveryRecord, DeliveryState, WebhookRecord};
 
 /// One status event that may raise a webhook event.
 #[derive(Debug)]
@@ -27,6 +31,7 @@ struct Noted {
     error_type: Option<ErrorType>,
     at: Timestamp,
     notify_url: Option<String>,
+    balance_low: Option<BalanceLow>,
 }
 
 /// The status events of one transaction, to turn into deliveries before it commits.
@@ -56,6 +61,29 @@ impl Outbox {
             error_type,
             at,
             notify_url: notify_url.map(str::to_owned),
+            balance_low: None,
+        });
+    }
+
+    /// The charge of `message` (now `status`) took `account`'s SMS balance below its
+    /// threshold at `at`: an `account.balance_low` event for the account's endpoints.
+    pub(crate) fn note_balance_low(
+        &mut self,
+        account: AccountId,
+        message: MessageId,
+        status: MessageStatus,
+        balance_low: BalanceLow,
+        at: Timestamp,
+    ) {
+        self.noted.push(Noted {
+            event_type: EventType::BalanceLow,
+            account,
+            message,
+            status,
+            error_type: None,
+            at,
+            notify_url: None,
+            balance_low: Some(balance_low),
         });
     }
 
@@ -113,6 +141,9 @@ impl Outbox {
                 last_status: None,
                 last_error: None,
                 updated_at: now,
+                balance_low: n.balance_low,
+                resent_at: None,
+                resent_after: 0,
             }));
         }
         out
@@ -179,5 +210,26 @@ mod tests {
         assert_eq!((plan[1].endpoint_id, plan[1].url.as_str()), (None, "https://hook.example/m"));
         assert_eq!((plan[0].endpoint_id, plan[0].url.as_str()), (Some(all.id), all.url.as_str()));
         assert!(plan.iter().all(|d| d.state == DeliveryState::Pending && d.attempts == 0 && d.next_attempt_at == at));
+        assert!(plan.iter().all(|d| d.balance_low.is_none()));
+    }
+
+    #[test]
+    fn a_balance_event_goes_to_the_endpoints_that_take_it_only() {
+        let a = AccountId::new();
+        let low_only = endpoint(a, vec![EventType::BalanceLow], true);
+        let all = endpoint(a, Vec::new(), true);
+        let delivered_only = endpoint(a, vec![EventType::Delivered], true);
+        let endpoints = [low_only.clone(), all.clone(), delivered_only];
+        let (m, at) = (MessageId::new(), Timestamp::from_millis(42));
+        let low = BalanceLow { sms_credits: 8, threshold: 10 };
+        let mut outbox = Outbox::default();
+        outbox.note_balance_low(a, m, MessageStatus::Queued, low, at);
+        assert!(!outbox.is_empty());
+        assert_eq!(outbox.accounts(), vec![a]);
+        let plan = outbox.plan(&endpoints, Timestamp::from_millis(50));
+        let targets: Vec<Option<uuid::Uuid>> = plan.iter().map(|d| d.endpoint_id).collect();
+        assert_eq!(targets, vec![Some(low_only.id), Some(all.id)]);
+        assert!(plan.iter().all(|d| d.event_type == EventType::BalanceLow && d.balance_low == Some(low)));
+        assert!(plan.iter().all(|d| d.message_id == m && d.event_id == plan[0].event_id));
     }
 }

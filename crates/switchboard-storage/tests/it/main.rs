@@ -67,6 +67,7 @@ mod pending_parts;
 mod rates;
 mod receipts;
 mod retention;
+mod search;
 mod smpp;
 mod upgrade;
 mod wal;
