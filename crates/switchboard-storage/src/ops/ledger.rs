@@ -104,14 +104,16 @@ pub(crate) async fn entries(
     let (lo, hi) = super::scan::id_bounds(page.before, filter.from, filter.to);
     let kind = filter.kind.map(|k| k.as_str());
     if let Some(message) = filter.message {
-        // A message has at most a charge and a refund: read them by their index.
-        let sql = format!(
-            "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE message_id = $1 AND account_id = $2 \
-             AND id < $3 AND id >= $4 AND ($5 IS NULL OR kind = $5) ORDER BY id DESC"
-        );
-        let items: Vec<LedgerRecord> =
-            tx.fetch_all(&sql, &[message.into(), account.into(), hi.into(), lo.into(), kind.into()]).await?;
-        let items = items.into_iter().take(page.limit as usize).collect();
+        // A message has at most a charge and a refund: read them by its index alone (a
+        // planner offered the account's range too may walk the account's whole ledger), and
+        // hold them to the rest of the filter here.
+        let items = of_message(tx, message)
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|e| e.account_id == account && e.id < hi && e.id >= lo && filter.kind.is_none_or(|k| k == e.kind))
+            .take(page.limit as usize)
+            .collect();
         return Ok(Scanned { items, next: None, capped: false });
     }
     let range = "FROM ledger_entries WHERE account_id = $1 AND id < $2 AND id >= $3 ORDER BY id DESC";
