@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use switchboard::cli::{AccountsCmd, AdminArgs, AdminCommand, CreditsCmd, MessagesCmd, WebhooksCmd};
+use switchboard_client::{LedgerQuery, MessageQuery};
 use switchboard_domain::wire::TlSendRequest;
+use switchboard_domain::{Dialect, Msisdn};
 use switchboard_signing::Secret;
-use switchboard_tests::{Backend, Receiver, Tenant, TestApp, TestDb, admin_call, eventually, on_both_backends};
+use switchboard_tests::{
+    Backend, OPERATOR_TOKEN, Receiver, Tenant, TestApp, TestDb, admin_call, eventually, on_both_backends,
+};
 use uuid::Uuid;
 
 on_both_backends!(
@@ -62,6 +67,17 @@ fn verify(secret: &Secret, r: &switchboard_tests::Received) -> bool {
     let ts: i64 = r.timestamp.parse().expect("a numeric webhook-timestamp");
     let now = switchboard_domain::Timestamp::now().millis() / 1000;
     switchboard_signing::verify(secret, &r.id, ts, &r.body, &r.signature, now, 300)
+}
+
+/// Runs an admin command line against the server.
+async fn cli(app: &TestApp, command: AdminCommand) -> Result<(), String> {
+    let args = AdminArgs {
+        server: app.url.clone(),
+        token: Some(OPERATOR_TOKEN.into()),
+        data_dir: std::env::temp_dir(),
+        command,
+    };
+    switchboard::cli::run_admin(args).await.map_err(|e| format!("{e:#}"))
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -164,12 +180,27 @@ async fn the_threshold_is_checked_and_can_be_removed(backend: Backend) {
     assert_eq!(account["refundCarrierFailures"], false);
     assert!(account.get("lowBalanceThreshold").is_none(), "{account}");
 
-    let set = app.admin.set_low_balance_threshold(t.account, Some(4)).await.expect("set");
-    assert_eq!(set.low_balance_threshold, Some(4));
+    let set = app.admin.set_low_balance_threshold(t.account, Some(3)).await.expect("set");
+    assert_eq!(set.low_balance_threshold, Some(3));
+    let credits = Some(4);
+    cli(&app, AdminCommand::Accounts(AccountsCmd::SetLowBalanceThreshold { account: t.account, credits, none: false }))
+        .await
+        .expect("the command line sets it");
+    assert_eq!(app.admin.account(t.account).await.unwrap().low_balance_threshold, Some(4));
     let kept = ok(&app, Method::PATCH, &path, Some(json!({"rateLimit": 50}))).await;
     assert_eq!(kept["lowBalanceThreshold"], 4, "absent leaves it");
     let removed = ok(&app, Method::PATCH, &path, Some(json!({"lowBalanceThreshold": null}))).await;
     assert!(removed.get("lowBalanceThreshold").is_none(), "{removed}");
+    cli(
+        &app,
+        AdminCommand::Accounts(AccountsCmd::SetLowBalanceThreshold {
+            account: t.account,
+            credits: Some(0),
+            none: false,
+        }),
+    )
+    .await
+    .expect_err("0 is refused");
     // Without a threshold nothing is posted, whatever the balance does.
     let receiver = Receiver::start(0, Duration::ZERO).await;
     let (hook, _) = webhook(&app, t.account, &receiver.url, &[]).await;
@@ -185,6 +216,7 @@ async fn the_ledger_is_filtered_by_kind_message_and_time(backend: Backend) {
     let Some((db, app)) = start(backend, "ledger_filters", |_| {}).await else { return };
     let t = app.provision(100, 0).await;
     let first = send(&t, HANDSET, "first").await;
+    let first_id: switchboard_domain::MessageId = first.parse().unwrap();
     let second = send(&t, HANDSET, "second").await;
     let topup = ok(
         &app,
@@ -213,6 +245,20 @@ async fn the_ledger_is_filtered_by_kind_message_and_time(backend: Backend) {
     assert_eq!(next["data"][0]["messageId"], first);
     assert_eq!(next["data"].as_array().unwrap().len(), 1);
 
+    // The client and the command line ask the same.
+    let query = LedgerQuery { kind: Some("charge".into()), message: Some(first_id), ..LedgerQuery::default() };
+    let found = app.admin.search_ledger(t.account, &query).await.unwrap();
+    assert_eq!((found.data.len(), found.data[0].message_id, found.capped), (1, Some(first_id), false));
+    let ledger = CreditsCmd::Ledger {
+        account: t.account,
+        limit: 10,
+        kind: Some("topup".into()),
+        message: None,
+        from: None,
+        to: None,
+        cursor: None,
+    };
+    cli(&app, AdminCommand::Credits(ledger)).await.expect("the command line lists the ledger");
     let of_first = ok(&app, Method::GET, &format!("{base}?message={first}"), None).await;
     assert_eq!(of_first["data"].as_array().unwrap().len(), 1);
     assert_eq!(of_first["data"][0]["kind"], "charge");
@@ -276,6 +322,26 @@ async fn messages_are_found_by_id_whole_recipient_status_dialect_and_time(backen
     assert_eq!(ids(&search(format!("account={}", t.account)).await), [inbound_id.as_str(), b.as_str(), a.as_str()]);
     assert_eq!(ids(&search("recipient=%2B18005551234".to_owned()).await), [c.as_str(), a.as_str()]);
     assert_eq!(ids(&search(format!("recipient=%2B18005551234&account={}", t.account)).await), [a.as_str()]);
+    let query = MessageQuery {
+        recipient: Some(Msisdn::parse(HANDSET).unwrap()),
+        account: Some(t.account),
+        dialect: Some(Dialect::TextingLine),
+        ..MessageQuery::default()
+    };
+    let found = app.admin.search_messages(&query).await.unwrap();
+    assert_eq!(found.data.iter().map(|m| m.id.to_string()).collect::<Vec<_>>(), [a.as_str()]);
+    let search_cmd = MessagesCmd::Search {
+        id: None,
+        account: Some(t.account),
+        recipient: Some(Msisdn::parse(HANDSET).unwrap()),
+        status: None,
+        dialect: Some("textingline".into()),
+        from: None,
+        to: None,
+        limit: 10,
+        cursor: None,
+    };
+    cli(&app, AdminCommand::Messages(search_cmd)).await.expect("the command line searches");
     // Whole numbers only: a prefix finds nothing.
     assert!(ids(&search("recipient=%2B1800555123".into()).await).is_empty());
     assert_eq!(ids(&search("dialect=inbound".into()).await), [inbound_id.as_str()]);
@@ -369,12 +435,16 @@ async fn a_failed_delivery_is_resent_once_with_a_fresh_budget(backend: Backend) 
     assert!(receiver.requests().iter().all(|r| r.answered == 500));
 
     receiver.set_fail_first(0);
-    let resent = ok(&app, Method::POST, &format!("/webhook-deliveries/{event}/retry?webhook={hook}"), None).await;
-    assert_eq!(resent["data"].as_array().unwrap().len(), 1);
-    assert_eq!(resent["data"][0]["state"], "pending");
+    let event_id: switchboard_domain::EventId = event.parse().unwrap();
+    let resent = app.admin.retry_delivery(event_id, Some(hook.parse().unwrap())).await.expect("resent");
+    assert_eq!(resent.data.len(), 1);
+    assert_eq!(resent.data[0].state, "pending");
     // Once: while it is pending again (or once delivered), another resend is refused.
     let (status, body) = admin_call(&app, Method::POST, &format!("/webhook-deliveries/{event}/retry"), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    cli(&app, AdminCommand::Webhooks(WebhooksCmd::Retry { event: event_id, webhook: None }))
+        .await
+        .expect_err("nor through the command line");
 
     let delivered = eventually("the resent delivery delivered", LONG, || async {
         let page = ok(&app, Method::GET, &path, None).await;

@@ -14,10 +14,10 @@ use switchboard_domain::wire::webhooks::{
 use switchboard_domain::wire::{
     Account, ApiKey, ApiKeyCreated, Balance, Channel, CreateAccount, CreateApiKey, CreateChannel, CreateSender,
     CreateSmppCredential, CreateTemplate, CreateTemplateVersion, LedgerEntry, Message, OptOut, OptOutRequest, Page,
-    Sender, SmppBind, SmppCredential, SmppCredentialCreated, Template, TemplateVersion, TopUp, UpdateAccount,
-    UpdateChannel, UpdateSender, UpdateTemplateVersion,
+    SearchPage, Sender, SmppBind, SmppCredential, SmppCredentialCreated, Template, TemplateVersion, TopUp,
+    UpdateAccount, UpdateChannel, UpdateSender, UpdateTemplateVersion,
 };
-use switchboard_domain::{MessageId, Region};
+use switchboard_domain::{Dialect as MessageDialect, EventId, MessageId, MessageStatus, Msisdn, Region, Timestamp};
 use uuid::Uuid;
 
 use crate::error::{Dialect, Result};
@@ -50,6 +50,61 @@ pub struct DeliveryQuery {
     /// Only deliveries in this state: `pending`, `delivered`, `failed` or `canceled`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+}
+
+/// Filters and paging of [`AdminClient::search_ledger`]; `None` leaves a filter out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Only entries of this kind: `topup`, `charge` or `refund`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only the entries of this message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageId>,
+    /// Only entries made at or after this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Only entries made before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
+}
+
+/// Filters and paging of [`AdminClient::search_messages`]; `None` leaves a filter out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Only the message with this id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<MessageId>,
+    /// Only this account's messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<Uuid>,
+    /// Only messages to this number, matched whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Msisdn>,
+    /// Only messages in this status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<MessageStatus>,
+    /// Only messages that came this way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<MessageDialect>,
+    /// Only messages created at or after this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Only messages created before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
 }
 
 /// An admin API client, authenticated with the operator token (`Authorization: Bearer`).
@@ -242,6 +297,12 @@ impl AdminClient {
         self.get_with_query(&format!("/admin/v1/accounts/{account}/ledger"), &PageQuery { limit, cursor }).await
     }
 
+    /// Finds an account's ledger entries (see [`LedgerQuery`]); a page that stopped at the
+    /// server's cap of rows examined says `capped`, and its cursor goes on from there.
+    pub async fn search_ledger(&self, account: Uuid, query: &LedgerQuery) -> Result<SearchPage<LedgerEntry>> {
+        self.get_with_query(&format!("/admin/v1/accounts/{account}/ledger"), query).await
+    }
+
     /// Adds an opt-out.
     pub async fn add_opt_out(&self, account: Uuid, sender: &str, recipient: &str) -> Result<OptOut> {
         let body = OptOutRequest { sender: sender.to_owned(), recipient: recipient.to_owned() };
@@ -267,6 +328,22 @@ impl AdminClient {
     /// Reads a message with its status history.
     pub async fn message(&self, id: MessageId) -> Result<Message> {
         self.get(&format!("/admin/v1/messages/{id}")).await
+    }
+
+    /// Finds messages of every account (see [`MessageQuery`]); a page that stopped at the
+    /// server's cap of rows examined says `capped`, and its cursor goes on from there.
+    pub async fn search_messages(&self, query: &MessageQuery) -> Result<SearchPage<Message>> {
+        self.get_with_query("/admin/v1/messages", query).await
+    }
+
+    /// Resends an event's failed webhook deliveries (only the one to `webhook`, when given),
+    /// with a fresh retry budget; returns them.
+    pub async fn retry_delivery(&self, event: EventId, webhook: Option<Uuid>) -> Result<Page<WebhookDelivery>> {
+        let path = match webhook {
+            Some(w) => format!("/admin/v1/webhook-deliveries/{event}/retry?webhook={w}"),
+            None => format!("/admin/v1/webhook-deliveries/{event}/retry"),
+        };
+        self.call(Method::POST, &path, None::<&()>).await
     }
 
     /// Creates a channel on one of the account's senders.

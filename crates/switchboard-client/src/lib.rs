@@ -106,7 +106,7 @@ mod mudbase;
 mod retry;
 mod textingline;
 
-pub use admin::{AdminClient, DeliveryQuery};
+pub use admin::{AdminClient, DeliveryQuery, LedgerQuery, MessageQuery};
 pub use bird::{BirdAuth, BirdClient};
 pub use error::{ApiError, ClientError, Dialect, ErrorCode, Result};
 pub use http::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Switchboard};

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use switchboard_client::{AdminClient, DeliveryQuery};
+use switchboard_client::{AdminClient, DeliveryQuery, LedgerQuery, MessageQuery};
 use switchboard_domain::wire::webhooks::{CreateWebhook, InjectInbound, InjectReceipt, InjectReceipts, UpdateWebhook};
 use switchboard_domain::wire::{
     CreateChannel, CreateSender, CreateTemplateVersion, TopUp, UpdateChannel, UpdateSender,
 };
-use switchboard_domain::{ErrorType, MessageId, Region};
+use switchboard_domain::{Dialect, ErrorType, EventId, MessageId, MessageStatus, Msisdn, Region, Timestamp};
 use uuid::Uuid;
 
 /// Switchboard: an SMS/MMS messaging gateway.
@@ -430,14 +430,34 @@ pub enum CreditsCmd {
         /// Account id.
         account: Uuid,
     },
-    /// List ledger entries.
+    /// List ledger entries, newest first, each with its cause.
     Ledger {
         /// Account id.
         account: Uuid,
-        /// Most to show.
-        #[arg(long, default_value_t = 100)]
+        /// Most to show (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// Only entries of this kind.
+        #[arg(long, value_parser = ["topup", "charge", "refund"])]
+        kind: Option<String>,
+        /// Only the entries of this message (msg_…).
+        #[arg(long)]
+        message: Option<MessageId>,
+        /// Only entries made at or after this time (RFC 3339, or a date).
+        #[arg(long, value_parser = time_arg)]
+        from: Option<Timestamp>,
+        /// Only entries made before this time (RFC 3339, or a date).
+        #[arg(long, value_parser = time_arg)]
+        to: Option<Timestamp>,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
+}
+
+/// Reads a time: RFC 3339, or a date (midnight UTC).
+fn time_arg(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_lenient(s).ok_or_else(|| format!("`{s}`: expected a time such as 2026-03-15T14:30:00Z or a date"))
 }
 
 /// Opt-out operations.
@@ -479,11 +499,55 @@ pub enum MessagesCmd {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Show a message with its status history.
+    /// Show a message with its status history, parts, charge and refund, and webhook
+    /// deliveries.
     Get {
         /// Message id (msg_…).
         id: String,
     },
+    /// Find messages of every account, newest first.
+    Search {
+        /// Only the message with this id (msg_…).
+        #[arg(long)]
+        id: Option<MessageId>,
+        /// Only this account's messages.
+        #[arg(long)]
+        account: Option<Uuid>,
+        /// Only messages to this number (E.164, matched whole).
+        #[arg(long, value_parser = msisdn_arg)]
+        recipient: Option<Msisdn>,
+        /// Only messages in this status.
+        #[arg(long, value_parser = status_arg)]
+        status: Option<MessageStatus>,
+        /// Only messages that came this way.
+        #[arg(long, value_parser = ["textingline", "mudbase", "bird", "smpp", "reply", "inbound"])]
+        dialect: Option<String>,
+        /// Only messages created at or after this time (RFC 3339, or a date).
+        #[arg(long, value_parser = time_arg)]
+        from: Option<Timestamp>,
+        /// Only messages created before this time (RFC 3339, or a date).
+        #[arg(long, value_parser = time_arg)]
+        to: Option<Timestamp>,
+        /// Most to show (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+/// Reads an E.164 number.
+fn msisdn_arg(s: &str) -> Result<Msisdn, String> {
+    Msisdn::parse(s).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Reads a message status by its name.
+fn status_arg(s: &str) -> Result<MessageStatus, String> {
+    MessageStatus::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{s}`: expected one of {}", known.join(", "))
+    })
 }
 
 /// Channel operations.
@@ -677,6 +741,14 @@ pub enum WebhooksCmd {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Resend an event's failed deliveries, with a fresh retry budget.
+    Retry {
+        /// Event id (evt_…).
+        event: EventId,
+        /// Only the delivery to this webhook endpoint.
+        #[arg(long)]
+        webhook: Option<Uuid>,
+    },
     /// Show the secret that signs deliveries to the account's messages' own notification URLs.
     NotificationSecret {
         /// Account id.
@@ -821,7 +893,10 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
             print(&c.top_up(account, &TopUp { sms, mms, reference }).await?)
         }
         AdminCommand::Credits(CreditsCmd::Balance { account }) => print(&c.balance(account).await?),
-        AdminCommand::Credits(CreditsCmd::Ledger { account, limit }) => print(&c.ledger(account, limit, None).await?),
+        AdminCommand::Credits(CreditsCmd::Ledger { account, limit, kind, message, from, to, cursor }) => {
+            let query = LedgerQuery { limit: Some(limit), cursor, kind, message, from, to };
+            print(&c.search_ledger(account, &query).await?)
+        }
         AdminCommand::OptOuts(OptOutsCmd::Add { account, sender, recipient }) => {
             print(&c.add_opt_out(account, &sender, &recipient).await?)
         }
@@ -834,6 +909,21 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Messages(MessagesCmd::Get { id }) => {
             let id = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             print(&c.message(id).await?)
+        }
+        AdminCommand::Messages(MessagesCmd::Search {
+            id,
+            account,
+            recipient,
+            status,
+            dialect,
+            from,
+            to,
+            limit,
+            cursor,
+        }) => {
+            let dialect = dialect.as_deref().and_then(Dialect::parse);
+            let query = MessageQuery { limit: Some(limit), cursor, id, account, recipient, status, dialect, from, to };
+            print(&c.search_messages(&query).await?)
         }
         AdminCommand::Channels(ChannelsCmd::Create { account, name, sender, inactive }) => {
             print(&c.create_channel(account, &CreateChannel { name, sender, active: !inactive }).await?)
@@ -898,6 +988,9 @@ pub async fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Webhooks(WebhooksCmd::Deliveries { account, webhook, message, state, limit, cursor }) => {
             let query = DeliveryQuery { limit: Some(limit), cursor, webhook, message, state };
             print(&c.webhook_deliveries(account, &query).await?)
+        }
+        AdminCommand::Webhooks(WebhooksCmd::Retry { event, webhook }) => {
+            print(&c.retry_delivery(event, webhook).await?)
         }
         AdminCommand::Webhooks(WebhooksCmd::NotificationSecret { account }) => {
             print(&c.notification_secret(account).await?)
@@ -997,6 +1090,38 @@ mod tests {
         ));
         assert!(parse(&["accounts", "set-low-balance-threshold", ACCOUNT]).is_err(), "one is required");
         assert!(parse(&["accounts", "set-low-balance-threshold", ACCOUNT, "--credits", "5", "--none"]).is_err());
+    }
+
+    #[test]
+    fn searches_take_their_filters() {
+        let cmd = parse(&[
+            "messages",
+            "search",
+            "--recipient",
+            "+18005551234",
+            "--status",
+            "failed",
+            "--dialect",
+            "smpp",
+            "--from",
+            "2026-03-15",
+        ])
+        .unwrap();
+        let AdminCommand::Messages(MessagesCmd::Search { recipient, status, dialect, from, .. }) = cmd else {
+            panic!("not a search: {cmd:?}")
+        };
+        assert_eq!(recipient.map(|r| r.as_str().to_owned()).as_deref(), Some("+18005551234"));
+        assert_eq!((status, dialect.as_deref()), (Some(MessageStatus::Failed), Some("smpp")));
+        assert_eq!(from, Timestamp::parse_rfc3339("2026-03-15T00:00:00Z"));
+        for bad in [["--recipient", "123"], ["--status", "lost"], ["--dialect", "fax"], ["--from", "soon"]] {
+            assert!(parse(&["messages", "search", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
+        let cmd = parse(&["credits", "ledger", ACCOUNT, "--kind", "refund", "--to", "2026-03-16T00:00:00Z"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Credits(CreditsCmd::Ledger { kind: Some(_), to: Some(_), .. })));
+        assert!(parse(&["credits", "ledger", ACCOUNT, "--kind", "gift"]).is_err());
+        let cmd = parse(&["webhooks", "retry", "evt_DsAdb4EBYBh3z25sBA1qpX"]).unwrap();
+        assert!(matches!(cmd, AdminCommand::Webhooks(WebhooksCmd::Retry { webhook: None, .. })));
+        assert!(parse(&["webhooks", "retry", "nope"]).is_err());
     }
 
     #[test]
