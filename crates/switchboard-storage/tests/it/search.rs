@@ -126,6 +126,10 @@ async fn a_search_stops_at_its_cap_and_goes_on_from_there() {
     assert_eq!((found.items.len(), found.capped), (1, false));
     assert_eq!(found.items[0].message_id, Some(oldest_message));
     assert_eq!(store.message_ledger(oldest_message).await.unwrap().len(), 1);
+    let theirs = MessageId::from_uuid(v7(start + 9_000_000 + 2 * 10, 2));
+    let by_theirs = LedgerFilter { message: Some(theirs), ..LedgerFilter::default() };
+    assert_eq!(store.ledger_entries(other, &by_theirs, page(10, None)).await.unwrap().items.len(), 1);
+    assert!(store.ledger_entries(account, &by_theirs, page(10, None)).await.unwrap().items.is_empty());
     db.remove().await;
 }
 
