@@ -326,6 +326,9 @@ pub struct UpstreamStatus {
     pub rate_per_second: Option<f64>,
     /// How often the upstream throttled (asked it to slow down) since the server started.
     pub throttled: u64,
+    /// The last error a send to it met, and when (kept by the [`Router`]); `None` when none
+    /// did since the server started.
+    pub last_error: Option<(Timestamp, String)>,
 }
 
 /// An upstream that sends messages: a carrier link, another messaging API, or the simulator.

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_domain::{AccountId, ErrorType};
+use switchboard_domain::{AccountId, ErrorType, Timestamp};
 use tokio::time::Instant;
 
 use crate::{OutboundMessage, Provider, ProviderError, Submission, UpstreamStatus, async_trait};
@@ -224,6 +224,8 @@ struct Upstream {
     name: String,
     provider: Arc<dyn Provider>,
     bucket: Option<(u32, TokenBucket)>,
+    /// The last error a send to it met, for its status.
+    last_error: Mutex<Option<(Timestamp, String)>>,
 }
 
 impl Upstream {
@@ -315,7 +317,7 @@ impl Router {
                 Some(rate) => Some((rate, TokenBucket::new(rate, 1))),
                 None => None,
             };
-            held.push(Upstream { name, provider, bucket });
+            held.push(Upstream { name, provider, bucket, last_error: Mutex::new(None) });
         }
         let mut resolved = Vec::with_capacity(routes.len());
         for (i, route) in routes.into_iter().enumerate() {
@@ -456,7 +458,12 @@ impl Provider for Router {
                     }
                 }
             }
-            match upstream.provider.send(message).await {
+            let sent = upstream.provider.send(message).await;
+            if let Err(e) = &sent {
+                *upstream.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Timestamp::now(), e.message.clone()));
+            }
+            match sent {
                 Ok(submission) => return Ok(submission),
                 // The rest of the message goes through the upstream that took its first parts.
                 Err(e) if e.partly_taken => return Err(e),
@@ -477,7 +484,18 @@ impl Provider for Router {
     }
 
     fn status(&self) -> Vec<UpstreamStatus> {
-        self.upstreams.iter().flat_map(|u| u.provider.status()).collect()
+        self.upstreams
+            .iter()
+            .flat_map(|u| {
+                let last = u.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                u.provider.status().into_iter().map(move |mut status| {
+                    if status.last_error.is_none() {
+                        status.last_error.clone_from(&last);
+                    }
+                    status
+                })
+            })
+            .collect()
     }
 
     fn sends_parts(&self) -> bool {
@@ -629,6 +647,22 @@ mod tests {
         let e = whole.send(&rest).await.unwrap_err();
         assert!(e.unavailable && e.message.contains("b: cannot send the rest"), "{e:?}");
         assert_eq!(b.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upstreams_last_send_error_is_in_its_status() {
+        let failing = ProviderError::retryable(ErrorType::ProviderError, "the SMSC's queue is full");
+        let a = Arc::new(Fake { connected: Some(true), ..Arc::into_inner(Fake::new("a", Err(failing))).unwrap() });
+        let b = Arc::new(Fake { connected: Some(true), ..Arc::into_inner(Fake::ok("b")).unwrap() });
+        let router = Router::new(ups(&[&a, &b]), vec![route("", &["a", "b"])], None).unwrap();
+        assert!(router.status().iter().all(|s| s.last_error.is_none()), "no error before a send");
+        let before = switchboard_domain::Timestamp::now();
+        assert_eq!(sent_by(&router, &msg("+18005550001")).await, "b");
+        let status = router.status();
+        let (at, message) = status[0].last_error.clone().expect("a's error is kept");
+        assert_eq!(message, "the SMSC's queue is full");
+        assert!(at >= before);
+        assert_eq!(status[1].last_error, None, "b took the message");
     }
 
     #[tokio::test]

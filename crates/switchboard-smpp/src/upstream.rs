@@ -776,6 +776,7 @@ impl Provider for SmppUpstream {
             detail: Some(detail),
             rate_per_second: inner.pace.rate(),
             throttled: inner.pace.throttled_count(),
+            last_error: None,
         }]
     }
 }

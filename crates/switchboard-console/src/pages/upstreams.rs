@@ -94,7 +94,7 @@ async fn upstreams(State(state): State<ConsoleState>, viewer: Viewer) -> PageRes
         (table(&upstreams))
         h2 { "Throughput and last errors" }
         div.scroll { table {
-            thead { tr { th { "Name" } th.num { "Sent /s" } th.num { "Failed /s" } th { "Last said" } } }
+            thead { tr { th { "Name" } th.num { "Sent /s" } th.num { "Failed /s" } th { "State" } th { "Last send error" } } }
             tbody { @for (u, rate) in upstreams.iter().zip(&rates) { tr {
                 td { (u.name) }
                 @match rate {
@@ -102,6 +102,10 @@ async fn upstreams(State(state): State<ConsoleState>, viewer: Viewer) -> PageRes
                     None => { td.num { "—" } td.num { "—" } }
                 }
                 td.detail { (u.detail.as_deref().unwrap_or("—")) }
+                td.detail { @match &u.last_error {
+                    Some((at, message)) => { (layout::time(*at)) ": " (message) }
+                    None => "—"
+                } }
             } } }
         } }
         p.hint { "Rates are measured between views of this page (over up to five minutes); reload to update." }
