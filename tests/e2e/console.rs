@@ -12,6 +12,7 @@ on_both_backends!(
     logout_and_revocation_end_a_session,
     the_operator_manages_an_account_and_its_holder_sees_only_it,
     failed_logins_spend_the_apis_failure_budgets,
+    the_cookie_is_secure_behind_a_trusted_https_proxy,
 );
 
 /// A browser without a browser: keeps the console's cookies by hand.
@@ -19,6 +20,8 @@ pub(crate) struct Console {
     base: String,
     http: reqwest::Client,
     cookies: Vec<(String, String)>,
+    /// Headers sent with every request (what a proxy would add).
+    extra: Vec<(&'static str, &'static str)>,
 }
 
 /// An answer: status, headers, body.
@@ -37,7 +40,7 @@ impl Page {
 impl Console {
     pub(crate) fn new(app: &TestApp) -> Self {
         let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-        Self { base: app.direct_url.clone(), http, cookies: Vec::new() }
+        Self { base: app.direct_url.clone(), http, cookies: Vec::new(), extra: Vec::new() }
     }
 
     fn cookie_header(&self) -> String {
@@ -64,20 +67,20 @@ impl Console {
     }
 
     pub(crate) async fn get(&mut self, path: &str) -> Page {
-        let resp =
-            self.http.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).send().await.unwrap();
+        let mut req = self.http.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header());
+        for (name, value) in &self.extra {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.unwrap();
         self.answer(resp).await
     }
 
     pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .form(form)
-            .send()
-            .await
-            .unwrap();
+        let mut req = self.http.post(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).form(form);
+        for (name, value) in &self.extra {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.unwrap();
         self.answer(resp).await
     }
 
@@ -574,6 +577,41 @@ mod browser {
         app.stop().await;
         db.remove().await;
     }
+}
+
+async fn the_cookie_is_secure_behind_a_trusted_https_proxy(backend: Backend) {
+    let Some(db) = TestDb::new(backend, "console_secure").await else { return };
+    let session_cookie = |page: &Page| {
+        page.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("sb_console="))
+            .expect("a session cookie")
+    };
+    let https = [("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")];
+
+    // A peer that is no trusted proxy cannot make the server believe it came over HTTPS.
+    let app = TestApp::start(db.settings()).await;
+    let mut direct = Console::new(&app);
+    direct.extra = https.to_vec();
+    let cookie = session_cookie(&direct.login("", OPERATOR_TOKEN).await);
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    app.stop().await;
+
+    // Behind a trusted proxy that says the client came over HTTPS, the cookies are Secure, the
+    // logout's too.
+    let settings = switchboard::Settings { trusted_proxies: vec!["127.0.0.1/32".into()], ..db.settings() };
+    let app = TestApp::start(settings).await;
+    let mut proxied = Console::new(&app);
+    proxied.extra = https.to_vec();
+    let cookie = session_cookie(&proxied.login("", OPERATOR_TOKEN).await);
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let page = proxied.get("/console").await;
+    let out = proxied.post("/console/logout", &[("csrf", &Console::csrf(&page))]).await;
+    assert!(session_cookie(&out).ends_with("Max-Age=0; Secure"), "{}", session_cookie(&out));
+    app.stop().await;
+    db.remove().await;
 }
 
 /// How long the console's pages take on a database of a million messages (SQLite): seeds it

@@ -49,6 +49,8 @@ pub struct Viewer {
     token: SessionToken,
     principal: ConsolePrincipal,
     csrf: String,
+    /// Whether the request came over HTTPS, for the cookies set in the answer.
+    https: bool,
 }
 
 impl Viewer {
@@ -150,7 +152,9 @@ impl FromRequestParts<ConsoleState> for Viewer {
             return Err(none);
         };
         match state.core.console_session(&token, state.config.sessions).await {
-            Ok(Some(session)) => Ok(Viewer { token, principal: session.principal, csrf: session.csrf }),
+            Ok(Some(session)) => {
+                Ok(Viewer { token, principal: session.principal, csrf: session.csrf, https: client(parts).https })
+            }
             Ok(None) => Err(none),
             Err(e) => Err(NoViewer::Failed(e.into())),
         }
@@ -333,7 +337,7 @@ struct LogoutForm {}
 async fn logout(State(state): State<ConsoleState>, posted: Posted<LogoutForm>) -> PageResult {
     state.core.end_console_session(&posted.viewer.token).await?;
     let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, false));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, posted.viewer.https));
     Ok(response)
 }
 
