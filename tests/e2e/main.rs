@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod concurrency;
 mod console;
+mod console_pages;
 mod contract;
 mod destinations;
 mod guessing;

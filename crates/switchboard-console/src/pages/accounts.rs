@@ -171,6 +171,7 @@ async fn account_page(
         }
         section {
             h2 { "Recent ledger entries" }
+            p { a #full-ledger href=(format!("{base}/ledger")) { "The whole ledger, filtered, and the low-balance alert →" } }
             @if ledger.is_empty() { (layout::empty("ledger entries")) } @else {
                 div.scroll { table #ledger {
                     thead { tr { th { "When" } th { "Kind" } th.num { "SMS" } th.num { "MMS" } th.num { "Balance after" } th { "Cause" } } }

@@ -4,6 +4,8 @@
 //! the navigation entries ([`NAV`]).
 
 pub mod accounts;
+pub mod ledger;
+pub mod messages;
 pub mod overview;
 pub mod upstreams;
 
@@ -39,10 +41,16 @@ impl NavEntry {
 pub const NAV: &[NavEntry] = &[
     NavEntry { key: "overview", label: "Overview", href: "/console", operator_only: false },
     NavEntry { key: "accounts", label: "Accounts", href: "/console/accounts/{account}", operator_only: false },
+    NavEntry { key: "messages", label: "Messages", href: "/console/messages", operator_only: false },
     NavEntry { key: "upstreams", label: "Upstreams", href: "/console/upstreams", operator_only: true },
 ];
 
 /// Every page's routes.
 pub(crate) fn routes() -> Router<ConsoleState> {
-    Router::new().merge(overview::routes()).merge(accounts::routes()).merge(upstreams::routes())
+    Router::new()
+        .merge(overview::routes())
+        .merge(accounts::routes())
+        .merge(ledger::routes())
+        .merge(messages::routes())
+        .merge(upstreams::routes())
 }
