@@ -577,6 +577,118 @@ mod browser {
         app.stop().await;
         db.remove().await;
     }
+
+    /// The ledger and the messages in the browser: a top-up found by filtering the ledger, the
+    /// low-balance threshold set through its form, a message found by its id whose timeline
+    /// moves from sent to delivered, and an account holder kept to their own messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_ledger_and_messages_in_a_browser() {
+        let Some(driver) = Driver::start().await else { return };
+        let db = TestDb::new(switchboard_tests::Backend::Sqlite, "console_browser_messages").await.unwrap();
+        // Receipts come a little after the send, so that the timeline is seen to change.
+        let settings = switchboard::Settings { simulator_receipt_delay_ms: 2_000, ..db.settings() };
+        let app = TestApp::start(settings).await;
+        let base = app.direct_url.clone();
+        let tenant = app.provision(100, 0).await;
+        let other = app.provision(10, 0).await;
+        let top_up = switchboard_domain::wire::TopUp { sms: 40, mms: 0, reference: Some("invoice 2026-044".into()) };
+        app.admin.top_up(tenant.account, &top_up).await.unwrap();
+        let send = |t: &switchboard_tests::Tenant, to: &str, text: &str| {
+            let req =
+                TlSendRequest { to: to.into(), from: t.from.clone(), body: Some(text.into()), ..Default::default() };
+            let client = t.client.clone();
+            async move { client.send(&req).await.expect("send").message.id.to_string() }
+        };
+        // Its deliveries and their attempts show on the message's page.
+        let receiver = switchboard_tests::Receiver::start(1, Duration::ZERO).await;
+        let events = ["message.accepted", "message.sent", "message.delivered"].map(String::from).to_vec();
+        let hook = switchboard_domain::wire::webhooks::CreateWebhook {
+            url: receiver.url.clone(),
+            events: Some(events),
+            ..Default::default()
+        };
+        app.admin.create_webhook(tenant.account, &hook).await.unwrap();
+        send(&tenant, "+18005550101", "an earlier one").await;
+        let theirs = send(&other, "+18005550199", "another account's").await;
+
+        let browser = driver.browser().await;
+        log_in(&browser, &base, "", OPERATOR_TOKEN).await;
+
+        // The ledger, filtered to top-ups through its form, and the threshold set through its own.
+        browser.goto(&format!("{base}/console/accounts/{}/ledger", tenant.account)).await.unwrap();
+        let filter = browser.form(Locator::Id("ledger-filter")).await.unwrap();
+        filter.set_by_name("kind", "topup").await.unwrap();
+        filter.submit().await.unwrap();
+        browser.wait().for_element(Locator::Css("#ledger")).await.unwrap();
+        let rows = text_of(&browser, "#ledger tbody").await;
+        assert!(rows.contains("invoice 2026-044") && !rows.contains("charge"), "{rows}");
+        let threshold = browser.form(Locator::Id("low-balance")).await.unwrap();
+        threshold.set_by_name("threshold", "50").await.unwrap();
+        threshold.submit().await.unwrap();
+        browser.wait().for_element(Locator::Css("p.notice.ok")).await.expect("the threshold is confirmed");
+        assert_eq!(text_of(&browser, "#threshold").await, "50 SMS");
+        assert_eq!(app.admin.account(tenant.account).await.unwrap().low_balance_threshold, Some(50));
+        screenshot(&browser, "ledger", 1280).await;
+        screenshot(&browser, "ledger-phone", 390).await;
+
+        // A message sent through the API, found by its id, and its timeline as it moves on.
+        let id = send(&tenant, "+18005550102", "watch me in the console").await;
+        browser.goto(&format!("{base}/console/messages")).await.unwrap();
+        let search = browser.form(Locator::Id("search")).await.unwrap();
+        search.set_by_name("id", &id).await.unwrap();
+        search.submit().await.unwrap();
+        browser.wait().for_element(Locator::Css("#messages")).await.unwrap();
+        let found = text_of(&browser, "#messages tbody").await;
+        assert!(found.contains(&id) && !found.contains(&theirs), "{found}");
+        screenshot(&browser, "messages", 1280).await;
+        browser
+            .find(Locator::Css("#messages tbody a[href^='/console/messages/']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.wait().for_element(Locator::Id("timeline")).await.unwrap();
+        let first = text_of(&browser, "#timeline").await;
+        assert!(first.contains("accepted") && !first.contains("delivered"), "not delivered yet: {first}");
+        let b = &browser;
+        eventually("the timeline shows the message delivered", Duration::from_secs(20), || async move {
+            b.refresh().await.ok()?;
+            let timeline = text_of(b, "#timeline").await;
+            timeline.contains("delivered").then_some(())
+        })
+        .await;
+        let timeline = text_of(&browser, "#timeline").await;
+        let order: Vec<usize> =
+            ["accepted", "queued", "sent", "delivered"].iter().map(|s| timeline.find(s).expect(s)).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "in the order they happened: {timeline}");
+        assert!(text_of(&browser, "#charges").await.contains("-2"), "its charge");
+        eventually("the delivered event posted", Duration::from_secs(20), || async move {
+            b.refresh().await.ok()?;
+            let deliveries = b.find(Locator::Id("deliveries")).await.ok()?.text().await.ok()?;
+            (deliveries.matches("HTTP 204").count() == 3).then_some(())
+        })
+        .await;
+        screenshot(&browser, "message-timeline", 1280).await;
+        screenshot(&browser, "message-timeline-phone", 390).await;
+
+        // The holder sees their own messages only; another account's message is not found.
+        browser.find(Locator::Css("header.top form button")).await.unwrap().click().await.unwrap();
+        browser.wait().for_element(Locator::Id("secret")).await.unwrap();
+        let (key_id, secret) = tenant.api_key.split_once(':').unwrap();
+        log_in(&browser, &base, key_id, secret).await;
+        browser.goto(&format!("{base}/console/messages")).await.unwrap();
+        let listed = text_of(&browser, "#messages tbody").await;
+        assert!(listed.contains(&id) && !listed.contains(&theirs) && !listed.contains("+18005550199"), "{listed}");
+        screenshot(&browser, "messages-holder", 1280).await;
+        browser.goto(&format!("{base}/console/messages/{theirs}")).await.unwrap();
+        assert_eq!(text_of(&browser, "main h1").await, "Not found");
+        assert!(!browser.source().await.unwrap().contains("+18005550199"));
+
+        browser.close().await.unwrap();
+        app.stop().await;
+        db.remove().await;
+    }
 }
 
 async fn the_cookie_is_secure_behind_a_trusted_https_proxy(backend: Backend) {
