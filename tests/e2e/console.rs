@@ -404,7 +404,7 @@ mod browser {
                 .expect("start chromedriver");
             let url = format!("http://127.0.0.1:{port}");
             let status = format!("{url}/status");
-            eventually("chromedriver answers", Duration::from_secs(20), || {
+            eventually("chromedriver answers", Duration::from_secs(60), || {
                 let status = status.clone();
                 async move {
                     let r = reqwest::get(&status).await.ok()?;
@@ -512,7 +512,7 @@ mod browser {
             tenant.client.send(&req).await.expect("send");
         }
         let b = &browser;
-        eventually("the chart counts the messages delivered", Duration::from_secs(20), || async move {
+        eventually("the chart counts the messages delivered", Duration::from_secs(60), || async move {
             b.refresh().await.ok()?;
             let (accepted, delivered) = (minute_count(b, "accepted").await, minute_count(b, "delivered").await);
             (accepted == 6 && delivered == 6).then_some(())
