@@ -204,6 +204,10 @@ async fn the_operator_resends_a_failed_delivery_from_the_message_page(backend: B
     let mut holder = holder_of(&app, &t).await;
     let own = holder.get(&page_path).await;
     assert!(own.body.contains("id=\"deliveries\"") && !own.body.contains(">Resend<"));
+    assert!(
+        !own.body.contains(&receiver.url) && failed.body.contains(&receiver.url),
+        "the URL's path for the operator only"
+    );
     let event = {
         let at = failed.body.find("name=\"event\" value=\"").unwrap() + "name=\"event\" value=\"".len();
         failed.body[at..].split('"').next().unwrap().to_owned()

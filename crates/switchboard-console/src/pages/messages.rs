@@ -301,7 +301,10 @@ async fn message_page(
                     tbody { @for (del, attempts) in &d.deliveries { tr {
                         td { code { (del.event_id) } }
                         td { (del.event_type.as_str()) }
-                        td.detail { @if del.endpoint_id.is_some() { "endpoint " } @else { "notification URL " } code { (del.url) } }
+                        td.detail {
+                            @if del.endpoint_id.is_some() { "endpoint " } @else { "notification URL " }
+                            code { @if operator { (del.url) } @else { (origin(&del.url)) } }
+                        }
                         td { (delivery_state(del.state)) }
                         td {
                             @if attempts.is_empty() { (layout::nothing()) } @else {
@@ -329,6 +332,14 @@ async fn message_page(
     Ok(layout::page(&viewer, "Message", "messages", content))
 }
 
+/// A URL's scheme and host only: a path or query may carry a token, which the account holder's
+/// page does not show (the operator's shows the URL whole, as the admin API does).
+fn origin(url: &str) -> &str {
+    let host_from = url.find("://").map_or(0, |i| i + 3);
+    let end = url[host_from..].find(['/', '?', '#']).map_or(url.len(), |i| host_from + i);
+    &url[..end]
+}
+
 fn delivery_state(state: DeliveryState) -> Markup {
     let class = match state {
         DeliveryState::Delivered => "badge ok",
@@ -336,6 +347,16 @@ fn delivery_state(state: DeliveryState) -> Markup {
         DeliveryState::Pending | DeliveryState::Canceled => "badge muted",
     };
     html! { span class=(class) { (state.as_str()) } }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origin_keeps_the_scheme_and_host_only() {
+        assert_eq!(super::origin("https://hooks.example.com/sms?token=abc"), "https://hooks.example.com");
+        assert_eq!(super::origin("http://127.0.0.1:8080/hook#x"), "http://127.0.0.1:8080");
+        assert_eq!(super::origin("https://example.com"), "https://example.com");
+    }
 }
 
 #[derive(Debug, Deserialize)]
