@@ -760,13 +760,27 @@ async fn page_times_on_a_million_messages() {
     let (key_id, secret) = tenants[0].api_key.split_once(':').unwrap();
     holder.login(key_id, secret).await;
     let own = format!("/console/accounts/{}", tenants[0].account);
+    let ledger = format!("{own}/ledger");
+    let refunds = format!("{own}/ledger?kind=refund");
+    let newest = operator.get("/console/messages").await;
+    let at = newest.body.find("href=\"/console/messages/msg_").expect("a message listed") + "href=\"".len();
+    let message = newest.body[at..].split('"').next().unwrap().to_owned();
     for (who, path) in [
         ("operator", "/console"),
         ("operator", "/console/accounts"),
         ("operator", own.as_str()),
+        ("operator", ledger.as_str()),
+        ("operator", refunds.as_str()),
+        ("operator", "/console/messages"),
+        ("operator", "/console/messages?recipient=%2B18005551234"),
+        ("operator", "/console/messages?status=canceled"),
+        ("operator", message.as_str()),
         ("operator", "/console/upstreams"),
         ("holder", "/console"),
         ("holder", own.as_str()),
+        ("holder", "/console/messages"),
+        ("holder", "/console/messages?recipient=%2B18005551234"),
+        ("holder", "/console/messages?dialect=smpp"),
     ] {
         let console = if who == "operator" { &mut operator } else { &mut holder };
         let mut times = Vec::new();

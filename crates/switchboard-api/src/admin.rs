@@ -528,7 +528,7 @@ pub(crate) fn search_page<R, W>(
 
 /// List an account's ledger entries, newest first, each with its cause (the message it
 /// charged or refunded, or a top-up's reference), optionally only those of one kind, one
-/// message or a time range. Filtered by kind or time, a page examines at most 20,000 entries:
+/// message or a time range. Filtered by kind or time, a page examines at most 10,000 entries:
 /// see `capped`.
 #[utoipa::path(get, path = "/admin/v1/accounts/{account}/ledger", tag = "Admin", params(("account" = Uuid, Path), LedgerParams),
     security(("operator" = [])), responses((status = 200, body = SearchPage<LedgerEntry>), (status = 400, body = AdminErrorBody), (status = 404, body = AdminErrorBody)))]
@@ -683,7 +683,7 @@ impl SearchParams {
 }
 
 /// Find messages of every account, newest first: one by id, or by account, recipient
-/// (matched whole), status, dialect and time range. A page examines at most 20,000 messages of
+/// (matched whole), status, dialect and time range. A page examines at most 10,000 messages of
 /// the time range (ids are time-ordered, so a narrower range searches further back): see
 /// `capped`.
 #[utoipa::path(get, path = "/admin/v1/messages", tag = "Admin", params(SearchParams), security(("operator" = [])),

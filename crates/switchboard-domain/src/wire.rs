@@ -746,7 +746,7 @@ pub struct Message {
     pub webhook_deliveries: Vec<webhooks::WebhookDelivery>,
 }
 
-/// Admin: a page of a search, newest first. A search examines at most 20,000 rows for one
+/// Admin: a page of a search, newest first. A search examines at most 10,000 rows for one
 /// page (the ids of its time range, newest first, through no index but the time order's);
 /// when it stops there before the page is full, `capped` says so and `nextCursor` goes on
 /// from where it stopped, so that a short page is not the end of the results.

@@ -255,7 +255,7 @@ impl MessageRecord {
 /// The most rows a bounded scan ([`Store::ledger_entries`], [`Store::search_messages`])
 /// examines for one page; a page that reaches it says so ([`Scanned::capped`]) and gives the
 /// cursor to go on from.
-pub const SCAN_CAP: u32 = 20_000;
+pub const SCAN_CAP: u32 = 10_000;
 
 /// One page of a bounded scan, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
