@@ -197,7 +197,7 @@ async fn a_million_messages() {
         ("ledger, one day", LedgerFilter { from: Some(day(20)), to: Some(day(21)), ..Default::default() }),
         (
             "ledger, by message",
-            LedgerFilter { message: Some(MessageId::from_uuid(v7(start, 3))), ..Default::default() },
+            LedgerFilter { message: Some(MessageId::from_uuid(v7(start + 3 * 2_592, 3))), ..Default::default() },
         ),
     ];
     for (name, filter) in &ledgers {
