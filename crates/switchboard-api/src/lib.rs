@@ -106,8 +106,8 @@ pub fn router(state: AppState) -> Router {
 
 /// The whole HTTP application with `extra` routes beside the API's (the web console): they
 /// are served under the same layers (request timeout, body limit, panic catching, access log
-/// and metrics), and every request carries its [`switchboard_core::console::HttpClient`] as an
-/// extension. `extra` must not set a fallback; unknown paths under `/console` are answered in
+/// and metrics), and each of their requests carries its
+/// [`switchboard_core::console::HttpClient`] as an extension. `extra` must not set a fallback; unknown paths under `/console` are answered in
 /// plain text.
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let limits = state.limits;
@@ -129,9 +129,9 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     Router::new()
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .merge(extra)
+        // Only the extra routes read the client: the API's requests are spared the work.
+        .merge(extra.layer(axum::middleware::from_fn(note_client)))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn(note_client))
         .layer(axum::Extension(trusted_proxies))
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, timeout))
         .layer(CatchPanicLayer::custom(|_| internal_error_on("/")))
