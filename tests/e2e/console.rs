@@ -844,5 +844,13 @@ fn seed(path: &str, accounts: &[uuid::Uuid], spread: u64, recent: u64) {
         [],
     )
     .unwrap();
+    tx.execute("DELETE FROM message_minute_counts", []).unwrap();
+    tx.execute(
+        "INSERT INTO message_minute_counts (account_id, slot, status, minute, n) SELECT account_id, \
+         (created_at / 60000) % 120, status, created_at / 60000, COUNT(*) FROM messages \
+         WHERE direction = 'outbound' AND created_at >= ?1 GROUP BY account_id, created_at / 60000, status",
+        [(now / 60_000 - 119) * 60_000],
+    )
+    .unwrap();
     tx.commit().unwrap();
 }

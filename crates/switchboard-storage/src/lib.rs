@@ -403,8 +403,8 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
     ) -> Result<Vec<TrafficBucket>>;
     /// Outbound messages created in each of `minutes` minutes (at most 60) from `from`, by
-    /// where they stand now, of one account or of all, read from the messages of each minute's
-    /// range of ids; minutes without messages are left out.
+    /// where they stand now, of one account or of all, from the running counts by minute;
+    /// minutes without messages are left out.
     async fn minute_traffic(
         &self,
         account: Option<AccountId>,
@@ -574,7 +574,7 @@ impl Pruned {
 
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

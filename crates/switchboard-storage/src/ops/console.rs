@@ -1,16 +1,15 @@
 //! The web console's storage: its sessions, and the message counts its charts draw.
 //!
-//! The counts are bounded reads that add nothing to the message write path: by the hour from
-//! the running counts (`message_counts`), by the minute from the messages of a range of ids
-//! (ids are time-ordered, so a minute is a range of the primary key, or of `messages_account`
-//! for one account), at most an hour of them.
+//! The counts are read from the running counts that every status change keeps (see
+//! `rules::tally`), never from the messages: by the hour from `message_counts`, by the minute
+//! from `message_minute_counts` (the last two hours, of which at most one is read).
 
-use switchboard_domain::{AccountId, MessageId, MessageStatus, Timestamp};
+use switchboard_domain::{AccountId, MessageStatus, Timestamp};
 
 use crate::engine::Tx;
 use crate::rows::corrupt;
-use crate::rules::tally::HOUR_MS;
-use crate::{Backend, ConsolePrincipal, ConsoleSessionRecord, Result, TrafficBucket};
+use crate::rules::tally::{HOUR_MS, MINUTE_MS, RING_MINUTES};
+use crate::{ConsolePrincipal, ConsoleSessionRecord, Result, TrafficBucket};
 
 const SESSION_COLUMNS: &str = "token_hash, account_id, key_id, created_at, expires_at, last_seen_at";
 
@@ -90,28 +89,60 @@ pub(crate) async fn hourly_traffic(
     to: Timestamp,
 ) -> Result<Vec<TrafficBucket>> {
     let (first, end) = (from.millis().div_euclid(HOUR_MS), (to.millis() + HOUR_MS - 1).div_euclid(HOUR_MS));
-    let rows: Vec<(i64, String, i64)> = match account {
+    traffic(tx, "message_counts", "hour", "", account, (first, end), HOUR_MS).await
+}
+
+/// Most minutes [`minute_traffic`] reads: the minute counts keep more, but only this far back
+/// are they sure to be whole.
+const MAX_MINUTES: u32 = 60;
+
+/// See [`crate::Store::minute_traffic`].
+pub(crate) async fn minute_traffic(
+    tx: &mut impl Tx,
+    account: Option<AccountId>,
+    from: Timestamp,
+    minutes: u32,
+) -> Result<Vec<TrafficBucket>> {
+    let first = from.millis().div_euclid(MINUTE_MS);
+    let end = first + i64::from(minutes.min(MAX_MINUTES));
+    if end <= first {
+        return Ok(Vec::new());
+    }
+    // The minutes' slots, so that all accounts' rows are found through `message_minute_counts_slot`.
+    let slots: Vec<String> = (first..end).map(|m| m.rem_euclid(RING_MINUTES).to_string()).collect();
+    let slots = format!("slot IN ({}) AND ", slots.join(", "));
+    traffic(tx, "message_minute_counts", "minute", &slots, account, (first, end), MINUTE_MS).await
+}
+
+/// The buckets `[first, end)` of a table of running counts, whose bucket column is `bucket`
+/// (in units of `size` milliseconds), with `also` (empty, or a condition and `AND`) in its
+/// `WHERE`; buckets without messages are left out.
+async fn traffic(
+    tx: &mut impl Tx,
+    table: &str,
+    bucket: &str,
+    also: &str,
+    account: Option<AccountId>,
+    (first, end): (i64, i64),
+    size: i64,
+) -> Result<Vec<TrafficBucket>> {
+    let mut params = vec![first.into(), end.into()];
+    let scope = match account {
         Some(a) => {
-            tx.fetch_all(
-                "SELECT hour, status, CAST(SUM(n) AS BIGINT) FROM message_counts \
-                 WHERE account_id = $1 AND hour >= $2 AND hour < $3 GROUP BY hour, status ORDER BY hour",
-                &[a.into(), first.into(), end.into()],
-            )
-            .await?
+            params.push(a.into());
+            "account_id = $3 AND "
         }
-        None => {
-            tx.fetch_all(
-                "SELECT hour, status, CAST(SUM(n) AS BIGINT) FROM message_counts \
-                 WHERE hour >= $1 AND hour < $2 GROUP BY hour, status ORDER BY hour",
-                &[first.into(), end.into()],
-            )
-            .await?
-        }
+        None => "",
     };
+    let sql = format!(
+        "SELECT {bucket}, status, CAST(SUM(n) AS BIGINT) FROM {table} \
+         WHERE {scope}{also}{bucket} >= $1 AND {bucket} < $2 GROUP BY {bucket}, status ORDER BY {bucket}"
+    );
+    let rows: Vec<(i64, String, i64)> = tx.fetch_all(&sql, &params).await?;
     let mut buckets: Vec<TrafficBucket> = Vec::new();
-    for (hour, status, n) in rows {
+    for (at, status, n) in rows {
         let status = MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
-        let start = hour * HOUR_MS;
+        let start = at * size;
         if buckets.last().is_none_or(|b| b.start != start) {
             buckets.push(TrafficBucket { start, ..TrafficBucket::default() });
         }
@@ -120,60 +151,6 @@ pub(crate) async fn hourly_traffic(
         }
     }
     Ok(buckets.into_iter().filter(|b| b.accepted != 0).collect())
-}
-
-/// One minute's counts: all, sent, delivered, failed (the sums are NULL over no rows).
-type MinuteRow = (i64, Option<i64>, Option<i64>, Option<i64>);
-
-/// Most minutes [`minute_traffic`] reads.
-const MAX_MINUTES: u32 = 60;
-
-/// See [`crate::Store::minute_traffic`]: one aggregate per minute over that minute's range
-/// of ids, with no `GROUP BY` (which would sort the rows); a minute's range of ids holds the
-/// messages created in it, give or take clocks that disagree by the milliseconds between
-/// making an id and its creation time.
-pub(crate) async fn minute_traffic(
-    tx: &mut impl Tx,
-    account: Option<AccountId>,
-    from: Timestamp,
-    minutes: u32,
-) -> Result<Vec<TrafficBucket>> {
-    let sums = match tx.backend() {
-        // SQLite counts a comparison as 0 or 1, more cheaply than a CASE.
-        Backend::Sqlite => {
-            "COUNT(*), SUM(status IN ('sent', 'delivered')), SUM(status = 'delivered'), \
-             SUM(status IN ('failed', 'undelivered', 'expired', 'canceled'))"
-        }
-        Backend::Postgres => {
-            "COUNT(*), COUNT(*) FILTER (WHERE status IN ('sent', 'delivered')), \
-             COUNT(*) FILTER (WHERE status = 'delivered'), \
-             COUNT(*) FILTER (WHERE status IN ('failed', 'undelivered', 'expired', 'canceled'))"
-        }
-    };
-    let scope = if account.is_some() { "account_id = $3 AND " } else { "" };
-    let sql = format!("SELECT {sums} FROM messages WHERE {scope}id >= $1 AND id < $2 AND direction = 'outbound'");
-    let mut buckets = Vec::new();
-    for minute in 0..i64::from(minutes.min(MAX_MINUTES)) {
-        let start = from.millis() + minute * 60_000;
-        let low = MessageId::first_at(Timestamp::from_millis(start));
-        let high = MessageId::first_at(Timestamp::from_millis(start + 60_000));
-        let mut params = vec![low.into(), high.into()];
-        if let Some(a) = account {
-            params.push(a.into());
-        }
-        let row: Option<MinuteRow> = tx.fetch_optional(&sql, &params).await?;
-        let (accepted, sent, delivered, failed) = row.unwrap_or_default();
-        if accepted != 0 {
-            buckets.push(TrafficBucket {
-                start,
-                accepted,
-                sent: sent.unwrap_or(0),
-                delivered: delivered.unwrap_or(0),
-                failed: failed.unwrap_or(0),
-            });
-        }
-    }
-    Ok(buckets)
 }
 
 /// See [`crate::Store::account_backlog`]: the account's messages waiting, from its running

@@ -159,6 +159,10 @@ async fn apply_tally(tx: &mut impl Tx, tally: &Tally) -> Result<()> {
     for (account, hour, status, n) in tally.count_changes() {
         tx.execute(tally::UPSERT_COUNT, &[account.into(), hour.into(), status.into(), n.into()]).await?;
     }
+    for (account, slot, status, minute, n) in tally.minute_changes(Timestamp::now()) {
+        tx.execute(tally::UPSERT_MINUTE, &[account.into(), slot.into(), status.into(), minute.into(), n.into()])
+            .await?;
+    }
     for (batch, sent, failed, sent_at) in tally.batch_changes() {
         tx.execute(tally::UPDATE_BATCH, &[sent.into(), failed.into(), sent_at.into(), batch.into()]).await?;
     }
