@@ -51,6 +51,8 @@ async fn a_full_page_says_another_follows(backend: Backend) {
     let second = app.admin.ledger(account.id, 1000, Some(next)).await.unwrap();
     assert_eq!((second.data.len(), second.next_cursor), (1, None));
     assert_eq!(app.admin.balance(account.id).await.unwrap().sms_credits, 1001);
+    app.stop().await;
+    db.remove().await;
 }
 
 async fn metrics_can_require_a_token(backend: Backend) {

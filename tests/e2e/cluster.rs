@@ -156,4 +156,7 @@ async fn an_upstream_limit_holds_across_two_nodes() {
             k + 1
         );
     }
+    node1.stop().await;
+    node2.stop().await;
+    db.remove().await;
 }
