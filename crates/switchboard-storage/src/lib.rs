@@ -574,7 +574,7 @@ impl Pruned {
 
 /// The newest migration of this version's schema, the same on both engines
 /// (`migrations/sqlite` and `migrations/postgres` hold one file per version).
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 /// Opens the store a URL names (`sqlite:` or `postgres:`), creating and migrating it.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {

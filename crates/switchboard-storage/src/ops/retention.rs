@@ -22,10 +22,11 @@ use crate::engine::{CHUNKS, Param, Tx, chunked};
 use crate::{Pruned, Result};
 
 /// The statuses a message can no longer leave, as the partial index `messages_prunable` names
-/// them (the query must say the same for the index to serve it).
+/// them (the query must say the same, term for term, for the index to serve it).
 macro_rules! finished {
     () => {
-        "pruned_at IS NULL AND status IN ('delivered', 'failed', 'undelivered', 'expired', 'canceled', 'received')"
+        "pruned_at IS NULL AND (status = 'delivered' OR status = 'failed' OR status = 'undelivered' \
+         OR status = 'expired' OR status = 'canceled' OR status = 'received')"
     };
 }
 
@@ -73,20 +74,25 @@ static DELETE_PARTS: IdList = IdList::new("DELETE FROM message_parts WHERE messa
 static MARK_PRUNED: IdList =
     IdList::new("UPDATE messages SET pruned_at = $1 WHERE id IN (", 2, concat!(") AND ", finished!()));
 
-/// See [`crate::Store::prune`].
-pub(crate) async fn prune(tx: &mut impl Tx, before: Timestamp, limit: u32, now: Timestamp) -> Result<Pruned> {
-    let skip_locked = tx.backend().skip_locked();
-    let limit = limit.max(1);
-    let pick = format!(
+/// The messages a batch prunes: `$2` of those that ended before `$1`, first ended first, with
+/// no webhook delivery pending, from the front of `messages_prunable`.
+fn pick(backend: crate::Backend) -> String {
+    format!(
         concat!(
             "SELECT id FROM messages WHERE ",
             finished!(),
             " AND updated_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.message_id = messages.id AND d.state = 'pending') ORDER BY updated_at LIMIT $2{}"
         ),
-        skip_locked
-    );
-    let picked: Vec<(MessageId,)> = tx.fetch_all(&pick, &[before.into(), limit.into()]).await?;
+        backend.skip_locked()
+    )
+}
+
+/// See [`crate::Store::prune`].
+pub(crate) async fn prune(tx: &mut impl Tx, before: Timestamp, limit: u32, now: Timestamp) -> Result<Pruned> {
+    let skip_locked = tx.backend().skip_locked();
+    let limit = limit.max(1);
+    let picked: Vec<(MessageId,)> = tx.fetch_all(&pick(tx.backend()), &[before.into(), limit.into()]).await?;
     let ids: Vec<MessageId> = picked.into_iter().map(|(id,)| id).collect();
     let mut pruned = Pruned::default();
     for chunk in chunked(&ids) {
@@ -110,4 +116,37 @@ pub(crate) async fn prune(tx: &mut impl Tx, before: Timestamp, limit: u32, now: 
     );
     pruned.receipts = tx.execute(&unmatched, &[before.into(), limit.into()]).await?;
     Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::sqlite::SqliteEngine;
+    use crate::engine::{Engine, Tx};
+    use crate::{Backend, ConnectOptions};
+
+    /// A batch reads the front of `messages_prunable`: the query names the index's condition
+    /// term for term, or SQLite would scan every message instead.
+    #[tokio::test]
+    async fn a_batch_reads_the_prunable_index_on_sqlite() {
+        let dir = std::env::temp_dir().join(format!("switchboard-prune-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("p.db").display());
+        let engine = SqliteEngine::open(&url, &ConnectOptions::default()).await.unwrap();
+        let plan: Vec<String> = engine
+            .read(|tx| {
+                Box::pin(async move {
+                    let sql = format!("EXPLAIN QUERY PLAN {}", super::pick(Backend::Sqlite));
+                    let rows: Vec<(i64, i64, i64, String)> = tx.fetch_all(&sql, &[0i64.into(), 1i64.into()]).await?;
+                    Ok(rows.into_iter().map(|(_, _, _, detail)| detail).collect())
+                })
+            })
+            .await
+            .unwrap();
+        assert!(
+            plan.iter().any(|d| d.starts_with("SEARCH messages USING INDEX messages_prunable")),
+            "the plan does not read messages_prunable: {plan:?}"
+        );
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

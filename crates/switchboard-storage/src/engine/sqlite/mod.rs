@@ -46,7 +46,7 @@ macro_rules! migration {
 /// The migrations of the SQLite schema: (version, file name, SQL), applied in order. They are
 /// recorded in `_sqlx_migrations`, the table (and checksums) that earlier versions' migrator
 /// kept, so a database they made upgrades in place.
-const MIGRATIONS: [(i64, &str, &str); 13] = [
+const MIGRATIONS: [(i64, &str, &str); 14] = [
     migration!(1, "0001_init.sql"),
     migration!(2, "0002_batches_and_counts.sql"),
     migration!(3, "0003_channels_templates_schedules.sql"),
@@ -60,6 +60,7 @@ const MIGRATIONS: [(i64, &str, &str); 13] = [
     migration!(11, "0011_console_sessions.sql"),
     migration!(12, "0012_low_balance.sql"),
     migration!(13, "0013_minute_counts.sql"),
+    migration!(14, "0014_prunable_statuses.sql"),
 ];
 
 /// The SQLite engine.
